@@ -1,0 +1,1 @@
+"""Ways to find directions in h-space: PCA, Jacobian, supervised."""

@@ -1,0 +1,87 @@
+"""Capture h and add a delta to it, by module hooks on a diffusers ``UNet2DModel``.
+
+Three points (DESIGN.md):
+
+- ``before``: the input of the mid-block (a forward pre-hook on ``mid_block``);
+- ``middle``: inside the mid-block's second resnet, the output of its ``norm2``;
+- ``after``: the output of the mid-block (the paper's default).
+
+No diffusers forward code is copied: the hooks read or replace one tensor and leave
+the rest of the model as it is.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Optional
+
+import torch
+
+from ..core.errors import ModelLoadError
+
+POINTS = ("before", "middle", "after")
+
+
+def _check_point(point: str) -> str:
+    if point not in POINTS:
+        raise ValueError(f"unknown h-space point '{point}' (use one of {', '.join(POINTS)})")
+    return point
+
+
+def hook_module(unet, point: str):
+    """The module whose input (``before``) or output (``middle``, ``after``) is h."""
+    _check_point(point)
+    mid = getattr(unet, "mid_block", None)
+    if mid is None:
+        raise ModelLoadError("this UNet has no mid-block, so it has no h-space")
+    if point == "middle":
+        resnets = getattr(mid, "resnets", None)
+        if resnets is None or len(resnets) < 2:
+            raise ModelLoadError("the mid-block has no second resnet for the 'middle' point")
+        return resnets[1].norm2
+    return mid
+
+
+@contextmanager
+def hspace_hook(unet, point: str, edit: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                record: Optional[list] = None):
+    """While active, every UNet forward passes h through ``edit`` and appends it to ``record``.
+
+    ``edit(h) -> h'`` may return a new tensor (e.g. ``h + delta``); ``record`` receives
+    the h that the rest of the network sees (after the edit).
+    """
+    module = hook_module(unet, point)
+
+    def apply(h):
+        if edit is not None:
+            h = edit(h)
+        if record is not None:
+            record.append(h)
+        return h
+
+    if point == "before":
+        def pre(mod, args, kwargs):
+            if "hidden_states" in kwargs:
+                kwargs = dict(kwargs, hidden_states=apply(kwargs["hidden_states"]))
+                return args, kwargs
+            return (apply(args[0]),) + tuple(args[1:]), kwargs
+
+        handle = module.register_forward_pre_hook(pre, with_kwargs=True)
+    else:
+        def post(mod, args, output):
+            return apply(output)
+
+        handle = module.register_forward_hook(post)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def h_shape(unet, point: str, sample_shape) -> tuple:
+    """Shape (C', H', W') of h for one sample of ``sample_shape``, found by a dry run."""
+    rec: list = []
+    p = next(unet.parameters())
+    x = torch.zeros((1, *sample_shape), device=p.device, dtype=p.dtype)
+    with torch.no_grad(), hspace_hook(unet, point, record=rec):
+        unet(x, torch.tensor([0], device=p.device))
+    return tuple(rec[0].shape[1:])

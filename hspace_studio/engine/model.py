@@ -1,0 +1,247 @@
+"""Load a pretrained unconditional diffusion model.
+
+``load_model(source)`` accepts:
+
+- ``"default"``: the embedded toyfaces model in ``resources/default-model``;
+- a local diffusers folder: a pixel ``UNet2DModel`` (weights and ``config.json`` at
+  the top, or in ``unet/``) with its scheduler config (``scheduler_config.json`` at
+  the top, or ``scheduler/``), or a latent model: ``unet/`` plus ``vqvae/`` or
+  ``vae/`` (``VQModel`` or ``AutoencoderKL``);
+- a hub id such as ``google/ddpm-ema-celebahq-256`` (needs the hub to be reachable).
+
+Whatever scheduler the checkpoint names, sampling uses a ``DDIMScheduler`` built from
+its config (``eta`` = 0 is DDIM, ``eta`` = 1 is DDPM). ``clip_sample`` and
+``thresholding`` are switched off unless asked for: clipping x_0 is not invertible
+(DDIM inversion) and has zero gradient (Jacobian). ``set_alpha_to_one`` is off so the
+last step keeps a small noise level, which makes edit-friendly inversion exact.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..core.errors import ModelLoadError
+
+RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
+DEFAULT_MODEL_DIR = RESOURCES / "default-model"
+
+
+def pick_device(device: Optional[str] = None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise ModelLoadError(f"unknown device '{device}' (use cpu, cuda or cuda:N)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' requested but no CUDA GPU is available")
+    return dev
+
+
+@dataclass
+class DiffusionModel:
+    """A loaded model: denoiser, sampling scheduler, optional autoencoder."""
+
+    unet: torch.nn.Module
+    scheduler: object  # diffusers DDIMScheduler
+    vae: Optional[torch.nn.Module]
+    fingerprint: str
+    source: str
+    device: torch.device
+    dtype: torch.dtype
+    info: dict = field(default_factory=dict)
+
+    @property
+    def is_latent(self) -> bool:
+        return self.vae is not None
+
+    @property
+    def sample_shape(self) -> tuple:
+        """Shape (C, H, W) of x_t, the space the diffusion runs in."""
+        size = self.unet.config.sample_size
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        return (self.unet.config.in_channels, h, w)
+
+    @property
+    def image_size(self) -> tuple:
+        """(H, W) of the images the model makes."""
+        _, h, w = self.sample_shape
+        if self.vae is None:
+            return (h, w)
+        f = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return (h * f, w * f)
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler.config.prediction_type
+
+    def predict_eps(self, model_output, x, t):
+        """Convert the UNet's output at timestep ``t`` to the noise estimate eps."""
+        ab = self.scheduler.alphas_cumprod[int(t)].to(x.device, torch.float32)
+        p = self.prediction_type
+        if p == "epsilon":
+            return model_output
+        if p == "v_prediction":
+            return ab.sqrt() * model_output + (1 - ab).sqrt() * x
+        if p == "sample":
+            return (x - ab.sqrt() * model_output) / (1 - ab).sqrt()
+        raise ModelLoadError(f"unsupported prediction type '{p}'")
+
+    # -- pixel <-> diffusion space -------------------------------------------------
+    @torch.no_grad()
+    def to_pixels(self, x0: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] (unclamped) from x_0 of the diffusion space."""
+        if self.vae is None:
+            return x0
+        z = x0.to(self.device, self.dtype) / self.vae.config.scaling_factor
+        return self.vae.decode(z).sample.float()
+
+    @torch.no_grad()
+    def from_pixels(self, img: torch.Tensor) -> torch.Tensor:
+        """x_0 of the diffusion space for images in [-1, 1] at :attr:`image_size`."""
+        if self.vae is None:
+            return img.to(self.device, torch.float32)
+        enc = self.vae.encode(img.to(self.device, self.dtype))
+        z = enc.latents if hasattr(enc, "latents") else enc.latent_dist.mode()
+        return (z * self.vae.config.scaling_factor).float()
+
+    def describe(self) -> str:
+        c, h, w = self.sample_shape
+        kind = "latent" if self.is_latent else "pixel"
+        return (f"{self.source} ({kind}, {c}x{h}x{w}, {self.prediction_type}, "
+                f"fingerprint {self.fingerprint}, {self.device})")
+
+
+def _fingerprint(modules, scheduler_config: dict) -> str:
+    """Stable id of a model: its weights and the noise schedule, not device or dtype."""
+    h = hashlib.sha256()
+    keys = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
+            "prediction_type", "trained_betas")
+    h.update(json.dumps({k: scheduler_config.get(k) for k in keys}, sort_keys=True,
+                        default=str).encode())
+    for mod in modules:
+        if mod is None:
+            continue
+        for name, t in sorted(mod.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot read {path}: {e}") from e
+
+
+def _find_component(root: Path, names, config="config.json"):
+    for n in names:
+        d = root / n if n else root
+        if (d / config).is_file():
+            return d
+    return None
+
+
+def _quiet_diffusers() -> None:
+    from diffusers.utils import logging as dlog
+
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+
+
+def _load_folder(root: Path):
+    from diffusers import AutoencoderKL, UNet2DModel, VQModel
+
+    _quiet_diffusers()
+
+    unet_dir = _find_component(root, ("unet", ""))
+    if unet_dir is None:
+        raise ModelLoadError(f"{root} is not a diffusers model folder (no config.json or unet/)")
+    ucfg = _read_json(unet_dir / "config.json")
+    if ucfg.get("_class_name", "UNet2DModel") != "UNet2DModel":
+        raise ModelLoadError(f"{unet_dir}: only unconditional UNet2DModel denoisers are supported, "
+                             f"found {ucfg.get('_class_name')}")
+    sched_dir = _find_component(root, ("scheduler", ""), "scheduler_config.json")
+    if sched_dir is None:
+        raise ModelLoadError(f"{root}: no scheduler_config.json (top level or scheduler/)")
+    scfg = _read_json(sched_dir / "scheduler_config.json")
+    try:
+        unet = UNet2DModel.from_pretrained(unet_dir)
+    except Exception as e:  # diffusers raises many types for broken folders
+        raise ModelLoadError(f"cannot load the UNet in {unet_dir}: {str(e).splitlines()[0]}") from e
+    vae = None
+    vae_dir = _find_component(root, ("vqvae", "vae"))
+    if vae_dir is not None:
+        vcfg = _read_json(vae_dir / "config.json")
+        cls = {"VQModel": VQModel, "AutoencoderKL": AutoencoderKL}.get(vcfg.get("_class_name"))
+        if cls is None:
+            raise ModelLoadError(f"{vae_dir}: unsupported autoencoder {vcfg.get('_class_name')}")
+        try:
+            vae = cls.from_pretrained(vae_dir)
+        except Exception as e:
+            raise ModelLoadError(f"cannot load the autoencoder in {vae_dir}: "
+                                 f"{str(e).splitlines()[0]}") from e
+    return unet, scfg, vae
+
+
+def _download(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+        os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.bin"]))
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelLoadError(f"could not get '{repo_id}' from the Hugging Face hub ({reason[:120]}); "
+                             f"download it elsewhere and pass its local folder instead") from e
+
+
+def make_scheduler(config: dict, clip_sample: bool = False):
+    from diffusers import DDIMScheduler
+
+    cfg = {k: v for k, v in config.items() if not k.startswith("_")}
+    cfg.update(clip_sample=bool(clip_sample), thresholding=False, set_alpha_to_one=False)
+    return DDIMScheduler.from_config(cfg)
+
+
+def load_model(source: str = "default", device: Optional[str] = None, half: bool = False,
+               clip_sample: bool = False) -> DiffusionModel:
+    """Load a model by name, folder or hub id. See the module docstring."""
+    dev = pick_device(device)
+    src = str(source)
+    if src == "default":
+        root = DEFAULT_MODEL_DIR
+        if not root.is_dir():
+            raise ModelLoadError(f"the embedded default model is missing ({root}); "
+                                 f"train it with `python -m hspace_studio.training.ddpm`")
+    elif Path(src).expanduser().exists():
+        root = Path(src).expanduser()
+        if not root.is_dir():
+            raise ModelLoadError(f"{root} is a file; pass the model's folder")
+    elif src.count("/") == 1 and not src.startswith((".", "/", "~")):
+        root = _download(src)
+    else:
+        raise ModelLoadError(f"no model folder '{src}' (pass 'default', a local folder or a hub id)")
+    unet, scfg, vae = _load_folder(root)
+    if unet.mid_block is None:
+        raise ModelLoadError(f"{src}: the UNet has no mid-block, so it has no h-space")
+    fp = _fingerprint([unet, vae], scfg)
+    dtype = torch.float32
+    if half:
+        if dev.type != "cuda":
+            raise ModelLoadError("half precision needs a CUDA device")
+        dtype = torch.float16
+    unet = unet.to(dev, dtype).eval().requires_grad_(False)
+    if vae is not None:
+        vae = vae.to(dev, dtype).eval().requires_grad_(False)
+    sched = make_scheduler(scfg, clip_sample)
+    return DiffusionModel(unet=unet, scheduler=sched, vae=vae, fingerprint=fp, source=src,
+                          device=dev, dtype=dtype, info={"root": str(root)})

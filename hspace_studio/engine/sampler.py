@@ -1,0 +1,265 @@
+"""Sample, decode and edit trajectories — batched, cancellable, with progress.
+
+Every update of x_t is the diffusers scheduler's own ``step`` (DDIM with ``eta`` and
+``variance_noise``), so a chain here equals ``DDIMPipeline``'s for the same noise.
+
+Noise is drawn per seed from a CPU ``torch.Generator`` in the order ``DDIMPipeline``
+draws it (x_T, then one variance noise per step), so a seed gives the same image on
+any device and in any batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from ..core.progress import CancelToken, Progress, ProgressFn
+from .hspace import hspace_hook
+from .model import DiffusionModel
+from .trajectory import Trajectory
+
+EtaLike = Union[float, Sequence[float], torch.Tensor]
+# preview(step_index, total_steps, predicted x_0 batch)
+PreviewFn = Callable[[int, int, torch.Tensor], None]
+
+
+def etas_tensor(eta: EtaLike, steps: int) -> torch.Tensor:
+    """A per-step eta schedule from a number or a sequence of ``steps`` numbers."""
+    if isinstance(eta, (int, float)):
+        e = torch.full((steps,), float(eta))
+    else:
+        e = torch.as_tensor(eta, dtype=torch.float32).flatten()
+        if e.numel() != steps:
+            raise ValueError(f"eta schedule has {e.numel()} values for {steps} steps")
+    if not torch.isfinite(e).all() or (e < 0).any():
+        raise ValueError("eta must be finite and >= 0")
+    return e
+
+
+def timesteps_for(model: DiffusionModel, steps: int) -> torch.Tensor:
+    if int(steps) < 1 or int(steps) > model.scheduler.config.num_train_timesteps:
+        raise ValueError(f"steps must be between 1 and {model.scheduler.config.num_train_timesteps}")
+    model.scheduler.set_timesteps(int(steps))
+    return model.scheduler.timesteps.clone()
+
+
+def prepare_scheduler(model: DiffusionModel, timesteps: torch.Tensor) -> None:
+    """Set the scheduler to the step count of ``timesteps`` and check they agree."""
+    ts = timesteps_for(model, timesteps.shape[0])
+    if not torch.equal(ts.cpu(), timesteps.cpu().to(ts.dtype)):
+        raise ValueError("the trajectory's timesteps do not match this model's scheduler "
+                         f"at {timesteps.shape[0]} steps")
+
+
+def noise_levels(model: DiffusionModel, timesteps: torch.Tensor) -> torch.Tensor:
+    """sigma_t / eta of each step: the std of the variance noise that eta = 1 adds.
+
+    It is zero at a step into alpha-bar equal to the current one (the last step of a
+    'leading' schedule). There a trajectory's z_t is instead added to x as it is: a
+    residual that makes edit-friendly inversion exact (zero for sampled trajectories).
+    """
+    sched = model.scheduler
+    stride = sched.config.num_train_timesteps // timesteps.shape[0]
+    out = []
+    for t in timesteps.tolist():
+        ab_t = sched.alphas_cumprod[t]
+        ab_prev = sched.alphas_cumprod[t - stride] if t - stride >= 0 else sched.final_alpha_cumprod
+        var = (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)
+        out.append(float(var.clamp(min=0).sqrt()))
+    return torch.tensor(out)
+
+
+def seed_noise(seed: int, shape, steps: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """x_T (C, H, W) and per-step variance noise (T, C, H, W) for one seed."""
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    x_T = torch.randn((1, *shape), generator=g)[0]
+    zs = torch.stack([torch.randn((1, *shape), generator=g)[0] for _ in range(steps)])
+    return x_T, zs
+
+
+@dataclass
+class ChainResult:
+    x_0: torch.Tensor  # (B, C, H, W)
+    hs: torch.Tensor  # (B, T - start, C', H', W'): h as the network saw it
+    xs: Optional[torch.Tensor]  # (B, T - start, C, H, W): input x_t of each step
+    hs_before_edit: Optional[torch.Tensor] = None
+
+
+def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, etas: torch.Tensor,
+              timesteps: torch.Tensor, h_space: str, start: int = 0,
+              delta_at: Optional[Callable[[int], Optional[torch.Tensor]]] = None,
+              keep_xs: bool = True, keep_pre_edit: bool = False,
+              progress: Optional[Progress] = None, preview: Optional[PreviewFn] = None) -> ChainResult:
+    """Run steps ``start .. T-1`` from ``x_start`` (the input x of step ``start``).
+
+    ``zs`` is (B, T, C, H, W) or (T, C, H, W) (shared by the batch). ``delta_at(i)``
+    returns the change of h at step ``i`` ((B, C', H', W') or broadcastable) or None.
+    """
+    dev, dt = model.device, model.dtype
+    T = timesteps.shape[0]
+    x = x_start.to(dev, torch.float32)
+    B = x.shape[0]
+    hs, xs, pre = [], [], []
+    prepare_scheduler(model, timesteps)
+    levels = noise_levels(model, timesteps)
+    for i in range(start, T):
+        t = model.scheduler.timesteps[i]
+        delta = delta_at(i) if delta_at is not None else None
+        rec: list = []
+
+        def edit(h, delta=delta):
+            if keep_pre_edit:
+                pre.append(h.float())
+            return h if delta is None else h + delta.to(h.device, h.dtype)
+
+        if keep_xs:
+            xs.append(x)
+        with torch.no_grad(), hspace_hook(model.unet, h_space, edit=edit, record=rec):
+            out = model.unet(x.to(dt), t).sample.float()
+        hs.append(rec[-1].float())
+        z = zs[:, i] if zs.dim() == 5 else zs[i].expand(B, *zs.shape[1:])
+        eta = float(etas[i])
+        res = model.scheduler.step(out, t, x, eta=eta, variance_noise=z.to(dev, torch.float32)
+                                   if eta > 0 else None)
+        x = res.prev_sample
+        if eta > 0 and levels[i] == 0:  # residual step (see noise_levels)
+            x = x + z.to(dev, torch.float32)
+        if preview is not None:
+            preview(i, T, res.pred_original_sample)
+        if progress is not None:
+            progress.step()
+    return ChainResult(
+        x_0=x,
+        hs=torch.stack(hs, 1) if hs else torch.empty(0),
+        xs=torch.stack(xs, 1) if keep_xs and xs else None,
+        hs_before_edit=torch.stack(pre, 1) if keep_pre_edit and pre else None,
+    )
+
+
+def sample(model: DiffusionModel, seeds: Sequence[int], steps: int = 10, eta: EtaLike = 1.0,
+           h_space: str = "after", batch_size: int = 8, keep_chain: bool = True,
+           progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None,
+           preview: Optional[PreviewFn] = None) -> List[Trajectory]:
+    """Sample one trajectory per seed, ``batch_size`` at a time."""
+    seeds = [int(s) for s in seeds]
+    timesteps = timesteps_for(model, steps)
+    etas = etas_tensor(eta, steps)
+    shape = model.sample_shape
+    prog = Progress(len(seeds) * steps, progress, cancel, f"sampling {len(seeds)} image(s)")
+    out: List[Trajectory] = []
+    for b in range(0, len(seeds), max(1, int(batch_size))):
+        chunk = seeds[b:b + batch_size]
+        noise = [seed_noise(s, shape, steps) for s in chunk]
+        x_T = torch.stack([n[0] for n in noise])
+        used = (etas > 0) & (noise_levels(model, timesteps) > 0)
+        zs = torch.stack([n[1] for n in noise]) * used.view(1, -1, 1, 1, 1)
+        res = run_chain(model, x_T, zs, etas, timesteps, h_space, keep_xs=keep_chain,
+                        progress=prog, preview=preview)
+        for j, s in enumerate(chunk):
+            out.append(Trajectory(
+                x_T=x_T[j].cpu(), zs=zs[j].cpu(), etas=etas.clone(), timesteps=timesteps.clone(),
+                hs=res.hs[j].cpu(), x_0=res.x_0[j].cpu(), fingerprint=model.fingerprint,
+                h_space=h_space, origin={"seed": s, "steps": steps,
+                                         "eta": eta if isinstance(eta, (int, float)) else etas.tolist()},
+                xs=res.xs[j].cpu() if res.xs is not None else None))
+    return out
+
+
+def decode(model: DiffusionModel, traj: Trajectory, progress: Optional[ProgressFn] = None,
+           cancel: Optional[CancelToken] = None) -> Trajectory:
+    """Replay a trajectory without edits; fills its ``xs`` cache and returns it."""
+    prog = Progress(traj.steps, progress, cancel, "decoding")
+    res = run_chain(model, traj.x_T[None], traj.zs, traj.etas, traj.timesteps, traj.h_space,
+                    progress=prog)
+    traj.xs = res.xs[0].cpu()
+    traj.hs = res.hs[0].cpu()
+    traj.x_0 = res.x_0[0].cpu()
+    return traj
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    """Add ``scale * delta[i]`` to h at every step ``i`` whose timestep lies in ``window``.
+
+    ``delta`` is (T, C', H', W') on the trajectory's timesteps; ``window`` is a pair of
+    diffusion timesteps (either order, inclusive) or None for all steps.
+    """
+
+    delta: torch.Tensor
+    scale: float = 1.0
+    window: Optional[Tuple[int, int]] = None
+
+    def active_steps(self, timesteps: torch.Tensor) -> torch.Tensor:
+        if self.scale == 0:
+            return torch.zeros(timesteps.shape[0], dtype=torch.bool)
+        if self.window is None:
+            on = torch.ones(timesteps.shape[0], dtype=torch.bool)
+        else:
+            lo, hi = sorted(int(v) for v in self.window)
+            on = (timesteps >= lo) & (timesteps <= hi)
+        nonzero = self.delta.flatten(1).abs().amax(1).cpu() > 0
+        return on.cpu() & nonzero
+
+
+def edit_batch(model: DiffusionModel, traj: Trajectory, batch: Sequence[Sequence[EditSpec]],
+               keep_pre_edit: bool = False, progress: Optional[ProgressFn] = None,
+               cancel: Optional[CancelToken] = None,
+               preview: Optional[PreviewFn] = None) -> ChainResult:
+    """Decode ``traj`` once per element of ``batch`` (a list of edits each), in one batch.
+
+    Steps before the first edited step are reused from the trajectory's cached chain.
+    Returns x_0 (B, C, H, W) and the h of the recomputed steps.
+    """
+    T = traj.steps
+    for specs in batch:
+        for e in specs:
+            if tuple(e.delta.shape[:1]) != (T,) or tuple(e.delta.shape[1:]) != tuple(traj.hs.shape[1:]):
+                raise ValueError(f"direction shape {tuple(e.delta.shape)} does not fit the trajectory "
+                                 f"(steps {T}, h {tuple(traj.hs.shape[1:])})")
+    active = torch.zeros(len(batch), T, dtype=torch.bool)
+    for b, specs in enumerate(batch):
+        for e in specs:
+            active[b] |= e.active_steps(traj.timesteps)
+    any_step = active.any(0).nonzero()
+    if any_step.numel() == 0:  # nothing edits h: the image is the trajectory's own
+        n = len(batch)
+        return ChainResult(x_0=traj.x_0[None].expand(n, *traj.x_0.shape).clone(),
+                           hs=traj.hs[None, :0].expand(n, 0, *traj.hs.shape[1:]), xs=None)
+    start = int(any_step[0])
+    if traj.xs is None:
+        decode(model, traj, progress, cancel)
+    dev = model.device
+    deltas = []
+    for specs in batch:
+        d = torch.zeros_like(traj.hs, device=dev)
+        for e in specs:
+            on = e.active_steps(traj.timesteps).to(dev).view(-1, 1, 1, 1)
+            d = d + float(e.scale) * e.delta.to(dev, torch.float32) * on
+        deltas.append(d)
+    delta = torch.stack(deltas)  # (B, T, C', H', W')
+
+    def delta_at(i):
+        return delta[:, i] if active[:, i].any() else None
+
+    x_start = traj.xs[start][None].expand(len(batch), *traj.xs.shape[1:])
+    prog = Progress(T - start, progress, cancel, "editing")
+    return run_chain(model, x_start, traj.zs, traj.etas, traj.timesteps, traj.h_space, start=start,
+                     delta_at=delta_at, keep_xs=False, keep_pre_edit=keep_pre_edit,
+                     progress=prog, preview=preview)
+
+
+def edit(model: DiffusionModel, traj: Trajectory, edits: Sequence[EditSpec],
+         progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None,
+         preview: Optional[PreviewFn] = None) -> torch.Tensor:
+    """x_0 (C, H, W) of ``traj`` decoded with all ``edits`` applied together."""
+    return edit_batch(model, traj, [list(edits)], progress=progress, cancel=cancel,
+                      preview=preview).x_0[0]
+
+
+def strip(model: DiffusionModel, traj: Trajectory, delta: torch.Tensor, scales: Sequence[float],
+          window=None, others: Sequence[EditSpec] = (), progress: Optional[ProgressFn] = None,
+          cancel: Optional[CancelToken] = None) -> torch.Tensor:
+    """x_0 (S, C, H, W): one direction at several scales (plus fixed ``others``), batched."""
+    batch = [[EditSpec(delta, float(s), window), *others] for s in scales]
+    return edit_batch(model, traj, batch, progress=progress, cancel=cancel).x_0

@@ -1,0 +1,176 @@
+"""Train the embedded default DDPM on streamed toyfaces.
+
+    python -m hspace_studio.training.ddpm --out resources/default-model \
+        --checkpoint runs/ddpm --minutes 120
+
+Resumable: the run state (weights, EMA, optimiser, step, data position) is saved to
+``--checkpoint`` every few minutes and picked up again by the same command. The EMA
+weights are exported as a diffusers folder (safetensors) to ``--out`` at every
+checkpoint, so an interrupted run still leaves a usable model.
+
+The model predicts v (``prediction_type="v_prediction"``) with a cosine noise
+schedule: its x_0 estimate stays bounded at high noise, so it samples cleanly with
+``clip_sample`` off at 10 steps as well as at 50.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..toyfaces.generator import render_batch
+
+
+def build_unet(size: int = 64, channels=(32, 64, 96, 128)):
+    from diffusers import UNet2DModel
+
+    n = len(channels)
+    attn_level = n - 2  # attention at the second-lowest resolution (16x16 for 64px)
+    down = tuple("AttnDownBlock2D" if i == attn_level else "DownBlock2D" for i in range(n))
+    up = tuple("AttnUpBlock2D" if i == n - 1 - attn_level else "UpBlock2D" for i in range(n))
+    return UNet2DModel(
+        sample_size=size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=tuple(channels),
+        layers_per_block=1,
+        down_block_types=down,
+        up_block_types=up,
+        norm_num_groups=16,
+        attention_head_dim=32,
+    )
+
+
+def build_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="v_prediction",
+        clip_sample=False,
+        timestep_spacing="trailing",
+    )
+
+
+def _v_target(sched, x0, noise, t):
+    return sched.get_velocity(x0, noise, t)
+
+
+def export(model, sched, out: Path, extra: dict):
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    sched.save_pretrained(tmp)
+    (tmp / "training.json").write_text(json.dumps(extra, indent=2))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="resources/default-model")
+    ap.add_argument("--checkpoint", default="runs/ddpm")
+    ap.add_argument("--minutes", type=float, default=120.0, help="wall-clock budget of this run")
+    ap.add_argument("--max-steps", type=int, default=10**9)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--channels", default="32,64,96,128")
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--save-every", type=float, default=10.0, help="minutes between checkpoints")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--no-bf16", action="store_true")
+    args = ap.parse_args(argv)
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    channels = tuple(int(c) for c in args.channels.split(","))
+    model = build_unet(args.size, channels).to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    sched = build_scheduler()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    step, seed_pos = 0, 0
+    ckdir = Path(args.checkpoint)
+    ckdir.mkdir(parents=True, exist_ok=True)
+    state_file = ckdir / "state.pt"
+    if state_file.exists():
+        st = torch.load(state_file, map_location=device, weights_only=True)
+        model.load_state_dict(st["model"])
+        ema.load_state_dict(st["ema"])
+        opt.load_state_dict(st["opt"])
+        step, seed_pos = int(st["step"]), int(st["seed_pos"])
+        print(f"resumed at step {step}", flush=True)
+    nparams = sum(p.numel() for p in model.parameters())
+    print(f"UNet {nparams/1e6:.2f}M parameters, device {device}", flush=True)
+
+    acs = sched.alphas_cumprod.to(device)
+    use_bf16 = not args.no_bf16
+    t_start = time.time()
+    t_save = t_start
+    losses = []
+    gen = torch.Generator(device="cpu")
+
+    def save():
+        tmp = state_file.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                    "step": step, "seed_pos": seed_pos}, tmp)
+        os.replace(tmp, state_file)
+        export(ema, sched, Path(args.out), {"step": step, "batch": args.batch, "lr": args.lr,
+                                            "channels": list(channels), "ema": args.ema,
+                                            "size": args.size})
+        print(f"checkpoint at step {step}", flush=True)
+
+    model.train()
+    while step < args.max_steps and (time.time() - t_start) < args.minutes * 60:
+        seeds = range(10_000_000 + seed_pos, 10_000_000 + seed_pos + args.batch)
+        seed_pos += args.batch
+        x0, _, _ = render_batch(seeds, args.size)
+        x0 = torch.from_numpy(x0).to(device)
+        gen.manual_seed(step)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=gen).to(device)
+        ab = acs[t].view(-1, 1, 1, 1)
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        target = ab.sqrt() * noise - (1 - ab).sqrt() * x0  # v
+        warm = min(1.0, (step + 1) / 500)
+        for g in opt.param_groups:
+            g["lr"] = args.lr * warm
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            pred = model(xt, t).sample
+        loss = F.mse_loss(pred.float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        step += 1
+        losses.append(loss.item())
+        if step % 100 == 0:
+            el = time.time() - t_start
+            print(f"step {step} loss {sum(losses)/len(losses):.4f} {el/60:.1f} min", flush=True)
+            losses = []
+        if time.time() - t_save > args.save_every * 60:
+            save()
+            t_save = time.time()
+    save()
+
+
+if __name__ == "__main__":
+    main()
