@@ -88,3 +88,34 @@ def grid(images, cols: int, pad: int = 2, bg=(255, 255, 255)) -> Image.Image:
     for i, im in enumerate(images):
         out.paste(im, ((i % cols) * (w + pad), (i // cols) * (h + pad)))
     return out
+
+
+def save_png(path, img: Image.Image, recipe: dict | None = None) -> None:
+    """Write a PNG atomically, with ``recipe`` (JSON) in a text chunk named ``hspace-recipe``."""
+    import io
+    import json
+
+    from PIL.PngImagePlugin import PngInfo
+
+    from ..core.atomic import write_bytes
+
+    info = PngInfo()
+    if recipe is not None:
+        info.add_text("hspace-recipe", json.dumps(recipe, sort_keys=True))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", pnginfo=info)
+    write_bytes(path, buf.getvalue())
+
+
+def read_recipe(path) -> dict | None:
+    """The recipe stored by :func:`save_png`, or None."""
+    import json
+
+    img = open_image(path)
+    text = getattr(img, "text", {}).get("hspace-recipe")
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ImageError(f"{path}: its recipe chunk is not valid JSON") from e

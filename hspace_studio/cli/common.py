@@ -1,0 +1,155 @@
+"""Options and helpers shared by the subcommands."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from contextlib import contextmanager
+
+from ..core.progress import CancelToken
+
+
+def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="default",
+                   help="'default' (embedded toyfaces model), a local diffusers folder or a hub id")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
+    g.add_argument("--half", action="store_true", help="half precision (CUDA only)")
+    g.add_argument("--h-space", dest="h_space", default="after", choices=("before", "middle", "after"),
+                   help="where h is read and edited (default: after the mid-block)")
+    if sampling:
+        g.add_argument("--steps", type=_positive_int, default=None, help="diffusion steps (default 10)")
+        g.add_argument("--eta", type=_eta, default=None,
+                       help="noise: 0 = DDIM, 1 = DDPM, or a comma-separated per-step schedule "
+                            "(default 1)")
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{s}'")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    return v
+
+
+def _eta(s: str):
+    try:
+        vals = [float(v) for v in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"eta must be a number or a comma-separated list, got '{s}'")
+    if any(v < 0 or v != v for v in vals):
+        raise argparse.ArgumentTypeError("eta must be >= 0")
+    return vals[0] if len(vals) == 1 else vals
+
+
+def window(s: str):
+    """'T0:T1' -> (T0, T1) diffusion timesteps."""
+    try:
+        a, b = s.split(":")
+        return (int(a), int(b))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"window must be T0:T1 (two timesteps), got '{s}'")
+
+
+def open_model(args):
+    from ..engine.model import load_model
+
+    return load_model(args.model, device=args.device, half=getattr(args, "half", False))
+
+
+def steps_eta(args, default_steps: int = 10, default_eta=1.0):
+    steps = args.steps if getattr(args, "steps", None) is not None else default_steps
+    eta = args.eta if getattr(args, "eta", None) is not None else default_eta
+    return steps, eta
+
+
+class Bar:
+    """A terminal progress bar (tqdm on stderr) usable as an engine progress callback."""
+
+    def __init__(self, desc: str = ""):
+        self.desc = desc
+        self.bar = None
+
+    def __call__(self, done: int, total: int, message: str = "") -> None:
+        from tqdm import tqdm
+
+        if self.bar is None or self.bar.total != total:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = tqdm(total=total, desc=message or self.desc, file=sys.stderr,
+                            leave=False, disable=None, dynamic_ncols=True)
+        self.bar.n = done
+        if message:
+            self.bar.set_description(message, refresh=False)
+        self.bar.refresh()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@contextmanager
+def progress_and_cancel(desc: str = ""):
+    """A progress bar and a cancel token that Ctrl-C sets (the job stops at the next step)."""
+    bar = Bar(desc)
+    token = CancelToken()
+    old = signal.getsignal(signal.SIGINT)
+
+    def on_int(signum, frame):
+        if token.cancelled:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        token.cancel()
+
+    try:
+        signal.signal(signal.SIGINT, on_int)
+    except ValueError:  # not the main thread
+        old = None
+    try:
+        yield bar, token
+    finally:
+        bar.close()
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+
+
+def load_source(args, model, bar, token):
+    """The trajectory named by --seed, --trajectory or --image (with inversion)."""
+    from ..engine.sampler import sample
+    from ..engine.trajectory import Trajectory
+
+    h = args.h_space
+    if getattr(args, "trajectory", None):
+        traj = Trajectory.load(args.trajectory)
+        traj.check_model(model.fingerprint, h, args.trajectory)
+        return traj
+    if getattr(args, "image", None):
+        from ..engine.images import load_image
+        from ..engine.inversion import invert
+
+        steps, eta = steps_eta(args)
+        img, note = load_image(args.image, model.image_size)
+        if note:
+            print(f"note: {args.image}: {note}", file=sys.stderr)
+        inv = invert(model, img, steps=steps, eta=eta, h_space=h, progress=bar, cancel=token,
+                     origin={"image": str(args.image)})
+        return inv.trajectory
+    steps, eta = steps_eta(args)
+    return sample(model, [args.seed], steps=steps, eta=eta, h_space=h, progress=bar, cancel=token)[0]
+
+
+def add_source_args(p: argparse.ArgumentParser, image: bool = True) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--seed", type=int, help="sample the image from this seed")
+    src.add_argument("--trajectory", help="a saved trajectory (.safetensors)")
+    if image:
+        src.add_argument("--image", help="a real image, inverted first")
+
+
+def save_image(model, x0, path, recipe) -> None:
+    from ..engine.images import save_png, to_pil
+
+    img = model.to_pixels(x0[None])[0].cpu()
+    save_png(path, to_pil(img), recipe)

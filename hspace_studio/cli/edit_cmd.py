@@ -1,0 +1,114 @@
+"""hspace-studio edit --seed N | --trajectory t | --image p --direction d.safetensors[:INDEX]
+--scale S [--window T0:T1] [--at-step J] [--direction ...] --out img.png
+
+Each ``--direction`` starts an edit; the ``--scale``, ``--window`` and ``--at-step``
+after it belong to that edit. ``--strip S1,S2,...`` writes the first edit at several
+scales side by side instead.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import (add_model_args, add_source_args, load_source, open_model,
+                     progress_and_cancel, save_image, window)
+
+
+class _EditAction(argparse.Action):
+    """Collects --direction/--scale/--window/--at-step into a list of edit dicts."""
+
+    def __call__(self, parser, ns, value, option_string=None):
+        edits = getattr(ns, "edits", None) or []
+        if self.dest == "direction":
+            path, _, idx = value.rpartition(":") if _has_index(value) else (value, "", "")
+            edits.append({"direction": path, "index": int(idx) if idx else 0, "scale": 1.0,
+                          "window": None, "at_step": None})
+        else:
+            if not edits:
+                parser.error(f"{option_string} must follow a --direction")
+            edits[-1][self.dest] = value
+        ns.edits = edits
+
+
+def _has_index(value: str) -> bool:
+    head, sep, tail = value.rpartition(":")
+    return bool(sep) and tail.isdigit() and bool(head)
+
+
+def _float(s):
+    try:
+        return float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{s}'")
+
+
+def _scales(s):
+    try:
+        return [float(v) for v in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{s}'")
+
+
+def add_parser(sub):
+    p = sub.add_parser("edit", help="apply directions to an image",
+                       description="Decode an image again with directions added to h.",
+                       epilog="example: hspace-studio edit --seed 7 --direction pcs.safetensors:2 "
+                              "--scale 3 --window 999:400 --out edited.png")
+    add_source_args(p)
+    p.add_argument("--direction", action=_EditAction, dest="direction", required=True,
+                   help="direction file, optionally :INDEX (default 0); repeat for several")
+    p.add_argument("--scale", action=_EditAction, dest="scale", type=_float,
+                   help="scale of the preceding direction (default 1)")
+    p.add_argument("--window", action=_EditAction, dest="window", type=window,
+                   help="edit only at timesteps between T0 and T1 (e.g. 999:500)")
+    p.add_argument("--at-step", action=_EditAction, dest="at_step", type=int,
+                   help="use this step's vector at every step (masked Jacobian edits)")
+    p.add_argument("--strip", type=_scales, help="write the first edit at these scales side by side")
+    p.add_argument("--out", required=True)
+    add_model_args(p)
+    p.set_defaults(func=run, edits=None)
+
+
+def build_edits(model, traj, edits):
+    """EditSpecs from the parsed edit dicts, each direction checked against the model."""
+    from ..engine.directions import DirectionSet
+    from ..engine.sampler import EditSpec
+
+    specs = []
+    for e in edits:
+        ds = DirectionSet.load(e["direction"])
+        ds.check_model(model.fingerprint, traj.h_space, tuple(traj.hs.shape[1:]), e["direction"])
+        ds = ds.for_timesteps(traj.timesteps)
+        delta = ds.steps_delta(e["index"], e["at_step"])
+        specs.append(EditSpec(delta, float(e["scale"]), e["window"]))
+    return specs
+
+
+def run(args) -> int:
+    from ..engine.images import grid, to_pil, save_png
+    from ..engine.sampler import edit, strip
+
+    model = open_model(args)
+    with progress_and_cancel("editing") as (bar, token):
+        traj = load_source(args, model, bar, token)
+        specs = build_edits(model, traj, args.edits)
+        recipe = {"model": args.model, "fingerprint": model.fingerprint, "h_space": traj.h_space,
+                  "source": _source_recipe(args, traj), "edits": args.edits}
+        if args.strip:
+            xs = strip(model, traj, specs[0].delta, args.strip, specs[0].window, specs[1:],
+                       progress=bar, cancel=token)
+            imgs = [to_pil(model.to_pixels(x[None])[0]) for x in xs]
+            recipe["strip"] = args.strip
+            save_png(args.out, grid(imgs, cols=len(imgs)), recipe)
+        else:
+            x0 = edit(model, traj, specs, progress=bar, cancel=token)
+            save_image(model, x0, args.out, recipe)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _source_recipe(args, traj):
+    o = dict(traj.origin)
+    if args.trajectory:
+        o["trajectory"] = str(args.trajectory)
+    return o

@@ -1,0 +1,35 @@
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tests.tiny_models import save_latent_model, save_pixel_model  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, int(os.environ.get("HSPACE_TEST_THREADS", "2")))))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A pixel UNet (config a) with a DDPM scheduler config, clip_sample on."""
+    return save_pixel_model(tmp_path_factory.mktemp("tiny_a"), "a")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_b_dir(tmp_path_factory):
+    return save_pixel_model(tmp_path_factory.mktemp("tiny_b"), "b", prediction_type="v_prediction",
+                            clip_sample=False, spacing="trailing", beta_schedule="squaredcos_cap_v2")
+
+
+@pytest.fixture(scope="session")
+def latent_model_dir(tmp_path_factory):
+    return save_latent_model(tmp_path_factory.mktemp("tiny_ldm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from hspace_studio.engine import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu")
