@@ -1,0 +1,132 @@
+"""Sampling and editing against diffusers' own pipeline and the edit contract."""
+import pytest
+import torch
+from diffusers import DDIMPipeline
+
+from hspace_studio.core.errors import Cancelled
+from hspace_studio.core.progress import CancelToken
+from hspace_studio.engine import EditSpec, edit, edit_batch, load_model, sample, strip
+from hspace_studio.engine.sampler import decode, run_chain
+
+SEEDS = [11, 12, 13]
+
+
+def _pipeline_images(model, seeds, eta, steps):
+    pipe = DDIMPipeline(unet=model.unet, scheduler=model.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    out = pipe(batch_size=len(seeds), generator=gens, eta=eta, num_inference_steps=steps,
+               output_type="np").images
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("which", ["tiny_model_dir", "tiny_model_b_dir"])
+def test_sampling_equals_ddim_pipeline(request, which, eta):
+    model = load_model(str(request.getfixturevalue(which)), device="cpu")
+    trajs = sample(model, SEEDS, steps=8, eta=eta, batch_size=len(SEEDS))
+    mine = torch.stack([t.x_0 for t in trajs])
+    ref = _pipeline_images(model, SEEDS, eta, 8)
+    assert (((mine / 2 + 0.5).clamp(0, 1)) - ref).abs().max().item() < 1e-5
+
+
+def test_sampling_is_deterministic_per_seed_and_batch_independent(tiny_model):
+    a = sample(tiny_model, [5, 6, 7], steps=5, eta=1.0, batch_size=3)
+    b = sample(tiny_model, [7], steps=5, eta=1.0)
+    assert torch.equal(a[2].x_T, b[0].x_T) and torch.equal(a[2].zs, b[0].zs)
+    assert (a[2].x_0 - b[0].x_0).abs().max() < 1e-4
+    c = sample(tiny_model, [7], steps=5, eta=1.0)
+    assert torch.equal(b[0].x_0, c[0].x_0)
+    assert not torch.equal(a[0].x_T, a[1].x_T)
+
+
+def test_trajectory_record_shapes_and_eta_schedule(tiny_model):
+    sched = [1.0, 0.0, 0.5, 0.0, 1.0]
+    t = sample(tiny_model, [3], steps=5, eta=sched)[0]
+    C, H, W = tiny_model.sample_shape
+    assert t.x_T.shape == (C, H, W) and t.x_0.shape == (C, H, W)
+    assert t.zs.shape == (5, C, H, W) and t.hs.shape[0] == 5 and t.timesteps.shape == (5,)
+    assert torch.equal(t.etas, torch.tensor(sched))
+    assert t.zs[1].abs().sum() == 0 and t.zs[3].abs().sum() == 0 and t.zs[0].abs().sum() > 0
+    with pytest.raises(ValueError):
+        sample(tiny_model, [3], steps=5, eta=[1.0, 0.0])
+
+
+def test_replay_reproduces_x0(tiny_model):
+    t = sample(tiny_model, [21], steps=6, eta=1.0)[0]
+    t2 = t.copy()
+    t2.xs = None
+    decode(tiny_model, t2)
+    assert (t2.x_0 - t.x_0).abs().max() < 1e-5
+
+
+def test_zero_direction_reproduces_image_exactly(tiny_model):
+    t = sample(tiny_model, [4], steps=6, eta=1.0)[0]
+    x = edit(tiny_model, t, [EditSpec(torch.zeros_like(t.hs), 5.0)])
+    assert torch.equal(x, t.x_0)
+    x = edit(tiny_model, t, [EditSpec(torch.randn_like(t.hs), 0.0)])
+    assert torch.equal(x, t.x_0)
+
+
+def test_edit_changes_h_only_inside_window(tiny_model):
+    t = sample(tiny_model, [8], steps=10, eta=1.0)[0]
+    d = torch.randn_like(t.hs)
+    window = (700, 300)
+    res = edit_batch(tiny_model, t, [[EditSpec(d, 2.0, window)]], keep_pre_edit=True)
+    inside = (t.timesteps >= 300) & (t.timesteps <= 700)
+    start = int(inside.nonzero()[0])
+    injected = res.hs[0] - res.hs_before_edit[0]  # what the hooks added, per recomputed step
+    for j, i in enumerate(range(start, t.steps)):
+        if inside[i]:
+            assert torch.allclose(injected[j], 2.0 * d[i], atol=1e-5)
+        else:
+            assert injected[j].abs().max() == 0
+    # steps before the window are not recomputed; their h and x are the cached ones
+    assert res.hs.shape[1] == t.steps - start
+    assert not torch.allclose(res.x_0[0], t.x_0)
+
+
+def test_edit_reusing_cached_prefix_equals_full_recompute(tiny_model):
+    t = sample(tiny_model, [9], steps=10, eta=1.0, batch_size=1)[0]
+    d = torch.randn_like(t.hs)
+    spec = EditSpec(d, 1.5, (500, 0))
+    fast = edit(tiny_model, t, [spec])
+    on = spec.active_steps(t.timesteps).view(-1, 1, 1, 1)
+    full = run_chain(tiny_model, t.x_T[None], t.zs, t.etas, t.timesteps, "after",
+                     delta_at=lambda i: (1.5 * d[i] * on[i])[None])
+    assert (fast - full.x_0[0]).abs().max() < 1e-5
+
+
+def test_several_directions_add_and_strips_batch(tiny_model):
+    t = sample(tiny_model, [10], steps=6, eta=1.0)[0]
+    d1, d2 = torch.randn_like(t.hs), torch.randn_like(t.hs)
+    both = edit(tiny_model, t, [EditSpec(d1, 1.0), EditSpec(d2, -0.5)])
+    summed = edit(tiny_model, t, [EditSpec(d1 - 0.5 * d2, 1.0)])
+    assert (both - summed).abs().max() < 1e-5
+    xs = strip(tiny_model, t, d1, [-1.0, 0.0, 1.0])
+    assert xs.shape[0] == 3
+    assert (xs[1] - t.x_0).abs().max() < 1e-4
+    assert (xs[2] - edit(tiny_model, t, [EditSpec(d1, 1.0)])).abs().max() < 1e-4
+
+
+def test_progress_and_cancel(tiny_model):
+    calls = []
+    sample(tiny_model, [1, 2], steps=4, batch_size=1, progress=lambda d, n, m: calls.append((d, n)))
+    assert calls[-1] == (8, 8) and len(calls) == 8
+    token = CancelToken()
+    seen = []
+
+    def prog(done, total, msg):
+        seen.append(done)
+        if done == 2:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        sample(tiny_model, [1], steps=10, progress=prog, cancel=token)
+    assert seen == [1, 2]
+
+
+def test_preview_callback_gets_predicted_x0(tiny_model):
+    got = []
+    sample(tiny_model, [1], steps=3, preview=lambda i, T, x0: got.append((i, T, x0.shape)))
+    assert [g[0] for g in got] == [0, 1, 2] and got[0][2][1:] == tiny_model.sample_shape
