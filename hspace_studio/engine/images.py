@@ -37,7 +37,7 @@ def to_rgb(img: Image.Image) -> Tuple[Image.Image, list]:
     img = ImageOps.exif_transpose(img)
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
+        a = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         hi = 65535.0 if mode.startswith("I;16") or a.max() > 255 else 255.0
         a = np.clip(a / hi * 255.0, 0, 255).astype(np.uint8)
         img = Image.fromarray(a, "L")

@@ -136,9 +136,12 @@ def _fingerprint(modules, scheduler_config: dict) -> str:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise ModelLoadError(f"cannot read {path}: {e}") from e
+        raise ModelLoadError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else e!r}") from e
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path} is not a JSON object")
+    return data
 
 
 def _find_component(root: Path, names, config="config.json"):
@@ -233,7 +236,10 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
     unet, scfg, vae = _load_folder(root)
     if unet.mid_block is None:
         raise ModelLoadError(f"{src}: the UNet has no mid-block, so it has no h-space")
-    fp = _fingerprint([unet, vae], scfg)
+    try:
+        fp = _fingerprint([unet, vae], scfg)
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"{src}: unusable scheduler config ({e})") from e
     dtype = torch.float32
     if half:
         if dev.type != "cuda":
@@ -242,6 +248,12 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
     unet = unet.to(dev, dtype).eval().requires_grad_(False)
     if vae is not None:
         vae = vae.to(dev, dtype).eval().requires_grad_(False)
-    sched = make_scheduler(scfg, clip_sample)
+    try:
+        sched = make_scheduler(scfg, clip_sample)
+        sched.set_timesteps(10)
+    except Exception as e:  # a scheduler config diffusers cannot use
+        raise ModelLoadError(f"{src}: unusable scheduler config ({str(e).splitlines()[0][:120]})") from e
+    if sched.config.prediction_type not in ("epsilon", "v_prediction", "sample"):
+        raise ModelLoadError(f"{src}: unsupported prediction type '{sched.config.prediction_type}'")
     return DiffusionModel(unet=unet, scheduler=sched, vae=vae, fingerprint=fp, source=src,
                           device=dev, dtype=dtype, info={"root": str(root)})

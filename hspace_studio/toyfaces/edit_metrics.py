@@ -1,0 +1,99 @@
+"""What an edit does, measured: attribute flips, off-target change, factor correlation,
+mask locality. Qt-free; used by ``hspace-studio evaluate`` and the tests."""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..engine.sampler import EditSpec, edit_batch, sample
+from .generator import ATTRIBUTE_NAMES, factor_vector, render_batch
+from .quality import classify
+
+
+def _pixels(model, x0):
+    return model.to_pixels(x0).cpu().clamp(-1, 1)
+
+
+def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scale: float,
+                    seeds: Sequence[int], steps: int = 10, eta=1.0, progress=None, cancel=None) -> Dict:
+    """Push each sample towards the other side of ``attribute``: samples without it get
+    ``+scale``, samples with it ``-scale``. Returns the flip rate and the mean absolute
+    change of every other attribute's probability."""
+    a = ATTRIBUTE_NAMES.index(attribute)
+    trajs = sample(model, seeds, steps=steps, eta=eta, batch_size=len(seeds), progress=progress,
+                   cancel=cancel)
+    before = torch.stack([t.x_0 for t in trajs])
+    _, p0 = classify(clf, _pixels(model, before))
+    after = []
+    for t, p in zip(trajs, p0):
+        s = scale if p[a] < 0.5 else -scale
+        after.append(edit_batch(model, t, [[EditSpec(delta, s)]], cancel=cancel).x_0[0])
+    _, p1 = classify(clf, _pixels(model, torch.stack(after)))
+    flipped = ((p0[:, a] < 0.5) != (p1[:, a] < 0.5)).float()
+    change = (p1 - p0).abs().mean(0)
+    others = {n: float(change[i]) for i, n in enumerate(ATTRIBUTE_NAMES) if i != a}
+    return {"flip_rate": float(flipped.mean()), "off_target_mean": float(np.mean(list(others.values()))),
+            "off_target": others, "n": len(seeds)}
+
+
+def factor_correlations(model, ds, seeds: Sequence[int], steps: int = 10, k_max: int = 5,
+                        progress=None, cancel=None) -> list:
+    """For each of the first ``k_max`` directions of ``ds``: the ground-truth factor its
+    coefficient correlates with most, over inverted held-out generator images.
+
+    The coefficient of an image on direction k is <h - mean h, d_k> summed over steps.
+    """
+    from ..engine.inversion import invert
+
+    x, _, facs = render_batch(seeds, model.image_size[0])
+    hs = []
+    ds = ds.for_timesteps(_timesteps(model, steps))
+    for img in torch.from_numpy(x):
+        inv = invert(model, img, steps=steps, eta=1.0, h_space=ds.h_space, progress=progress,
+                     cancel=cancel)
+        hs.append(inv.trajectory.hs.flatten())
+    H = torch.stack(hs)
+    H = H - H.mean(0, keepdim=True)
+    F = {name: np.array([factor_vector(f)[name] for f in facs]) for name in factor_vector(facs[0])}
+    out = []
+    for k in range(min(k_max, len(ds))):
+        coef = (H @ ds.delta_h[k].flatten()).numpy()
+        best, best_r = None, 0.0
+        for name, v in F.items():
+            if v.std() == 0 or coef.std() == 0:
+                continue
+            r = float(np.corrcoef(coef, v)[0, 1])
+            if abs(r) > abs(best_r):
+                best, best_r = name, r
+        out.append({"direction": ds.labels[k], "factor": best, "r": best_r})
+    return out
+
+
+def _timesteps(model, steps):
+    from ..engine.sampler import timesteps_for
+
+    return timesteps_for(model, steps)
+
+
+def mask_locality(model, traj, delta: torch.Tensor, mask: np.ndarray, scale: float,
+                  dilate: int = 2, cancel=None) -> float:
+    """Share of the pixel change (sum of |after - before| over channels) that lies in
+    ``mask`` dilated by ``dilate`` pixels."""
+    from scipy.ndimage import binary_dilation
+
+    out = edit_batch(model, traj, [[EditSpec(delta, scale)]], cancel=cancel).x_0
+    diff = (_pixels(model, out) - _pixels(model, traj.x_0[None])).abs().sum(1)[0].numpy()
+    m = binary_dilation(mask.astype(bool), iterations=dilate) if dilate > 0 else mask.astype(bool)
+    total = diff.sum()
+    return float(diff[m].sum() / total) if total > 0 else 0.0
+
+
+def segment(model_pixels: torch.Tensor, segmenter, parts: Sequence[str], names: Sequence[str],
+            threshold: Optional[float] = None) -> np.ndarray:
+    """Boolean mask (H, W) of the union of ``parts`` predicted by the segmenter."""
+    with torch.no_grad():
+        lab = segmenter(model_pixels[None].clamp(-1, 1)).argmax(1)[0].numpy()
+    idx = [list(names).index(p) for p in parts]
+    return np.isin(lab, idx)
