@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test setup bench clean
+.PHONY: run test setup bench clean package package-smoke
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,13 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# A one-folder desktop build in dist/hspace-studio, then its smoke test.
+package: $(STAMP)
+	$(BIN)/python -m pip install -q "pyinstaller>=6.10"
+	$(BIN)/python packaging/make_icon.py
+	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build/pyinstaller packaging/hspace-studio.spec
+	$(MAKE) package-smoke
+
+package-smoke:
+	QT_QPA_PLATFORM=offscreen bash packaging/smoke_test.sh dist/hspace-studio/hspace-studio
