@@ -24,15 +24,19 @@ CLASSIFIER = RESOURCES / "toyfaces-classifier"
 SEGMENTER = RESOURCES / "toyfaces-segmenter"
 HELD_OUT = list(range(200))  # training used seeds >= 20_000_000
 
-# Measured on seeds 0..499 (see resources/MODEL_CARD_nets.md); thresholds sit a little
-# below, so the 200-seed test is stable. The two thresholded continuous attributes are
-# ambiguous right at their threshold and get a lower bar.
-MIN_ACCURACY = {a: 0.95 for a in ATTRIBUTE_NAMES}
-MIN_ACCURACY.update({"smiling": 0.93, "big_eyes": 0.93, "wide_face": 0.93})
-MIN_MEAN_ACCURACY = 0.965
-MIN_IOU = {p: 0.75 for p in PARTS}
-MIN_IOU.update({"background": 0.97, "face": 0.93, "hair": 0.93})
-MIN_MEAN_IOU = 0.84
+# The shipped models measure (on these 200 seeds) 1.0 on the ten categorical
+# attributes, smiling 0.95, big_eyes 0.975, wide_face 0.97, looking_right 0.99; IoU
+# background 0.996, face 0.972, hair 0.977, eyes 0.955, brows 0.876, mouth 0.931,
+# glasses 0.899 (see resources/MODEL_CARD_nets.md for the 500-seed figures). The bars
+# sit a little below. The thresholded continuous attributes are ambiguous right at the
+# threshold (smile near 0: the mouth corners move by a fraction of a pixel), so they
+# get lower bars.
+MIN_ACCURACY = {a: 0.99 for a in ATTRIBUTE_NAMES}
+MIN_ACCURACY.update({"smiling": 0.93, "big_eyes": 0.95, "wide_face": 0.95, "looking_right": 0.96})
+MIN_MEAN_ACCURACY = 0.98
+MIN_IOU = {"background": 0.99, "face": 0.95, "hair": 0.95, "left_eye": 0.92, "right_eye": 0.92,
+           "brows": 0.84, "mouth": 0.90, "glasses": 0.86}
+MIN_MEAN_IOU = 0.92
 
 
 @pytest.fixture(scope="module")

@@ -128,6 +128,7 @@ def _save(folder, module: nn.Module, kind: str, names, names_file: str, extra: d
              if v.is_floating_point()}
     tmp = folder / (WEIGHTS_FILE + ".tmp")
     save_file(state, str(tmp), metadata={"kind": kind, "format_version": str(FORMAT_VERSION)})
+    os.chmod(tmp, 0o644)  # safetensors creates the file owner-only
     os.replace(tmp, folder / WEIGHTS_FILE)
     config = {"kind": kind, "format_version": FORMAT_VERSION, **module.config}
     if extra:
