@@ -167,3 +167,15 @@ t.save({str(path)!r})
     assert r.returncode == 9
     assert path.read_bytes() == before
     Trajectory.load(path)
+
+
+def test_atomic_writes_have_normal_permissions(tmp_path):
+    from hspace_studio.core.atomic import write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
