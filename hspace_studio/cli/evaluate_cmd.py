@@ -20,6 +20,11 @@ def add_parser(sub):
         epilog="example: hspace-studio evaluate --samples 1000 --seeds 100 --json eval.json")
     p.add_argument("--samples", type=int, default=1000, help="images per set for the Frechet distance")
     p.add_argument("--seeds", type=int, default=100, help="held-out seeds for edit measurements")
+    p.add_argument("--index-size", type=int, default=1000, help="annotated samples for supervised directions")
+    p.add_argument("--examples", type=int, default=100, help="top/bottom examples per attribute")
+    p.add_argument("--scale", type=float, default=1.0, help="scale of supervised edits")
+    p.add_argument("--pca-samples", type=int, default=500)
+    p.add_argument("--jacobian-seeds", type=int, default=10)
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {', '.join(SECTIONS)}")
     p.add_argument("--json", help="also write the figures as JSON here")

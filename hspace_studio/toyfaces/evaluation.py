@@ -42,13 +42,126 @@ def _render_inversion(r) -> str:
     return "Inversion of held-out generator images (10 steps)\n" + Q.format_table(rows, ["method", "PSNR"])
 
 
+SUPERVISED_ATTRS = ("smiling", "eyeglasses", "blond_hair", "mouth_open")
+
+
+def section_supervised(model, args, progress, cancel) -> dict:
+    from ..engine.annotate import load_classifier
+    from ..engine.discover.supervised import build_index, supervised_directions
+    from .edit_metrics import attribute_shift
+
+    clf, _ = Q.load_shipped_classifier()
+    index = build_index(model, load_classifier("toyfaces"), args.index_size, steps=10, eta=1.0,
+                        seed_start=300_000, progress=progress, cancel=cancel)
+    seeds = list(range(1_000, 1_000 + args.seeds))
+    res = {"index_size": args.index_size, "examples": args.examples, "scale": args.scale,
+           "directions": {}}
+    ds = supervised_directions(model, index, list(SUPERVISED_ATTRS), examples=args.examples,
+                               progress=progress, cancel=cancel).directions
+    for k, a in enumerate(SUPERVISED_ATTRS):
+        res["directions"][a] = attribute_shift(model, clf, ds.delta_h[k], a, args.scale, seeds,
+                                               progress=progress, cancel=cancel)
+    # disentangling: beards occur only with short hair, so the beard direction also moves hair style
+    plain = supervised_directions(model, index, "beard", examples=args.examples, cancel=cancel)
+    dis = supervised_directions(model, index, "beard", examples=args.examples,
+                                against=["long_hair", "bald"], cancel=cancel)
+    pr = attribute_shift(model, clf, plain.directions.delta_h[0], "beard", args.scale, seeds, cancel=cancel)
+    dr = attribute_shift(model, clf, dis.directions.delta_h[0], "beard", args.scale, seeds, cancel=cancel)
+    targets = ("long_hair", "bald")
+    res["disentangle"] = {
+        "target": "beard", "against": list(targets),
+        "plain": {"flip_rate": pr["flip_rate"], **{t: pr["off_target"][t] for t in targets}},
+        "disentangled": {"flip_rate": dr["flip_rate"], **{t: dr["off_target"][t] for t in targets}},
+    }
+    return res
+
+
+def section_pca(model, args, progress, cancel) -> dict:
+    from ..engine.discover.pca import pca_directions
+    from .edit_metrics import factor_correlations
+
+    pca = pca_directions(model, n_samples=args.pca_samples, components=5, mode="global", steps=10,
+                         eta=1.0, seed_start=400_000, progress=progress, cancel=cancel)
+    seeds = list(range(2_000, 2_000 + args.seeds))
+    rows = factor_correlations(model, pca.directions, seeds, steps=10, k_max=5,
+                               progress=progress, cancel=cancel)
+    for r, ev in zip(rows, pca.explained_variance_ratio[:, 0].tolist()):
+        r["explained_variance_ratio"] = ev
+    return {"samples": args.pca_samples, "components": rows,
+            "strong": sum(abs(r["r"]) >= 0.6 for r in rows)}
+
+
+def section_jacobian(model, args, progress, cancel) -> dict:
+    from ..engine.discover.jacobian import jacobian_directions
+    from ..engine.sampler import sample
+    from .edit_metrics import mask_locality, segment
+    from .nets import load_segmenter
+
+    seg, parts = load_segmenter(Q.SEGMENTER_DIR)
+    out = {"parts": {}, "n": args.jacobian_seeds}
+    trajs = sample(model, list(range(3_000, 3_000 + args.jacobian_seeds)), steps=10, eta=1.0,
+                   cancel=cancel)
+    at = 4
+    for name, plist in (("mouth", ["mouth"]), ("eyes", ["left_eye", "right_eye"])):
+        shares = []
+        for t in trajs:
+            img = model.to_pixels(t.x_0[None])[0].cpu()
+            mask = segment(img, seg, plist, parts)
+            if mask.sum() == 0:
+                continue
+            ds = jacobian_directions(model, t, k=1, mask=mask, steps_subset=[at], cancel=cancel).directions
+            delta = ds.for_timesteps(t.timesteps).delta_h[0]  # step `at`'s vector at every step
+            scale = float(0.5 * t.hs.flatten(1).norm(dim=1).mean())
+            shares.append(mask_locality(model, t, delta, mask, scale, dilate=2, cancel=cancel))
+            if progress:
+                progress(len(shares), len(trajs), f"jacobian locality ({name})")
+        out["parts"][name] = {"share_inside": float(sum(shares) / max(1, len(shares))),
+                              "images": len(shares)}
+    return out
+
+
+def _render_supervised(r) -> str:
+    rows = [[a, f"{d['flip_rate']:.0%}", f"{d['off_target_mean']:.3f}",
+             max(d["off_target"], key=d["off_target"].get)]
+            for a, d in r["directions"].items()]
+    out = [f"Supervised directions (index {r['index_size']}, {r['examples']} examples each side, "
+           f"scale {r['scale']}; {next(iter(r['directions'].values()))['n']} held-out samples)",
+           Q.format_table(rows, ["attribute", "flipped", "mean off-target |dp|", "largest off-target"])]
+    d = r["disentangle"]
+    rows = [[k, f"{d[k]['flip_rate']:.0%}"] + [f"{d[k][t]:.3f}" for t in d["against"]]
+            for k in ("plain", "disentangled")]
+    out += ["", f"Disentangling {d['target']} against {', '.join(d['against'])}",
+            Q.format_table(rows, ["direction", "flipped"] + [f"|dp| {t}" for t in d["against"]])]
+    return "\n".join(out)
+
+
+def _render_pca(r) -> str:
+    rows = [[c["direction"], f"{c['explained_variance_ratio']:.3f}", c["factor"], f"{c['r']:+.2f}"]
+            for c in r["components"]]
+    return (f"Top PCs (global, {r['samples']} samples) vs ground-truth factors of inverted "
+            f"held-out generator images: {r['strong']} of {len(rows)} with |r| >= 0.6\n"
+            + Q.format_table(rows, ["PC", "explained var", "best factor", "r"]))
+
+
+def _render_jacobian(r) -> str:
+    rows = [[p, f"{v['share_inside']:.0%}", v["images"]] for p, v in r["parts"].items()]
+    return ("Masked Jacobian edits: share of pixel change inside the mask (dilated 2 px)\n"
+            + Q.format_table(rows, ["mask", "inside", "images"]))
+
+
 SECTIONS = {
     "quality": section_quality,
     "inversion": section_inversion,
+    "supervised": section_supervised,
+    "pca": section_pca,
+    "jacobian": section_jacobian,
 }
 RENDER = {
     "quality": _render_quality,
     "inversion": _render_inversion,
+    "supervised": _render_supervised,
+    "pca": _render_pca,
+    "jacobian": _render_jacobian,
 }
 
 
