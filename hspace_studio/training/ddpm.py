@@ -94,6 +94,8 @@ def main(argv=None):
     ap.add_argument("--save-every", type=float, default=10.0, help="minutes between checkpoints")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument("--decay", type=float, default=0.0,
+                    help="decay the learning rate linearly by this fraction over this run's minutes")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.threads > 0:
@@ -150,8 +152,9 @@ def main(argv=None):
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
         target = ab.sqrt() * noise - (1 - ab).sqrt() * x0  # v
         warm = min(1.0, (step + 1) / 500)
+        frac = min(1.0, (time.time() - t_start) / (args.minutes * 60))
         for g in opt.param_groups:
-            g["lr"] = args.lr * warm
+            g["lr"] = args.lr * warm * (1 - args.decay * frac)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             pred = model(xt, t).sample
         loss = F.mse_loss(pred.float(), target)
