@@ -65,10 +65,10 @@ def main(argv=None) -> int:
     try:
         ap = build_parser()
         args = ap.parse_args(argv)
-        if args.command in (None, "gui"):
+        if args.command is None:
             from .gui_cmd import run_gui
 
-            return run_gui(getattr(args, "model", "default"))
+            return run_gui("default")
         return int(args.func(args) or 0)
     except ArgumentError as e:
         print(f"error: {e}", file=sys.stderr)

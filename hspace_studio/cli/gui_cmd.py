@@ -5,7 +5,15 @@ from __future__ import annotations
 def add_parser(sub):
     p = sub.add_parser("gui", help="start the desktop application (the default)")
     p.add_argument("--model", default="default")
-    p.set_defaults(func=lambda a: run_gui(a.model))
+    p.add_argument("--smoke-test", metavar="PNG", help="load, sample, apply one edit, save a "
+                   "screenshot and quit (for packaging checks)")
+    p.set_defaults(func=lambda a: run_smoke(a.model, a.smoke_test) if a.smoke_test else run_gui(a.model))
+
+
+def run_smoke(model: str, png: str) -> int:
+    from ..gui.smoke import run_smoke as smoke
+
+    return smoke(model, png)
 
 
 def run_gui(model: str = "default") -> int:

@@ -1,0 +1,68 @@
+"""Image recipes (the ``hspace-recipe`` PNG text chunk) and their command line.
+
+The recipe format is the one ``hspace-studio edit`` writes::
+
+    {"model": "default", "fingerprint": "...", "h_space": "after",
+     "source": {"seed": 7, "steps": 10, "eta": 1.0}            # or {"image": path, ...}
+                                                              # or {..., "trajectory": path}
+     "edits": [{"direction": "d.safetensors", "index": 2, "scale": 3.0,
+                "window": [999, 400] or null, "at_step": null or J}],
+     "strip": [..scales..]  (only for strips)}
+
+:func:`recipe_to_cli_args` turns it back into the arguments that re-create the image.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+
+def _eta_arg(eta) -> str:
+    if isinstance(eta, (list, tuple)):
+        return ",".join(repr(float(e)) for e in eta)
+    return repr(float(eta))
+
+
+def recipe_to_cli_args(recipe: dict, out: Optional[str] = None) -> List[str]:
+    """``hspace-studio`` arguments (without the program name) that re-create ``recipe``."""
+    if not isinstance(recipe, dict) or "source" not in recipe:
+        raise ValueError("not an hspace-studio recipe (no source)")
+    src = recipe["source"] or {}
+    edits = recipe.get("edits") or []
+    cmd = "edit" if edits else "sample"
+    args: List[str] = [cmd, f"--model={recipe.get('model', 'default')}",
+                       f"--h-space={recipe.get('h_space', 'after')}"]
+    if src.get("trajectory"):
+        args.append(f"--trajectory={src['trajectory']}")
+    elif src.get("image") is not None:
+        if cmd == "sample":
+            raise ValueError("an unedited inverted image has no sample command; use 'invert'")
+        args.append(f"--image={src['image']}")
+    elif src.get("seed") is not None:
+        args.append(f"--seed={int(src['seed'])}")
+    else:
+        raise ValueError("the recipe's source has no seed, image or trajectory")
+    if not src.get("trajectory"):
+        if src.get("steps") is not None:
+            args.append(f"--steps={int(src['steps'])}")
+        if src.get("eta") is not None:
+            args.append(f"--eta={_eta_arg(src['eta'])}")
+    for e in edits:
+        args.append(f"--direction={e['direction']}:{int(e.get('index', 0))}")
+        args.append(f"--scale={repr(float(e.get('scale', 1.0)))}")
+        if e.get("window") is not None:
+            a, b = e["window"]
+            args.append(f"--window={int(a)}:{int(b)}")
+        if e.get("at_step") is not None:
+            args.append(f"--at-step={int(e['at_step'])}")
+    if recipe.get("strip") and edits:
+        args.append("--strip=" + ",".join(repr(float(s)) for s in recipe["strip"]))
+    if out is not None:
+        args.append(f"--out={out}")
+    return args
+
+
+def cli_command_line(recipe: dict, out: str = "out.png") -> str:
+    """The shell command (quoted) that re-creates ``recipe``."""
+    import shlex
+
+    return "hspace-studio " + " ".join(shlex.quote(a) for a in recipe_to_cli_args(recipe, out))

@@ -1,0 +1,264 @@
+"""The brush mask tool: undoable mask edits and the panel with its controls.
+
+:class:`MaskController` joins the canvas's stroke signals, the Qt-free
+:class:`~hspace_studio.core.mask.MaskDocument` and a ``QUndoStack``: each stroke (press,
+drag, release) and each action (clear, invert, fill from a part, load) is one undo step.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import numpy as np
+from PySide6.QtCore import QObject, QPointF, Qt, Signal
+from PySide6.QtGui import QUndoCommand, QUndoStack
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout,
+                               QHBoxLayout, QLabel, QPushButton, QRadioButton, QSlider, QToolButton,
+                               QWidget)
+
+from ..core.mask import MaskChange, MaskDocument
+
+DEFAULT_PARTS = ("left_eye", "right_eye", "brows", "mouth", "hair", "face", "glasses", "background")
+PART_GROUPS = {"eyes": ("left_eye", "right_eye")}
+
+
+class MaskCommand(QUndoCommand):
+    def __init__(self, controller: "MaskController", change: MaskChange) -> None:
+        super().__init__(change.name)
+        self.controller = controller
+        self.change = change
+
+    def redo(self) -> None:
+        self.controller._apply(self.change.after)
+
+    def undo(self) -> None:
+        self.controller._apply(self.change.before)
+
+
+class MaskController(QObject):
+    """Owns the mask document and its undo stack."""
+
+    maskChanged = Signal()
+
+    def __init__(self, shape=(64, 64), parent=None) -> None:
+        super().__init__(parent)
+        self.doc = MaskDocument(shape)
+        self.undo_stack = QUndoStack(self)
+        self.radius = 3.0
+        self._stroke = None
+
+    @property
+    def array(self) -> np.ndarray:
+        return self.doc.array
+
+    def reset(self, shape) -> None:
+        """A new empty mask of ``shape`` (a model with another image size)."""
+        if tuple(shape) != self.doc.shape:
+            self.doc = MaskDocument(shape)
+            self.undo_stack.clear()
+            self.maskChanged.emit()
+
+    def _apply(self, state: np.ndarray) -> None:
+        self.doc.apply(state)
+        self.maskChanged.emit()
+
+    def push(self, change: MaskChange) -> None:
+        if change.changed:
+            self.undo_stack.push(MaskCommand(self, change))
+        else:
+            self._apply(change.after)
+
+    # strokes from the canvas
+    def begin_stroke(self, pos: QPointF, erase: bool) -> None:
+        self._stroke = self.doc.begin_stroke(self.radius, erase)
+        self._stroke.add(pos.x(), pos.y())
+        self.maskChanged.emit()
+
+    def move_stroke(self, pos: QPointF) -> None:
+        if self._stroke is not None:
+            self._stroke.add(pos.x(), pos.y())
+            self.maskChanged.emit()
+
+    def end_stroke(self) -> None:
+        if self._stroke is None:
+            return
+        change = self._stroke.finish()
+        self._stroke = None
+        self.push(change)
+
+    # actions
+    def clear(self) -> None:
+        self.push(self.doc.clear())
+
+    def invert(self) -> None:
+        self.push(self.doc.invert())
+
+    def combine(self, array: np.ndarray, mode: str, name: str) -> None:
+        self.push(self.doc.combine(array, mode, name))
+
+    def set_array(self, array: np.ndarray, name: str = "Set mask") -> None:
+        self.push(self.doc.set_array(array, name))
+
+    def restore(self, array: Optional[np.ndarray]) -> None:
+        """Set the mask without an undo step (opening a session)."""
+        self.undo_stack.clear()
+        if array is None:
+            self.doc.apply(np.zeros(self.doc.shape, dtype=bool))
+        else:
+            self.doc.set_array(array)
+        self.maskChanged.emit()
+
+    def load_png(self, path) -> None:
+        self.push(self.doc.load_png(path))
+
+    def save_png(self, path) -> None:
+        self.doc.save_png(path)
+
+
+class BrushPanel(QWidget):
+    """Controls of the mask tool (object name ``brush``)."""
+
+    fillPartRequested = Signal(str, str)  # part, mode
+    loadRequested = Signal()
+    saveRequested = Signal()
+
+    def __init__(self, controller: MaskController, canvas, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("brush")
+        self.controller = controller
+        self.canvas = canvas
+        g = QGridLayout(self)
+        g.setContentsMargins(6, 6, 6, 6)
+
+        self.enabled = QCheckBox("Brush on")
+        self.enabled.setToolTip("Paint the mask on the canvas (B). Off: the left button pans.")
+        self.enabled.setChecked(True)
+        self.paint = QRadioButton("Paint")
+        self.erase = QRadioButton("Erase")
+        self.paint.setChecked(True)
+        self.paint.setToolTip("Left button paints, right button erases")
+        self.erase.setToolTip("Left button erases, right button paints (E)")
+        grp = QButtonGroup(self)
+        grp.addButton(self.paint)
+        grp.addButton(self.erase)
+        row = QHBoxLayout()
+        row.addWidget(self.enabled)
+        row.addWidget(self.paint)
+        row.addWidget(self.erase)
+        row.addStretch(1)
+        g.addLayout(row, 0, 0, 1, 4)
+
+        g.addWidget(QLabel("Size"), 1, 0)
+        self.size_slider = QSlider(Qt.Orientation.Horizontal)
+        self.size_slider.setRange(1, 128)  # half-pixels of radius
+        self.size_box = QDoubleSpinBox()
+        self.size_box.setRange(0.5, 64.0)
+        self.size_box.setSingleStep(0.5)
+        self.size_box.setDecimals(1)
+        self.size_box.setSuffix(" px")
+        self.size_box.setToolTip("Brush radius in image pixels ([ and ] change it)")
+        g.addWidget(self.size_slider, 1, 1, 1, 2)
+        g.addWidget(self.size_box, 1, 3)
+
+        g.addWidget(QLabel("Overlay"), 2, 0)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(45)
+        self.opacity.setToolTip("Opacity of the mask overlay")
+        self.show_mask = QCheckBox("Show")
+        self.show_mask.setChecked(True)
+        self.show_mask.setToolTip("Show the mask overlay (M)")
+        g.addWidget(self.opacity, 2, 1, 1, 2)
+        g.addWidget(self.show_mask, 2, 3)
+
+        self.undo_btn = QToolButton()
+        self.undo_btn.setText("Undo")
+        self.redo_btn = QToolButton()
+        self.redo_btn.setText("Redo")
+        self.clear_btn = QPushButton("Clear")
+        self.invert_btn = QPushButton("Invert")
+        row = QHBoxLayout()
+        for w in (self.undo_btn, self.redo_btn, self.clear_btn, self.invert_btn):
+            row.addWidget(w)
+        g.addLayout(row, 3, 0, 1, 4)
+
+        self.part = QComboBox()
+        self.part.setToolTip("Face part found by the segmenter (toy-face model)")
+        self.part_mode = QComboBox()
+        self.part_mode.addItems(["add", "replace", "subtract"])
+        self.fill_btn = QPushButton("Fill part")
+        self.fill_btn.setToolTip("Fill the mask from a segmenter part of the current image")
+        g.addWidget(self.part, 4, 0, 1, 2)
+        g.addWidget(self.part_mode, 4, 2)
+        g.addWidget(self.fill_btn, 4, 3)
+        self.set_parts(DEFAULT_PARTS)
+
+        self.load_btn = QPushButton("Load…")
+        self.save_btn = QPushButton("Save…")
+        self.coverage = QLabel("empty")
+        row = QHBoxLayout()
+        row.addWidget(self.load_btn)
+        row.addWidget(self.save_btn)
+        row.addStretch(1)
+        row.addWidget(self.coverage)
+        g.addLayout(row, 5, 0, 1, 4)
+
+        # wiring
+        self.size_slider.valueChanged.connect(lambda v: self.size_box.setValue(v / 2))
+        self.size_box.valueChanged.connect(self._size_changed)
+        self.opacity.valueChanged.connect(lambda v: canvas.set_mask_opacity(v / 100))
+        self.show_mask.toggled.connect(canvas.set_mask_visible)
+        self.enabled.toggled.connect(self._enabled_changed)
+        self.erase.toggled.connect(self._mode_changed)
+        self.undo_btn.clicked.connect(controller.undo_stack.undo)
+        self.redo_btn.clicked.connect(controller.undo_stack.redo)
+        controller.undo_stack.canUndoChanged.connect(self.undo_btn.setEnabled)
+        controller.undo_stack.canRedoChanged.connect(self.redo_btn.setEnabled)
+        self.undo_btn.setEnabled(False)
+        self.redo_btn.setEnabled(False)
+        self.clear_btn.clicked.connect(controller.clear)
+        self.invert_btn.clicked.connect(controller.invert)
+        self.fill_btn.clicked.connect(
+            lambda: self.fillPartRequested.emit(self.part.currentData() or self.part.currentText(),
+                                                self.part_mode.currentText()))
+        self.load_btn.clicked.connect(self.loadRequested)
+        self.save_btn.clicked.connect(self.saveRequested)
+        controller.maskChanged.connect(self._mask_changed)
+        canvas.strokeBegin.connect(controller.begin_stroke)
+        canvas.strokeMove.connect(controller.move_stroke)
+        canvas.strokeEnd.connect(controller.end_stroke)
+        self.size_box.setValue(3.0)
+
+    def set_parts(self, parts: List[str]) -> None:
+        cur = self.part.currentData()
+        self.part.clear()
+        for name, members in PART_GROUPS.items():
+            if all(m in parts for m in members):
+                self.part.addItem(name.replace("_", " "), name)
+        for p in parts:
+            self.part.addItem(p.replace("_", " "), p)
+        i = self.part.findData(cur)
+        self.part.setCurrentIndex(max(0, i))
+
+    def _size_changed(self, v: float) -> None:
+        self.controller.radius = float(v)
+        self.canvas.set_brush_radius(v)
+        self.size_slider.blockSignals(True)
+        self.size_slider.setValue(int(round(v * 2)))
+        self.size_slider.blockSignals(False)
+
+    def grow(self, factor: float) -> None:
+        self.size_box.setValue(max(0.5, min(64.0, self.size_box.value() * factor)))
+
+    def _enabled_changed(self, on: bool) -> None:
+        self.canvas.brush_enabled = on
+        self.canvas.update()
+
+    def _mode_changed(self, erase: bool) -> None:
+        self.canvas.erase_mode = erase
+        self.canvas.update()
+
+    def _mask_changed(self) -> None:
+        a = self.controller.array
+        self.canvas.set_mask(a)
+        n = int(a.sum())
+        self.coverage.setText("empty" if n == 0 else f"{n} px ({100 * n / a.size:.1f}%)")

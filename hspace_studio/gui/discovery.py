@@ -1,0 +1,228 @@
+"""The Discover panel: PCA, Jacobian (k, steps, the painted mask) and supervised
+(classifier attribute, or two folders of labelled images). Each Run queues a job on the
+engine worker; progress and Cancel are in the status bar."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QLineEdit, QPushButton, QRadioButton, QSpinBox,
+                               QTabWidget, QToolButton, QVBoxLayout, QWidget)
+
+from .jobs import DiscoverJacobian, DiscoverPCA, DiscoverSupervised
+
+RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
+DEFAULT_CLASSIFIER = RESOURCES / "toyfaces-classifier"
+FALLBACK_ATTRIBUTES = ("smiling", "mouth_open", "eyeglasses", "bald", "long_hair", "beard",
+                       "black_hair", "blond_hair", "red_hair", "grey_hair", "dark_skin",
+                       "big_eyes", "wide_face", "looking_right")
+
+
+def classifier_attributes(folder) -> List[str]:
+    """Attribute names of a classifier folder (read from its JSON; no torch)."""
+    try:
+        names = json.loads((Path(folder) / "attributes.json").read_text(encoding="utf-8"))
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return names
+    except (OSError, ValueError):
+        pass
+    return []
+
+
+def _folder_row(edit: QLineEdit, title: str, parent) -> QHBoxLayout:
+    row = QHBoxLayout()
+    b = QToolButton()
+    b.setText("…")
+
+    def pick():
+        d = QFileDialog.getExistingDirectory(parent, title)
+        if d:
+            edit.setText(d)
+
+    b.clicked.connect(pick)
+    row.addWidget(edit, 1)
+    row.addWidget(b)
+    return row
+
+
+class DiscoveryPanel(QTabWidget):
+    runRequested = Signal(object)  # a job
+
+    def __init__(self, sampling: Callable[[], tuple], mask: Callable[[], Optional[object]],
+                 steps: Callable[[], int], parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("discoveryPanel")
+        self._sampling, self._mask, self._steps = sampling, mask, steps
+
+        # PCA
+        w = QWidget()
+        f = QFormLayout(w)
+        self.pca_samples = QSpinBox()
+        self.pca_samples.setRange(2, 100000)
+        self.pca_samples.setValue(64)
+        self.pca_samples.setToolTip("Images sampled (with the current steps and eta) to collect h")
+        self.pca_k = QSpinBox()
+        self.pca_k.setRange(1, 512)
+        self.pca_k.setValue(8)
+        self.pca_seed = QSpinBox()
+        self.pca_seed.setRange(0, 2 ** 31 - 1)
+        self.pca_seed.setToolTip("First seed of the samples")
+        self.pca_mode = QComboBox()
+        self.pca_mode.addItem("per timestep", "per-step")
+        self.pca_mode.addItem("global (all timesteps)", "global")
+        self.pca_mode.setToolTip("One basis per timestep, or one basis over all timesteps together")
+        self.pca_solver = QComboBox()
+        self.pca_solver.addItems(["auto", "incremental", "covariance"])
+        self.pca_solver.setToolTip("incremental: scikit-learn IncrementalPCA (fast for few samples); "
+                                   "covariance: exact, needs D x D memory; auto picks by memory")
+        self.pca_run = QPushButton("Run PCA")
+        f.addRow("Samples", self.pca_samples)
+        f.addRow("Basis", self.pca_mode)
+        f.addRow("Solver", self.pca_solver)
+        f.addRow("Components", self.pca_k)
+        f.addRow("First seed", self.pca_seed)
+        f.addRow(self.pca_run)
+        self.addTab(w, "PCA")
+
+        # Jacobian
+        w = QWidget()
+        f = QFormLayout(w)
+        self.jac_k = QSpinBox()
+        self.jac_k.setRange(1, 64)
+        self.jac_k.setValue(3)
+        self.jac_steps = QLineEdit()
+        self.jac_steps.setPlaceholderText("all steps (or e.g. 0,3,5 or 2-5)")
+        self.jac_steps.setToolTip("Step indices to analyse (0 is the noisiest step)")
+        self.jac_iter = QSpinBox()
+        self.jac_iter.setRange(1, 10000)
+        self.jac_iter.setValue(100)
+        self.jac_mask = QCheckBox("Use the painted mask")
+        self.jac_mask.setToolTip("Restrict eps to the painted region (masked, local edits)")
+        self.jac_run = QPushButton("Run Jacobian on this image")
+        f.addRow("Directions k", self.jac_k)
+        f.addRow("Steps", self.jac_steps)
+        f.addRow("Max iterations", self.jac_iter)
+        f.addRow(self.jac_mask)
+        f.addRow(self.jac_run)
+        self.addTab(w, "Jacobian")
+
+        # supervised
+        w = QWidget()
+        v = QVBoxLayout(w)
+        self.sup_by_classifier = QRadioButton("Classifier")
+        self.sup_by_folders = QRadioButton("Two folders of images")
+        self.sup_by_classifier.setChecked(True)
+        row = QHBoxLayout()
+        row.addWidget(self.sup_by_classifier)
+        row.addWidget(self.sup_by_folders)
+        row.addStretch(1)
+        v.addLayout(row)
+        f = QFormLayout()
+        self.sup_classifier = QLineEdit()
+        self.sup_classifier.setPlaceholderText(f"shipped: {DEFAULT_CLASSIFIER.name}")
+        self.sup_classifier.editingFinished.connect(self._reload_attributes)
+        f.addRow("Classifier", _folder_row(self.sup_classifier, "Classifier folder", self))
+        self.sup_attr = QComboBox()
+        self.sup_attr.setEditable(True)
+        f.addRow("Attribute", self.sup_attr)
+        self.sup_index = QSpinBox()
+        self.sup_index.setRange(4, 1000000)
+        self.sup_index.setValue(256)
+        self.sup_index.setToolTip("Images sampled and scored by the classifier")
+        self.sup_examples = QSpinBox()
+        self.sup_examples.setRange(1, 100000)
+        self.sup_examples.setValue(32)
+        self.sup_examples.setToolTip("Top and bottom scored images used as positives and negatives")
+        f.addRow("Index size", self.sup_index)
+        f.addRow("Examples", self.sup_examples)
+        self.sup_pos = QLineEdit()
+        self.sup_neg = QLineEdit()
+        f.addRow("Positive folder", _folder_row(self.sup_pos, "Folder of positive images", self))
+        f.addRow("Negative folder", _folder_row(self.sup_neg, "Folder of negative images", self))
+        v.addLayout(f)
+        self.sup_run = QPushButton("Run supervised")
+        v.addWidget(self.sup_run)
+        v.addStretch(1)
+        self.addTab(w, "Supervised")
+        self._reload_attributes()
+        self.sup_by_classifier.toggled.connect(self._mode)
+        self._mode()
+
+        self.pca_run.clicked.connect(lambda: self.runRequested.emit(self.pca_job()))
+        self.jac_run.clicked.connect(self._emit_jacobian)
+        self.sup_run.clicked.connect(self._emit_supervised)
+        self.last_error = ""
+
+    def _reload_attributes(self) -> None:
+        folder = self.sup_classifier.text().strip() or DEFAULT_CLASSIFIER
+        names = classifier_attributes(folder) or list(FALLBACK_ATTRIBUTES)
+        cur = self.sup_attr.currentText()
+        self.sup_attr.clear()
+        self.sup_attr.addItems(names)
+        if cur in names:
+            self.sup_attr.setCurrentText(cur)
+
+    def _mode(self) -> None:
+        c = self.sup_by_classifier.isChecked()
+        for wdg in (self.sup_classifier, self.sup_attr, self.sup_index, self.sup_examples):
+            wdg.setEnabled(c)
+        for wdg in (self.sup_pos, self.sup_neg):
+            wdg.setEnabled(not c)
+
+    # -- jobs --------------------------------------------------------------------------
+    def pca_job(self) -> DiscoverPCA:
+        steps, eta = self._sampling()
+        return DiscoverPCA(samples=self.pca_samples.value(), k=self.pca_k.value(), steps=steps, eta=eta,
+                           seed=self.pca_seed.value(), mode=self.pca_mode.currentData(),
+                           solver=self.pca_solver.currentText())
+
+    def _emit_jacobian(self) -> None:
+        try:
+            self.runRequested.emit(self.make_jacobian_job())
+        except ValueError as e:
+            self.runRequested.emit(e)
+
+    def make_jacobian_job(self) -> DiscoverJacobian:
+        steps = parse_steps(self.jac_steps.text(), self._steps())
+        mask = self._mask() if self.jac_mask.isChecked() else None
+        return DiscoverJacobian(k=self.jac_k.value(), steps=steps, mask=mask,
+                                iterations=self.jac_iter.value())
+
+    def supervised_job(self) -> DiscoverSupervised:
+        steps, eta = self._sampling()
+        if self.sup_by_folders.isChecked():
+            return DiscoverSupervised(positive_folder=self.sup_pos.text().strip() or None,
+                                      negative_folder=self.sup_neg.text().strip() or None,
+                                      steps=steps, eta=eta)
+        return DiscoverSupervised(attribute=self.sup_attr.currentText().strip(),
+                                  index_size=self.sup_index.value(), examples=self.sup_examples.value(),
+                                  classifier=self.sup_classifier.text().strip() or None,
+                                  steps=steps, eta=eta)
+
+    def _emit_supervised(self) -> None:
+        self.runRequested.emit(self.supervised_job())
+
+
+def parse_steps(text: str, steps: int) -> Optional[tuple]:
+    """Step indices from '0,3,5' or '2-5'; None (every step) for an empty text or 'all'."""
+    text = (text or "").strip().lower()
+    if text in ("", "all"):
+        return None
+    out = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi) if hi else int(lo)
+        except ValueError:
+            raise ValueError(f"bad step list '{text}' (use e.g. 0,3,5 or 2-5)") from None
+        for s in range(min(a, b), max(a, b) + 1):
+            if not 0 <= s < steps:
+                raise ValueError(f"step {s} is out of range (the image has steps 0..{steps - 1})")
+            out.add(s)
+    return tuple(sorted(out)) or None

@@ -1,0 +1,914 @@
+"""Jobs the engine worker runs, and the worker-side state they work on.
+
+Everything here runs on the worker thread (see :mod:`.worker`): it may use torch.
+The UI builds the frozen job objects below and reads the plain results (numpy
+images, :class:`~hspace_studio.core.session.SetState` records, info dataclasses).
+
+Discovery goes through a thin adapter (:func:`discover_pca`, :func:`discover_jacobian`,
+:func:`discover_supervised`) over ``engine/discover`` (``pca.pca_directions``,
+``jacobian.jacobian_directions``, ``supervised.build_index`` +
+``supervised.supervised_directions`` or ``supervised.supervised_from_images``); each
+returns a result whose ``directions`` (a ``DirectionSet``) lands in the library.
+"""
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..core.errors import FileFormatError, HSpaceError, ModelLoadError, ModelMismatchError
+from ..core.session import SetState, DirectionState, default_range, read_session, write_session
+
+H_SPACE_POINTS = ("before", "middle", "after")
+
+
+# --------------------------------------------------------------------------- job objects
+
+@dataclass(frozen=True)
+class LoadModel:
+    source: str
+    h_space: str = "after"
+    device: Optional[str] = None
+    coalesce: ClassVar[str] = "model"
+    label: ClassVar[str] = "Loading model"
+
+
+@dataclass(frozen=True)
+class Sample:
+    seed: int
+    steps: int = 10
+    eta: float = 1.0
+    coalesce: ClassVar[str] = "source"
+    label: ClassVar[str] = "Sampling"
+
+
+@dataclass(frozen=True)
+class Invert:
+    path: str
+    steps: int = 10
+    eta: float = 1.0
+    coalesce: ClassVar[str] = "source"
+    label: ClassVar[str] = "Inverting image"
+
+
+@dataclass(frozen=True)
+class OpenTrajectory:
+    path: str
+    coalesce: ClassVar[str] = "source"
+    label: ClassVar[str] = "Opening trajectory"
+
+
+@dataclass(frozen=True)
+class SaveTrajectory:
+    path: str
+    label: ClassVar[str] = "Saving trajectory"
+
+
+@dataclass(frozen=True)
+class ImportDirections:
+    paths: Tuple[str, ...]
+    label: ClassVar[str] = "Importing directions"
+
+
+@dataclass(frozen=True)
+class ExportDirections:
+    set_id: str
+    indices: Tuple[int, ...]
+    labels: Tuple[str, ...]
+    path: str
+    label: ClassVar[str] = "Exporting directions"
+
+
+@dataclass(frozen=True)
+class DiscoverPCA:
+    samples: int = 64
+    k: int = 8
+    steps: int = 10
+    eta: float = 1.0
+    seed: int = 0
+    mode: str = "per-step"  # or "global"
+    solver: str = "auto"  # auto | covariance | incremental (engine.discover.pca)
+    label: ClassVar[str] = "PCA"
+
+
+@dataclass(frozen=True, eq=False)
+class DiscoverJacobian:
+    k: int = 3
+    steps: Optional[Tuple[int, ...]] = None  # step indices; None: every step
+    mask: Optional[np.ndarray] = None  # bool (H, W) at image size
+    iterations: int = 20
+    label: ClassVar[str] = "Jacobian"
+
+
+@dataclass(frozen=True)
+class DiscoverSupervised:
+    attribute: str = ""
+    index_size: int = 256
+    examples: int = 32
+    classifier: Optional[str] = None  # classifier folder; None: the shipped one
+    positive_folder: Optional[str] = None  # or: two folders of labelled images
+    negative_folder: Optional[str] = None
+    steps: int = 10
+    eta: float = 1.0
+    index_dir: Optional[str] = None  # where classifier indexes are cached (resumable)
+    label: ClassVar[str] = "Supervised"
+
+
+@dataclass(frozen=True)
+class Disentangle:
+    target: Tuple[str, int]
+    against: Tuple[Tuple[str, int], ...]
+    name: Optional[str] = None
+    label: ClassVar[str] = "Disentangling"
+
+
+@dataclass(frozen=True)
+class Segment:
+    parts: Tuple[str, ...]
+    folder: Optional[str] = None
+    label: ClassVar[str] = "Segmenting"
+
+
+@dataclass(frozen=True)
+class ExportImage:
+    path: str
+    edits: tuple  # EditItem
+    set_files: Tuple[Tuple[str, Optional[str]], ...]  # (set_id, file or None)
+    original: bool = False
+    label: ClassVar[str] = "Exporting image"
+
+
+@dataclass(frozen=True)
+class ExportStrip:
+    path: str
+    item: object  # EditItem
+    scales: Tuple[float, ...]
+    others: tuple
+    set_files: Tuple[Tuple[str, Optional[str]], ...]
+    label: ClassVar[str] = "Exporting strip"
+
+
+@dataclass(frozen=True)
+class ExportGrid:
+    path: str
+    rows: Tuple[Tuple[object, Tuple[float, ...]], ...]  # (EditItem, scales) per row
+    set_files: Tuple[Tuple[str, Optional[str]], ...]
+    label: ClassVar[str] = "Exporting grid"
+
+
+@dataclass(frozen=True, eq=False)
+class SaveSession:
+    path: str
+    doc: dict
+    mask: Optional[np.ndarray] = None
+    set_ids: Tuple[str, ...] = ()
+    label: ClassVar[str] = "Saving session"
+
+
+@dataclass(frozen=True)
+class LoadSession:
+    path: str
+    device: Optional[str] = None
+    label: ClassVar[str] = "Opening session"
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """A job that only counts steps (tests, and to check Cancel)."""
+
+    steps: int = 100
+    seconds_per_step: float = 0.01
+    label: ClassVar[str] = "Waiting"
+
+
+def describe(job) -> str:
+    return getattr(job, "label", type(job).__name__)
+
+
+# --------------------------------------------------------------------------- results
+
+@dataclass(frozen=True)
+class ModelInfo:
+    source: str
+    fingerprint: str
+    description: str
+    image_size: Tuple[int, int]
+    sample_shape: Tuple[int, ...]
+    h_space: str
+    h_shape: Tuple[int, ...]
+    is_latent: bool
+    num_train_timesteps: int
+
+
+@dataclass(frozen=True)
+class TrajectoryInfo:
+    gen: int
+    image: np.ndarray  # uint8 (H, W, 3)
+    timesteps: Tuple[int, ...]
+    source: dict  # {"kind": "seed"|"image"|"trajectory", ...}
+    origin: dict
+    h_space: str
+    note: str = ""
+    psnr: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class SessionPayload:
+    doc: dict
+    model: Optional[ModelInfo]
+    trajectory: Optional[TrajectoryInfo]
+    sets: List[SetState]
+    mask: Optional[np.ndarray]
+    warnings: List[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- state
+
+def _nice(x: float) -> float:
+    """A round number near ``x`` (1, 2 or 5 times a power of ten)."""
+    if not x > 0 or not math.isfinite(x):
+        return 3.0
+    e = math.floor(math.log10(x))
+    m = x / 10 ** e
+    m = 1 if m < 1.5 else 2 if m < 3.5 else 5 if m < 7.5 else 10
+    return float(m * 10 ** e)
+
+
+class EngineState:
+    """What the worker owns: model, current trajectory, direction tensors, caches."""
+
+    def __init__(self) -> None:
+        self.model = None
+        self.model_info: Optional[ModelInfo] = None
+        self.h_space = "after"
+        self.traj = None
+        self.source: dict = {}
+        self.gen = 0
+        self.sets: Dict[str, object] = {}  # set_id -> DirectionSet
+        self.version = 0
+        self._deltas: dict = {}
+        self._last: Optional[tuple] = None  # (edits, x0)
+        self._segmenter = None
+
+    # -- model and trajectory --------------------------------------------------------
+    def load_model(self, source: str, h_space: str, device=None) -> ModelInfo:
+        from ..engine.hspace import h_shape
+        from ..engine.model import load_model
+
+        if h_space not in H_SPACE_POINTS:
+            raise ValueError(f"unknown h-space point '{h_space}'")
+        if self.model is not None and self.model_info.source == source and self.h_space == h_space:
+            return self.model_info
+        model = self.model if (self.model is not None and self.model_info.source == source) \
+            else load_model(source, device=device)
+        shape = h_shape(model.unet, h_space, model.sample_shape)
+        self.model, self.h_space = model, h_space
+        self.model_info = ModelInfo(
+            source=source, fingerprint=model.fingerprint, description=model.describe(),
+            image_size=tuple(model.image_size), sample_shape=tuple(model.sample_shape),
+            h_space=h_space, h_shape=tuple(shape), is_latent=model.is_latent,
+            num_train_timesteps=int(model.scheduler.config.num_train_timesteps))
+        self.traj = None
+        self._invalidate()
+        return self.model_info
+
+    def require_model(self):
+        if self.model is None:
+            raise ModelLoadError("no model is loaded")
+        return self.model
+
+    def require_traj(self):
+        if self.traj is None:
+            raise HSpaceError("no image yet: sample a seed or open an image first")
+        return self.traj
+
+    def set_trajectory(self, traj, source: dict, note: str = "", psnr=None) -> TrajectoryInfo:
+        self.traj = traj
+        self.source = dict(source)
+        self.gen += 1
+        self._invalidate()
+        return self.trajectory_info(note, psnr)
+
+    def trajectory_info(self, note: str = "", psnr=None) -> TrajectoryInfo:
+        t = self.traj
+        return TrajectoryInfo(gen=self.gen, image=self.pixels(t.x_0), timesteps=tuple(int(v) for v in t.timesteps),
+                              source=dict(self.source), origin=dict(t.origin), h_space=t.h_space,
+                              note=note, psnr=psnr)
+
+    def _invalidate(self) -> None:
+        self._deltas.clear()
+        self._last = None
+        self.version += 1
+
+    # -- pixels ------------------------------------------------------------------------
+    def pixels(self, x0) -> np.ndarray:
+        """uint8 (H, W, 3) image of x_0 (diffusion space), rounded like ``images.to_pil``."""
+        import torch
+
+        img = self.model.to_pixels(x0[None])[0].detach().float().cpu()
+        a = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return np.ascontiguousarray(a.permute(1, 2, 0).numpy())
+
+    def preview_pixels(self, pred_x0) -> Optional[np.ndarray]:
+        """An intermediate prediction as pixels, or None where that would cost a decode."""
+        if self.model is None or self.model.is_latent:
+            return None
+        return self.pixels(pred_x0)
+
+    # -- direction sets ----------------------------------------------------------------
+    def add_set(self, ds, name: str, path: Optional[str] = None, set_id: Optional[str] = None) -> SetState:
+        set_id = set_id or uuid.uuid4().hex[:10]
+        self.sets[set_id] = ds
+        self.version += 1
+        st = self.set_state(set_id, ds, name, path)
+        st.status, st.status_text = self.check_set(ds)
+        return st
+
+    def set_state(self, set_id: str, ds, name: str, path: Optional[str]) -> SetState:
+        rng = self._default_range(ds)
+        values = None
+        if ds.values is not None:
+            values = [[float(v) if v is not None else float("nan") for v in row] for row in ds.values]
+        dirs = [DirectionState(index=k, label=str(ds.labels[k]), range=rng) for k in range(len(ds))]
+        return SetState(set_id=set_id, name=name, method=ds.method, fingerprint=ds.fingerprint,
+                        h_space=ds.h_space, h_shape=tuple(int(v) for v in ds.delta_h.shape[2:]),
+                        timesteps=[int(t) for t in ds.timesteps], values=values,
+                        params=_jsonable(ds.params), path=path, directions=dirs)
+
+    def _default_range(self, ds) -> float:
+        if ds.method in ("pca", "supervised"):
+            return default_range(ds.method)
+        if ds.method == "disentangled":
+            inner = (ds.params or {}).get("target", {}).get("method")
+            if inner in ("pca", "supervised"):
+                return default_range(inner)
+        try:  # half the typical norm of h, in units of the direction's norm
+            dn = ds.delta_h.flatten(2).norm(dim=2).median().item()
+            if self.traj is not None:
+                hn = self.traj.hs.flatten(1).norm(dim=1).median().item()
+            else:
+                return 3.0
+            return _nice(0.5 * hn / dn) if dn > 0 else 3.0
+        except Exception:  # noqa: BLE001
+            return 3.0
+
+    def check_set(self, ds) -> Tuple[str, str]:
+        info = self.model_info
+        if info is None:
+            return "mismatch", "no model loaded"
+        try:
+            ds.check_model(info.fingerprint, info.h_space, info.h_shape)
+        except ModelMismatchError as e:
+            return "mismatch", str(e)
+        if self.traj is not None and not np.array_equal(ds.timesteps.numpy(), self.traj.timesteps.numpy()):
+            own = set(int(t) for t in self.traj.timesteps)
+            if all(int(t) in own for t in ds.timesteps):
+                return "ok", (f"computed at {ds.steps} of the image's {self.traj.steps} steps; other "
+                              f"steps use the nearest one")
+            return "remapped", (f"made at {ds.steps} steps; mapped onto the image's {self.traj.steps} "
+                                f"steps by nearest timestep")
+        return "ok", ""
+
+    def check_sets(self) -> Dict[str, Tuple[str, str]]:
+        return {sid: self.check_set(ds) for sid, ds in self.sets.items()}
+
+    def get_set(self, set_id: str):
+        try:
+            return self.sets[set_id]
+        except KeyError:
+            raise HSpaceError("that direction set is no longer in the library") from None
+
+    def at_step(self, at_timestep: Optional[int]) -> Optional[int]:
+        if at_timestep is None:
+            return None
+        ts = self.require_traj().timesteps
+        return int((ts - int(at_timestep)).abs().argmin())
+
+    def delta(self, set_id: str, index: int, at_timestep: Optional[int] = None):
+        traj = self.require_traj()
+        key = (set_id, int(index), at_timestep)
+        d = self._deltas.get(key)
+        if d is None:
+            ds = self.get_set(set_id)
+            info = self.model_info
+            ds.check_model(info.fingerprint, traj.h_space, tuple(traj.hs.shape[1:]),
+                           f"direction set '{ds.labels[0] if len(ds) else set_id}'")
+            mapped = ds.for_timesteps(traj.timesteps)
+            d = mapped.steps_delta(int(index), self.at_step(at_timestep))
+            self._deltas[key] = d
+        return d
+
+    def specs(self, edits) -> list:
+        from ..engine.sampler import EditSpec
+
+        return [EditSpec(self.delta(e.set_id, e.index, e.at_timestep), float(e.scale),
+                         tuple(e.window) if e.window is not None else None)
+                for e in edits if float(e.scale) != 0.0]
+
+    # -- rendering ---------------------------------------------------------------------
+    def render_x0(self, edits, cancel=None, preview=None, progress=None):
+        from ..engine.sampler import edit
+
+        model, traj = self.require_model(), self.require_traj()
+        key = tuple(e for e in edits if float(e.scale) != 0.0)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        specs = self.specs(key)
+        x0 = edit(model, traj, specs, progress=progress, cancel=cancel, preview=preview)
+        self._last = (key, x0)
+        return x0
+
+    def render(self, edits, cancel=None, preview=None) -> np.ndarray:
+        return self.pixels(self.render_x0(edits, cancel, preview))
+
+    def strip_x0(self, item, scales, others, cancel=None, progress=None):
+        from ..engine.sampler import strip
+
+        model, traj = self.require_model(), self.require_traj()
+        delta = self.delta(item.set_id, item.index, item.at_timestep)
+        window = tuple(item.window) if item.window is not None else None
+        return strip(model, traj, delta, [float(s) for s in scales], window, self.specs(others),
+                     progress=progress, cancel=cancel)
+
+    def render_strip(self, item, scales, others, cancel=None) -> List[np.ndarray]:
+        xs = self.strip_x0(item, scales, others, cancel)
+        return [self.pixels(x) for x in xs]
+
+    # -- recipes -----------------------------------------------------------------------
+    def recipe(self, edits, set_files: dict, png_path: str) -> dict:
+        """The recipe of the current image with ``edits``: direction files referenced by
+        path where the set is a file on disk, else written to a sidecar next to the PNG."""
+        from ..engine.directions import DirectionSet
+
+        traj = self.require_traj()
+        src = dict(traj.origin)
+        if self.source.get("kind") == "trajectory":
+            src["trajectory"] = self.source.get("path")
+        rows, out = [], []
+        for e in edits:
+            if float(e.scale) == 0.0:
+                continue
+            f = set_files.get(e.set_id)
+            entry = {"direction": None, "index": int(e.index), "scale": float(e.scale),
+                     "window": list(e.window) if e.window is not None else None,
+                     "at_step": self.at_step(e.at_timestep),
+                     "label": self.get_set(e.set_id).labels[e.index]}
+            if f and Path(f).is_file():
+                entry["direction"] = str(Path(f).resolve())
+            else:
+                rows.append((len(out), e))
+            out.append(entry)
+        if rows:
+            side = Path(png_path).with_suffix("")
+            side = side.with_name(side.name + ".directions.safetensors").resolve()
+            deltas, labels = [], []
+            for j, (i, e) in enumerate(rows):
+                ds = self.get_set(e.set_id).for_timesteps(traj.timesteps)
+                deltas.append(ds.delta_h[e.index])
+                labels.append(ds.labels[e.index])
+                out[i]["direction"] = str(side)
+                out[i]["index"] = j
+            import torch
+
+            DirectionSet(delta_h=torch.stack(deltas), timesteps=traj.timesteps.clone(),
+                         fingerprint=self.model.fingerprint, h_space=traj.h_space, method="custom",
+                         labels=labels, params={"exported_for": Path(png_path).name}).save(side)
+        return {"model": self.model_info.source, "fingerprint": self.model.fingerprint,
+                "h_space": traj.h_space, "source": src, "edits": out, "app": "hspace-studio gui"}
+
+    # -- segmenter ---------------------------------------------------------------------
+    def segmenter(self, folder: Optional[str]):
+        from ..engine.model import RESOURCES
+        from ..toyfaces.nets import load_segmenter
+
+        folder = folder or str(RESOURCES / "toyfaces-segmenter")
+        if self._segmenter is None or self._segmenter[0] != folder:
+            try:
+                net, parts = load_segmenter(folder)
+            except (FileNotFoundError, ValueError) as e:
+                raise FileFormatError(f"no segmenter: {e}") from e
+            self._segmenter = (folder, net.to(self.model.device), parts)
+        return self._segmenter[1], self._segmenter[2]
+
+
+def _jsonable(obj):
+    """Metadata made safe for JSON (tensors and numpy become lists or summaries)."""
+    import json
+
+    try:
+        json.dumps(obj)
+        return obj
+    except (TypeError, ValueError):
+        pass
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        try:
+            return obj.tolist()
+        except Exception:  # noqa: BLE001
+            pass
+    return str(obj)
+
+
+# --------------------------------------------------------------------------- handlers
+
+ProgressFn = Callable[[int, int, str], None]
+HANDLERS: Dict[type, Callable] = {}
+
+
+def handler(cls):
+    def deco(fn):
+        HANDLERS[cls] = fn
+        return fn
+    return deco
+
+
+def run_job(state: EngineState, job, progress: ProgressFn, cancel):
+    fn = HANDLERS.get(type(job))
+    if fn is None:
+        raise HSpaceError(f"unknown job {type(job).__name__}")
+    return fn(state, job, progress, cancel)
+
+
+@handler(Sleep)
+def _sleep(state, job, progress, cancel):
+    import time
+
+    from ..core.progress import Progress
+
+    prog = Progress(job.steps, progress, cancel, "waiting")
+    for _ in range(job.steps):
+        time.sleep(job.seconds_per_step)
+        prog.step()
+    return job.steps
+
+
+@handler(LoadModel)
+def _load_model(state, job, progress, cancel):
+    progress(0, 1, f"loading {job.source}")
+    info = state.load_model(job.source, job.h_space, job.device)
+    progress(1, 1, "model loaded")
+    return info
+
+
+@handler(Sample)
+def _sample(state, job, progress, cancel):
+    from ..engine.sampler import sample
+
+    model = state.require_model()
+    traj = sample(model, [int(job.seed)], steps=int(job.steps), eta=float(job.eta),
+                  h_space=state.h_space, progress=progress, cancel=cancel)[0]
+    return state.set_trajectory(traj, {"kind": "seed", "seed": int(job.seed), "steps": int(job.steps),
+                                       "eta": float(job.eta)})
+
+
+@handler(Invert)
+def _invert(state, job, progress, cancel):
+    from ..engine.images import load_image
+    from ..engine.inversion import invert
+
+    model = state.require_model()
+    img, note = load_image(job.path, model.image_size)
+    inv = invert(model, img, steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
+                 progress=progress, cancel=cancel, origin={"image": str(job.path)})
+    return state.set_trajectory(inv.trajectory, {"kind": "image", "path": str(job.path),
+                                                 "steps": int(job.steps), "eta": float(job.eta)},
+                                note=note, psnr=inv.psnr)
+
+
+@handler(OpenTrajectory)
+def _open_traj(state, job, progress, cancel):
+    from ..engine.sampler import decode
+    from ..engine.trajectory import Trajectory
+
+    model = state.require_model()
+    traj = Trajectory.load(job.path)
+    traj.check_model(model.fingerprint, state.h_space, Path(job.path).name)
+    decode(model, traj, progress, cancel)
+    return state.set_trajectory(traj, {"kind": "trajectory", "path": str(job.path),
+                                       "steps": traj.steps})
+
+
+@handler(SaveTrajectory)
+def _save_traj(state, job, progress, cancel):
+    state.require_traj().save(job.path)
+    return job.path
+
+
+@handler(ImportDirections)
+def _import(state, job, progress, cancel):
+    from ..engine.directions import DirectionSet
+
+    out = []
+    info = state.model_info
+    for i, p in enumerate(job.paths):
+        ds = DirectionSet.load(p)
+        if info is not None:
+            ds.check_model(info.fingerprint, info.h_space, info.h_shape, Path(p).name)
+        out.append(state.add_set(ds, Path(p).stem, str(Path(p).resolve())))
+        progress(i + 1, len(job.paths), f"imported {Path(p).name}")
+    return out
+
+
+@handler(ExportDirections)
+def _export(state, job, progress, cancel):
+    from dataclasses import replace
+
+    ds = state.get_set(job.set_id)
+    sub = ds.subset(list(job.indices))
+    sub = replace(sub, labels=list(job.labels))
+    sub.save(job.path)
+    whole = list(job.indices) == list(range(len(ds)))
+    return {"path": str(Path(job.path).resolve()), "whole": whole}
+
+
+def _engine_module(name: str):
+    """``engine.discover.<name>`` (or ``engine.<name>``), with a readable error if the
+    build lacks it."""
+    import importlib
+
+    for full in (f"hspace_studio.engine.discover.{name}", f"hspace_studio.engine.{name}"):
+        try:
+            return importlib.import_module(full)
+        except ModuleNotFoundError as e:
+            if e.name != full:
+                raise
+    raise HSpaceError(f"{name} discovery is not available in this build")
+
+
+def discover_pca(state, job: DiscoverPCA, progress, cancel):
+    """PCA over ``job.samples`` samples: ``engine.discover.pca.pca_directions``."""
+    model = state.require_model()
+    pca = _engine_module("pca")
+    return pca.pca_directions(model, n_samples=int(job.samples), components=int(job.k), mode=job.mode,
+                              steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
+                              seed_start=int(job.seed), solver=job.solver, progress=progress,
+                              cancel=cancel)
+
+
+def discover_jacobian(state, job: DiscoverJacobian, progress, cancel):
+    """Top-k singular vectors of d eps / d h on the current image:
+    ``engine.discover.jacobian.jacobian_directions``."""
+    model, traj = state.require_model(), state.require_traj()
+    mask = None
+    if job.mask is not None:
+        if not np.asarray(job.mask).any():
+            raise HSpaceError("the mask is empty: paint a region or untick 'use mask'")
+        mask = np.asarray(job.mask, dtype=bool)
+    jac = _engine_module("jacobian")
+    return jac.jacobian_directions(model, traj, k=int(job.k), mask=mask,
+                                   steps_subset=list(job.steps) if job.steps is not None else None,
+                                   max_iter=int(job.iterations), progress=progress, cancel=cancel)
+
+
+def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
+    """A supervised direction: from a (resumable, cached) classifier index of generated
+    samples, or from two folders of labelled images (inverted)."""
+    model = state.require_model()
+    sup = _engine_module("supervised")
+    annotate = _engine_module("annotate")
+    if job.positive_folder or job.negative_folder:
+        if not (job.positive_folder and job.negative_folder):
+            raise HSpaceError("choose both a folder of positive and one of negative images")
+        name = job.attribute or (f"{Path(job.positive_folder).name} vs {Path(job.negative_folder).name}")
+        return sup.supervised_from_images(model, job.positive_folder, job.negative_folder,
+                                          steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
+                                          attribute=name, progress=progress, cancel=cancel)
+    if not job.attribute:
+        raise HSpaceError("choose an attribute")
+    clf = annotate.load_classifier(job.classifier or None, device=model.device)
+    seeds = list(range(int(job.index_size)))
+    path = None
+    if job.index_dir:
+        key = sup.recipe_key(sup.index_recipe(model, clf, int(job.steps), float(job.eta), state.h_space))
+        path = Path(job.index_dir) / f"hspace-index-{key}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+    index = sup.build_index(model, clf, int(job.index_size), path, steps=int(job.steps), eta=float(job.eta),
+                            h_space=state.h_space, seeds=seeds, progress=progress, cancel=cancel)
+    return sup.supervised_directions(model, index.subset(seeds), job.attribute, examples=int(job.examples),
+                                     progress=progress, cancel=cancel)
+
+
+def _add_discovered(state, result, default_name: str) -> List[SetState]:
+    from ..engine.directions import DirectionSet
+
+    sets = result if isinstance(result, (list, tuple)) else [result]
+    out = []
+    for ds in sets:
+        if not isinstance(ds, DirectionSet):
+            ds = getattr(ds, "directions", None) or getattr(ds, "direction_set", None)
+        if ds is None:
+            raise HSpaceError("the discovery step returned no direction set")
+        out.append(state.add_set(ds, default_name))
+    return out
+
+
+@handler(DiscoverPCA)
+def _pca(state, job, progress, cancel):
+    return _add_discovered(state, discover_pca(state, job, progress, cancel),
+                           f"PCA {job.mode} ({job.samples} samples)")
+
+
+@handler(DiscoverJacobian)
+def _jac(state, job, progress, cancel):
+    traj = state.require_traj()
+    what = "masked " if job.mask is not None else ""
+    return _add_discovered(state, discover_jacobian(state, job, progress, cancel),
+                           f"Jacobian {what}({traj.describe_origin()})")
+
+
+@handler(DiscoverSupervised)
+def _sup(state, job, progress, cancel):
+    if job.positive_folder:
+        name = f"{Path(job.positive_folder).name} vs {Path(job.negative_folder or '').name}"
+    else:
+        name = f"{job.attribute} ({job.examples} of {job.index_size})"
+    return _add_discovered(state, discover_supervised(state, job, progress, cancel), name)
+
+
+@handler(Disentangle)
+def _disentangle(state, job, progress, cancel):
+    from ..engine.directions import disentangle_set
+
+    if not job.against:
+        raise HSpaceError("choose at least one direction to disentangle against")
+    tgt = state.get_set(job.target[0])
+    against = [state.get_set(s) for s, _ in job.against]
+    ds = disentangle_set(tgt, int(job.target[1]), against, [int(i) for _, i in job.against], job.name)
+    progress(1, 1, "disentangled")
+    return [state.add_set(ds, ds.labels[0])]
+
+
+@handler(Segment)
+def _segment(state, job, progress, cancel):
+    import torch
+
+    model, traj = state.require_model(), state.require_traj()
+    net, parts = state.segmenter(job.folder)
+    missing = [p for p in job.parts if p not in parts]
+    if missing or not job.parts:
+        raise HSpaceError(f"the segmenter has no part '{', '.join(missing)}' (it knows {', '.join(parts)})")
+    img = model.to_pixels(traj.x_0[None]).clamp(-1, 1)
+    with torch.no_grad():
+        logits = net(img.to(model.device, torch.float32))
+    lab = logits.argmax(1)[0].cpu().numpy()
+    mask = np.isin(lab, [parts.index(p) for p in job.parts])
+    h, w = state.model_info.image_size
+    if mask.shape != (h, w):
+        from ..core.mask import resize_nearest
+
+        mask = resize_nearest(mask, (h, w))
+    progress(1, 1, "segmented " + ", ".join(job.parts))
+    return {"parts": tuple(job.parts), "mask": mask, "known": list(parts)}
+
+
+@handler(ExportImage)
+def _export_image(state, job, progress, cancel):
+    from ..engine.images import save_png, to_pil
+
+    model = state.require_model()
+    edits = () if job.original else job.edits
+    x0 = state.render_x0(edits, cancel=cancel, progress=progress)
+    recipe = state.recipe(edits, dict(job.set_files), job.path)
+    save_png(job.path, to_pil(model.to_pixels(x0[None])[0].cpu()), recipe)
+    return {"path": job.path, "recipe": recipe}
+
+
+@handler(ExportStrip)
+def _export_strip(state, job, progress, cancel):
+    from ..engine.images import grid, save_png, to_pil
+
+    model = state.require_model()
+    xs = state.strip_x0(job.item, job.scales, job.others, cancel=cancel, progress=progress)
+    imgs = [to_pil(model.to_pixels(x[None])[0].cpu()) for x in xs]
+    first = type(job.item)(job.item.set_id, job.item.index, 1.0, job.item.window, job.item.at_timestep)
+    recipe = state.recipe((first, *job.others), dict(job.set_files), job.path)
+    recipe["strip"] = [float(s) for s in job.scales]
+    save_png(job.path, grid(imgs, cols=len(imgs)), recipe)
+    return {"path": job.path, "recipe": recipe}
+
+
+@handler(ExportGrid)
+def _export_grid(state, job, progress, cancel):
+    from ..engine.images import grid, save_png, to_pil
+
+    model = state.require_model()
+    imgs, rows = [], []
+    cols = max(len(s) for _, s in job.rows)
+    for item, scales in job.rows:
+        xs = state.strip_x0(item, scales, (), cancel=cancel)
+        row = [to_pil(model.to_pixels(x[None])[0].cpu()) for x in xs]
+        row += [row[-1].copy()] * (cols - len(row))
+        imgs += row
+        r = state.recipe((type(item)(item.set_id, item.index, 1.0, item.window, item.at_timestep),),
+                         dict(job.set_files), job.path)
+        rows.append({"edits": r["edits"], "strip": [float(s) for s in scales]})
+        progress(len(rows), len(job.rows), "grid")
+    base = state.recipe((), {}, job.path)
+    base["grid"] = rows
+    save_png(job.path, grid(imgs, cols=cols), base)
+    return {"path": job.path, "recipe": base}
+
+
+# -- sessions ---------------------------------------------------------------------------
+
+TRAJ_KEYS = ("x_T", "zs", "etas", "timesteps", "hs", "x_0", "xs")
+
+
+@handler(SaveSession)
+def _save_session(state, job, progress, cancel):
+    arrays: Dict[str, np.ndarray] = {}
+    doc = dict(job.doc)
+    if state.traj is not None:
+        t = state.traj
+        for k in TRAJ_KEYS:
+            v = getattr(t, k)
+            if v is not None:
+                arrays[f"traj/{k}"] = v.detach().cpu().numpy()
+        doc["trajectory"] = {"fingerprint": t.fingerprint, "h_space": t.h_space, "origin": t.origin}
+    for sid in job.set_ids:
+        ds = state.sets.get(sid)
+        if ds is None:
+            continue
+        arrays[f"set/{sid}/delta_h"] = ds.delta_h.detach().float().cpu().numpy()
+        arrays[f"set/{sid}/timesteps"] = ds.timesteps.detach().cpu().numpy()
+        doc.setdefault("set_meta", {})[sid] = {"labels": list(ds.labels), "values": _jsonable(ds.values),
+                                               "method": ds.method, "params": _jsonable(ds.params),
+                                               "fingerprint": ds.fingerprint, "h_space": ds.h_space}
+    if job.mask is not None:
+        arrays["mask"] = np.asarray(job.mask, dtype=np.uint8)
+    write_session(job.path, doc, arrays)
+    return job.path
+
+
+@handler(LoadSession)
+def _load_session(state, job, progress, cancel):
+    import torch
+
+    from ..engine.directions import DirectionSet
+    from ..engine.trajectory import Trajectory
+
+    doc, arrays = read_session(job.path)
+    warnings: List[str] = []
+    m = doc.get("model") or {}
+    model_info = None
+    if m.get("source"):
+        try:
+            model_info = state.load_model(str(m["source"]), str(m.get("h_space", "after")), job.device)
+        except HSpaceError as e:
+            warnings.append(f"model: {e}")
+    if model_info is not None and m.get("fingerprint") and m["fingerprint"] != model_info.fingerprint:
+        warnings.append(f"the model '{model_info.source}' has changed since the session was saved "
+                        f"(fingerprint {m['fingerprint']} -> {model_info.fingerprint}); "
+                        f"directions made for the old weights are marked")
+    traj_info = None
+    tmeta = doc.get("trajectory") or {}
+    src = doc.get("source") or {}
+    if state.model is not None:
+        if "traj/x_T" in arrays and tmeta.get("fingerprint") == state.model.fingerprint \
+                and tmeta.get("h_space") == state.h_space:
+            t = {k: torch.from_numpy(np.array(arrays[f"traj/{k}"])) for k in TRAJ_KEYS
+                 if f"traj/{k}" in arrays}
+            traj = Trajectory(x_T=t["x_T"].float(), zs=t["zs"].float(), etas=t["etas"].float(),
+                              timesteps=t["timesteps"].long(), hs=t["hs"].float(), x_0=t["x_0"].float(),
+                              fingerprint=tmeta["fingerprint"], h_space=tmeta["h_space"],
+                              origin=tmeta.get("origin") or {}, xs=t["xs"].float() if "xs" in t else None)
+            traj_info = state.set_trajectory(traj, src)
+        elif src.get("kind") == "seed":
+            traj_info = _sample(state, Sample(int(src["seed"]), int(src.get("steps", 10)),
+                                              float(src.get("eta", 1.0))), progress, cancel)
+            warnings.append("the image was sampled again from its seed")
+        elif src.get("kind") == "image" and Path(str(src.get("path"))).is_file():
+            traj_info = _invert(state, Invert(str(src["path"]), int(src.get("steps", 10)),
+                                              float(src.get("eta", 1.0))), progress, cancel)
+            warnings.append("the image was inverted again")
+        elif src:
+            warnings.append("the session's image could not be restored for this model")
+    sets = []
+    meta_all = doc.get("set_meta") or {}
+    for sd in doc.get("library") or []:
+        ss = SetState.from_json(sd)
+        key = f"set/{ss.set_id}/delta_h"
+        if key not in arrays:
+            warnings.append(f"direction set '{ss.name}' has no tensors in the session; skipped")
+            continue
+        meta = meta_all.get(ss.set_id, {})
+        labels = meta.get("labels") or [f"direction {i}" for i in range(arrays[key].shape[0])]
+        ds = DirectionSet(delta_h=torch.from_numpy(np.array(arrays[key])).float(),
+                          timesteps=torch.from_numpy(np.array(arrays[f"set/{ss.set_id}/timesteps"])).long(),
+                          fingerprint=ss.fingerprint, h_space=ss.h_space, method=ss.method,
+                          labels=[str(x) for x in labels], values=meta.get("values", ss.values),
+                          params=meta.get("params", ss.params))
+        state.sets[ss.set_id] = ds
+        state.version += 1
+        ss.status, ss.status_text = state.check_set(ds)
+        sets.append(ss)
+    mask = arrays.get("mask")
+    return SessionPayload(doc=doc, model=model_info, trajectory=traj_info, sets=sets,
+                          mask=mask.astype(bool) if mask is not None else None, warnings=warnings)

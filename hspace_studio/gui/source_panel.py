@@ -1,0 +1,150 @@
+"""The image source: model (default / local folder / hub id), h-space point, steps, eta,
+seed (with a random button) and "Open image…" (inversion)."""
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QLabel, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
+
+SEED_MAX = 2 ** 31 - 1
+
+
+class SourcePanel(QWidget):
+    loadModelRequested = Signal(str, str)  # source, h-space point
+    sampleRequested = Signal()  # seed changed or Generate pressed
+    samplingChanged = Signal()  # steps or eta changed: make the current image again
+    openImageRequested = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("sourcePanel")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(6, 6, 6, 6)
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+
+        self.model = QComboBox()
+        self.model.setObjectName("modelChoice")
+        self.model.setEditable(True)
+        self.model.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.model.addItem("default")
+        self.model.setToolTip("'default' (the embedded toy-faces model), a local diffusers folder "
+                              "or a Hugging Face hub id such as google/ddpm-ema-celebahq-256")
+        self.browse = QToolButton()
+        self.browse.setText("…")
+        self.browse.setToolTip("Choose a local model folder")
+        self.load = QPushButton("Load")
+        self.load.setToolTip("Load this model (the library is kept; directions that do not fit "
+                             "are marked)")
+        row = QHBoxLayout()
+        row.addWidget(self.model, 1)
+        row.addWidget(self.browse)
+        row.addWidget(self.load)
+        form.addRow("Model", row)
+
+        self.h_space = QComboBox()
+        self.h_space.setObjectName("hSpacePoint")
+        for p, tip in (("after", "output of the mid-block (the paper's default)"),
+                       ("middle", "inside the mid-block's second resnet"),
+                       ("before", "input of the mid-block")):
+            self.h_space.addItem(p)
+            self.h_space.setItemData(self.h_space.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        form.addRow("h-space", self.h_space)
+
+        self.steps = QSpinBox()
+        self.steps.setObjectName("steps")
+        self.steps.setRange(1, 1000)
+        self.steps.setValue(10)
+        self.steps.setKeyboardTracking(False)
+        self.eta = QDoubleSpinBox()
+        self.eta.setObjectName("eta")
+        self.eta.setRange(0.0, 2.0)
+        self.eta.setSingleStep(0.1)
+        self.eta.setDecimals(2)
+        self.eta.setValue(1.0)
+        self.eta.setKeyboardTracking(False)
+        self.eta.setToolTip("0 = DDIM (deterministic), 1 = DDPM")
+        row = QHBoxLayout()
+        row.addWidget(QLabel("steps"))
+        row.addWidget(self.steps)
+        row.addWidget(QLabel("eta"))
+        row.addWidget(self.eta)
+        form.addRow("Sampling", row)
+
+        self.seed = QSpinBox()
+        self.seed.setObjectName("seed")
+        self.seed.setRange(0, SEED_MAX)
+        self.seed.setKeyboardTracking(False)
+        self.random = QToolButton()
+        self.random.setText("Random")
+        self.random.setToolTip("A random seed (Ctrl+R)")
+        self.generate = QPushButton("Generate")
+        self.generate.setToolTip("Sample the image of this seed again")
+        row = QHBoxLayout()
+        row.addWidget(self.seed, 1)
+        row.addWidget(self.random)
+        row.addWidget(self.generate)
+        form.addRow("Seed", row)
+        lay.addLayout(form)
+
+        self.open_image = QPushButton("Open image…")
+        self.open_image.setToolTip("Invert a real image into an editable trajectory (Ctrl+O)")
+        lay.addWidget(self.open_image)
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+        self.info.setStyleSheet("color: #555;")
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.info)
+        lay.addStretch(1)
+
+        self.browse.clicked.connect(self._browse)
+        self.load.clicked.connect(self._load)
+        self.model.lineEdit().returnPressed.connect(self._load)
+        self.h_space.currentTextChanged.connect(lambda _t: self._load())
+        self.seed.valueChanged.connect(lambda _v: self.sampleRequested.emit())
+        self.steps.valueChanged.connect(lambda _v: self.samplingChanged.emit())
+        self.eta.valueChanged.connect(lambda _v: self.samplingChanged.emit())
+        self.generate.clicked.connect(self.sampleRequested)
+        self.random.clicked.connect(self.randomize)
+        self.open_image.clicked.connect(self.openImageRequested)
+
+    # -- values --------------------------------------------------------------------------
+    def model_source(self) -> str:
+        return self.model.currentText().strip() or "default"
+
+    def set_model_source(self, source: str, recent: Sequence[str] = ()) -> None:
+        self.model.blockSignals(True)
+        items = ["default", *[r for r in recent if r != "default"]]
+        if source not in items:
+            items.insert(1, source)
+        self.model.clear()
+        self.model.addItems(items)
+        self.model.setCurrentText(source)
+        self.model.blockSignals(False)
+
+    def set_values(self, seed=None, steps=None, eta=None, h_space=None) -> None:
+        """Set controls without triggering sampling."""
+        for w, v in ((self.seed, seed), (self.steps, steps), (self.eta, eta)):
+            if v is not None:
+                w.blockSignals(True)
+                w.setValue(v)
+                w.blockSignals(False)
+        if h_space is not None:
+            self.h_space.blockSignals(True)
+            self.h_space.setCurrentText(h_space)
+            self.h_space.blockSignals(False)
+
+    def randomize(self) -> None:
+        self.seed.setValue(random.randint(0, 999_999))
+
+    def _browse(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Choose a diffusers model folder")
+        if d:
+            self.model.setCurrentText(d)
+            self._load()
+
+    def _load(self) -> None:
+        self.loadModelRequested.emit(self.model_source(), self.h_space.currentText())

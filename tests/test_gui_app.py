@@ -1,0 +1,555 @@
+"""The desktop app, headless (pytest-qt, offscreen), on tiny models.
+
+Covers: painting and undo, slider -> canvas, burst coalescing with an exact final image,
+discovery into library and plot, Cancel within one step, export whose recipe re-creates
+the image through the CLI, session round trip, model/steps changes, bad files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import QPoint, QSettings, Qt
+
+from hspace_studio.engine.directions import DirectionSet
+from hspace_studio.engine.sampler import EditSpec, edit, sample
+
+pytest.importorskip("pytestqt")
+
+from hspace_studio.gui import jobs as J  # noqa: E402
+from hspace_studio.gui.main_window import MainWindow  # noqa: E402
+
+SEED = 3
+TIMEOUT = 60_000
+
+
+def wait_idle(qtbot, w, timeout=TIMEOUT):
+    qtbot.waitUntil(lambda: w.idle, timeout=timeout)
+
+
+def run_job(qtbot, w, handle, timeout=TIMEOUT):
+    """Wait for a submitted job and return its JobResult."""
+    got = {}
+
+    def seen(res):
+        if res.id == handle.id:
+            got["res"] = res
+
+    w.jobDone.connect(seen)
+    try:
+        qtbot.waitUntil(lambda: "res" in got, timeout=timeout)
+    finally:
+        w.jobDone.disconnect(seen)
+    wait_idle(qtbot, w, timeout)
+    return got["res"]
+
+
+def make_window(qtbot, model_dir, tmp_path, name="w", **kw):
+    settings = QSettings(str(tmp_path / f"{name}.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(str(model_dir), settings=settings, state_dir=tmp_path / "state",
+                   autosave_s=0, seed=SEED, **kw)
+    qtbot.addWidget(w)
+    w.resize(1200, 800)
+    w.show()
+    qtbot.waitUntil(lambda: w.traj_info is not None, timeout=TIMEOUT)
+    wait_idle(qtbot, w)
+    return w
+
+
+@pytest.fixture
+def win(qtbot, tiny_model_dir, tmp_path):
+    w = make_window(qtbot, tiny_model_dir, tmp_path)
+    yield w
+    w.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model):
+    """The image of SEED as the engine makes it, and a direction file for the tiny model."""
+    traj = sample(tiny_model, [SEED], steps=10, eta=1.0)[0]
+    return traj
+
+
+@pytest.fixture
+def dir_file(tmp_path, tiny_model, reference):
+    g = torch.Generator().manual_seed(0)
+    K = 3
+    hs = reference.hs
+    delta = torch.randn((K, *hs.shape), generator=g) * hs.std() * 0.5
+    ds = DirectionSet(delta_h=delta, timesteps=reference.timesteps.clone(),
+                      fingerprint=tiny_model.fingerprint, h_space="after", method="pca",
+                      labels=[f"pc {i}" for i in range(K)],
+                      values=[[0.3 / (i + 1)] * hs.shape[0] for i in range(K)])
+    p = tmp_path / "dirs.safetensors"
+    ds.save(p)
+    return p
+
+
+def import_and_activate(qtbot, w, path, rows=(0,)):
+    res = run_job(qtbot, w, w.import_directions([path]))
+    assert res.ok, res.error
+    s = res.value[0]
+    for r in rows:
+        w.library.set_active((s.set_id, r), True)
+    wait_idle(qtbot, w)
+    return s
+
+
+def image_of(w):
+    return w.canvas.edited_array()
+
+
+def direct_edit(model, traj, ds_path, index, scale, window=None):
+    ds = DirectionSet.load(ds_path).for_timesteps(traj.timesteps)
+    x0 = edit(model, traj, [EditSpec(ds.steps_delta(index), scale, window)])
+    a = ((x0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return a.permute(1, 2, 0).numpy()
+
+
+# ----------------------------------------------------------------------------- tests
+
+def test_window_contract(win):
+    from PySide6.QtWidgets import QProgressBar, QWidget
+
+    for name in ("canvas", "brush", "directionLibrary", "spectrumPlot", "jobProgress"):
+        assert win.findChild(QWidget, name) is not None, name
+    assert isinstance(win.findChild(QProgressBar, "jobProgress"), QProgressBar)
+    assert win.traj_info.source == {"kind": "seed", "seed": SEED, "steps": 10, "eta": 1.0}
+    assert image_of(win).shape == (16, 16, 3)
+
+
+def test_ui_modules_do_not_import_torch():
+    code = ("import sys; import hspace_studio.gui.main_window, hspace_studio.gui.worker; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_stroke_paints_mask_and_one_undo_removes_it(qtbot, win):
+    c = win.canvas
+    win.brush.size_box.setValue(1.5)
+    a = c.image_to_widget(QPoint(2, 2).toPointF()).toPoint()
+    b = c.image_to_widget(QPoint(12, 10).toPointF()).toPoint()
+    qtbot.mousePress(c, Qt.MouseButton.LeftButton, pos=a)
+    for i in range(1, 9):
+        qtbot.mouseMove(c, a + (b - a) * i / 8)
+    qtbot.mouseRelease(c, Qt.MouseButton.LeftButton, pos=b)
+    painted = win.mask.array.copy()
+    assert painted.sum() > 10
+    assert painted[2, 2] and painted[10, 12]
+    assert win.mask.undo_stack.count() == 1
+    # a second stroke erases with the right button
+    qtbot.mousePress(c, Qt.MouseButton.RightButton, pos=a)
+    qtbot.mouseRelease(c, Qt.MouseButton.RightButton, pos=a)
+    assert win.mask.undo_stack.count() == 2
+    assert not win.mask.array[2, 2]
+    win.act["undo"].trigger()
+    assert np.array_equal(win.mask.array, painted)
+    win.act["undo"].trigger()  # Ctrl+Z again: the first stroke goes
+    assert not win.mask.array.any()
+    win.act["redo"].trigger()
+    assert np.array_equal(win.mask.array, painted)
+    assert win.act["undo"].shortcut().toString() == "Ctrl+Z"
+    assert "Ctrl+Shift+Z" in [s.toString() for s in win.act["redo"].shortcuts()]
+
+
+def test_slider_changes_canvas(qtbot, win, dir_file):
+    before = image_of(win)
+    import_and_activate(qtbot, win, dir_file)
+    rows = win.slider_rows()
+    assert len(rows) == 1 and rows[0].slider.objectName() == "directionSlider"
+    rows[0].slider.setValue(800)
+    wait_idle(qtbot, win)
+    after = image_of(win)
+    assert rows[0].scale() != 0
+    assert not np.array_equal(before, after)
+    assert "preview" in win.preview_label.text()
+
+
+def test_burst_is_coalesced_and_final_image_is_exact(qtbot, win, dir_file, tiny_model, reference):
+    from PySide6.QtWidgets import QApplication
+
+    import_and_activate(qtbot, win, dir_file)
+    row = win.slider_rows()[0]
+    wk = win.worker
+    started, completed = wk.renders_started, wk.renders_completed
+    for v in range(1, 51):
+        row.slider.setValue(v * 17)
+        QApplication.processEvents()
+    wait_idle(qtbot, win)
+    n_started = wk.renders_started - started
+    n_done = wk.renders_completed - completed
+    # only a few renders run to the end; the others were abandoned after at most one step
+    assert n_done <= 3, (n_started, n_done)
+    assert n_started <= 25, (n_started, n_done)
+    assert wk.renders_superseded >= n_started - n_done
+    expected = direct_edit(tiny_model, reference, dir_file, 0, row.scale())
+    assert row.scale() == pytest.approx(50 * 17 * row.range() / 1000, abs=1e-3)
+    assert np.array_equal(image_of(win), expected)
+
+
+def test_window_and_jacobian_discovery_update_plot(qtbot, win):
+    from hspace_studio.gui.plots import PlotPanel
+
+    job = J.DiscoverJacobian(k=2, steps=(0, 5), iterations=15)
+    res = run_job(qtbot, win, win.run_discovery(job))
+    assert res.ok, res.error
+    s = res.value[0]
+    assert s.method == "jacobian" and s.count == 2
+    assert win.library.find_set(s.set_id) is s
+    assert isinstance(win.plots, PlotPanel)
+    assert win.plots.set_state is s and len(win.plots.items) == 2
+    assert win.plots.plot.objectName() == "spectrumPlot"
+    # clicking a curve selects its direction
+    win.plots.directionClicked.emit((s.set_id, 1))
+    assert win.library.selected() == (s.set_id, 1)
+    # masked Jacobian: an empty mask is refused with a message, a painted one works
+    assert win.run_discovery(J.DiscoverJacobian(k=1, steps=(0,), mask=np.zeros((16, 16), bool))) is None
+    assert "mask is empty" in win.messages.last
+    m = np.zeros((16, 16), bool)
+    m[4:10, 4:10] = True
+    res = run_job(qtbot, win, win.run_discovery(J.DiscoverJacobian(k=1, steps=(0,), mask=m, iterations=10)))
+    assert res.ok, res.error
+
+
+def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
+    from PIL import Image
+
+    from hspace_studio.toyfaces.nets import ToyFaceClassifier, save_classifier
+
+    win.discovery.pca_samples.setValue(6)
+    win.discovery.pca_k.setValue(3)
+    win.discovery.pca_solver.setCurrentText("incremental")  # exact for N <= kept; fast
+    res = run_job(qtbot, win, win.run_discovery(win.discovery.pca_job()))
+    assert res.ok, res.error
+    s = res.value[0]
+    assert s.method == "pca" and s.count == 3 and s.directions[0].range == 4.0
+    assert win.plots.set_state is s and win.plots.data_items()  # bars + cumulative curve
+    win.plots.mode.setCurrentIndex(1)  # per timestep: one curve per component
+    assert len(win.plots.items) == 3
+    # supervised from a (tiny, untrained) classifier folder
+    torch.manual_seed(0)
+    clf = tmp_path / "clf"
+    save_classifier(clf, ToyFaceClassifier(2, width=4, feature_dim=8), ["smiling", "eyeglasses"])
+    win.discovery.sup_classifier.setText(str(clf))
+    win.discovery._reload_attributes()
+    assert win.discovery.sup_attr.currentText() == "smiling"
+    win.discovery.sup_index.setValue(6)
+    win.discovery.sup_examples.setValue(2)
+    res = run_job(qtbot, win, win.run_discovery(win.discovery.supervised_job()))
+    assert res.ok, res.error
+    assert res.value[0].method == "supervised" and res.value[0].values is not None
+    assert list((win.autosave.dir / "indexes").glob("hspace-index-*.json"))
+    # supervised from two folders of labelled images
+    for name, v in (("pos", 200), ("neg", 50)):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((16, 16, 3), v + 10 * i, np.uint8)).save(tmp_path / name / f"{i}.png")
+    win.discovery.sup_by_folders.setChecked(True)
+    win.discovery.sup_pos.setText(str(tmp_path / "pos"))
+    win.discovery.sup_neg.setText(str(tmp_path / "neg"))
+    res = run_job(qtbot, win, win.run_discovery(win.discovery.supervised_job()))
+    assert res.ok, res.error
+    assert res.value[0].name == "pos vs neg"
+    assert [g.method for g in win.library.ordered_sets()] == ["pca", "supervised", "supervised"]
+
+
+def test_cancel_stops_within_one_step(qtbot, win):
+    h = win.submit(J.Sample(seed=11, steps=400, eta=1.0))
+    qtbot.waitUntil(lambda: win._running == h.id and win.job_progress.value() >= 2, timeout=TIMEOUT)
+    assert win.cancel_button.isVisible() and win.job_progress.isVisible()
+    win.cancel_button.click()
+    res = run_job(qtbot, win, h)
+    assert res.cancelled
+    assert res.steps_after_cancel <= 1
+    assert win.traj_info.source["seed"] == SEED  # the image is unchanged
+    assert not win.job_progress.isVisible()
+
+
+def test_export_recipe_recreates_image_through_cli(qtbot, win, dir_file, tmp_path):
+    from hspace_studio.cli import main as cli_main
+    from hspace_studio.core.recipe import recipe_to_cli_args
+    from hspace_studio.engine.images import read_recipe
+
+    s = import_and_activate(qtbot, win, dir_file, rows=(0, 2))
+    rows = win.slider_rows()
+    rows[0].slider.setValue(600)
+    rows[1].box.setValue(-1.25)
+    rows[1].set_window((rows[1]._timesteps[0], rows[1]._timesteps[4]))
+    # an in-memory direction (no file): disentangled pc1 against pc0
+    res = run_job(qtbot, win, win.disentangle((s.set_id, 1), [(s.set_id, 0)]))
+    assert res.ok, res.error
+    d = res.value[0]
+    win.library.set_active((d.set_id, 0), True)
+    win.sliders.row((d.set_id, 0)).box.setValue(0.75)
+    wait_idle(qtbot, win)
+    shown = image_of(win)
+
+    out = tmp_path / "edited.png"
+    res = run_job(qtbot, win, win.export_image(str(out)))
+    assert res.ok, res.error
+    recipe = read_recipe(out)
+    assert recipe["fingerprint"] == win.model_info.fingerprint
+    assert len(recipe["edits"]) == 3
+    assert recipe["edits"][0]["direction"] == str(dir_file.resolve())
+    assert recipe["edits"][1]["window"] is not None
+    assert recipe["edits"][2]["direction"].endswith("edited.directions.safetensors")
+    from PIL import Image
+
+    exported = np.asarray(Image.open(out).convert("RGB"))
+    assert np.array_equal(exported, shown)
+    again = tmp_path / "again.png"
+    assert cli_main(recipe_to_cli_args(recipe, str(again))) == 0
+    assert np.array_equal(np.asarray(Image.open(again).convert("RGB")), exported)
+
+    # a strip too (the CLI's --strip)
+    win.library.select(s.set_id, 0)
+    strip = tmp_path / "strip.png"
+    res = run_job(qtbot, win, win.export_strip(str(strip), factors=(-1.0, 0.0, 1.0)))
+    assert res.ok, res.error
+    rec = read_recipe(strip)
+    assert len(rec["strip"]) == 3
+    again = tmp_path / "strip_again.png"
+    assert cli_main(recipe_to_cli_args(rec, str(again))) == 0
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(strip)))
+    res = run_job(qtbot, win, win.export_grid(str(tmp_path / "grid.png"), factors=(-1.0, 1.0)))
+    assert res.ok, res.error
+
+
+def test_session_round_trip(qtbot, win, dir_file, tmp_path, tiny_model_dir):
+    s = import_and_activate(qtbot, win, dir_file, rows=(0, 1))
+    rows = win.slider_rows()
+    rows[0].slider.setValue(-500)
+    rows[1].set_window((rows[1]._timesteps[2], rows[1]._timesteps[7]))
+    rows[1].box.setValue(0.4)
+    win.library.rename(s.set_id, 1, "renamed")
+    win.mask.set_array(np.eye(16, dtype=bool))
+    win.set_view("split")
+    wait_idle(qtbot, win)
+    shown = image_of(win)
+    path = tmp_path / "sess" / "my.json"
+    res = run_job(qtbot, win, win.save_session(str(path)))
+    assert res.ok, res.error
+    assert path.is_file() and len(list(path.parent.glob("my.*.safetensors"))) == 1
+    assert not win.dirty
+    lib = [x.to_json() for x in win.library.sets]
+
+    w2 = make_window(qtbot, tiny_model_dir, tmp_path, name="w2")
+    try:
+        res = run_job(qtbot, w2, w2.open_session(str(path)))
+        assert res.ok, res.error
+        wait_idle(qtbot, w2)
+        assert [x.to_json() for x in w2.library.sets] == lib
+        assert np.array_equal(w2.mask.array, np.eye(16, dtype=bool))
+        assert w2.canvas.view == "split"
+        assert [r.scale() for r in w2.slider_rows()] == [r.scale() for r in rows]
+        assert w2.slider_rows()[1].window() == rows[1].window()
+        assert np.array_equal(image_of(w2), shown)
+        assert w2.session_path == str(path) and not w2.dirty
+    finally:
+        w2.shutdown()
+
+
+def test_model_and_steps_changes_mark_directions(qtbot, win, dir_file, tiny_model_b_dir):
+    s = import_and_activate(qtbot, win, dir_file)
+    # more steps: the set is mapped by nearest timestep (usable, marked)
+    win.source_panel.steps.setValue(12)
+    qtbot.waitUntil(lambda: win.traj_info is not None and len(win.traj_info.timesteps) == 12, timeout=TIMEOUT)
+    wait_idle(qtbot, win)
+    assert win.library.find_set(s.set_id).status == "remapped"
+    assert win.slider_rows()[0].slider.isEnabled()
+    # another model: kept in the library, marked, its slider disabled
+    src = win.model_info.source
+    res = run_job(qtbot, win, win.load_model(str(tiny_model_b_dir)))
+    assert res.ok, res.error
+    qtbot.waitUntil(lambda: win.traj_info is not None, timeout=TIMEOUT)
+    wait_idle(qtbot, win)
+    st = win.library.find_set(s.set_id)
+    assert st.status == "mismatch" and "model" in st.status_text
+    assert not win.slider_rows()[0].slider.isEnabled()
+    assert win.current_edits() == ()
+    res = run_job(qtbot, win, win.load_model(src))
+    qtbot.waitUntil(lambda: win.traj_info is not None, timeout=TIMEOUT)
+    wait_idle(qtbot, win)
+    assert win.library.find_set(s.set_id).status in ("ok", "remapped")
+
+
+def test_bad_files_give_messages(qtbot, win, tmp_path, tiny_model, reference):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file at all")
+    res = run_job(qtbot, win, win.import_directions([junk]))
+    assert not res.ok and "readable" in res.error
+    assert any("readable" in e for e in win.messages.errors)
+
+    other = DirectionSet(delta_h=torch.randn((1, *reference.hs.shape)), timesteps=reference.timesteps,
+                         fingerprint="0123456789abcdef", h_space="after", method="pca")
+    other.save(tmp_path / "other.safetensors")
+    res = run_job(qtbot, win, win.import_directions([tmp_path / "other.safetensors"]))
+    assert not res.ok and "made for model 0123456789abcdef" in win.messages.last
+
+    bad_img = tmp_path / "photo.png"
+    bad_img.write_text("hello")
+    res = run_job(qtbot, win, win.open_image(str(bad_img)))
+    assert not res.ok and "not a readable image" in win.messages.last
+
+    bad_session = tmp_path / "s.json"
+    bad_session.write_text("{ nope")
+    res = run_job(qtbot, win, win.open_session(str(bad_session)))
+    assert not res.ok and "session" in win.messages.last
+    bad_session.write_text(json.dumps({"kind": "hspace-session", "sidecar": "gone.safetensors"}))
+    res = run_job(qtbot, win, win.open_session(str(bad_session)))
+    assert not res.ok and "missing" in win.messages.last
+
+    assert not win.load_mask(str(bad_img))
+    res = run_job(qtbot, win, win.load_model(str(tmp_path / "no-such-model")))
+    assert not res.ok and win.model_info is not None  # the old model stays
+    # still responsive: a new sample works
+    res = run_job(qtbot, win, win.submit(J.Sample(seed=5, steps=10, eta=1.0)))
+    assert res.ok and win.traj_info.source["seed"] == 5
+
+
+def test_invert_image_export_and_fill_part(qtbot, win, tmp_path, dir_file):
+    from PIL import Image
+
+    from hspace_studio.cli import main as cli_main
+    from hspace_studio.core.recipe import recipe_to_cli_args
+    from hspace_studio.engine.images import read_recipe
+
+    img = tmp_path / "face.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)).save(img)
+    res = run_job(qtbot, win, win.open_image(str(img)))
+    assert res.ok, res.error
+    assert win.traj_info.source["kind"] == "image"
+    assert "centre-cropped" in win.source_panel.info.text()
+    import_and_activate(qtbot, win, dir_file)
+    win.slider_rows()[0].box.setValue(1.0)
+    wait_idle(qtbot, win)
+    out = tmp_path / "inv.png"
+    assert run_job(qtbot, win, win.export_image(str(out))).ok
+    rec = read_recipe(out)
+    assert rec["source"]["image"] == str(img) and rec["source"]["inversion"] == "ddpm"
+    assert cli_main(recipe_to_cli_args(rec, str(tmp_path / "inv2.png"))) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "inv2.png")), np.asarray(Image.open(out)))
+    win.library.remove([(win.library.sets[0].set_id, None)])
+    # segmenter fill: works where the shipped segmenter exists, else a readable message
+    h = win.fill_part("mouth", "replace")
+    res = run_job(qtbot, win, h)
+    if res.ok:
+        assert np.array_equal(win.mask.array, res.value["mask"])
+        assert win.mask.undo_stack.count() == (1 if res.value["mask"].any() else 0)
+    else:
+        assert "segmenter" in win.messages.last
+
+
+def test_autosave_is_offered_after_a_crash(qtbot, tiny_model_dir, tmp_path, dir_file):
+    w = make_window(qtbot, tiny_model_dir, tmp_path, name="a")
+    import_and_activate(qtbot, w, dir_file)
+    # a window that died: its lock names a process that is gone, its autosave is there
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    state = tmp_path / "state"
+    auto = state / f"autosave-{dead.pid}.json"
+    res = run_job(qtbot, w, w.save_session(str(auto), quiet=True))
+    assert res.ok, res.error
+    (state / f"lock-{dead.pid}.json").write_text(json.dumps({"pid": dead.pid, "heartbeat": 0,
+                                                              "autosave": auto.name}))
+    # the periodic autosave of this window
+    w.autosave.timer.start(100)
+    qtbot.waitUntil(lambda: w.autosave.path.exists(), timeout=TIMEOUT)
+    wait_idle(qtbot, w)
+    w.shutdown()
+    assert not (state / f"lock-{os.getpid()}.json").exists()  # a clean exit leaves no lock
+    assert not w.autosave.path.exists()
+
+    w2 = make_window(qtbot, tiny_model_dir, tmp_path, name="b")
+    try:
+        qtbot.waitUntil(lambda: "did not exit cleanly" in w2.messages.last, timeout=5000)
+        assert w2.messages.action_btn.text() == "Restore"
+        w2.messages.action_btn.click()
+        qtbot.waitUntil(lambda: len(w2.library.sets) == 1, timeout=TIMEOUT)
+        wait_idle(qtbot, w2)
+        assert not auto.exists() and not (state / f"lock-{dead.pid}.json").exists()
+    finally:
+        w2.shutdown()
+
+
+def test_library_edit_operations(qtbot, win, dir_file, tmp_path):
+    s = import_and_activate(qtbot, win, dir_file, rows=(0,))
+    # tick a check box and edit a label in the tree itself
+    item = win.library._item_for(s.set_id, 1)
+    item.setCheckState(0, Qt.CheckState.Checked)
+    qtbot.waitUntil(lambda: len(win.slider_rows()) == 2, timeout=5000)
+    win.library._item_for(s.set_id, 1).setText(0, "edited label")
+    qtbot.waitUntil(lambda: win.library.direction((s.set_id, 1))[1].label == "edited label", timeout=5000)
+    win.library.rename(s.set_id, 1, "pc 1")
+    assert [r.key for r in win.slider_rows()] == [(s.set_id, 0), (s.set_id, 1)]
+    win.library.move(s.set_id, 1, -1)  # reorder: the sliders follow
+    assert [r.key for r in win.slider_rows()] == [(s.set_id, 1), (s.set_id, 0)]
+    win.library.rename(s.set_id, None, "my set")
+    assert win.library.find_set(s.set_id).name == "my set"
+    win.library.remove([(s.set_id, 1)])
+    assert [d.index for d in win.library.find_set(s.set_id).directions] == [0, 2]
+    assert len(win.slider_rows()) == 1
+    out = tmp_path / "exported.safetensors"
+    res = run_job(qtbot, win, win.export_directions(s.set_id, str(out)))
+    assert res.ok, res.error
+    ds = DirectionSet.load(out)
+    assert len(ds) == 2 and ds.labels == ["pc 0", "pc 2"]
+    # strip of the selected direction, and clicking a thumbnail sets that scale
+    win.library.select(s.set_id, 2)
+    qtbot.waitUntil(lambda: len(win.library.strip.images) == 5, timeout=TIMEOUT)
+    win._strip_clicked(win.library.strip.scales[-1])
+    wait_idle(qtbot, win)
+    assert win.sliders.row((s.set_id, 2)).scale() == pytest.approx(win.library.strip.scales[-1])
+    win.library.remove([(s.set_id, None)])
+    assert win.library.sets == [] and win.slider_rows() == []
+
+
+def test_session_survives_a_retrained_model(qtbot, tiny_model_dir, tiny_model_b_dir, tmp_path, dir_file):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    w = make_window(qtbot, folder, tmp_path, name="r1")
+    try:
+        import_and_activate(qtbot, w, dir_file)
+        res = run_job(qtbot, w, w.save_session(str(tmp_path / "s.json")))
+        assert res.ok, res.error
+    finally:
+        w.shutdown()
+    shutil.rmtree(folder)
+    shutil.copytree(tiny_model_b_dir, folder)  # "retrained": same folder, other weights
+    w2 = make_window(qtbot, tiny_model_dir, tmp_path, name="r2")
+    try:
+        res = run_job(qtbot, w2, w2.open_session(str(tmp_path / "s.json")))
+        assert res.ok, res.error
+        wait_idle(qtbot, w2)
+        assert w2.model_info.source == str(folder)
+        assert w2.library.sets[0].status == "mismatch"
+        assert not w2.slider_rows()[0].slider.isEnabled()
+        assert any("has changed since" in t for _, _, t in w2.messages.history)
+        assert w2.traj_info.source["seed"] == SEED  # sampled again from its seed
+        assert not w2.messages.errors
+    finally:
+        w2.shutdown()
+
+
+def test_scrubbing_seeds_samples_the_last_one(qtbot, win):
+    done = []
+    win.jobDone.connect(lambda r: isinstance(r.job, J.Sample) and done.append(r))
+    for seed in range(20, 30):
+        win.source_panel.seed.setValue(seed)
+    qtbot.waitUntil(lambda: win.traj_info.source["seed"] == 29, timeout=TIMEOUT)
+    wait_idle(qtbot, win)
+    assert sum(r.ok for r in done) <= 2
+    assert all(r.ok or r.error == "replaced by a newer request" for r in done)
+    assert not win.messages.errors
+    win.source_panel.randomize()
+    qtbot.waitUntil(lambda: win.traj_info.source["seed"] == win.source_panel.seed.value(), timeout=TIMEOUT)
