@@ -1,0 +1,378 @@
+"""Direction discovery commands: pca, jacobian, supervised, disentangle, name.
+
+    hspace-studio pca --samples N --out pcs.safetensors [--components K] [--mode per-step|global]
+                      [--batch B] [--memory-mb M]
+    hspace-studio jacobian --seed N | --trajectory t.safetensors | --image p [--mask mask.png]
+                      [-k K] [--steps-subset 0,3,5] --out dirs.safetensors
+    hspace-studio supervised --attribute NAME [--index-size N] [--examples K] [--index idx.json]
+                      [--classifier FOLDER_OR_TORCHSCRIPT --attributes names.json]
+                      [--positive DIR --negative DIR] [--against ATTR ...] --out dir.safetensors
+    hspace-studio disentangle DIR[:INDEX] --against DIR2[:INDEX] [DIR3 ...] --out dir.safetensors
+    hspace-studio name DIR[:INDEX] [--samples 8] [--scales -2 2] [--out named.safetensors]
+
+Every direction file records its recipe in ``params``; outputs are written atomically,
+so Ctrl-C (which stops the job at the next diffusion step) leaves no partial file.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import (_positive_int, add_model_args, add_source_args, load_source, open_model,
+                     progress_and_cancel, steps_eta)
+
+
+# ------------------------------------------------------------------------- helpers
+
+def _float(s):
+    try:
+        return float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{s}'")
+
+
+def _positive_float(s):
+    v = _float(s)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{s}'")
+    return v
+
+
+def _nonneg_int(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{s}'")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
+    return v
+
+
+def _numbers(s):
+    try:
+        return [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers, got '{s}'")
+
+
+def split_index(value: str):
+    """'file.safetensors:3' -> ('file.safetensors', 3); 'file.safetensors' -> (file, None)."""
+    head, sep, tail = value.rpartition(":")
+    if sep and head and tail.isdigit():
+        return head, int(tail)
+    return value, None
+
+
+def _load_set(value: str):
+    from ..engine.directions import DirectionSet
+
+    path, idx = split_index(value)
+    ds = DirectionSet.load(path)
+    if idx is not None and not 0 <= idx < len(ds):
+        raise IndexError(f"{path} has {len(ds)} direction(s); index {idx} is out of range")
+    return path, ds, idx
+
+
+def _save(ds, out) -> None:
+    ds.save(out)
+    print(f"wrote {out} ({len(ds)} direction(s), {ds.steps} step(s))", file=sys.stderr)
+
+
+def _model_params(args, model) -> dict:
+    return {"model": str(args.model), "model_description": model.describe()}
+
+
+# ----------------------------------------------------------------------------- pca
+
+def run_pca(args) -> int:
+    from ..engine.discover.pca import pca_directions
+
+    model = open_model(args)
+    steps, eta = steps_eta(args)
+    with progress_and_cancel("PCA") as (bar, token):
+        res = pca_directions(model, args.samples, components=args.components, mode=args.mode,
+                             steps=steps, eta=eta, h_space=args.h_space, batch=args.batch,
+                             memory_mb=args.memory_mb, solver=args.solver, seed_start=args.seed_start,
+                             progress=bar, cancel=token)
+    ds = res.directions
+    ds.params.update(_model_params(args, model))
+    print(res.plan.describe(), file=sys.stderr)
+    for k in range(len(ds)):
+        v = ds.values[k]
+        print(f"{ds.labels[k]}: explained variance ratio {sum(v) / len(v):.4f}"
+              + (" (mean over steps)" if res.plan.mode == "per-step" else ""))
+    _save(ds, args.out)
+    return 0
+
+
+# ------------------------------------------------------------------------ jacobian
+
+def run_jacobian(args) -> int:
+    from ..engine.discover.jacobian import jacobian_directions
+
+    model = open_model(args)
+    with progress_and_cancel("Jacobian") as (bar, token):
+        traj = load_source(args, model, bar, token)
+        res = jacobian_directions(model, traj, k=args.k, mask=args.mask, steps_subset=args.steps_subset,
+                                  tol=args.tol, max_iter=args.max_iter, oversample=args.oversample,
+                                  init_seed=args.init_seed, progress=bar, cancel=token)
+    ds = res.directions
+    ds.params.update(_model_params(args, model))
+    if args.trajectory:
+        ds.params["source"]["trajectory"] = str(args.trajectory)
+    print(f"jacobian: {res.summary()}", file=sys.stderr)
+    if not all(res.converged):
+        print(f"warning: not converged to --tol {args.tol:g} at some steps within --max-iter "
+              f"{args.max_iter}; the file records the residuals", file=sys.stderr)
+    for n, s in enumerate(res.step_indices):
+        sv = ", ".join(f"{v:.4g}" for v in res.singular_values[n].tolist())
+        print(f"step {s} (t={int(ds.timesteps[n])}): singular values {sv}; "
+              f"{res.iterations[n]} iterations, residual {res.residuals[n]:.1e}")
+    _save(ds, args.out)
+    return 0
+
+
+# ---------------------------------------------------------------------- supervised
+
+def run_supervised(args) -> int:
+    from ..engine.annotate import load_classifier
+    from ..engine.discover.supervised import (build_index, index_recipe, recipe_key,
+                                              supervised_directions, supervised_from_images)
+
+    if (args.positive is None) != (args.negative is None):
+        raise ValueError("--positive and --negative go together")
+    from_images = args.positive is not None
+    if from_images and args.against:
+        raise ValueError("--against needs a classifier index, not --positive/--negative folders")
+    if not from_images and not args.attribute:
+        raise ValueError("--attribute is required (or give --positive and --negative folders)")
+    if not from_images and 2 * args.examples > args.index_size:
+        raise ValueError(f"{args.examples} positive and {args.examples} negative examples need "
+                         f"--index-size {2 * args.examples} or more (got {args.index_size})")
+    model = open_model(args)
+    steps, eta = steps_eta(args)
+    with progress_and_cancel("supervised") as (bar, token):
+        if from_images:
+            clf = None
+            if args.classifier is not None:
+                clf = load_classifier(args.classifier, args.attributes, device=model.device)
+            res = supervised_from_images(model, args.positive, args.negative, steps=steps, eta=eta,
+                                         h_space=args.h_space, attribute=args.attribute or "attribute",
+                                         classifier=clf, progress=bar, cancel=token)
+        else:
+            clf = load_classifier(args.classifier, args.attributes, device=model.device)
+            names = [args.attribute] + list(args.against or [])
+            for a in names:
+                clf.index_of(a)
+            index_path = args.index
+            if index_path is None:
+                key = recipe_key(index_recipe(model, clf, steps, eta, args.h_space))
+                index_path = Path(args.out).expanduser().resolve().parent / f"hspace-index-{key}.json"
+            seeds = list(range(args.seed_start, args.seed_start + args.index_size))
+            index = build_index(model, clf, args.index_size, index_path, steps=steps, eta=eta,
+                                h_space=args.h_space, batch=args.batch, seeds=seeds, progress=bar,
+                                cancel=token)
+            print(f"index {index_path}: {len(index)} annotated sample(s)", file=sys.stderr)
+            res = supervised_directions(model, index.subset(seeds), args.attribute,
+                                        examples=args.examples, against=args.against or (),
+                                        batch=args.batch, progress=bar, cancel=token)
+    ds = res.directions
+    ds.params.update(_model_params(args, model))
+    for e in res.examples[:1]:
+        print(f"{e.attribute}: score gap {e.gap:+.3f} between the top {len(e.positive)} and "
+              f"bottom {len(e.negative)} samples", file=sys.stderr)
+    _save(ds, args.out)
+    return 0
+
+
+# --------------------------------------------------------------------- disentangle
+
+def run_disentangle(args) -> int:
+    import torch
+
+    from ..engine.directions import DirectionSet, disentangle
+
+    tpath, target, tidx = _load_set(args.direction)
+    conds, names, recs = [], [], []
+    for item in args.against:
+        path, s, idx = _load_set(item)
+        s.check_model(target.fingerprint, target.h_space, tuple(target.delta_h.shape[2:]), path)
+        s = s.for_timesteps(target.timesteps)
+        for j in ([idx] if idx is not None else range(len(s))):
+            conds.append(s.delta_h[j])
+            names.append(s.labels[j])
+            recs.append({"file": str(path), "index": j, "label": s.labels[j], "method": s.method})
+    if getattr(args, "model", None):
+        model = open_model(args)
+        target.check_model(model.fingerprint, target.h_space, None, tpath)
+    ks = [tidx] if tidx is not None else list(range(len(target)))
+    deltas, labels = [], []
+    for k in ks:
+        d = disentangle(target.delta_h[k], conds, per_step=args.per_step)
+        before = float(target.delta_h[k].norm())
+        after = float(d.norm())
+        if before == 0 or after <= 1e-6 * before:
+            raise ValueError(f"direction {k} of {tpath} lies in the span of the --against directions "
+                             f"(nothing is left after projecting them out)")
+        print(f"{target.labels[k]}: kept {after / before:.1%} of its norm", file=sys.stderr)
+        deltas.append(d)
+        labels.append(args.label if args.label and len(ks) == 1
+                      else f"{target.labels[k]} ⟂ {', '.join(names)}")
+    values = [target.values[k] for k in ks] if target.values is not None else None
+    params = {"method": "disentangled", "per_step": bool(args.per_step),
+              "target": {"file": str(tpath), "indices": ks, "labels": [target.labels[k] for k in ks],
+                         "method": target.method, "params": target.params},
+              "against": recs}
+    out = DirectionSet(delta_h=torch.stack(deltas), timesteps=target.timesteps.clone(),
+                       fingerprint=target.fingerprint, h_space=target.h_space, method="disentangled",
+                       labels=labels, values=values, params=params)
+    _save(out, args.out)
+    return 0
+
+
+# ---------------------------------------------------------------------------- name
+
+def run_name(args) -> int:
+    from ..engine.annotate import load_classifier
+    from ..engine.discover.naming import apply_names, name_directions
+
+    path, ds, idx = _load_set(args.direction)
+    model = open_model(args)
+    clf = load_classifier(args.classifier, args.attributes, device=model.device)
+    scales = None
+    if args.scales:
+        scales = [v for group in args.scales for v in group]
+    with progress_and_cancel("naming") as (bar, token):
+        res = name_directions(model, ds, clf, samples=args.samples, scales=scales,
+                              seed_start=args.seed_start, steps=args.steps, eta=args.eta,
+                              indices=[idx] if idx is not None else None, at_step=args.at_step,
+                              top=args.top, min_change=args.min_change, batch=args.batch,
+                              progress=bar, cancel=token)
+    for n in res.names:
+        print(n.line())
+    if args.out:
+        _save(apply_names(ds, res), args.out)
+    return 0
+
+
+# -------------------------------------------------------------------------- parsers
+
+def add_parser(sub):
+    # pca
+    p = sub.add_parser("pca", help="principal components of h over generated samples",
+                       description="Principal components of h over N generated samples, per timestep "
+                                   "or over all steps at once, streamed in batches within a memory "
+                                   "budget. Directions are at one standard deviation; values are "
+                                   "explained-variance ratios.",
+                       epilog="example: hspace-studio pca --samples 1000 --components 10 --out pcs.safetensors")
+    p.add_argument("--samples", type=_positive_int, required=True, help="number of generated samples N")
+    p.add_argument("--out", required=True, help="direction file to write (.safetensors)")
+    p.add_argument("--components", "-k", type=_positive_int, default=8, help="components K (default 8)")
+    p.add_argument("--mode", choices=("per-step", "global"), default="per-step",
+                   help="one basis per timestep (default) or one over all steps flattened")
+    p.add_argument("--batch", type=_positive_int, default=16, help="samples per batch (default 16)")
+    p.add_argument("--memory-mb", dest="memory_mb", type=_positive_float, default=1024,
+                   help="memory budget of the accumulators and one batch (default 1024)")
+    p.add_argument("--solver", choices=("auto", "covariance", "incremental"), default="auto",
+                   help="exact covariance or IncrementalPCA; auto picks by the budget")
+    p.add_argument("--seed-start", dest="seed_start", type=_nonneg_int, default=0,
+                   help="samples use seeds SEED_START .. SEED_START+N-1 (default 0)")
+    add_model_args(p)
+    p.set_defaults(func=run_pca)
+
+    # jacobian
+    p = sub.add_parser("jacobian", help="image-specific directions from the Jacobian of eps",
+                       description="Top-k right singular vectors of d eps_t / d h_t for one image, "
+                                   "optionally with eps restricted to a mask, by block subspace "
+                                   "iteration with batched JVPs/VJPs (J is never formed). "
+                                   "Directions are unit vectors per step; values are singular values.",
+                       epilog="example: hspace-studio jacobian --seed 7 --mask mouth.png -k 3 "
+                              "--out mouth.safetensors   (apply with edit --at-step J)")
+    add_source_args(p)
+    p.add_argument("--mask", help="PNG mask in image pixels (white = where eps counts)")
+    p.add_argument("-k", type=_positive_int, default=3, help="directions per step (default 3)")
+    p.add_argument("--steps-subset", dest="steps_subset", nargs="+", metavar="STEPS",
+                   help="step indices, e.g. 0,3,5 or 2-5 (default: every step)")
+    p.add_argument("--tol", type=_positive_float, default=1e-4,
+                   help="residual tolerance ||J'Jv - s^2 v|| / s_1^2 (default 1e-4)")
+    p.add_argument("--max-iter", dest="max_iter", type=_positive_int, default=100,
+                   help="iteration cap per step (default 100)")
+    p.add_argument("--oversample", type=_nonneg_int, default=2,
+                   help="extra vectors in the block (default 2)")
+    p.add_argument("--init-seed", dest="init_seed", type=int, default=0,
+                   help="seed of the random starting block (default 0)")
+    p.add_argument("--out", required=True, help="direction file to write (.safetensors)")
+    add_model_args(p)
+    p.set_defaults(func=run_jacobian)
+
+    # supervised
+    p = sub.add_parser("supervised", help="a direction from examples ranked by a classifier, or "
+                                          "from labelled images",
+                       description="Mean h of the K top-scored samples minus that of the K bottom-scored "
+                                   "ones (from a resumable annotation index of N samples), or of two "
+                                   "folders of labelled images (inverted). Values are the score gap.",
+                       epilog="example: hspace-studio supervised --attribute smiling --index-size 1000 "
+                              "--examples 100 --against eyeglasses --out smiling.safetensors")
+    p.add_argument("--attribute", help="attribute name (the classifier's)")
+    p.add_argument("--index-size", dest="index_size", type=_positive_int, default=1000,
+                   help="samples N in the index (default 1000)")
+    p.add_argument("--examples", type=_positive_int, default=100,
+                   help="positive and negative examples K each (default 100)")
+    p.add_argument("--index", help="index file (JSON; resumed if it exists; default: "
+                                   "hspace-index-<recipe>.json next to --out)")
+    p.add_argument("--classifier", help="classifier folder or TorchScript file "
+                                        "(default: the shipped toy-face classifier)")
+    p.add_argument("--attributes", help="JSON list of the TorchScript classifier's output names")
+    p.add_argument("--positive", help="folder of images with the attribute (inverted)")
+    p.add_argument("--negative", help="folder of images without the attribute (inverted)")
+    p.add_argument("--against", nargs="+", metavar="ATTR",
+                   help="project these attributes' directions (same index) out")
+    p.add_argument("--batch", type=_positive_int, default=16, help="samples per batch (default 16)")
+    p.add_argument("--seed-start", dest="seed_start", type=_nonneg_int, default=0,
+                   help="the index uses seeds SEED_START .. SEED_START+N-1 (default 0)")
+    p.add_argument("--out", required=True, help="direction file to write (.safetensors)")
+    add_model_args(p)
+    p.set_defaults(func=run_supervised)
+
+    # disentangle
+    p = sub.add_parser("disentangle", help="project directions out of a direction",
+                       description="Project a direction onto the orthogonal complement of others "
+                                   "(a file without :INDEX means all of its directions).",
+                       epilog="example: hspace-studio disentangle smiling.safetensors "
+                              "--against glasses.safetensors pcs.safetensors:0 --out smile2.safetensors")
+    p.add_argument("direction", metavar="DIR", help="direction file, optionally :INDEX")
+    p.add_argument("--against", nargs="+", required=True, metavar="DIR",
+                   help="direction files (optionally :INDEX) to project out")
+    p.add_argument("--per-step", dest="per_step", action="store_true",
+                   help="project at every step separately (default: the whole vector over all steps)")
+    p.add_argument("--label", help="label of the result")
+    p.add_argument("--out", required=True, help="direction file to write (.safetensors)")
+    p.add_argument("--model", default=None, help="also check the files against this model")
+    p.add_argument("--device", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=run_disentangle)
+
+    # name
+    p = sub.add_parser("name", help="suggest names for directions with an attribute classifier",
+                       description="Apply each direction at a few scales to a handful of samples and "
+                                   "report which classifier attributes move most.",
+                       epilog="example: hspace-studio name pcs.safetensors --samples 8 --scales -2 2 "
+                              "--out pcs-named.safetensors")
+    p.add_argument("direction", metavar="DIR", help="direction file, optionally :INDEX")
+    p.add_argument("--samples", type=_positive_int, default=8, help="sampled images (default 8)")
+    p.add_argument("--scales", type=_numbers, nargs="+",
+                   help="scales to apply (default: +-2 for PCA, +-1 for supervised, 30%% of |h| "
+                        "for unit vectors)")
+    p.add_argument("--seed-start", dest="seed_start", type=_nonneg_int, default=0)
+    p.add_argument("--at-step", dest="at_step", type=_nonneg_int,
+                   help="use this step's vector at every step (masked Jacobian directions)")
+    p.add_argument("--top", type=_positive_int, default=3, help="attributes reported (default 3)")
+    p.add_argument("--min-change", dest="min_change", type=_float, default=0.02,
+                   help="smallest score change that names a direction (default 0.02)")
+    p.add_argument("--classifier", help="classifier folder or TorchScript file "
+                                        "(default: the shipped toy-face classifier)")
+    p.add_argument("--attributes", help="JSON list of the TorchScript classifier's output names")
+    p.add_argument("--batch", type=_positive_int, default=16, help="edits per batch (default 16)")
+    p.add_argument("--out", help="write the directions with the suggested labels here")
+    add_model_args(p)
+    p.set_defaults(func=run_name)

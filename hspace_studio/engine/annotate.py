@@ -1,0 +1,256 @@
+"""Attribute classifiers: attribute names and scores for batches of images.
+
+Every classifier takes images (N, 3, H, W) in [-1, 1] at any size (resized inside to
+its input size) and returns scores (N, A), one column per attribute, larger meaning
+"more of the attribute" (probabilities in [0, 1] for the built-in kinds).
+
+- :class:`ToyFaceAttributeClassifier`: the shipped toy-face classifier
+  (``resources/toyfaces-classifier``, loaded by ``hspace_studio.toyfaces.nets``);
+  scores are the sigmoid of its logits.
+- :class:`TorchScriptClassifier`: any classifier saved with ``torch.jit.save``, plus a
+  JSON file naming its outputs: a list of names, or an object
+  ``{"attributes": [...], "input_size": [H, W], "activation": "sigmoid" | "none"}``.
+- :class:`CallableClassifier`: wraps a Python function (for tests and scripts).
+
+:func:`load_classifier` picks the kind from what it is given.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..core.errors import FileFormatError, HSpaceError
+from .model import RESOURCES
+
+TOYFACES_CLASSIFIER_DIR = RESOURCES / "toyfaces-classifier"
+ACTIVATIONS = ("sigmoid", "none")
+
+
+class ClassifierError(HSpaceError):
+    """A classifier cannot be loaded or does not produce the scores it promises."""
+
+
+def _file_digest(paths: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+class AttributeClassifier:
+    """Base class. Subclasses set ``attributes``, ``name``, ``input_size`` and ``_raw``."""
+
+    name: str = "classifier"
+    attributes: List[str]
+    input_size: Optional[Tuple[int, int]] = None
+    digest: str = ""
+    batch_size: int = 64
+
+    @property
+    def identity(self) -> dict:
+        """What a recipe records to recognise this classifier later."""
+        return {"name": self.name, "digest": self.digest, "attributes": list(self.attributes)}
+
+    def index_of(self, attribute: str) -> int:
+        if attribute in self.attributes:
+            return self.attributes.index(attribute)
+        low = [a.lower() for a in self.attributes]
+        if attribute.lower() in low:
+            return low.index(attribute.lower())
+        raise ValueError(f"unknown attribute '{attribute}' for classifier {self.name} "
+                         f"(it has: {', '.join(self.attributes)})")
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() == 3:
+            images = images[None]
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+        x = images.detach().float().clamp(-1, 1)
+        if self.input_size is not None and tuple(x.shape[-2:]) != tuple(self.input_size):
+            x = F.interpolate(x, size=tuple(self.input_size), mode="bilinear", align_corners=False,
+                              antialias=True)
+        return x
+
+    def _raw(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def scores(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, A) float32 scores on the CPU for images (N, 3, H, W) in [-1, 1]."""
+        x = self._prepare(images)
+        outs = []
+        for b in range(0, x.shape[0], self.batch_size):
+            s = self._raw(x[b:b + self.batch_size])
+            if not torch.is_tensor(s):
+                raise ClassifierError(f"classifier {self.name} returned {type(s).__name__}, not a tensor")
+            s = s.float().cpu()
+            if s.dim() == 1 and len(self.attributes) == 1:
+                s = s[:, None]
+            n = min(self.batch_size, x.shape[0] - b)
+            if tuple(s.shape) != (n, len(self.attributes)):
+                raise ClassifierError(f"classifier {self.name} returned scores of shape {tuple(s.shape)}, "
+                                      f"expected ({n}, {len(self.attributes)}) for its "
+                                      f"{len(self.attributes)} attribute(s)")
+            outs.append(s)
+        out = torch.cat(outs)
+        if not torch.isfinite(out).all():
+            raise ClassifierError(f"classifier {self.name} returned NaN or infinite scores")
+        return out
+
+
+class CallableClassifier(AttributeClassifier):
+    """``fn(images (N, 3, H, W) in [-1, 1]) -> scores (N, A)`` with the given names."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], attributes: Sequence[str],
+                 name: str = "callable", input_size: Optional[Tuple[int, int]] = None,
+                 digest: str = ""):
+        self.fn = fn
+        self.attributes = _check_names(list(attributes), name)
+        self.name = name
+        self.input_size = tuple(input_size) if input_size is not None else None
+        self.digest = digest
+
+    def _raw(self, x):
+        return self.fn(x)
+
+
+def _check_names(names, where) -> List[str]:
+    if not isinstance(names, list) or not names:
+        raise ClassifierError(f"{where}: attribute names must be a non-empty JSON list of strings")
+    if not all(isinstance(n, str) and n.strip() for n in names):
+        raise ClassifierError(f"{where}: every attribute name must be a non-empty string")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ClassifierError(f"{where}: duplicate attribute names {', '.join(dup)}")
+    return [str(n) for n in names]
+
+
+class ToyFaceAttributeClassifier(AttributeClassifier):
+    """The shipped toy-face attribute classifier (sigmoid of its logits)."""
+
+    def __init__(self, folder=None, device=None):
+        folder = Path(folder) if folder is not None else TOYFACES_CLASSIFIER_DIR
+        if not folder.is_dir():
+            raise ClassifierError(f"the toy-face classifier is missing ({folder}); train it with "
+                                  f"`python -m hspace_studio.training.classifier` or pass --classifier")
+        from ..toyfaces.nets import load_classifier as _load  # lazy: only when used
+
+        try:
+            module, names = _load(folder)
+        except (FileNotFoundError, ValueError) as e:
+            raise ClassifierError(str(e).splitlines()[0]) from e
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.module = module.to(self.device).eval()
+        self.attributes = _check_names(list(names), str(folder))
+        self.name = f"toyfaces:{folder.name}"
+        self.folder = folder
+        self.input_size = (64, 64)
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors"))
+        self.digest = _file_digest(files)
+
+    def _raw(self, x):
+        return torch.sigmoid(self.module(x.to(self.device)))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.module.features(self._prepare(images).to(self.device)).float().cpu()
+
+
+def read_attribute_names(path) -> dict:
+    """Validate a names JSON file: a list of names, or an object with ``attributes``."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileFormatError(f"attribute names file not found: {p}")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FileFormatError(f"{p} is not valid JSON ({str(e).splitlines()[0]})") from e
+    if isinstance(data, list):
+        data = {"attributes": data}
+    if not isinstance(data, dict) or "attributes" not in data:
+        raise FileFormatError(f"{p} must hold a JSON list of attribute names, or an object "
+                              f"with an 'attributes' list")
+    out = {"attributes": _check_names(data["attributes"], str(p))}
+    size = data.get("input_size")
+    if size is not None:
+        if isinstance(size, int):
+            size = [size, size]
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+            raise FileFormatError(f"{p}: input_size must be [H, W] (two positive integers)")
+        out["input_size"] = tuple(size)
+    act = data.get("activation", "sigmoid")
+    if act not in ACTIVATIONS:
+        raise FileFormatError(f"{p}: activation must be one of {', '.join(ACTIVATIONS)}, not {act!r}")
+    out["activation"] = act
+    return out
+
+
+class TorchScriptClassifier(AttributeClassifier):
+    """A TorchScript classifier file and a JSON file with its attribute names."""
+
+    def __init__(self, path, names_file, device=None, activation: Optional[str] = None,
+                 input_size: Optional[Tuple[int, int]] = None):
+        p = Path(path)
+        if not p.is_file():
+            raise ClassifierError(f"classifier file not found: {p}")
+        meta = read_attribute_names(names_file)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        try:
+            self.module = torch.jit.load(str(p), map_location=self.device)
+        except Exception as e:  # torch raises RuntimeError/ValueError/zip errors
+            raise ClassifierError(f"{p} is not a TorchScript file (save it with torch.jit.save): "
+                                  f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}") from e
+        self.module.eval()
+        self.attributes = meta["attributes"]
+        self.activation = activation or meta["activation"]
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}")
+        self.input_size = tuple(input_size) if input_size else meta.get("input_size")
+        self.name = f"torchscript:{p.name}"
+        self.path = p
+        self.digest = _file_digest([p, Path(names_file)])
+
+    def _raw(self, x):
+        try:
+            out = self.module(x.to(self.device))
+        except Exception as e:  # scripted code raises torch.jit.Error and others
+            msg = str(e).strip().splitlines()
+            raise ClassifierError(f"classifier {self.path.name} failed on a batch of shape "
+                                  f"{tuple(x.shape)}: {msg[-1][:160] if msg else type(e).__name__}") from e
+        if isinstance(out, (tuple, list)) and out:
+            out = out[0]
+        if not torch.is_tensor(out):
+            raise ClassifierError(f"classifier {self.path.name} returned {type(out).__name__}, not a tensor")
+        return torch.sigmoid(out) if self.activation == "sigmoid" else out
+
+
+def load_classifier(spec=None, attributes=None, device=None) -> AttributeClassifier:
+    """A classifier from a CLI-style spec.
+
+    ``spec`` None, ``"toyfaces"`` or ``"default"``: the shipped toy-face classifier; a
+    folder: a toy-face-style classifier folder (``config.json``, ``attributes.json``,
+    ``model.safetensors``); a file: a TorchScript classifier, with ``attributes`` (a
+    JSON file of names) required.
+    """
+    if spec is None or str(spec) in ("toyfaces", "default"):
+        if attributes is not None:
+            raise ValueError("--attributes goes with a TorchScript --classifier file")
+        return ToyFaceAttributeClassifier(device=device)
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        if attributes is not None:
+            raise ValueError("--attributes goes with a TorchScript --classifier file, not a folder")
+        return ToyFaceAttributeClassifier(p, device=device)
+    if p.is_file():
+        if attributes is None:
+            raise ValueError(f"a TorchScript classifier ({p.name}) needs --attributes NAMES.json "
+                             f"listing its outputs")
+        return TorchScriptClassifier(p, attributes, device=device)
+    raise ClassifierError(f"classifier not found: {spec} (a classifier folder or a TorchScript file)")

@@ -1,0 +1,598 @@
+"""Image-specific directions: the top right singular vectors of J_t = d eps_t / d h_t.
+
+For one trajectory (a seed, a saved trajectory or an inverted image) and every chosen
+step t, the k directions in h-space that change the noise estimate eps_t the most,
+optionally with eps restricted to a mask (the paper's image-specific, and masked,
+edits). J_t is never formed:
+
+- **downstream only**: the UNet runs once per step with forward hooks that capture the
+  outputs of everything upstream of h (``conv_in``, the time embedding, the down
+  blocks, and for ``after``/``middle`` the part of the mid-block before h). While the
+  step is analysed those modules' ``forward`` is temporarily replaced by a stub that
+  returns the cached value, and h is injected with :func:`~..hspace.hspace_hook` — so
+  ``eps(h)`` costs only the network from h on, the skip activations being computed
+  once. No diffusers forward code is copied;
+- **block (subspace) iteration with Rayleigh-Ritz** on ``p = k + oversample`` vectors at
+  once: ``W = J V`` (batched forward-mode JVPs: ``torch.func.vmap`` over
+  ``torch.func.jvp``, the primal shared) and ``Z = J^T W`` (batched VJPs through one
+  ``torch.func.vjp`` per step whose graph is reused by every iteration). The Ritz pairs
+  come from the p x p matrix ``W^T W``; a direction is converged when its eigen-residual
+  ``||J^T J y - s^2 y|| / s_1^2`` is below ``tol``. The vectors of step t start the
+  iteration of the next step (warm start);
+- signs are aligned across steps (each step's vector points the same way as the sum of
+  the previous steps' vectors; the first step's largest entry is positive).
+
+``eps`` is ``model.predict_eps(output, x, t)``, so v-prediction models work.
+
+Directions are unit vectors per step (``delta_h[k, t]``); ``values`` are the singular
+values. ``DirectionSet.steps_delta(k, at_step)`` applies one step's vector at every
+step (the paper's way for masked edits). With ``steps_subset`` the set holds only those
+steps' timesteps (a trajectory with other steps gets each step's nearest one).
+
+Masks are in image pixels (a PNG path, a numpy array from the GUI's brush or a tensor);
+they are fitted to the model's image size like images are, then area-resized to the
+resolution of x (the latent resolution for latent models) and used as soft weights on
+eps. The recipe stores the mask's SHA-256, its path, coverage and (for binary masks) its
+run-length encoding, which :func:`mask_from_rle` turns back into the mask.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...core.progress import CancelToken, ProgressFn, check
+from ..directions import DirectionSet
+from ..hspace import hspace_hook
+from ..model import DiffusionModel
+from ..sampler import decode, prepare_scheduler
+from ..trajectory import Trajectory
+
+RLE_MAX_RUNS = 8192
+
+
+# ----------------------------------------------------------------------------- masks
+
+def mask_to_rle(binary: np.ndarray) -> List[int]:
+    """Run lengths of a binary mask in row-major order, starting with a run of zeros."""
+    flat = np.asarray(binary, dtype=bool).reshape(-1)
+    if flat.size == 0:
+        return []
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    if flat[0]:
+        runs = [0] + runs
+    return [int(r) for r in runs]
+
+
+def mask_from_rle(rle: Sequence[int], shape: Tuple[int, int]) -> np.ndarray:
+    """The boolean (H, W) mask of :func:`mask_to_rle`."""
+    h, w = int(shape[0]), int(shape[1])
+    if sum(int(r) for r in rle) != h * w or any(int(r) < 0 for r in rle):
+        raise ValueError(f"run-length mask does not describe a {h}x{w} mask")
+    vals = np.zeros(len(rle), dtype=bool)
+    vals[1::2] = True
+    return np.repeat(vals, np.asarray(rle, dtype=np.int64)).reshape(h, w)
+
+
+def _mask_image_array(mask, size: Tuple[int, int]) -> Tuple[np.ndarray, Optional[str], List[str]]:
+    """A float (H, W) array in [0, 1] at the model's image size, the source path, notes."""
+    from PIL import Image
+
+    from ..images import fit_image, open_image
+
+    notes: List[str] = []
+    path = None
+    if isinstance(mask, (str, bytes)) or hasattr(mask, "__fspath__"):
+        path = str(mask)
+        img = open_image(path)
+        if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+            # a painted overlay: the alpha channel is the mask where it is not all opaque
+            rgba = img.convert("RGBA")
+            alpha = np.asarray(rgba)[..., 3]
+            img = rgba.getchannel("A") if alpha.min() < 255 else rgba.convert("L")
+        elif img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            a = np.asarray(img, dtype=np.float64)
+            img = Image.fromarray((a > (a.max() / 2 if a.max() > 0 else 0)).astype(np.uint8) * 255, "L")
+        else:
+            img = img.convert("L")
+        img, n = fit_image(img, size)
+        notes += n
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+    else:
+        if torch.is_tensor(mask):
+            mask = mask.detach().cpu().numpy()
+        arr = np.asarray(mask)
+        if arr.ndim == 3 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4):
+            arr = arr[..., -1] if arr.shape[-1] == 4 else arr[..., 0]
+        if arr.ndim != 2:
+            raise ValueError(f"a mask must be a 2-D array (H, W), got shape {arr.shape}")
+        if arr.dtype == np.uint8:
+            arr = arr.astype(np.float32) / 255.0
+        else:
+            arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise ValueError("the mask contains NaN or infinite values")
+        if arr.min() < 0 or arr.max() > 1:
+            raise ValueError("mask values must lie in [0, 1] (or 0..255 for uint8 arrays)")
+        if tuple(arr.shape) != tuple(size):
+            img = Image.fromarray((arr * 255).round().astype(np.uint8), "L")
+            img, n = fit_image(img, size)
+            notes += n
+            arr = np.asarray(img, dtype=np.float32) / 255.0
+    return arr, path, notes
+
+
+def prepare_mask(mask, model: DiffusionModel) -> Tuple[Optional[torch.Tensor], dict]:
+    """Weights (1, 1, h, w) on eps at the resolution of x, and the mask's recipe.
+
+    ``mask`` is None (no mask), a PNG path, or an (H, W) array/tensor in image pixels
+    (bool, uint8 0..255 or float 0..1).
+    """
+    if mask is None:
+        return None, {}
+    arr, path, notes = _mask_image_array(mask, tuple(model.image_size))
+    u8 = (arr * 255).round().astype(np.uint8)
+    info = {"path": path, "shape": list(u8.shape),
+            "sha256": hashlib.sha256(u8.tobytes()).hexdigest(),
+            "coverage": float(arr.mean())}
+    if notes:
+        info["note"] = "; ".join(notes)
+    binary = np.isin(u8, (0, 255)).all()
+    if binary:
+        rle = mask_to_rle(u8 > 127)
+        if len(rle) <= RLE_MAX_RUNS:
+            info["rle"] = rle
+    w = torch.from_numpy(arr)[None, None]
+    _, h, wd = model.sample_shape
+    if tuple(w.shape[-2:]) != (h, wd):
+        w = F.interpolate(w, size=(h, wd), mode="area")
+    return w.to(model.device, torch.float32), info
+
+
+# ------------------------------------------------------------ eps(h), downstream only
+
+def _batch_of(args, kwargs) -> Optional[int]:
+    for a in list(args) + list(kwargs.values()):
+        if torch.is_tensor(a) and a.dim() > 0:
+            return int(a.shape[0])
+    return None
+
+
+def _expand(obj, n):
+    if torch.is_tensor(obj):
+        if n is None or obj.dim() == 0 or obj.shape[0] == n:
+            return obj
+        return obj.expand(n, *obj.shape[1:])
+    if isinstance(obj, tuple):
+        return tuple(_expand(o, n) for o in obj)
+    if isinstance(obj, list):
+        return [_expand(o, n) for o in obj]
+    return obj
+
+
+def _freeze(obj):
+    if torch.is_tensor(obj):
+        return obj.detach().contiguous().clone()
+    if isinstance(obj, tuple):
+        return tuple(_freeze(o) for o in obj)
+    if isinstance(obj, list):
+        return [_freeze(o) for o in obj]
+    return obj
+
+
+def upstream_modules(unet, point: str) -> List[torch.nn.Module]:
+    """The modules whose outputs do not depend on h at ``point`` (cached, then stubbed)."""
+    mods = [unet.conv_in, unet.time_embedding]
+    if getattr(unet, "class_embedding", None) is not None:
+        mods.append(unet.class_embedding)
+    mods += list(unet.down_blocks)
+    mid = unet.mid_block
+    if point == "after":
+        mods.append(mid)
+    elif point == "middle":
+        mods.append(mid.resnets[0])
+        attns = getattr(mid, "attentions", None) or []
+        if len(attns) and attns[0] is not None:
+            mods.append(attns[0])
+    return [m for m in mods if m is not None]
+
+
+@contextmanager
+def _stubbed(modules, cached):
+    """Replace each module's forward by one returning its cached output (batch-expanded)."""
+    saved = []
+    try:
+        for m, out in zip(modules, cached):
+            saved.append((m, m.__dict__.get("forward", None)))
+
+            def stub(*args, _out=out, **kwargs):
+                return _expand(_out, _batch_of(args, kwargs))
+
+            m.forward = stub
+        yield
+    finally:
+        for m, old in saved:
+            if old is None:
+                m.__dict__.pop("forward", None)
+            else:
+                m.forward = old
+
+
+@contextmanager
+def _forward_ad_safe(unet):
+    """Contexts under which forward-mode AD runs through a diffusers UNet.
+
+    ``scaled_dot_product_attention``'s fused kernels have no forward-mode derivative:
+    use its math backend. GroupNorm's forward-mode formula needs a contiguous input
+    (attention outputs are channels-last-strided): make it so by a pre-hook.
+    """
+    handles = []
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        ctx = sdpa_kernel([SDPBackend.MATH])
+    except ImportError:  # older torch
+        ctx = nullcontext()
+    try:
+        for m in unet.modules():
+            if isinstance(m, torch.nn.GroupNorm):
+                handles.append(m.register_forward_pre_hook(
+                    lambda mod, args: (args[0].contiguous(),) + tuple(args[1:])))
+        with ctx:
+            yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class DownstreamEps:
+    """``eps_t(h)`` at one step, evaluated only through the network downstream of h.
+
+    Use as a context manager: entering runs the UNet once on ``x`` (1, C, H, W) at
+    timestep ``t`` to cache the upstream outputs and h (``self.h0``, (1, C', H', W')),
+    and stubs the upstream modules; leaving restores the model. Calling it with h of
+    shape (B, C', H', W') returns the (masked) eps flattened to (B, M).
+    """
+
+    def __init__(self, model: DiffusionModel, x: torch.Tensor, t, h_space: str,
+                 mask: Optional[torch.Tensor] = None):
+        self.model = model
+        self.x = x.to(model.device, torch.float32)
+        self.t = t
+        self.h_space = h_space
+        self.mask = mask
+        self.h0: Optional[torch.Tensor] = None
+        self._h = None
+        self._stack: Optional[ExitStack] = None
+
+    def __enter__(self) -> "DownstreamEps":
+        unet = self.model.unet
+        mods = upstream_modules(unet, self.h_space)
+        cached: list = [None] * len(mods)
+        handles = []
+        rec: list = []
+        for i, m in enumerate(mods):
+            def grab(mod, args, out, i=i):
+                cached[i] = _freeze(out)
+            handles.append(m.register_forward_hook(grab))
+        try:
+            with torch.no_grad(), hspace_hook(unet, self.h_space, record=rec):
+                unet(self.x.to(self.model.dtype), self.t)
+        finally:
+            for h in handles:
+                h.remove()
+        self.h0 = rec[-1].detach().contiguous().clone()
+        stack = ExitStack()
+        try:
+            stack.enter_context(_stubbed(mods, cached))
+            stack.enter_context(_forward_ad_safe(unet))
+            stack.enter_context(hspace_hook(unet, self.h_space, edit=lambda _h: self._h))
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        return self
+
+    def __exit__(self, *exc):
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+        return False
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        n = h.shape[0]
+        x = self.x if n == 1 else self.x.expand(n, *self.x.shape[1:])
+        self._h = h
+        try:
+            out = self.model.unet(x.to(self.model.dtype), self.t).sample
+        finally:
+            self._h = None
+        eps = self.model.predict_eps(out.float(), x, self.t)
+        if self.mask is not None:
+            eps = eps * self.mask
+        return eps.reshape(n, -1)
+
+
+class JacobianOperator:
+    """Batched products with J = d eps / d h at one step: ``J V`` and ``J^T W``.
+
+    Vectors are rows: ``jmv`` maps (p, D) to (p, M) and ``jtmv`` (p, M) to (p, D).
+    ``batching="vmap"`` shares one primal between the p vectors (``vmap`` of
+    ``jvp``, and ``vmap`` of one ``vjp``'s function); ``"batch"`` runs the network on a
+    batch of p copies of h. ``"auto"`` tries vmap and falls back to batch.
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], h0: torch.Tensor,
+                 batching: str = "auto"):
+        if batching not in ("auto", "vmap", "batch"):
+            raise ValueError(f"unknown batching '{batching}' (auto, vmap or batch)")
+        self.fn = fn
+        self.h0 = h0
+        self.shape = tuple(h0.shape[1:])
+        self.dim = int(np.prod(self.shape))
+        self.batching = batching
+        self._vjp1 = None
+        self._vjpB = {}
+
+    def _jmv_vmap(self, V):
+        h0 = self.h0
+
+        def one(v):
+            return torch.func.jvp(self.fn, (h0,), (v[None],))[1][0]
+
+        return torch.func.vmap(one)(V)
+
+    def _jtmv_vmap(self, W):
+        if self._vjp1 is None:
+            _, self._vjp1 = torch.func.vjp(self.fn, self.h0)
+        fn = self._vjp1
+        return torch.func.vmap(lambda w: fn(w[None])[0][0])(W)
+
+    def _jmv_batch(self, V):
+        hB = self.h0.expand(V.shape[0], *self.shape).contiguous()
+        return torch.func.jvp(self.fn, (hB,), (V,))[1]
+
+    def _jtmv_batch(self, W):
+        p = W.shape[0]
+        if p not in self._vjpB:
+            self._vjpB = {p: torch.func.vjp(self.fn, self.h0.expand(p, *self.shape).contiguous())[1]}
+        return self._vjpB[p](W)[0]
+
+    def _run(self, name, arg):
+        if self.batching in ("vmap", "auto"):
+            try:
+                return getattr(self, f"_{name}_vmap")(arg)
+            except (RuntimeError, NotImplementedError):
+                if self.batching == "vmap":
+                    raise
+                self.batching = "batch"  # some layer has no vmap rule
+        return getattr(self, f"_{name}_batch")(arg)
+
+    def jmv(self, V: torch.Tensor) -> torch.Tensor:
+        V = V.reshape(V.shape[0], *self.shape).to(self.h0.device, self.h0.dtype)
+        return self._run("jmv", V).reshape(V.shape[0], -1)
+
+    def jtmv(self, W: torch.Tensor) -> torch.Tensor:
+        W = W.to(self.h0.device, torch.float32)
+        return self._run("jtmv", W).reshape(W.shape[0], -1)
+
+
+# ----------------------------------------------------------------- subspace iteration
+
+@dataclass
+class BlockSVD:
+    vectors: torch.Tensor  # (D, k) float64, orthonormal right singular vectors
+    values: torch.Tensor  # (k,) float64, singular values, descending
+    iterations: int
+    residual: float  # max over the k of ||J^T J v - s^2 v|| / s_1^2
+    converged: bool
+    basis: torch.Tensor  # (D, p) all Ritz vectors (a warm start for a nearby operator)
+
+
+def block_svd(jmv: Callable, jtmv: Callable, dim: int, k: int, oversample: int = 2,
+              tol: float = 1e-4, max_iter: int = 100, init: Optional[torch.Tensor] = None,
+              generator: Optional[torch.Generator] = None,
+              cancel: Optional[CancelToken] = None,
+              on_iteration: Optional[Callable[[int, float], None]] = None) -> BlockSVD:
+    """Top-k right singular vectors of an operator given by row-batched products.
+
+    ``jmv`` maps (p, dim) to (p, M) (J V) and ``jtmv`` (p, M) to (p, dim) (J^T W). Block
+    power iteration on J^T J with a Rayleigh-Ritz step every iteration; linear algebra
+    on the (dim, p) basis is done in float64.
+    """
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    if k > dim:
+        raise ValueError(f"k = {k} is more than the {dim} dimensions of h")
+    p = min(dim, k + max(0, int(oversample)))
+    if init is not None:
+        V = init.double().reshape(dim, -1)[:, :p]
+        if V.shape[1] < p:
+            extra = torch.randn(dim, p - V.shape[1], generator=generator, dtype=torch.float64)
+            V = torch.cat([V.cpu(), extra], 1)
+    else:
+        V = torch.randn(dim, p, generator=generator, dtype=torch.float64)
+    V = torch.linalg.qr(V.cpu())[0]
+    residual = float("inf")
+    it = 0
+    lam = torch.zeros(p, dtype=torch.float64)
+    Y = V
+    while True:
+        check(cancel)
+        it += 1
+        W = jmv(V.T).double().cpu()  # (p, M): rows J v_j
+        G = W @ W.T  # V^T J^T J V
+        lam, Q = torch.linalg.eigh((G + G.T) / 2)
+        lam, Q = lam.flip(0).clamp(min=0), Q.flip(1)
+        Y = V @ Q  # Ritz vectors
+        if lam[0] <= 1e-300 or not torch.isfinite(lam).all():
+            if not torch.isfinite(lam).all():
+                raise FloatingPointError("the Jacobian products are not finite")
+            lam.zero_()
+            residual = 0.0
+            break
+        Z = jtmv(W).double().cpu().T  # (dim, p): J^T J v_j
+        ZQ = Z @ Q
+        res = (ZQ[:, :k] - Y[:, :k] * lam[:k]).norm(dim=0) / lam[0]
+        residual = float(res.max())
+        if on_iteration is not None:
+            on_iteration(it, residual)
+        if residual <= tol or it >= max_iter:
+            break
+        V = torch.linalg.qr(ZQ)[0]
+    return BlockSVD(vectors=Y[:, :k].contiguous(), values=lam[:k].sqrt(), iterations=it,
+                    residual=residual, converged=residual <= tol, basis=Y)
+
+
+def align_signs(vectors: torch.Tensor) -> torch.Tensor:
+    """Flip (S, k, D) per-step vectors so each points the way of the previous steps' sum.
+
+    The first step's vector has its largest-magnitude entry positive.
+    """
+    out = vectors.clone()
+    S, K = out.shape[:2]
+    for j in range(K):
+        v0 = out[0, j]
+        if v0[v0.abs().argmax()] < 0:
+            out[0, j] = -v0
+        ref = out[0, j].clone()
+        for s in range(1, S):
+            if torch.dot(out[s, j], ref) < 0:
+                out[s, j] = -out[s, j]
+            ref = ref + out[s, j]
+    return out
+
+
+# ----------------------------------------------------------------------------- driver
+
+@dataclass
+class JacobianResult:
+    directions: DirectionSet
+    singular_values: torch.Tensor  # (S, k)
+    step_indices: List[int]
+    iterations: List[int]
+    residuals: List[float]
+    converged: List[bool]
+    seconds: float
+    notes: List[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        bad = [i for i, c in zip(self.step_indices, self.converged) if not c]
+        s = (f"{len(self.step_indices)} step(s), {sum(self.iterations)} iterations, "
+             f"max residual {max(self.residuals):.1e}, {self.seconds:.1f} s")
+        if bad:
+            s += f"; not converged at step(s) {bad}"
+        return s
+
+
+def parse_steps_subset(spec, steps: int) -> List[int]:
+    """Step indices from a list like ``[0, 3]``, ``"0,3,5"`` or ``"2-5"`` (inclusive)."""
+    if spec is None:
+        return list(range(steps))
+    items = spec if isinstance(spec, (list, tuple)) else [spec]
+    out: List[int] = []
+    for item in items:
+        for part in str(item).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+            if m is None:
+                raise ValueError(f"bad step list '{item}' (use e.g. 0,3,5 or 2-5)")
+            lo = int(m.group(1))
+            hi = int(m.group(2)) if m.group(2) is not None else lo
+            out += list(range(min(lo, hi), max(lo, hi) + 1))
+    for s in out:
+        if not 0 <= s < steps:
+            raise ValueError(f"step {s} out of range (the trajectory has steps 0..{steps - 1})")
+    out = sorted(set(out))
+    if not out:
+        raise ValueError("the step subset is empty")
+    return out
+
+
+def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mask=None,
+                        steps_subset=None, tol: float = 1e-4, max_iter: int = 100,
+                        oversample: int = 2, init_seed: int = 0, warm_start: bool = True,
+                        batching: str = "auto", progress: Optional[ProgressFn] = None,
+                        cancel: Optional[CancelToken] = None) -> JacobianResult:
+    """Top-k right singular vectors of d eps_t / d h_t at the chosen steps of ``traj``.
+
+    ``mask`` is None, a PNG path or an (H, W) array in image pixels; ``steps_subset``
+    is None (all steps) or step indices (see :func:`parse_steps_subset`).
+    """
+    t0 = time.perf_counter()
+    traj.check_model(model.fingerprint, traj.h_space)
+    if not (tol > 0):
+        raise ValueError("tol must be > 0")
+    if int(max_iter) < 1:
+        raise ValueError("max_iter must be at least 1")
+    steps = parse_steps_subset(steps_subset, traj.steps)
+    weights, mask_info = prepare_mask(mask, model)
+    prepare_scheduler(model, traj.timesteps)
+    notes: List[str] = []
+    total = len(steps) + (traj.steps if traj.xs is None else 0)
+    done = [0]
+
+    def report(msg):
+        done[0] += 1
+        if progress is not None:
+            progress(min(done[0], total), total, msg)
+
+    if traj.xs is None:  # a loaded trajectory: replay it to get x_t of every step
+        decode(model, traj, lambda d, t, m: report("replaying the trajectory"), cancel)
+    gen = torch.Generator().manual_seed(int(init_seed))
+    vecs, sigmas, iters, resids, conv = [], [], [], [], []
+    basis = None
+    shape = None
+    for n, i in enumerate(steps):
+        check(cancel)
+        x = traj.xs[i][None]
+        t = traj.timesteps[i].to(model.device)
+        with DownstreamEps(model, x, t, traj.h_space, weights) as fn:
+            op = JacobianOperator(fn, fn.h0, batching)
+            shape = op.shape
+            r = block_svd(op.jmv, op.jtmv, op.dim, k, oversample, tol, max_iter,
+                          init=basis if warm_start else None, generator=gen, cancel=cancel)
+            if op.batching == "batch" and batching == "auto" and "batch" not in notes:
+                notes.append("batch")
+        basis = r.basis
+        vecs.append(r.vectors.T)  # (k, D)
+        sigmas.append(r.values)
+        iters.append(r.iterations)
+        resids.append(r.residual)
+        conv.append(r.converged)
+        report(f"jacobian: step {n + 1}/{len(steps)} ({r.iterations} iterations)")
+    V = align_signs(torch.stack(vecs))  # (S, k, D)
+    delta = V.permute(1, 0, 2).reshape(k, len(steps), *shape).float()
+    sig = torch.stack(sigmas)  # (S, k)
+    params = {
+        "method": "jacobian", "k": int(k), "tol": float(tol), "max_iter": int(max_iter),
+        "oversample": int(oversample), "init_seed": int(init_seed), "warm_start": bool(warm_start),
+        "steps_subset": steps, "source": dict(traj.origin), "steps": traj.steps,
+        "eta": traj.etas.tolist() if not torch.all(traj.etas == traj.etas[0]) else float(traj.etas[0]),
+        "mask": mask_info or None,
+        "convergence": {"iterations": iters, "residuals": [float(r) for r in resids],
+                        "converged": conv},
+    }
+    if notes:
+        params["batching"] = "batch (vmap unavailable)"
+    labels = [f"J {j}" + (" (masked)" if mask_info else "") for j in range(k)]
+    ds = DirectionSet(delta_h=delta.cpu(), timesteps=traj.timesteps[steps].clone().long(),
+                      fingerprint=model.fingerprint, h_space=traj.h_space, method="jacobian",
+                      labels=labels, values=sig.T.tolist(), params=params)
+    return JacobianResult(directions=ds, singular_values=sig.float(), step_indices=steps,
+                          iterations=iters, residuals=resids, converged=conv,
+                          seconds=time.perf_counter() - t0,
+                          notes=["vmap unavailable: used batched copies"] if notes else [])

@@ -1,0 +1,415 @@
+"""Global directions: principal components of h over many generated samples.
+
+Two modes:
+
+- ``per-step``: one basis per timestep, fitted on the N samples' h_t (D = C*H*W);
+- ``global``: one basis over all steps flattened (T*D), applied per step by reshaping.
+
+Samples are drawn ``batch`` at a time and streamed into one accumulator per basis.
+Memory is bounded by a budget (``memory_mb``: the accumulators, their final
+decomposition and one sampling batch; the network's own working memory is not
+counted), never by N. Three accumulators; ``solver="auto"`` takes the first that fits:
+
+- ``gram`` (exact): keeps the rows (N x D float32) and takes one thin SVD at the end
+  (the Gram-matrix route, O(N^2 D)). Only while N <= D and all the rows fit in the
+  budget (few samples; e.g. a quick look or a test);
+- ``covariance`` (exact): sums and sums of outer products in float64, shifted by the
+  first batch's mean (no cancellation), updated in place by BLAS ``syrk``, then one
+  symmetric eigendecomposition. About ``D^2 * 8`` bytes per basis plus twice that once
+  to decompose, whatever N: small D (tiny models; one basis of the default model is
+  512 MiB);
+- ``incremental``: scikit-learn's ``IncrementalPCA`` (Ross et al. 2008; what the paper
+  uses), keeping ``m`` components (``k <= m <= 128``, as many as the budget allows) and
+  fitting every ``m`` buffered samples. Exact while N <= m; beyond that an
+  approximation whose error grows as the spectrum flattens (tests/test_pca.py measures
+  it on an untrained model's flat spectrum: with m = 16 the top-3 subspace still
+  captures > 97% of the optimal variance).
+
+``plan_pca`` reports the choice and its estimated peak (``PCAPlan``).
+
+Direction values (DESIGN.md): ``delta_h[k, t]`` is the component at one standard
+deviation (slider units are sigma), ``values`` the explained-variance ratios (per step;
+the global ratio repeated over T). Per-step signs are aligned across timesteps so a
+direction points the same way at every step.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ...core.progress import CancelToken, Progress, ProgressFn
+from ..directions import DirectionSet
+from ..hspace import h_shape
+from ..model import DiffusionModel
+from ..sampler import EtaLike, etas_tensor, sample, timesteps_for
+
+MODES = ("per-step", "global")
+SOLVERS = ("auto", "gram", "covariance", "incremental")
+MAX_KEPT = 128
+
+
+# ------------------------------------------------------------------- accumulators
+
+class CovarianceAccumulator:
+    """Exact streaming PCA: float64 sum and scatter matrix of the (shifted) rows.
+
+    The scatter matrix is updated in place by BLAS (``dsyrk``, upper triangle), so an
+    update needs no D x D temporary.
+    """
+
+    solver = "covariance"
+
+    def __init__(self, dim: int):
+        self.dim = int(dim)
+        self.n = 0
+        self.shift: Optional[np.ndarray] = None
+        self.s = np.zeros(self.dim)
+        self.S = np.zeros((self.dim, self.dim), order="F")
+
+    def update(self, X: np.ndarray) -> None:
+        from scipy.linalg.blas import dsyrk
+
+        X = np.asarray(X, dtype=np.float64).reshape(-1, self.dim)
+        if X.shape[0] == 0:
+            return
+        if self.shift is None:
+            self.shift = X.mean(0)
+        Y = X - self.shift
+        self.s += Y.sum(0)
+        # S += Y^T Y (upper triangle), in place
+        out = dsyrk(1.0, Y, beta=1.0, c=self.S, trans=1, lower=0, overwrite_c=1)
+        if out is not self.S:  # pragma: no cover - BLAS made a copy
+            self.S = out
+        self.n += X.shape[0]
+
+    def result(self, k: int):
+        """(components (k, D), explained variance (k,), ratios (k,), mean (D,))."""
+        from scipy.linalg.blas import dsyr
+
+        if self.n < 2:
+            raise ValueError("PCA needs at least 2 samples")
+        mean_shifted = self.s / self.n
+        C = dsyr(-float(self.n), mean_shifted, a=self.S, lower=0, overwrite_a=1)  # upper triangle
+        C /= self.n - 1
+        self.S = None  # C now owns the memory; the accumulator is spent
+        total = float(np.trace(C))
+        lam, vec = np.linalg.eigh(C, UPLO="U")
+        del C
+        order = np.argsort(lam)[::-1][:k]
+        lam = np.clip(lam[order], 0, None)
+        comps = vec[:, order].T.copy()
+        del vec
+        ratio = lam / total if total > 0 else np.zeros_like(lam)
+        return comps, lam, ratio, self.shift + mean_shifted
+
+    @staticmethod
+    def bytes_needed(dim: int) -> int:
+        return 8 * dim * dim + 3 * 8 * dim
+
+    @staticmethod
+    def work_bytes(dim: int, batch: int) -> int:
+        """An update's float64 copies of the batch; the eigendecomposition's copy and vectors."""
+        return max(2 * 8 * dim * batch, 2 * 8 * dim * dim)
+
+
+class GramAccumulator:
+    """Exact PCA that keeps the rows (float32) and takes one thin SVD at the end.
+
+    Costs N x D x 4 bytes, so it is only chosen while all samples' h fit in the budget
+    with room to spare and N <= D (then it is much cheaper than a D x D covariance).
+    """
+
+    solver = "gram"
+
+    def __init__(self, dim: int):
+        self.dim = int(dim)
+        self.rows: List[np.ndarray] = []
+        self.n = 0
+
+    def update(self, X: np.ndarray) -> None:
+        X = np.asarray(X, dtype=np.float32).reshape(-1, self.dim)
+        self.rows.append(X.copy())
+        self.n += X.shape[0]
+
+    def result(self, k: int):
+        if self.n < 2:
+            raise ValueError("PCA needs at least 2 samples")
+        X = np.concatenate(self.rows, dtype=np.float64)
+        self.rows = []
+        mean = X.mean(0)
+        X -= mean
+        total = float(np.einsum("ij,ij->", X, X)) / (self.n - 1)
+        _, S, Vt = np.linalg.svd(X, full_matrices=False)
+        del X
+        k = min(k, Vt.shape[0])
+        ev = S[:k] ** 2 / (self.n - 1)
+        comps = Vt[:k].copy()
+        del Vt
+        ratio = ev / total if total > 0 else np.zeros_like(ev)
+        return comps, ev, ratio, mean
+
+    @staticmethod
+    def bytes_needed(dim: int, n: int) -> int:
+        return 4 * dim * n
+
+    @staticmethod
+    def work_bytes(dim: int, n: int) -> int:
+        """The float64 copy, the SVD's factor and LAPACK's work arrays."""
+        return 8 * dim * n * 3 + 8 * (6 * n * n + 4 * n)
+
+
+class IncrementalAccumulator:
+    """scikit-learn ``IncrementalPCA`` fed from a float32 buffer of >= ``flush_rows`` rows."""
+
+    solver = "incremental"
+
+    def __init__(self, dim: int, kept: int, flush_rows: int):
+        from sklearn.decomposition import IncrementalPCA
+
+        self.dim = int(dim)
+        self.kept = int(kept)
+        self.flush_rows = max(int(flush_rows), self.kept)
+        self.ipca = IncrementalPCA(n_components=self.kept, copy=False)
+        self.buf: List[np.ndarray] = []
+        self.nbuf = 0
+        self.n = 0
+
+    def update(self, X: np.ndarray) -> None:
+        X = np.asarray(X, dtype=np.float32).reshape(-1, self.dim)
+        self.buf.append(X.copy())
+        self.nbuf += X.shape[0]
+        self.n += X.shape[0]
+        if self.nbuf >= self.flush_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.buf:
+            return
+        X = np.concatenate(self.buf, dtype=np.float64)
+        self.buf, self.nbuf = [], 0
+        self.ipca.partial_fit(X)
+        del X
+        # sklearn keeps components_ as a view of the whole SVD factor: keep only the rows
+        self.ipca.components_ = np.ascontiguousarray(self.ipca.components_).copy()
+
+    def result(self, k: int):
+        if self.n < 2:
+            raise ValueError("PCA needs at least 2 samples")
+        if not hasattr(self.ipca, "components_") or self.ipca.components_ is None:
+            if self.nbuf < self.kept:  # fewer samples than kept components: shrink
+                from sklearn.decomposition import IncrementalPCA
+
+                self.ipca = IncrementalPCA(n_components=min(self.nbuf, self.dim), copy=False)
+        self._flush()
+        p = self.ipca
+        k = min(k, p.components_.shape[0])
+        return (p.components_[:k].copy(), p.explained_variance_[:k].copy(),
+                p.explained_variance_ratio_[:k].copy(), p.mean_.copy())
+
+    @staticmethod
+    def bytes_needed(dim: int, kept: int, flush_rows: int, batch: int) -> int:
+        """Persistent state: components, mean, variance (float64), the float32 buffer."""
+        return 8 * dim * (kept + 4) + 4 * dim * (max(kept, flush_rows) + batch)
+
+    @staticmethod
+    def work_bytes(dim: int, kept: int, flush_rows: int, batch: int) -> int:
+        """Transient memory of one ``partial_fit``: the float64 batch, the stacked matrix
+        and its SVD factors (a few copies), LAPACK's work arrays."""
+        rows = max(kept, flush_rows) + batch
+        r = rows + kept + 1
+        return 8 * dim * (2 * rows + 3 * r) + 8 * (8 * r * r + 4 * r)
+
+
+# ---------------------------------------------------------------------------- plan
+
+@dataclass
+class PCAPlan:
+    mode: str
+    solver: str
+    dim: int  # features per basis (D, or T*D for global)
+    bases: int  # T for per-step, 1 for global
+    kept: int  # components kept by the incremental solver (k for covariance)
+    flush_rows: int
+    batch: int
+    est_bytes: int  # accumulators + one decomposition + one sampling batch
+    budget_bytes: int
+
+    def describe(self) -> str:
+        extra = f", keeping {self.kept} components" if self.solver == "incremental" else ""
+        return (f"{self.mode} PCA, {self.solver} solver{extra}, ~{self.est_bytes / 2**20:.1f} MiB "
+                f"of a {self.budget_bytes / 2**20:.0f} MiB budget")
+
+
+def batch_bytes(batch: int, steps: int, dim: int, x_dim: int) -> int:
+    """One sampling batch: h of every step, the noise (x_T and z_t) and x_0 (float32)."""
+    return 4 * batch * (steps * dim + (steps + 2) * x_dim)
+
+
+def plan_pca(dim: int, steps: int, k: int, n_samples: int, batch: int, memory_mb: float,
+             mode: str = "per-step", solver: str = "auto", x_dim: int = 0) -> PCAPlan:
+    """Choose the accumulator that fits ``memory_mb`` (see the module docstring)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown PCA mode '{mode}' (use {' or '.join(MODES)})")
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown PCA solver '{solver}' (use {', '.join(SOLVERS)})")
+    if not memory_mb > 0:
+        raise ValueError("the memory budget must be > 0 MB")
+    budget = int(memory_mb * 2**20)
+    feats = dim if mode == "per-step" else steps * dim
+    bases = steps if mode == "per-step" else 1
+    if k < 1:
+        raise ValueError("the number of components must be at least 1")
+    if k > min(feats, n_samples):
+        raise ValueError(f"cannot find {k} components from {n_samples} samples of dimension {feats}")
+    bb = batch_bytes(batch, steps, dim, x_dim)
+    gram = bases * GramAccumulator.bytes_needed(feats, n_samples) + GramAccumulator.work_bytes(
+        feats, n_samples) + bb
+    cov = (bases * CovarianceAccumulator.bytes_needed(feats)
+           + CovarianceAccumulator.work_bytes(feats, batch) + bb)
+    if solver == "gram" or (solver == "auto" and gram <= budget and n_samples <= feats):
+        return PCAPlan(mode, "gram", feats, bases, k, batch, batch, gram, budget)
+    if solver == "covariance" or (solver == "auto" and cov <= budget):
+        return PCAPlan(mode, "covariance", feats, bases, k, batch, batch, cov, budget)
+
+    def inc_bytes(m):
+        return (bases * IncrementalAccumulator.bytes_needed(feats, m, m, batch)
+                + IncrementalAccumulator.work_bytes(feats, m, m, batch) + bb)
+
+    hi = max(k, min(MAX_KEPT, feats, n_samples))
+    m = hi
+    if solver == "auto":
+        while m > k and inc_bytes(m) > budget:
+            m -= 1
+        if inc_bytes(m) > budget:
+            raise ValueError(
+                f"PCA of {k} components does not fit in {memory_mb:g} MB (it needs about "
+                f"{math.ceil(inc_bytes(k) / 2**20)} MB with the incremental solver); raise "
+                f"--memory-mb, or lower --batch or --components")
+    return PCAPlan(mode, "incremental", feats, bases, m, m, batch, inc_bytes(m), budget)
+
+
+# -------------------------------------------------------------------------- driver
+
+@dataclass
+class PCAResult:
+    directions: DirectionSet
+    explained_variance: np.ndarray  # (K, T) or (K, 1): variance along each component
+    explained_variance_ratio: np.ndarray  # (K, T) or (K, 1)
+    plan: PCAPlan
+    n_samples: int
+    seconds: float
+    mean: Optional[np.ndarray] = None  # (T, D) mean h, when asked for
+    notes: List[str] = field(default_factory=list)
+
+
+def align_component_signs(comps: np.ndarray) -> np.ndarray:
+    """(T, K, D) per-step components, flipped so each points the way of the previous
+    steps' sum; at the first step the largest-magnitude entry is positive."""
+    out = comps.copy()
+    T, K = out.shape[:2]
+    for j in range(K):
+        v0 = out[0, j]
+        if v0[np.argmax(np.abs(v0))] < 0:
+            out[0, j] = -v0
+        ref = out[0, j].copy()
+        for t in range(1, T):
+            if float(np.dot(out[t, j], ref)) < 0:
+                out[t, j] = -out[t, j]
+            ref += out[t, j]
+    return out
+
+
+def _seed_list(seeds, n_samples, seed_start):
+    if seeds is not None:
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            raise ValueError("no seeds given")
+        return seeds, {"list": seeds} if len(seeds) <= 64 else {"count": len(seeds), "first": seeds[:8]}
+    if int(n_samples) < 2:
+        raise ValueError("PCA needs at least 2 samples")
+    seeds = list(range(int(seed_start), int(seed_start) + int(n_samples)))
+    return seeds, {"start": int(seed_start), "count": int(n_samples)}
+
+
+def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int = 8,
+                   mode: str = "per-step", steps: int = 10, eta: EtaLike = 1.0,
+                   h_space: str = "after", batch: int = 16, memory_mb: float = 1024,
+                   solver: str = "auto", seeds: Optional[Sequence[int]] = None,
+                   seed_start: int = 0, keep_mean: bool = False,
+                   progress: Optional[ProgressFn] = None,
+                   cancel: Optional[CancelToken] = None) -> PCAResult:
+    """Principal components of h over ``n_samples`` samples (seeds ``seed_start ...``).
+
+    Returns a :class:`PCAResult` whose ``directions`` hold ``components`` directions on
+    the ``steps`` timesteps. ``seeds`` overrides ``n_samples``/``seed_start``.
+    """
+    t0 = time.perf_counter()
+    seeds, seed_rec = _seed_list(seeds, n_samples, seed_start)
+    N = len(seeds)
+    batch = max(1, int(batch))
+    timesteps = timesteps_for(model, steps)
+    etas_tensor(eta, steps)  # validate early
+    hs = h_shape(model.unet, h_space, model.sample_shape)
+    D = int(np.prod(hs))
+    x_dim = int(np.prod(model.sample_shape))
+    plan = plan_pca(D, steps, components, N, min(batch, N), memory_mb, mode, solver, x_dim)
+    if plan.solver == "gram":
+        accs = [GramAccumulator(plan.dim) for _ in range(plan.bases)]
+    elif plan.solver == "covariance":
+        accs = [CovarianceAccumulator(plan.dim) for _ in range(plan.bases)]
+    else:
+        accs = [IncrementalAccumulator(plan.dim, plan.kept, plan.flush_rows) for _ in range(plan.bases)]
+    prog = Progress(N * steps, progress, cancel, f"PCA: sampling {N} images")
+    for b in range(0, N, batch):
+        chunk = seeds[b:b + batch]
+        trajs = sample(model, chunk, steps=steps, eta=eta, h_space=h_space, batch_size=len(chunk),
+                       keep_chain=False, progress=lambda d, t, m: prog.step(len(chunk)), cancel=cancel)
+        H = torch.stack([tr.hs for tr in trajs]).reshape(len(chunk), steps, D)
+        del trajs
+        if plan.mode == "per-step":
+            for t in range(steps):
+                accs[t].update(H[:, t].numpy())
+        else:
+            accs[0].update(H.reshape(len(chunk), steps * D).numpy())
+        del H
+    if cancel is not None:
+        cancel.check()
+    k = components
+    if plan.mode == "per-step":
+        res = [a.result(k) for a in accs]
+        k = min(r[0].shape[0] for r in res)
+        comps = np.stack([r[0][:k] for r in res])  # (T, K, D)
+        ev = np.stack([r[1][:k] for r in res], 1)  # (K, T)
+        ratio = np.stack([r[2][:k] for r in res], 1)
+        comps = align_component_signs(comps)
+        delta = comps * np.sqrt(np.clip(ev.T, 0, None))[:, :, None]  # (T, K, D)
+        delta = torch.from_numpy(delta).float().permute(1, 0, 2).reshape(k, steps, *hs)
+        values = ratio.tolist()
+        mean = np.stack([r[3] for r in res]) if keep_mean else None
+        labels = [f"PC {j}" for j in range(k)]
+    else:
+        c, ev1, r1, mu = accs[0].result(k)
+        k = c.shape[0]
+        c = align_component_signs(c[None])[0]
+        delta = torch.from_numpy(c * np.sqrt(np.clip(ev1, 0, None))[:, None]).float()
+        delta = delta.reshape(k, steps, *hs)
+        ev = ev1[:, None]
+        ratio = r1[:, None]
+        values = [[float(v)] * steps for v in r1]
+        mean = mu.reshape(steps, D) if keep_mean else None
+        labels = [f"PC {j} (global)" for j in range(k)]
+    params = {
+        "method": "pca", "mode": plan.mode, "components": int(k), "samples": N, "seeds": seed_rec,
+        "steps": int(steps), "eta": eta if isinstance(eta, (int, float)) else [float(e) for e in eta],
+        "h_space": h_space, "batch": batch, "memory_mb": float(memory_mb), "solver": plan.solver,
+        "kept_components": plan.kept, "units": "sigma",
+    }
+    ds = DirectionSet(delta_h=delta, timesteps=timesteps.clone().long(), fingerprint=model.fingerprint,
+                      h_space=h_space, method="pca", labels=labels, values=values, params=params)
+    return PCAResult(directions=ds, explained_variance=ev, explained_variance_ratio=ratio, plan=plan,
+                     n_samples=N, seconds=time.perf_counter() - t0, mean=mean)

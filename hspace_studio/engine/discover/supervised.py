@@ -1,0 +1,397 @@
+"""Supervised directions: mean h of examples with an attribute minus mean h of examples without.
+
+Two sources of examples:
+
+- **generated samples ranked by a classifier**: an :class:`AnnotationIndex` holds, for N
+  seeds, the classifier's scores of the sampled images and the recipe that made them
+  (model fingerprint, steps, eta, h-space point, classifier identity) — not the h
+  tensors. It is built in batches, saved atomically after every batch, and resumes
+  from the seeds already done when run again with the same recipe; one index serves
+  every attribute of its classifier. The direction of an attribute is the mean h (all
+  steps) of the K top-scored samples minus that of the K bottom-scored ones, their h
+  recomputed by sampling their seeds again;
+- **labelled real images**: two sets of images (with / without the attribute) are
+  inverted and the mean h of their trajectories differenced.
+
+Direction values (DESIGN.md): ``delta_h`` is the raw mean difference (scale 1 moves
+from the negative mean to the positive mean); ``values`` the classifier's score gap
+between the positive and negative sets, repeated over T.
+
+``against`` projects other attributes' directions (from the same index) out of each
+direction (:func:`~..directions.disentangle`, on the whole vector over all steps).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from ...core.atomic import write_text
+from ...core.errors import FileFormatError, ModelMismatchError
+from ...core.progress import CancelToken, Progress, ProgressFn
+from ..annotate import AttributeClassifier
+from ..directions import DirectionSet, disentangle
+from ..model import DiffusionModel
+from ..sampler import EtaLike, etas_tensor, sample, timesteps_for
+
+INDEX_KIND = "hspace-annotation-index"
+INDEX_FORMAT = 1
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+# ------------------------------------------------------------------------- the index
+
+def _eta_json(eta):
+    if isinstance(eta, (int, float)):
+        return float(eta)
+    return [float(e) for e in (eta.tolist() if torch.is_tensor(eta) else eta)]
+
+
+def index_recipe(model: DiffusionModel, classifier: AttributeClassifier, steps: int, eta: EtaLike,
+                 h_space: str) -> dict:
+    return {"fingerprint": model.fingerprint, "steps": int(steps), "eta": _eta_json(eta),
+            "h_space": h_space, "classifier": classifier.identity}
+
+
+def recipe_key(recipe: dict) -> str:
+    """A short hash of a recipe (used for default index file names)."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class AnnotationIndex:
+    recipe: dict
+    seeds: List[int] = field(default_factory=list)
+    scores: List[List[float]] = field(default_factory=list)  # (N, A)
+    path: Optional[str] = None
+
+    @property
+    def attributes(self) -> List[str]:
+        return list(self.recipe["classifier"]["attributes"])
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def scores_tensor(self) -> torch.Tensor:
+        return torch.tensor(self.scores, dtype=torch.float32).reshape(len(self.seeds), len(self.attributes))
+
+    def attribute_index(self, attribute: str) -> int:
+        attrs = self.attributes
+        if attribute in attrs:
+            return attrs.index(attribute)
+        low = [a.lower() for a in attrs]
+        if attribute.lower() in low:
+            return low.index(attribute.lower())
+        raise ValueError(f"unknown attribute '{attribute}' (the classifier has: {', '.join(attrs)})")
+
+    def subset(self, seeds: Sequence[int]) -> "AnnotationIndex":
+        pos = {s: i for i, s in enumerate(self.seeds)}
+        missing = [s for s in seeds if s not in pos]
+        if missing:
+            raise ValueError(f"the index lacks {len(missing)} of the requested seeds (e.g. {missing[0]})")
+        return AnnotationIndex(self.recipe, [int(s) for s in seeds],
+                               [self.scores[pos[s]] for s in seeds], self.path)
+
+    # -- files ----------------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps({"kind": INDEX_KIND, "format": INDEX_FORMAT, "recipe": self.recipe,
+                           "seeds": self.seeds, "scores": self.scores}) + "\n"
+
+    def save(self, path=None) -> None:
+        path = path or self.path
+        write_text(path, self.to_json())
+        self.path = str(path)
+
+    @classmethod
+    def load(cls, path) -> "AnnotationIndex":
+        p = Path(path)
+        if not p.is_file():
+            raise FileFormatError(f"index file not found: {p}")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise FileFormatError(f"{p} is not a readable index file (bad JSON)") from e
+        if not isinstance(data, dict) or data.get("kind") != INDEX_KIND:
+            raise FileFormatError(f"{p} is not an annotation index file")
+        if data.get("format") != INDEX_FORMAT:
+            raise FileFormatError(f"{p}: unsupported index format {data.get('format')!r}")
+        recipe, seeds, scores = data.get("recipe"), data.get("seeds"), data.get("scores")
+        try:
+            n_attr = len(recipe["classifier"]["attributes"])
+            ok = (isinstance(seeds, list) and isinstance(scores, list) and len(seeds) == len(scores)
+                  and all(isinstance(s, int) for s in seeds)
+                  and all(isinstance(r, list) and len(r) == n_attr for r in scores)
+                  and len(set(seeds)) == len(seeds))
+            for key in ("fingerprint", "steps", "eta", "h_space"):
+                recipe[key]
+        except (TypeError, KeyError):
+            ok = False
+        if not ok:
+            raise FileFormatError(f"{p}: index file is damaged (inconsistent recipe, seeds or scores)")
+        return cls(recipe, seeds, [[float(v) for v in r] for r in scores], str(p))
+
+
+def build_index(model: DiffusionModel, classifier: AttributeClassifier, n_samples: int,
+                path=None, steps: int = 10, eta: EtaLike = 1.0, h_space: str = "after",
+                batch: int = 16, seed_start: int = 0, seeds: Optional[Sequence[int]] = None,
+                progress: Optional[ProgressFn] = None,
+                cancel: Optional[CancelToken] = None) -> AnnotationIndex:
+    """Annotate the samples of seeds ``seed_start .. seed_start + n_samples - 1``.
+
+    With ``path``, an existing index there is resumed (it must have the same recipe)
+    and the index is saved atomically after every batch, so an interruption loses at
+    most one batch. Returns the whole index (it may hold more seeds than asked for;
+    use :meth:`AnnotationIndex.subset`).
+    """
+    if seeds is None:
+        if int(n_samples) < 1:
+            raise ValueError("the index needs at least one sample")
+        seeds = list(range(int(seed_start), int(seed_start) + int(n_samples)))
+    seeds = [int(s) for s in seeds]
+    timesteps_for(model, steps)
+    etas_tensor(eta, steps)
+    recipe = index_recipe(model, classifier, steps, eta, h_space)
+    index = AnnotationIndex(recipe, path=str(path) if path is not None else None)
+    if path is not None and Path(path).exists():
+        old = AnnotationIndex.load(path)
+        if old.recipe != recipe:
+            diff = [k for k in recipe if old.recipe.get(k) != recipe[k]]
+            raise ModelMismatchError(f"index {path} was built with another {', '.join(diff)}; "
+                                     f"pass another --index file")
+        index = old
+    done = set(index.seeds)
+    todo = [s for s in seeds if s not in done]
+    batch = max(1, int(batch))
+    prog = Progress(len(todo) * steps, progress, cancel, f"annotating {len(todo)} sample(s)")
+    for b in range(0, len(todo), batch):
+        chunk = todo[b:b + batch]
+        trajs = sample(model, chunk, steps=steps, eta=eta, h_space=h_space, batch_size=len(chunk),
+                       keep_chain=False, progress=lambda d, t, m: prog.step(len(chunk)), cancel=cancel)
+        x0 = torch.stack([tr.x_0 for tr in trajs])
+        del trajs
+        imgs = model.to_pixels(x0).cpu()
+        sc = classifier.scores(imgs)
+        if cancel is not None:
+            cancel.check()
+        index.seeds.extend(chunk)
+        index.scores.extend([[float(v) for v in row] for row in sc.tolist()])
+        if path is not None:
+            index.save(path)
+    if path is not None and not Path(path).exists():
+        index.save(path)
+    return index
+
+
+# --------------------------------------------------------------- directions from h
+
+def _weighted_h(model: DiffusionModel, seeds: Sequence[int], weights: torch.Tensor, steps: int,
+                eta, h_space: str, batch: int, prog: Progress, cancel) -> torch.Tensor:
+    """sum_s weights[:, s] * h(seed s) over all steps: (A, T, C, H, W) float64."""
+    out = None
+    for b in range(0, len(seeds), batch):
+        chunk = list(seeds[b:b + batch])
+        trajs = sample(model, chunk, steps=steps, eta=eta, h_space=h_space, batch_size=len(chunk),
+                       keep_chain=False, progress=lambda d, t, m: prog.step(len(chunk)), cancel=cancel)
+        H = torch.stack([tr.hs for tr in trajs]).double()  # (B, T, C, H, W)
+        del trajs
+        part = torch.einsum("ab,b...->a...", weights[:, b:b + len(chunk)], H)
+        out = part if out is None else out + part
+    return out
+
+
+@dataclass
+class Examples:
+    attribute: str
+    positive: List[int]  # seeds, best first
+    negative: List[int]  # seeds, lowest first
+    gap: float  # mean score of positives - mean score of negatives
+
+
+def select_examples(index: AnnotationIndex, attribute: str, examples: int) -> Examples:
+    """The ``examples`` top- and bottom-scored seeds of ``attribute`` (ties: lower seed first)."""
+    a = index.attribute_index(attribute)
+    n = len(index)
+    k = int(examples)
+    if k < 1:
+        raise ValueError("--examples must be at least 1")
+    if 2 * k > n:
+        raise ValueError(f"{k} positive and {k} negative examples need at least {2 * k} samples "
+                         f"in the index (it has {n}); raise --index-size or lower --examples")
+    sc = np.array([r[a] for r in index.scores], dtype=np.float64)
+    seeds = np.array(index.seeds)
+    order = np.lexsort((seeds, -sc))  # by score descending, then seed
+    pos = order[:k]
+    order_neg = np.lexsort((seeds, sc))
+    neg = order_neg[:k]
+    gap = float(sc[pos].mean() - sc[neg].mean())
+    return Examples(index.attributes[a], [int(s) for s in seeds[pos]], [int(s) for s in seeds[neg]], gap)
+
+
+@dataclass
+class SupervisedResult:
+    directions: DirectionSet
+    examples: List[Examples]
+    seconds: float
+
+
+def supervised_directions(model: DiffusionModel, index: AnnotationIndex,
+                          attributes: Union[str, Sequence[str]], examples: int = 100,
+                          against: Sequence[str] = (), batch: int = 16,
+                          progress: Optional[ProgressFn] = None,
+                          cancel: Optional[CancelToken] = None) -> SupervisedResult:
+    """One direction per attribute from an index (all of its seeds; see ``subset``).
+
+    Each is mean h of the ``examples`` top-scored samples minus mean h of the bottom
+    ones, over all steps, with the ``against`` attributes' directions projected out.
+    """
+    t0 = time.perf_counter()
+    rec = index.recipe
+    if rec["fingerprint"] != model.fingerprint:
+        raise ModelMismatchError(f"the index was built with model {rec['fingerprint']}, not the "
+                                 f"loaded model {model.fingerprint}")
+    targets = [attributes] if isinstance(attributes, str) else list(attributes)
+    if not targets:
+        raise ValueError("no attribute given")
+    for a in list(targets) + list(against):
+        index.attribute_index(a)
+    names = [index.attributes[index.attribute_index(a)] for a in targets]
+    against_names = [index.attributes[index.attribute_index(a)] for a in against]
+    clash = set(names) & set(against_names)
+    if clash:
+        raise ValueError(f"cannot disentangle {', '.join(sorted(clash))} against itself")
+    allnames = names + [a for a in dict.fromkeys(against_names)]
+    ex = [select_examples(index, a, examples) for a in allnames]
+    union = sorted({s for e in ex for s in e.positive + e.negative})
+    pos = {s: i for i, s in enumerate(union)}
+    w = torch.zeros(len(allnames), len(union), dtype=torch.float64)
+    for j, e in enumerate(ex):
+        for s in e.positive:
+            w[j, pos[s]] += 1.0 / len(e.positive)
+        for s in e.negative:
+            w[j, pos[s]] -= 1.0 / len(e.negative)
+    steps, eta, h_space = int(rec["steps"]), rec["eta"], rec["h_space"]
+    timesteps = timesteps_for(model, steps)
+    prog = Progress(len(union) * steps, progress, cancel,
+                    f"supervised: sampling {len(union)} example(s) again")
+    D = _weighted_h(model, union, w, steps, eta, h_space, max(1, int(batch)), prog, cancel)
+    deltas = []
+    labels = []
+    for j, a in enumerate(names):
+        d = D[j]
+        if against_names:
+            d = disentangle(d, [D[len(names) + i] for i in range(len(against_names))])
+            labels.append(f"{a} ⟂ {', '.join(against_names)}")
+        else:
+            labels.append(a)
+        deltas.append(d.float())
+    per_dir = []
+    for e in ex[:len(names)]:
+        per_dir.append({"attribute": e.attribute, "positive_seeds": e.positive,
+                        "negative_seeds": e.negative, "score_gap": e.gap})
+    params = {
+        "method": "supervised", "source": "classifier-index", "examples": int(examples),
+        "samples": len(index), "seeds": _seed_record(index.seeds), "steps": steps, "eta": eta,
+        "h_space": h_space, "classifier": rec["classifier"], "index": index.path,
+        "against": against_names,
+        "against_examples": [{"attribute": e.attribute, "positive_seeds": e.positive,
+                              "negative_seeds": e.negative, "score_gap": e.gap}
+                             for e in ex[len(names):]],
+        "directions": per_dir,
+    }
+    if len(names) == 1:
+        params.update(attribute=names[0], positive_seeds=ex[0].positive, negative_seeds=ex[0].negative,
+                      score_gap=ex[0].gap)
+    ds = DirectionSet(delta_h=torch.stack(deltas), timesteps=timesteps.clone().long(),
+                      fingerprint=model.fingerprint, h_space=h_space, method="supervised",
+                      labels=labels, values=[[e.gap] * steps for e in ex[:len(names)]], params=params)
+    return SupervisedResult(ds, ex, time.perf_counter() - t0)
+
+
+def _seed_record(seeds: Sequence[int]) -> dict:
+    seeds = [int(s) for s in seeds]
+    if seeds and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return {"start": seeds[0], "count": len(seeds)}
+    return {"list": seeds}
+
+
+# ----------------------------------------------------------- from labelled images
+
+def list_images(source) -> List[Path]:
+    """Image files in a folder (sorted), or the given list of files."""
+    if isinstance(source, (list, tuple)):
+        paths = [Path(p) for p in source]
+    else:
+        folder = Path(source)
+        if not folder.exists():
+            raise FileFormatError(f"folder not found: {folder}")
+        if not folder.is_dir():
+            raise FileFormatError(f"{folder} is not a folder of images")
+        paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise FileFormatError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return paths
+
+
+def supervised_from_images(model: DiffusionModel, positive, negative, steps: int = 10,
+                           eta: EtaLike = 1.0, h_space: str = "after", attribute: str = "attribute",
+                           classifier: Optional[AttributeClassifier] = None, inversion_seed: int = 0,
+                           progress: Optional[ProgressFn] = None,
+                           cancel: Optional[CancelToken] = None) -> SupervisedResult:
+    """Mean h of the inverted ``positive`` images minus that of the ``negative`` ones.
+
+    ``positive``/``negative`` are folders or lists of image files. With a classifier
+    that knows ``attribute``, ``values`` hold its score gap between the two sets;
+    otherwise ``values`` is None.
+    """
+    from ..images import load_image
+    from ..inversion import invert
+
+    t0 = time.perf_counter()
+    pos, neg = list_images(positive), list_images(negative)
+    timesteps = timesteps_for(model, steps)
+    per_image = 2 * steps if isinstance(eta, (int, float)) and float(eta) == 0 else steps
+    prog = Progress((len(pos) + len(neg)) * per_image, progress, cancel, "inverting examples")
+    sums: Dict[str, torch.Tensor] = {}
+    imgs: Dict[str, list] = {"positive": [], "negative": []}
+    notes = []
+    for name, paths in (("positive", pos), ("negative", neg)):
+        acc = None
+        for p in paths:
+            img, note = load_image(p, model.image_size)
+            if note:
+                notes.append(f"{p.name}: {note}")
+            inv = invert(model, img, steps=steps, eta=eta, h_space=h_space, seed=inversion_seed,
+                         progress=lambda d, t, m: prog.step(), cancel=cancel,
+                         origin={"image": str(p)})
+            hs = inv.trajectory.hs.double()
+            acc = hs if acc is None else acc + hs
+            imgs[name].append(img)
+        sums[name] = acc / len(paths)
+    delta = (sums["positive"] - sums["negative"]).float()
+    values = None
+    gap = None
+    if classifier is not None:
+        a = classifier.index_of(attribute)
+        sp = classifier.scores(torch.stack(imgs["positive"]))[:, a].mean().item()
+        sn = classifier.scores(torch.stack(imgs["negative"]))[:, a].mean().item()
+        gap = sp - sn
+        values = [[gap] * steps]
+    params = {
+        "method": "supervised", "source": "labelled-images", "attribute": attribute,
+        "positive": [str(p) for p in pos], "negative": [str(p) for p in neg],
+        "steps": int(steps), "eta": _eta_json(eta), "h_space": h_space,
+        "inversion_seed": int(inversion_seed),
+        "classifier": classifier.identity if classifier is not None else None, "score_gap": gap,
+    }
+    if notes:
+        params["notes"] = notes[:20]
+    ds = DirectionSet(delta_h=delta[None], timesteps=timesteps.clone().long(),
+                      fingerprint=model.fingerprint, h_space=h_space, method="supervised",
+                      labels=[attribute], values=values, params=params)
+    return SupervisedResult(ds, [], time.perf_counter() - t0)
