@@ -11,7 +11,8 @@ from hspace_studio.core.errors import Cancelled
 from hspace_studio.core.progress import CancelToken
 from hspace_studio.engine import load_model, sample
 from hspace_studio.engine.directions import DirectionSet
-from hspace_studio.engine.discover.pca import (CovarianceAccumulator, IncrementalAccumulator,
+from hspace_studio.engine.discover.pca import (CovarianceAccumulator, GramAccumulator,
+                                               IncrementalAccumulator,
                                                align_component_signs, pca_directions, plan_pca)
 from tests.tiny_models import tiny_unet
 
@@ -153,16 +154,18 @@ def test_plan_choice_and_errors():
         plan_pca(512, 3, 4, 100, 16, 64, mode="sideways")
 
 
-def test_accumulators_against_numpy():
+def test_accumulators_against_numpy(monkeypatch):
+    monkeypatch.setattr(GramAccumulator, "CHUNK_BYTES", 8 * 300 * 7)  # 7 columns per chunk
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 20)) @ np.diag(np.linspace(5, 0.1, 20)) + 100.0  # large offset
     cov = CovarianceAccumulator(20)
     inc = IncrementalAccumulator(20, 20, 25)
+    gram = GramAccumulator(20)
     for b in range(0, 300, 37):
-        cov.update(X[b:b + 37])
-        inc.update(X[b:b + 37])
+        for acc in (cov, inc, gram):
+            acc.update(X[b:b + 37])
     p = PCA(5, svd_solver="full").fit(X)
-    for acc, tol in ((cov, 1e-10), (inc, 1e-5)):  # the incremental buffer is float32
+    for acc, tol in ((cov, 1e-10), (inc, 1e-5), (gram, 1e-5)):  # the rows are kept in float32
         comps, ev, ratio, mean = acc.result(5)
         assert subspace_angles(p.components_.T, comps.T).max() < tol
         assert np.allclose(ev, p.explained_variance_, rtol=tol)

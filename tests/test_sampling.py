@@ -113,6 +113,9 @@ def test_progress_and_cancel(tiny_model):
     calls = []
     sample(tiny_model, [1, 2], steps=4, batch_size=1, progress=lambda d, n, m: calls.append((d, n)))
     assert calls[-1] == (8, 8) and len(calls) == 8
+    calls.clear()
+    sample(tiny_model, [1, 2, 3], steps=4, batch_size=2, progress=lambda d, n, m: calls.append((d, n)))
+    assert calls[-1] == (8, 8)  # two batches of 4 steps: the bar ends full
     token = CancelToken()
     seen = []
 

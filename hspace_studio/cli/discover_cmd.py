@@ -322,7 +322,8 @@ def add_parser(sub):
     p.add_argument("--index", help="index file (JSON; resumed if it exists; default: "
                                    "hspace-index-<recipe>.json next to --out)")
     p.add_argument("--classifier", help="classifier folder or TorchScript file "
-                                        "(default: the shipped toy-face classifier)")
+                                        "(default: the shipped toy-face classifier; a TorchScript "
+                                        "file is code that runs: use only files you trust)")
     p.add_argument("--attributes", help="JSON list of the TorchScript classifier's output names")
     p.add_argument("--positive", help="folder of images with the attribute (inverted)")
     p.add_argument("--negative", help="folder of images without the attribute (inverted)")
@@ -370,7 +371,8 @@ def add_parser(sub):
     p.add_argument("--min-change", dest="min_change", type=_float, default=0.02,
                    help="smallest score change that names a direction (default 0.02)")
     p.add_argument("--classifier", help="classifier folder or TorchScript file "
-                                        "(default: the shipped toy-face classifier)")
+                                        "(default: the shipped toy-face classifier; a TorchScript "
+                                        "file is code that runs: use only files you trust)")
     p.add_argument("--attributes", help="JSON list of the TorchScript classifier's output names")
     p.add_argument("--batch", type=_positive_int, default=16, help="edits per batch (default 16)")
     p.add_argument("--out", help="write the directions with the suggested labels here")

@@ -10,6 +10,11 @@ its input size) and returns scores (N, A), one column per attribute, larger mean
 - :class:`TorchScriptClassifier`: any classifier saved with ``torch.jit.save``, plus a
   JSON file naming its outputs: a list of names, or an object
   ``{"attributes": [...], "input_size": [H, W], "activation": "sigmoid" | "none"}``.
+  **A TorchScript file is code**: loading it with ``torch.jit.load`` and running it
+  executes what its author wrote, so it must come from someone you trust (as any program
+  does). This is by design (a user's own classifier); nothing else the project loads is
+  executable: model weights, directions, trajectories and sessions are safetensors and
+  JSON, never pickles (every ``torch.load`` passes ``weights_only=True``).
 - :class:`CallableClassifier`: wraps a Python function (for tests and scripts).
 
 :func:`load_classifier` picks the kind from what it is given.
@@ -17,7 +22,6 @@ its input size) and returns scores (N, A), one column per attribute, larger mean
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -33,6 +37,16 @@ ACTIVATIONS = ("sigmoid", "none")
 
 class ClassifierError(HSpaceError):
     """A classifier cannot be loaded or does not produce the scores it promises."""
+
+
+class ClassifierUsageError(ClassifierError, ValueError):
+    """A classifier was asked for in a way that cannot work (e.g. a TorchScript file
+    without its attribute names). Also a ``ValueError``."""
+
+
+MAX_ATTRIBUTES = 4096
+MAX_INPUT_SIDE = 4096
+TRUSTED_CODE_NOTE = "a TorchScript file runs its own code: load only files you trust"
 
 
 def _file_digest(paths: Sequence[Path]) -> str:
@@ -165,35 +179,45 @@ class ToyFaceAttributeClassifier(AttributeClassifier):
 
 def read_attribute_names(path) -> dict:
     """Validate a names JSON file: a list of names, or an object with ``attributes``."""
+    from ..core.jsonfile import read_json
+
     p = Path(path)
-    if not p.is_file():
-        raise FileFormatError(f"attribute names file not found: {p}")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise FileFormatError(f"{p} is not valid JSON ({str(e).splitlines()[0]})") from e
+    if p.exists() and not p.is_file():
+        raise FileFormatError(f"attribute names file {p} is not a file")
+    data = read_json(p, "attribute names file", max_bytes=16 * 1024 * 1024)
     if isinstance(data, list):
         data = {"attributes": data}
     if not isinstance(data, dict) or "attributes" not in data:
         raise FileFormatError(f"{p} must hold a JSON list of attribute names, or an object "
                               f"with an 'attributes' list")
+    if isinstance(data["attributes"], list) and len(data["attributes"]) > MAX_ATTRIBUTES:
+        raise FileFormatError(f"{p}: {len(data['attributes'])} attribute names (at most {MAX_ATTRIBUTES})")
     out = {"attributes": _check_names(data["attributes"], str(p))}
     size = data.get("input_size")
     if size is not None:
-        if isinstance(size, int):
+        if isinstance(size, int) and not isinstance(size, bool):
             size = [size, size]
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-            raise FileFormatError(f"{p}: input_size must be [H, W] (two positive integers)")
+        if not (isinstance(size, list) and len(size) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_INPUT_SIDE
+                        for v in size)):
+            raise FileFormatError(f"{p}: input_size must be [H, W] (two whole numbers from 1 to "
+                                  f"{MAX_INPUT_SIDE})")
         out["input_size"] = tuple(size)
     act = data.get("activation", "sigmoid")
-    if act not in ACTIVATIONS:
-        raise FileFormatError(f"{p}: activation must be one of {', '.join(ACTIVATIONS)}, not {act!r}")
+    if not isinstance(act, str) or act not in ACTIVATIONS:
+        raise FileFormatError(f"{p}: activation must be one of {', '.join(ACTIVATIONS)}, "
+                              f"not {act!r}"[:200])
     out["activation"] = act
     return out
 
 
 class TorchScriptClassifier(AttributeClassifier):
-    """A TorchScript classifier file and a JSON file with its attribute names."""
+    """A TorchScript classifier file and a JSON file with its attribute names.
+
+    The file is loaded with ``torch.jit.load``: it is a program and runs with this
+    process's rights, so it is trusted code by definition (use files you made or trust).
+    Bad files (not TorchScript, truncated, junk) raise :class:`ClassifierError`.
+    """
 
     def __init__(self, path, names_file, device=None, activation: Optional[str] = None,
                  input_size: Optional[Tuple[int, int]] = None):
@@ -205,13 +229,16 @@ class TorchScriptClassifier(AttributeClassifier):
         try:
             self.module = torch.jit.load(str(p), map_location=self.device)
         except Exception as e:  # torch raises RuntimeError/ValueError/zip errors
-            raise ClassifierError(f"{p} is not a TorchScript file (save it with torch.jit.save): "
-                                  f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}") from e
+            first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+            raise ClassifierError(f"{p} is not a TorchScript file (save it with torch.jit.save; "
+                                  f"{TRUSTED_CODE_NOTE}): {first}") from e
+        if not callable(getattr(self.module, "forward", None)):
+            raise ClassifierError(f"{p}: the TorchScript module has no forward method")
         self.module.eval()
         self.attributes = meta["attributes"]
         self.activation = activation or meta["activation"]
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}")
+            raise ClassifierUsageError(f"activation must be one of {', '.join(ACTIVATIONS)}")
         self.input_size = tuple(input_size) if input_size else meta.get("input_size")
         self.name = f"torchscript:{p.name}"
         self.path = p
@@ -237,20 +264,21 @@ def load_classifier(spec=None, attributes=None, device=None) -> AttributeClassif
     ``spec`` None, ``"toyfaces"`` or ``"default"``: the shipped toy-face classifier; a
     folder: a toy-face-style classifier folder (``config.json``, ``attributes.json``,
     ``model.safetensors``); a file: a TorchScript classifier, with ``attributes`` (a
-    JSON file of names) required.
+    JSON file of names) required. A TorchScript file is trusted code (it runs when
+    used); everything else is data. Every problem raises an ``HSpaceError``.
     """
     if spec is None or str(spec) in ("toyfaces", "default"):
         if attributes is not None:
-            raise ValueError("--attributes goes with a TorchScript --classifier file")
+            raise ClassifierUsageError("--attributes goes with a TorchScript --classifier file")
         return ToyFaceAttributeClassifier(device=device)
     p = Path(spec).expanduser()
     if p.is_dir():
         if attributes is not None:
-            raise ValueError("--attributes goes with a TorchScript --classifier file, not a folder")
+            raise ClassifierUsageError("--attributes goes with a TorchScript --classifier file, not a folder")
         return ToyFaceAttributeClassifier(p, device=device)
     if p.is_file():
         if attributes is None:
-            raise ValueError(f"a TorchScript classifier ({p.name}) needs --attributes NAMES.json "
-                             f"listing its outputs")
+            raise ClassifierUsageError(f"a TorchScript classifier ({p.name}) needs --attributes "
+                                       f"NAMES.json listing its outputs")
         return TorchScriptClassifier(p, attributes, device=device)
     raise ClassifierError(f"classifier not found: {spec} (a classifier folder or a TorchScript file)")

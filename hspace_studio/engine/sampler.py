@@ -146,9 +146,12 @@ def sample(model: DiffusionModel, seeds: Sequence[int], steps: int = 10, eta: Et
     timesteps = timesteps_for(model, steps)
     etas = etas_tensor(eta, steps)
     shape = model.sample_shape
-    prog = Progress(len(seeds) * steps, progress, cancel, f"sampling {len(seeds)} image(s)")
+    batch_size = max(1, int(batch_size))
+    n_batches = (len(seeds) + batch_size - 1) // batch_size
+    # one progress step per diffusion step of a batch
+    prog = Progress(n_batches * steps, progress, cancel, f"sampling {len(seeds)} image(s)")
     out: List[Trajectory] = []
-    for b in range(0, len(seeds), max(1, int(batch_size))):
+    for b in range(0, len(seeds), batch_size):
         chunk = seeds[b:b + batch_size]
         noise = [seed_noise(s, shape, steps) for s in chunk]
         x_T = torch.stack([n[0] for n in noise])

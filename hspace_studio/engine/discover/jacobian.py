@@ -87,6 +87,7 @@ def _mask_image_array(mask, size: Tuple[int, int]) -> Tuple[np.ndarray, Optional
     """A float (H, W) array in [0, 1] at the model's image size, the source path, notes."""
     from PIL import Image
 
+    from ...core.errors import ImageError
     from ..images import fit_image, open_image
 
     notes: List[str] = []
@@ -94,16 +95,19 @@ def _mask_image_array(mask, size: Tuple[int, int]) -> Tuple[np.ndarray, Optional
     if isinstance(mask, (str, bytes)) or hasattr(mask, "__fspath__"):
         path = str(mask)
         img = open_image(path)
-        if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-            # a painted overlay: the alpha channel is the mask where it is not all opaque
-            rgba = img.convert("RGBA")
-            alpha = np.asarray(rgba)[..., 3]
-            img = rgba.getchannel("A") if alpha.min() < 255 else rgba.convert("L")
-        elif img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            a = np.asarray(img, dtype=np.float64)
-            img = Image.fromarray((a > (a.max() / 2 if a.max() > 0 else 0)).astype(np.uint8) * 255, "L")
-        else:
-            img = img.convert("L")
+        try:
+            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+                # a painted overlay: the alpha channel is the mask where it is not all opaque
+                rgba = img.convert("RGBA")
+                alpha = np.asarray(rgba)[..., 3]
+                img = rgba.getchannel("A") if alpha.min() < 255 else rgba.convert("L")
+            elif img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                a = np.asarray(img, dtype=np.float64)
+                img = Image.fromarray((a > (a.max() / 2 if a.max() > 0 else 0)).astype(np.uint8) * 255, "L")
+            else:
+                img = img.convert("L")
+        except (ValueError, OSError) as e:  # a mode Pillow cannot convert (e.g. LAB)
+            raise ImageError(f"{path}: cannot use a {img.mode} image as a mask ({e})") from e
         img, n = fit_image(img, size)
         notes += n
         arr = np.asarray(img, dtype=np.float32) / 255.0

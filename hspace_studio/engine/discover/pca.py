@@ -10,9 +10,10 @@ Memory is bounded by a budget (``memory_mb``: the accumulators, their final
 decomposition and one sampling batch; the network's own working memory is not
 counted), never by N. Three accumulators; ``solver="auto"`` takes the first that fits:
 
-- ``gram`` (exact): keeps the rows (N x D float32) and takes one thin SVD at the end
-  (the Gram-matrix route, O(N^2 D)). Only while N <= D and all the rows fit in the
-  budget (few samples; e.g. a quick look or a test);
+- ``gram`` (exact): keeps the rows (N x D float32); at the end the top eigenvectors of
+  the N x N Gram matrix of the centred rows give the components (O(N^2 D)). Only while
+  N <= D and the rows fit in the budget (e.g. up to ~1500 samples of the default model
+  per step within the default 1 GiB);
 - ``covariance`` (exact): sums and sums of outer products in float64, shifted by the
   first batch's mean (no cancellation), updated in place by BLAS ``syrk``, then one
   symmetric eigendecomposition. About ``D^2 * 8`` bytes per basis plus twice that once
@@ -118,13 +119,16 @@ class CovarianceAccumulator:
 
 
 class GramAccumulator:
-    """Exact PCA that keeps the rows (float32) and takes one thin SVD at the end.
+    """Exact PCA through the N x N Gram matrix of the rows, which it keeps (float32).
 
-    Costs N x D x 4 bytes, so it is only chosen while all samples' h fit in the budget
-    with room to spare and N <= D (then it is much cheaper than a D x D covariance).
+    At the end the centred Gram matrix is accumulated in float64 over column chunks, its
+    top eigenvectors give the components (``X^T u / s``), so no float64 copy of the
+    rows is made. Costs N x D x 4 bytes: only chosen while N <= D and the rows fit the
+    budget (then it is far cheaper than a D x D covariance).
     """
 
     solver = "gram"
+    CHUNK_BYTES = 16 * 2**20
 
     def __init__(self, dim: int):
         self.dim = int(dim)
@@ -136,20 +140,38 @@ class GramAccumulator:
         self.rows.append(X.copy())
         self.n += X.shape[0]
 
+    @classmethod
+    def _chunk(cls, n: int) -> int:
+        return max(1, cls.CHUNK_BYTES // (8 * max(1, n)))
+
     def result(self, k: int):
         if self.n < 2:
             raise ValueError("PCA needs at least 2 samples")
-        X = np.concatenate(self.rows, dtype=np.float64)
+        X = np.concatenate(self.rows)  # (N, D) float32
         self.rows = []
-        mean = X.mean(0)
-        X -= mean
-        total = float(np.einsum("ij,ij->", X, X)) / (self.n - 1)
-        _, S, Vt = np.linalg.svd(X, full_matrices=False)
+        n, c = self.n, self._chunk(self.n)
+        mean = np.zeros(self.dim)
+        G = np.zeros((n, n))
+        for j in range(0, self.dim, c):
+            Y = X[:, j:j + c].astype(np.float64)
+            mean[j:j + c] = Y.mean(0)
+            Y -= mean[j:j + c]
+            G += Y @ Y.T
+        del Y
+        total = float(np.trace(G)) / (n - 1)
+        lam, U = np.linalg.eigh(G)
+        del G
+        order = np.argsort(lam)[::-1][:k]
+        lam = np.clip(lam[order], 0, None)
+        U = U[:, order]
+        S = np.sqrt(lam)
+        comps = np.zeros((len(order), self.dim))
+        for j in range(0, self.dim, c):
+            Y = X[:, j:j + c].astype(np.float64) - mean[j:j + c]
+            comps[:, j:j + c] = (U.T @ Y)
         del X
-        k = min(k, Vt.shape[0])
-        ev = S[:k] ** 2 / (self.n - 1)
-        comps = Vt[:k].copy()
-        del Vt
+        comps /= np.where(S > 0, S, 1.0)[:, None]
+        ev = lam / (n - 1)
         ratio = ev / total if total > 0 else np.zeros_like(ev)
         return comps, ev, ratio, mean
 
@@ -157,10 +179,11 @@ class GramAccumulator:
     def bytes_needed(dim: int, n: int) -> int:
         return 4 * dim * n
 
-    @staticmethod
-    def work_bytes(dim: int, n: int) -> int:
-        """The float64 copy, the SVD's factor and LAPACK's work arrays."""
-        return 8 * dim * n * 3 + 8 * (6 * n * n + 4 * n)
+    @classmethod
+    def work_bytes(cls, dim: int, n: int, k: int = 0) -> int:
+        """The concatenated rows, the Gram matrix and its eigenvectors, one float64 chunk
+        (and its product), the components."""
+        return 4 * dim * n + 8 * 3 * n * n + 2 * 8 * n * cls._chunk(n) + 8 * k * dim + 8 * dim
 
 
 class IncrementalAccumulator:
@@ -267,8 +290,8 @@ def plan_pca(dim: int, steps: int, k: int, n_samples: int, batch: int, memory_mb
     if k > min(feats, n_samples):
         raise ValueError(f"cannot find {k} components from {n_samples} samples of dimension {feats}")
     bb = batch_bytes(batch, steps, dim, x_dim)
-    gram = bases * GramAccumulator.bytes_needed(feats, n_samples) + GramAccumulator.work_bytes(
-        feats, n_samples) + bb
+    gram = (bases * GramAccumulator.bytes_needed(feats, n_samples)
+            + GramAccumulator.work_bytes(feats, n_samples, k) + bb)
     cov = (bases * CovarianceAccumulator.bytes_needed(feats)
            + CovarianceAccumulator.work_bytes(feats, batch) + bb)
     if solver == "gram" or (solver == "auto" and gram <= budget and n_samples <= feats):

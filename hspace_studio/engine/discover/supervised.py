@@ -110,27 +110,40 @@ class AnnotationIndex:
 
     @classmethod
     def load(cls, path) -> "AnnotationIndex":
+        """Read an index file; every problem with it raises a ``FileFormatError``."""
+        import math
+
+        from ...core.jsonfile import read_json
+
         p = Path(path)
-        if not p.is_file():
+        if p.exists() and not p.is_file():
+            raise FileFormatError(f"{p} is not an index file (not a file)")
+        if not p.exists():
             raise FileFormatError(f"index file not found: {p}")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise FileFormatError(f"{p} is not a readable index file (bad JSON)") from e
+        data = read_json(p, "index file")  # FileFormatError: too large, not UTF-8, not JSON
         if not isinstance(data, dict) or data.get("kind") != INDEX_KIND:
             raise FileFormatError(f"{p} is not an annotation index file")
         if data.get("format") != INDEX_FORMAT:
-            raise FileFormatError(f"{p}: unsupported index format {data.get('format')!r}")
+            raise FileFormatError(f"{p}: unsupported index format {data.get('format')!r}"[:200])
         recipe, seeds, scores = data.get("recipe"), data.get("seeds"), data.get("scores")
+
+        def number(v) -> bool:
+            return (isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and math.isfinite(float(v)))
+
         try:
-            n_attr = len(recipe["classifier"]["attributes"])
-            ok = (isinstance(seeds, list) and isinstance(scores, list) and len(seeds) == len(scores)
-                  and all(isinstance(s, int) for s in seeds)
-                  and all(isinstance(r, list) and len(r) == n_attr for r in scores)
+            attrs = recipe["classifier"]["attributes"]
+            ok = (isinstance(attrs, list) and len(attrs) > 0 and all(isinstance(a, str) for a in attrs)
+                  and isinstance(seeds, list) and isinstance(scores, list) and len(seeds) == len(scores)
+                  and all(isinstance(s, int) and not isinstance(s, bool) and abs(s) < 2 ** 64
+                          for s in seeds)
+                  and all(isinstance(r, list) and len(r) == len(attrs) and all(number(v) for v in r)
+                          for r in scores)
                   and len(set(seeds)) == len(seeds))
             for key in ("fingerprint", "steps", "eta", "h_space"):
                 recipe[key]
-        except (TypeError, KeyError):
+            ok = ok and isinstance(recipe["fingerprint"], str) and isinstance(recipe["h_space"], str)
+        except (TypeError, KeyError, IndexError, OverflowError):
             ok = False
         if not ok:
             raise FileFormatError(f"{p}: index file is damaged (inconsistent recipe, seeds or scores)")
