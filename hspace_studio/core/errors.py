@@ -13,6 +13,16 @@ class FileFormatError(HSpaceError):
     """A file is missing, unreadable, truncated or not of the expected kind."""
 
 
+class MissingFileError(FileFormatError, FileNotFoundError):
+    """A file or folder is not there. Also a ``FileNotFoundError``, for callers (and older
+    code) that catch the built-in type."""
+
+
+class InvalidFileError(FileFormatError, ValueError):
+    """A file is there but its content is bad (not JSON, wrong shapes, NaN ...). Also a
+    ``ValueError``, for callers that catch the built-in type."""
+
+
 class ModelMismatchError(HSpaceError):
     """A file was made for another model, h-space point or shape."""
 
