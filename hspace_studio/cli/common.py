@@ -123,7 +123,7 @@ def load_source(args, model, bar, token):
     h = args.h_space
     if getattr(args, "trajectory", None):
         traj = Trajectory.load(args.trajectory)
-        traj.check_model(model.fingerprint, h, args.trajectory)
+        traj.check_model(model.fingerprint, h, args.trajectory, sample_shape=model.sample_shape)
         return traj
     if getattr(args, "image", None):
         from ..engine.images import load_image

@@ -180,26 +180,64 @@ def resize_nearest(a: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
     return a[ys][:, xs]
 
 
+MAX_MASK_PIXELS = 100_000_000  # as for images (engine.images.MAX_PIXELS)
+
+
+def _mask_from_image(img) -> np.ndarray:
+    """Boolean (H, W) from a PIL image of any mode: alpha where the image has
+    transparency that is not all opaque, else luminance; inside at half of full scale."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        if mode.startswith("I;16"):
+            full = 65535.0
+        elif mode == "F" and a.size and float(a.max()) <= 1.0:
+            full = 1.0  # float masks in [0, 1]
+        else:
+            full = 65535.0 if a.size and float(a.max()) > 255 else 255.0
+        return a >= full / 2
+    if mode in ("LAB", "HSV"):  # Pillow cannot convert these to L: use lightness / value
+        return np.asarray(img.getchannel(0 if mode == "LAB" else 2)) >= 128
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        a = np.asarray(img.convert("RGBA"))[..., 3]
+        if a.size and a.min() < 255:
+            return a >= 128
+    return np.asarray(img.convert("L")) >= 128
+
+
 def read_mask_png(path, shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    """Read a mask image (PNG or any format Pillow reads) as a boolean array.
+
+    Every problem (missing, not a file, not an image, truncated, too large, an odd mode)
+    raises :class:`~.errors.ImageError`; resized to ``shape`` by nearest neighbour.
+    """
+    import warnings
+
+    from PIL import Image
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ImageError(f"mask file not found: {p}")
+    if not p.is_file():
+        raise ImageError(f"{p} is not a file")
     try:
-        img = Image.open(p)
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                if img.width * img.height > MAX_MASK_PIXELS:
+                    raise ImageError(f"{p} is too large for a mask ({img.width}x{img.height})")
+                if img.width < 1 or img.height < 1:
+                    raise ImageError(f"{p} is an empty image ({img.width}x{img.height})")
+                img.load()
+                out = _mask_from_image(img)
+    except ImageError:
+        raise
+    except MemoryError as e:
+        raise ImageError(f"{p} is too large to read as a mask") from e
+    except Exception as e:  # noqa: BLE001 - Pillow's decoders raise many types on bad bytes
         raise ImageError(f"{p} is not a readable image ({type(e).__name__})") from e
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        a = np.asarray(img.convert("RGBA"))[..., 3]
-        if a.min() == 255:  # opaque: use the luminance
-            a = np.asarray(img.convert("L"))
-    else:
-        a = np.asarray(img.convert("L"))
-    out = a >= 128
-    if out.ndim != 2:
-        raise FileFormatError(f"{p}: unexpected mask image layout")
+    if out.ndim != 2 or out.size == 0:
+        raise FileFormatError(f"{p}: unexpected mask image layout {out.shape}")
     if shape is not None and out.shape != tuple(shape):
         out = resize_nearest(out, shape)
     return out

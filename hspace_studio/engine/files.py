@@ -45,6 +45,6 @@ def load_tensors(path, required, kind: str):
     for k, v in raw.items():
         try:
             meta[k] = json.loads(v)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply: keep the text
             meta[k] = v
     return tensors, meta

@@ -137,7 +137,7 @@ def _fingerprint(modules, scheduler_config: dict) -> str:
 def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise ModelLoadError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else e!r}") from e
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path} is not a JSON object")

@@ -49,12 +49,21 @@ class Trajectory:
             return f"image {o['image']} ({o.get('inversion', 'inverted')})"
         return "unknown origin"
 
-    def check_model(self, model_fingerprint: str, h_space: str, path="trajectory") -> None:
+    def check_model(self, model_fingerprint: str, h_space: str, path="trajectory",
+                    sample_shape=None, h_shape=None) -> None:
+        """Raise ModelMismatchError unless this trajectory fits the model (and, where
+        given, its sample shape (C, H, W) and h shape (C', H', W'))."""
         if self.fingerprint != model_fingerprint:
             raise ModelMismatchError(f"{path} was made with model {self.fingerprint}, "
                                      f"not the loaded model {model_fingerprint}")
         if self.h_space != h_space:
             raise ModelMismatchError(f"{path} records h at '{self.h_space}', not '{h_space}'")
+        if sample_shape is not None and tuple(self.x_T.shape) != tuple(sample_shape):
+            raise ModelMismatchError(f"{path} holds samples of shape {tuple(self.x_T.shape)}, the model "
+                                     f"makes {tuple(sample_shape)}")
+        if h_shape is not None and tuple(self.hs.shape[1:]) != tuple(h_shape):
+            raise ModelMismatchError(f"{path} holds h of shape {tuple(self.hs.shape[1:])}, the model "
+                                     f"has {tuple(h_shape)} at '{h_space}'")
 
     def save(self, path) -> None:
         tensors = {"x_T": self.x_T, "zs": self.zs, "etas": self.etas.float(),

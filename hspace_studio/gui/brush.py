@@ -34,6 +34,9 @@ class MaskCommand(QUndoCommand):
         self.controller._apply(self.change.before)
 
 
+UNDO_LIMIT = 200  # mask undo steps kept
+
+
 class MaskController(QObject):
     """Owns the mask document and its undo stack."""
 
@@ -43,6 +46,8 @@ class MaskController(QObject):
         super().__init__(parent)
         self.doc = MaskDocument(shape)
         self.undo_stack = QUndoStack(self)
+        # each step keeps two copies of the mask (128 KiB at 256x256): bounded history
+        self.undo_stack.setUndoLimit(UNDO_LIMIT)
         self.radius = 3.0
         self._stroke = None
 

@@ -27,7 +27,7 @@ def classifier_attributes(folder) -> List[str]:
         names = json.loads((Path(folder) / "attributes.json").read_text(encoding="utf-8"))
         if isinstance(names, list) and all(isinstance(n, str) for n in names):
             return names
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         pass
     return []
 

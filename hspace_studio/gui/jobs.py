@@ -177,6 +177,15 @@ class LoadSession:
 
 
 @dataclass(frozen=True)
+class ForgetSets:
+    """Free the tensors of direction sets the library no longer shows. A job (not a
+    direct call) so that jobs queued before the removal still find their sets."""
+
+    set_ids: Tuple[str, ...]
+    label: ClassVar[str] = "Tidying up"
+
+
+@dataclass(frozen=True)
 class Sleep:
     """A job that only counts steps (tests, and to check Cancel)."""
 
@@ -536,6 +545,16 @@ def run_job(state: EngineState, job, progress: ProgressFn, cancel):
     return fn(state, job, progress, cancel)
 
 
+@handler(ForgetSets)
+def _forget_sets(state, job, progress, cancel):
+    gone = set(job.set_ids)
+    for sid in gone:
+        state.sets.pop(sid, None)
+    for key in [k for k in state._deltas if k[0] in gone]:
+        del state._deltas[key]
+    return len(gone)
+
+
 @handler(Sleep)
 def _sleep(state, job, progress, cancel):
     import time
@@ -589,7 +608,8 @@ def _open_traj(state, job, progress, cancel):
 
     model = state.require_model()
     traj = Trajectory.load(job.path)
-    traj.check_model(model.fingerprint, state.h_space, Path(job.path).name)
+    traj.check_model(model.fingerprint, state.h_space, Path(job.path).name,
+                     sample_shape=model.sample_shape, h_shape=state.model_info.h_shape)
     decode(model, traj, progress, cancel)
     return state.set_trajectory(traj, {"kind": "trajectory", "path": str(job.path),
                                        "steps": traj.steps})
@@ -849,6 +869,23 @@ def _save_session(state, job, progress, cancel):
 
 @handler(LoadSession)
 def _load_session(state, job, progress, cancel):
+    """Open a session all or nothing: if anything fails (or is cancelled) halfway, the
+    worker's model, image and direction sets are put back as they were, so the window's
+    current work stays usable."""
+    keep = ("model", "model_info", "h_space", "traj", "source", "gen")
+    saved = {k: getattr(state, k) for k in keep}
+    saved_sets = dict(state.sets)
+    try:
+        return _load_session_now(state, job, progress, cancel)
+    except BaseException:
+        for k, v in saved.items():
+            setattr(state, k, v)
+        state.sets = saved_sets
+        state._invalidate()
+        raise
+
+
+def _load_session_now(state, job, progress, cancel):
     import torch
 
     from ..engine.directions import DirectionSet
@@ -879,8 +916,10 @@ def _load_session(state, job, progress, cancel):
                               timesteps=t["timesteps"].long(), hs=t["hs"].float(), x_0=t["x_0"].float(),
                               fingerprint=tmeta["fingerprint"], h_space=tmeta["h_space"],
                               origin=tmeta.get("origin") or {}, xs=t["xs"].float() if "xs" in t else None)
+            traj.check_model(state.model.fingerprint, state.h_space, "the session's image",
+                             sample_shape=state.model.sample_shape, h_shape=state.model_info.h_shape)
             traj_info = state.set_trajectory(traj, src)
-        elif src.get("kind") == "seed":
+        elif src.get("kind") == "seed" and src.get("seed") is not None:
             traj_info = _sample(state, Sample(int(src["seed"]), int(src.get("steps", 10)),
                                               float(src.get("eta", 1.0))), progress, cancel)
             warnings.append("the image was sampled again from its seed")
@@ -900,8 +939,10 @@ def _load_session(state, job, progress, cancel):
             continue
         meta = meta_all.get(ss.set_id, {})
         labels = meta.get("labels") or [f"direction {i}" for i in range(arrays[key].shape[0])]
+        ts = arrays.get(f"set/{ss.set_id}/timesteps")  # (read_session checked the shapes)
         ds = DirectionSet(delta_h=torch.from_numpy(np.array(arrays[key])).float(),
-                          timesteps=torch.from_numpy(np.array(arrays[f"set/{ss.set_id}/timesteps"])).long(),
+                          timesteps=(torch.from_numpy(np.array(ts)).long() if ts is not None
+                                     else torch.tensor(ss.timesteps, dtype=torch.long)),
                           fingerprint=ss.fingerprint, h_space=ss.h_space, method=ss.method,
                           labels=[str(x) for x in labels], values=meta.get("values", ss.values),
                           params=meta.get("params", ss.params))

@@ -49,7 +49,7 @@ def segmenter_parts(folder: Path) -> List[str]:
     try:
         names = json.loads((folder / "parts.json").read_text(encoding="utf-8"))
         return [str(n) for n in names] if isinstance(names, list) else []
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return []
 
 
@@ -83,6 +83,7 @@ class MainWindow(QMainWindow):
         self._strip_key = None
         self._loading_session = False
         self._closing = False
+        self._known_sets: set = set()  # set ids the worker holds tensors for (as far as we know)
         self.previews_shown = 0
         self.shown_preview_id = 0
         self.previews_dropped = 0
@@ -323,6 +324,7 @@ class MainWindow(QMainWindow):
         lib.activeChanged.connect(self._active_changed)
         lib.selectionMoved.connect(self._selection_moved)
         lib.changed.connect(self._mark_dirty)
+        lib.changed.connect(self._forget_removed_sets)
         lib.importRequested.connect(self.import_directions_dialog)
         lib.exportRequested.connect(self.export_directions_dialog)
         lib.disentangleRequested.connect(self.disentangle_dialog)
@@ -687,6 +689,15 @@ class MainWindow(QMainWindow):
         self.request_preview()
         if self._strip_key == key and old != (d.window, d.at_timestep, d.range):
             self._request_strip()
+
+    def _forget_removed_sets(self) -> None:
+        """Let the worker free the tensors of sets removed from the library (without this
+        every import or discovery kept its tensors for the life of the window)."""
+        current = {s.set_id for s in self.library.sets}
+        gone = self._known_sets - current
+        self._known_sets = current
+        if gone and not self._closing:
+            self.submit(J.ForgetSets(tuple(sorted(gone))), lambda res: None)
 
     def reset_sliders(self) -> None:
         for row in self.sliders.ordered_rows():

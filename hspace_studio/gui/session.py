@@ -84,7 +84,7 @@ class Autosave(QObject):
             try:
                 info = json.loads(lock.read_text())
                 pid, hb = int(info.get("pid", -1)), float(info.get("heartbeat", 0))
-            except (OSError, ValueError, TypeError):
+            except (OSError, ValueError, TypeError, AttributeError, RecursionError):
                 continue
             if _pid_alive(pid, hb):
                 continue

@@ -11,8 +11,11 @@ A model folder holds three files:
   output names, in output order.
 
 ``load_classifier(folder)`` / ``load_segmenter(folder)`` return ``(module in eval mode,
-names)`` and raise ``FileNotFoundError`` / ``ValueError`` with a readable message on a
-missing or bad file. ``save_classifier`` / ``save_segmenter`` write the folder, each file
+names)`` and raise the project's :class:`~hspace_studio.core.errors.FileFormatError` with
+a readable message on a missing or bad file: ``MissingFileError`` (also a
+``FileNotFoundError``) or ``InvalidFileError`` (also a ``ValueError``). A config that asks
+for absurd sizes is refused before any memory is allocated (the architecture is built on
+the ``meta`` device and checked against the weights file's header first). ``save_classifier`` / ``save_segmenter`` write the folder, each file
 through a temporary file and ``os.replace``.
 """
 from __future__ import annotations
@@ -25,9 +28,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.errors import InvalidFileError, MissingFileError
+
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+MAX_SIZE = 4096  # widths, feature sizes, pool sizes and name counts a config may ask for
+MAX_JSON_BYTES = 16 * 1024 * 1024
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "torch.float64", "torch.float32", "torch.float16",
+                "torch.bfloat16")
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -139,57 +148,101 @@ def _save(folder, module: nn.Module, kind: str, names, names_file: str, extra: d
 
 
 def _read_json(path: Path, what: str):
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{what} {path} is not valid JSON: {e}") from None
+    from ..core.jsonfile import read_json
+
+    return read_json(path, what, max_bytes=MAX_JSON_BYTES)
+
+
+def _size(config: dict, key: str, default=None) -> int:
+    """A positive architecture size from ``config`` (at most ``MAX_SIZE``)."""
+    v = config.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise ValueError(f"{key} must be a whole number, not {v!r}"[:120])
+    v = int(v)  # ValueError / OverflowError for junk, NaN and infinities
+    if not 1 <= v <= MAX_SIZE:
+        raise ValueError(f"{key} must be between 1 and {MAX_SIZE}, not {v}")
+    return v
+
+
+def _header_shapes(wpath: Path) -> dict:
+    """Tensor name -> (shape, dtype) from a safetensors header, without reading the data."""
+    from safetensors import safe_open
+
+    out = {}
+    with safe_open(str(wpath), framework="pt") as f:
+        for k in f.keys():
+            sl = f.get_slice(k)
+            out[k] = (tuple(int(n) for n in sl.get_shape()), str(sl.get_dtype()))
+    return out
 
 
 def _load(folder, kind: str, names_file: str, build):
+    """Load a classifier / segmenter folder. Every problem with its files raises a
+    :class:`~hspace_studio.core.errors.FileFormatError` (``MissingFileError``, also a
+    ``FileNotFoundError``; ``InvalidFileError``, also a ``ValueError``). Nothing is
+    unpickled: the weights are safetensors, the rest JSON."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{kind} folder not found: {folder}")
+        raise MissingFileError(f"{kind} folder not found: {folder}")
     config = _read_json(folder / CONFIG_FILE, f"{kind} config")
     if not isinstance(config, dict) or config.get("kind") != kind:
-        raise ValueError(f"{folder / CONFIG_FILE} does not describe a {kind} "
-                         f"(kind={config.get('kind') if isinstance(config, dict) else None!r})")
+        raise InvalidFileError(f"{folder / CONFIG_FILE} does not describe a {kind} "
+                               f"(kind={config.get('kind') if isinstance(config, dict) else None!r})"[:300])
     if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{folder / CONFIG_FILE}: unsupported format_version "
-                         f"{config.get('format_version')!r} (expected {FORMAT_VERSION})")
+        raise InvalidFileError(f"{folder / CONFIG_FILE}: unsupported format_version "
+                               f"{config.get('format_version')!r} (expected {FORMAT_VERSION})"[:300])
     names = _read_json(folder / names_file, f"{kind} names file")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"{folder / names_file} must be a non-empty JSON list of strings")
+        raise InvalidFileError(f"{folder / names_file} must be a non-empty JSON list of strings")
+    if len(names) > MAX_SIZE:
+        raise InvalidFileError(f"{folder / names_file} has {len(names)} names (at most {MAX_SIZE})")
     if len(set(names)) != len(names):
-        raise ValueError(f"{folder / names_file} has duplicate names")
-    try:
-        module = build(config, len(names))
-    except (TypeError, ValueError, KeyError) as e:
-        raise ValueError(f"{folder / CONFIG_FILE}: bad architecture sizes: {e}") from None
+        raise InvalidFileError(f"{folder / names_file} has duplicate names")
+    try:  # on the meta device first: no memory, whatever sizes the config claims
+        with torch.device("meta"):
+            meta_module = build(config, len(names))
+    except (TypeError, ValueError, KeyError, OverflowError, RuntimeError) as e:
+        raise InvalidFileError(f"{folder / CONFIG_FILE}: bad architecture sizes: "
+                               f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}") from None
     wpath = folder / WEIGHTS_FILE
     if not wpath.is_file():
-        raise FileNotFoundError(f"{kind} weights not found: {wpath}")
+        raise MissingFileError(f"{kind} weights not found: {wpath}")
     try:
-        state = load_file(str(wpath))
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{wpath} is not a readable safetensors file: {e}") from None
-    own = module.state_dict()
-    expected = {k for k, v in own.items() if v.is_floating_point()}
-    missing, unexpected = expected - set(state), set(state) - expected
+        header = _header_shapes(wpath)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for corrupt files
+        raise InvalidFileError(f"{wpath} is not a readable safetensors file: "
+                               f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}") from None
+    own = {k: v for k, v in meta_module.state_dict().items() if v.is_floating_point()}
+    expected = set(own)
+    missing, unexpected = expected - set(header), set(header) - expected
     if missing or unexpected:
-        raise ValueError(
+        raise InvalidFileError(
             f"{wpath} does not match the {kind} in {CONFIG_FILE} and {names_file} "
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}; "
-            f"{len(names)} names)")
-    for k in expected:
-        if tuple(state[k].shape) != tuple(own[k].shape):
-            raise ValueError(
-                f"{wpath}: tensor {k} has shape {tuple(state[k].shape)}, the {kind} described by "
+            f"{len(names)} names)"[:400])
+    for k in sorted(expected):
+        shape, dtype = header[k]
+        if shape != tuple(own[k].shape):
+            raise InvalidFileError(
+                f"{wpath}: tensor {k} has shape {shape}, the {kind} described by "
                 f"{CONFIG_FILE} and {names_file} ({len(names)} names) needs {tuple(own[k].shape)}")
-    module.load_state_dict(state, strict=False)
+        if dtype not in FLOAT_DTYPES:
+            raise InvalidFileError(f"{wpath}: tensor {k} has dtype {dtype}, expected floating point")
+    try:
+        state = load_file(str(wpath))
+    except Exception as e:  # noqa: BLE001 - e.g. a header that promises more bytes than there are
+        raise InvalidFileError(f"{wpath} is not a readable safetensors file: "
+                               f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}") from None
+    for k in sorted(expected):
+        if not torch.isfinite(state[k]).all():
+            raise InvalidFileError(f"{wpath}: tensor {k} contains NaN or infinite values")
+    module = build(config, len(names))
+    try:
+        module.load_state_dict({k: state[k] for k in expected}, strict=False)
+    except RuntimeError as e:  # pragma: no cover - shapes were checked above
+        raise InvalidFileError(f"{wpath}: {str(e).splitlines()[0][:200]}") from None
     module.eval()
     return module, names
 
@@ -205,15 +258,15 @@ def save_segmenter(folder, model: ToyFaceSegmenter, names, extra: dict | None = 
 def load_classifier(folder):
     """Return ``(ToyFaceClassifier in eval mode, attribute names)``."""
     return _load(folder, "classifier", "attributes.json",
-                 lambda c, n: ToyFaceClassifier(n, width=int(c["width"]),
-                                                feature_dim=int(c["feature_dim"]),
-                                                pool=int(c.get("pool", 4))))
+                 lambda c, n: ToyFaceClassifier(n, width=_size(c, "width"),
+                                                feature_dim=_size(c, "feature_dim"),
+                                                pool=_size(c, "pool", 4)))
 
 
 def load_segmenter(folder):
     """Return ``(ToyFaceSegmenter in eval mode, part names)``."""
     return _load(folder, "segmenter", "parts.json",
-                 lambda c, n: ToyFaceSegmenter(n, width=int(c["width"])))
+                 lambda c, n: ToyFaceSegmenter(n, width=_size(c, "width")))
 
 
 __all__ = ["ToyFaceClassifier", "ToyFaceSegmenter", "load_classifier", "load_segmenter",
