@@ -85,19 +85,38 @@ def _model_params(args, model) -> dict:
 
 # ----------------------------------------------------------------------------- pca
 
+def _init_distributed(args):
+    """Under torchrun (WORLD_SIZE > 1): the rank's device, the model, join the process group."""
+    from ..engine import distributed as dist
+
+    args.device = dist.device_for(args.device)
+    model = open_model(args)
+    dist.init(model.device)
+    return model, dist
+
+
 def run_pca(args) -> int:
+    model, dist = _init_distributed(args)
+    try:
+        return _run_pca(args, model, dist)
+    finally:
+        dist.shutdown()
+
+
+def _run_pca(args, model, dist) -> int:
     from ..engine.discover.pca import pca_directions
 
-    model = open_model(args)
     steps, eta = steps_eta(args)
     with progress_and_cancel("PCA") as (bar, token):
         res = pca_directions(model, args.samples, components=args.components, mode=args.mode,
                              steps=steps, eta=eta, h_space=args.h_space, batch=args.batch,
                              memory_mb=args.memory_mb, solver=args.solver, seed_start=args.seed_start,
                              progress=bar, cancel=token)
+    if not dist.is_main():
+        return 0  # rank 0 reports and writes
     ds = res.directions
     ds.params.update(_model_params(args, model))
-    print(res.plan.describe(), file=sys.stderr)
+    print(res.plan.describe() + "".join(f"; {n}" for n in res.notes), file=sys.stderr)
     for k in range(len(ds)):
         v = ds.values[k]
         print(f"{ds.labels[k]}: explained variance ratio {sum(v) / len(v):.4f}"
@@ -136,10 +155,6 @@ def run_jacobian(args) -> int:
 # ---------------------------------------------------------------------- supervised
 
 def run_supervised(args) -> int:
-    from ..engine.annotate import load_classifier
-    from ..engine.discover.supervised import (build_index, index_recipe, recipe_key,
-                                              supervised_directions, supervised_from_images)
-
     if (args.positive is None) != (args.negative is None):
         raise ValueError("--positive and --negative go together")
     from_images = args.positive is not None
@@ -150,9 +165,22 @@ def run_supervised(args) -> int:
     if not from_images and 2 * args.examples > args.index_size:
         raise ValueError(f"{args.examples} positive and {args.examples} negative examples need "
                          f"--index-size {2 * args.examples} or more (got {args.index_size})")
-    model = open_model(args)
+    model, dist = _init_distributed(args)
+    try:
+        return _run_supervised(args, model, dist)
+    finally:
+        dist.shutdown()
+
+
+def _run_supervised(args, model, dist) -> int:
+    from ..engine.annotate import load_classifier
+    from ..engine.discover.supervised import (build_index, index_recipe, recipe_key,
+                                              supervised_directions, supervised_from_images)
+
+    from_images = args.positive is not None
     steps, eta = steps_eta(args)
     with progress_and_cancel("supervised") as (bar, token):
+        bar = bar if dist.is_main() else None  # rank 0 shows progress
         if from_images:
             clf = None
             if args.classifier is not None:
@@ -173,10 +201,13 @@ def run_supervised(args) -> int:
             index = build_index(model, clf, args.index_size, index_path, steps=steps, eta=eta,
                                 h_space=args.h_space, batch=args.batch, seeds=seeds, progress=bar,
                                 cancel=token)
-            print(f"index {index_path}: {len(index)} annotated sample(s)", file=sys.stderr)
+            if dist.is_main():
+                print(f"index {index_path}: {len(index)} annotated sample(s)", file=sys.stderr)
             res = supervised_directions(model, index.subset(seeds), args.attribute,
                                         examples=args.examples, against=args.against or (),
                                         batch=args.batch, progress=bar, cancel=token)
+    if not dist.is_main():
+        return 0  # rank 0 reports and writes
     ds = res.directions
     ds.params.update(_model_params(args, model))
     for e in res.examples[:1]:

@@ -28,6 +28,12 @@ counted), never by N. Three accumulators; ``solver="auto"`` takes the first that
 
 ``plan_pca`` reports the choice and its estimated peak (``PCAPlan``).
 
+On several processes (``torchrun``; :mod:`..distributed`) each rank samples its block of
+the seeds and the exact accumulators are combined before the decomposition (covariance:
+a ``reduce`` of float64 statistics; gram: a ``gather`` of the rows), so the result
+matches one process's to float tolerance; rank 0 decomposes and broadcasts the result.
+The incremental solver is refused there.
+
 Direction values (DESIGN.md): ``delta_h[k, t]`` is the component at one standard
 deviation (slider units are sigma), ``values`` the explained-variance ratios (per step;
 the global ratio repeated over T). Per-step signs are aligned across timesteps so a
@@ -108,6 +114,37 @@ class CovarianceAccumulator:
         ratio = lam / total if total > 0 else np.zeros_like(lam)
         return comps, lam, ratio, self.shift + mean_shifted
 
+    def combine(self) -> None:
+        """Combine the ranks' statistics (torch.distributed) into rank 0's accumulator
+        (the others' are then spent).
+
+        Each rank centres its scatter matrix on its own mean; the sums of those and of
+        the between-rank terms ``n_r (mean_r - mean)(mean_r - mean)^T`` are reduced in
+        float64 (Chan et al.'s pairwise update), so the result equals one process's to
+        float tolerance. Afterwards the accumulator holds all samples (shift = mean).
+        """
+        from scipy.linalg.blas import dsyr
+
+        from .. import distributed as dist
+
+        # only the upper triangle of S is used (here, in result()), updated in place
+        n_r = self.n
+        mean_r = np.zeros(self.dim)
+        if n_r > 0:
+            m_s = self.s / n_r
+            self.S = dsyr(-float(n_r), m_s, a=self.S, lower=0, overwrite_a=1)  # centred on mean_r
+            mean_r = self.shift + m_s
+        tot = dist.all_reduce_sum(np.concatenate([[float(n_r)], n_r * mean_r]))
+        n = int(round(tot[0]))
+        mean = tot[1:] / max(n, 1)
+        if n_r > 0:
+            self.S = dsyr(float(n_r), mean_r - mean, a=self.S, lower=0, overwrite_a=1)
+        # S is Fortran-ordered: its transpose is a C-contiguous view, summed in place
+        self.S = np.asfortranarray(dist.reduce_sum_to_main(np.asfortranarray(self.S).T).T)
+        self.s = np.zeros(self.dim)
+        self.shift = mean
+        self.n = n
+
     @staticmethod
     def bytes_needed(dim: int) -> int:
         return 8 * dim * dim + 3 * 8 * dim
@@ -174,6 +211,15 @@ class GramAccumulator:
         ev = lam / (n - 1)
         ratio = ev / total if total > 0 else np.zeros_like(ev)
         return comps, ev, ratio, mean
+
+    def combine(self) -> None:
+        """Rank 0 gets all ranks' rows, in rank order (torch.distributed); the others' are
+        then spent."""
+        from .. import distributed as dist
+
+        parts = dist.gather_object_to_main(self.rows)
+        self.rows = [r for part in parts for r in part] if parts is not None else []
+        self.n = sum(r.shape[0] for r in self.rows)
 
     @staticmethod
     def bytes_needed(dim: int, n: int) -> int:
@@ -371,9 +417,14 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
     Returns a :class:`PCAResult` whose ``directions`` hold ``components`` directions on
     the ``steps`` timesteps. ``seeds`` overrides ``n_samples``/``seed_start``.
     """
+    from .. import distributed as dist
+
     t0 = time.perf_counter()
     seeds, seed_rec = _seed_list(seeds, n_samples, seed_start)
     N = len(seeds)
+    nproc = dist.world_size()
+    if not dist.is_main():
+        progress = None  # rank 0 reports
     batch = max(1, int(batch))
     timesteps = timesteps_for(model, steps)
     etas_tensor(eta, steps)  # validate early
@@ -381,15 +432,24 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
     D = int(np.prod(hs))
     x_dim = int(np.prod(model.sample_shape))
     plan = plan_pca(D, steps, components, N, min(batch, N), memory_mb, mode, solver, x_dim)
+    if nproc > 1 and plan.solver == "incremental":
+        cov = plan_pca(D, steps, components, N, min(batch, N), memory_mb, mode, "covariance", x_dim)
+        raise ValueError(
+            f"the incremental PCA solver does not run on several processes ({nproc}): only the "
+            f"exact solvers (gram, covariance) combine across processes; raise --memory-mb (the "
+            f"covariance solver needs about {math.ceil(cov.est_bytes / 2**20)} MB here) or run "
+            f"on one process")
     if plan.solver == "gram":
         accs = [GramAccumulator(plan.dim) for _ in range(plan.bases)]
     elif plan.solver == "covariance":
         accs = [CovarianceAccumulator(plan.dim) for _ in range(plan.bases)]
     else:
         accs = [IncrementalAccumulator(plan.dim, plan.kept, plan.flush_rows) for _ in range(plan.bases)]
-    prog = Progress(N * steps, progress, cancel, f"PCA: sampling {N} images")
-    for b in range(0, N, batch):
-        chunk = seeds[b:b + batch]
+    mine = dist.shard(seeds) if nproc > 1 else seeds  # this rank's seeds
+    what = f"PCA: sampling {N} images" + (f" on {nproc} processes" if nproc > 1 else "")
+    prog = Progress(len(mine) * steps, progress, cancel, what)
+    for b in range(0, len(mine), batch):
+        chunk = mine[b:b + batch]
         trajs = sample(model, chunk, steps=steps, eta=eta, h_space=h_space, batch_size=len(chunk),
                        keep_chain=False, progress=lambda d, t, m: prog.step(len(chunk)), cancel=cancel)
         H = torch.stack([tr.hs for tr in trajs]).reshape(len(chunk), steps, D)
@@ -403,8 +463,14 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
     if cancel is not None:
         cancel.check()
     k = components
-    if plan.mode == "per-step":
+    if nproc > 1:  # rank 0 combines the ranks' statistics, decomposes, and shares the result
+        for a in accs:
+            a.combine()
+        res = dist.broadcast_object([a.result(k) for a in accs] if dist.is_main() else None)
+    else:
         res = [a.result(k) for a in accs]
+    del accs
+    if plan.mode == "per-step":
         k = min(r[0].shape[0] for r in res)
         comps = np.stack([r[0][:k] for r in res])  # (T, K, D)
         ev = np.stack([r[1][:k] for r in res], 1)  # (K, T)
@@ -416,7 +482,7 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
         mean = np.stack([r[3] for r in res]) if keep_mean else None
         labels = [f"PC {j}" for j in range(k)]
     else:
-        c, ev1, r1, mu = accs[0].result(k)
+        c, ev1, r1, mu = res[0]
         k = c.shape[0]
         c = align_component_signs(c[None])[0]
         delta = torch.from_numpy(c * np.sqrt(np.clip(ev1, 0, None))[:, None]).float()
@@ -434,5 +500,6 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
     }
     ds = DirectionSet(delta_h=delta, timesteps=timesteps.clone().long(), fingerprint=model.fingerprint,
                       h_space=h_space, method="pca", labels=labels, values=values, params=params)
+    notes = [f"sampled on {nproc} processes"] if nproc > 1 else []
     return PCAResult(directions=ds, explained_variance=ev, explained_variance_ratio=ratio, plan=plan,
-                     n_samples=N, seconds=time.perf_counter() - t0, mean=mean)
+                     n_samples=N, seconds=time.perf_counter() - t0, mean=mean, notes=notes)

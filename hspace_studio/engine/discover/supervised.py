@@ -17,6 +17,10 @@ Direction values (DESIGN.md): ``delta_h`` is the raw mean difference (scale 1 mo
 from the negative mean to the positive mean); ``values`` the classifier's score gap
 between the positive and negative sets, repeated over T.
 
+Under ``torchrun`` (:mod:`..distributed`) the index is built by every rank into its own
+shard file next to the index (resumable), merged by rank 0 at the end, and the example
+sums of a direction are split over the ranks and all-reduced.
+
 ``against`` projects other attributes' directions (from the same index) out of each
 direction (:func:`~..directions.disentangle`, on the whole vector over all steps).
 """
@@ -170,6 +174,11 @@ def build_index(model: DiffusionModel, classifier: AttributeClassifier, n_sample
     timesteps_for(model, steps)
     etas_tensor(eta, steps)
     recipe = index_recipe(model, classifier, steps, eta, h_space)
+    from .. import distributed as dist
+
+    if dist.world_size() > 1:  # torchrun: shard the seeds, one shard file per rank
+        return _build_index_distributed(model, classifier, seeds, path, recipe, steps, eta, h_space,
+                                        batch, progress, cancel)
     index = AnnotationIndex(recipe, path=str(path) if path is not None else None)
     if path is not None and Path(path).exists():
         old = AnnotationIndex.load(path)
@@ -198,6 +207,98 @@ def build_index(model: DiffusionModel, classifier: AttributeClassifier, n_sample
             index.save(path)
     if path is not None and not Path(path).exists():
         index.save(path)
+    return index
+
+
+def shard_path(path, r: int, n: int) -> Path:
+    """The shard file of rank ``r`` of ``n`` of a distributed build of the index ``path``."""
+    return Path(f"{path}.rank{r}of{n}")
+
+
+def shard_files(path) -> List[Path]:
+    """Shard files left next to ``path`` by distributed builds (any number of processes)."""
+    import glob
+
+    p = Path(path)
+    return sorted(q for q in p.parent.glob(glob.escape(p.name) + ".rank*of*") if q.is_file())
+
+
+def _load_same_recipe(path, recipe: dict) -> AnnotationIndex:
+    old = AnnotationIndex.load(path)
+    if old.recipe != recipe:
+        diff = [k for k in recipe if old.recipe.get(k) != recipe[k]]
+        raise ModelMismatchError(f"index {path} was built with another {', '.join(diff)}; "
+                                 f"pass another --index file")
+    return old
+
+
+def _build_index_distributed(model, classifier, seeds, path, recipe, steps, eta, h_space, batch,
+                             progress, cancel) -> AnnotationIndex:
+    """:func:`build_index` on several processes (``torch.distributed``).
+
+    Every rank reads the index and the shard files of earlier interrupted runs, then
+    annotates its contiguous block of the seeds still to do, saving its own shard file
+    (``<index>.rank{r}of{n}``, same format as an index) atomically after every batch.
+    At the end the shards are gathered; rank 0 writes the merged index (the earlier
+    index's seeds first, then the new ones in the order of ``seeds``: the same file as
+    one process writes) and removes the shard files. Every rank returns the index.
+    """
+    from .. import distributed as dist
+
+    r, n = dist.rank(), dist.world_size()
+    if r != 0:
+        progress = None
+    base = AnnotationIndex(recipe, path=str(path) if path is not None else None)
+    done: Dict[int, List[float]] = {}
+    found: List[Path] = []
+    own = AnnotationIndex(recipe)
+    if path is not None:
+        if Path(path).exists():
+            base = _load_same_recipe(path, recipe)
+        found = shard_files(path)
+        for f in found:
+            part = _load_same_recipe(f, recipe)
+            done.update(zip(part.seeds, part.scores))
+            if f.resolve() == shard_path(path, r, n).resolve():
+                own = part  # keep what this rank's shard already holds
+        own.path = str(shard_path(path, r, n))
+    dist.barrier()  # every rank has read the shards before any rank rewrites its own
+    have = set(base.seeds)
+    todo = [s for s in seeds if s not in have and s not in done]
+    mine = dist.shard(todo)
+    batch = max(1, int(batch))
+    prog = Progress(len(mine) * steps, progress, cancel,
+                    f"annotating {len(todo)} sample(s) on {n} processes")
+    for b in range(0, len(mine), batch):
+        chunk = mine[b:b + batch]
+        trajs = sample(model, chunk, steps=steps, eta=eta, h_space=h_space, batch_size=len(chunk),
+                       keep_chain=False, progress=lambda d, t, m: prog.step(len(chunk)), cancel=cancel)
+        x0 = torch.stack([tr.x_0 for tr in trajs])
+        del trajs
+        sc = classifier.scores(model.to_pixels(x0).cpu())
+        if cancel is not None:
+            cancel.check()
+        own.seeds.extend(chunk)
+        own.scores.extend([[float(v) for v in row] for row in sc.tolist()])
+        if path is not None:
+            own.save()
+    for part in dist.all_gather_object((own.seeds, own.scores)):
+        done.update(zip(*part))
+    order = {s: i for i, s in enumerate(seeds)}
+    new = sorted((s for s in done if s not in have), key=lambda s: (order.get(s, len(order)), s))
+    index = AnnotationIndex(recipe, list(base.seeds) + new,
+                            [list(v) for v in base.scores] + [done[s] for s in new],
+                            str(path) if path is not None else None)
+    if path is not None:
+        dist.barrier()  # every shard is final
+        if r == 0:
+            index.save(path)
+            for f in set(found) | {shard_path(path, q, n) for q in range(n)}:
+                try:
+                    f.unlink()
+                except FileNotFoundError:
+                    pass
+        dist.barrier()
     return index
 
 
@@ -290,9 +391,25 @@ def supervised_directions(model: DiffusionModel, index: AnnotationIndex,
             w[j, pos[s]] -= 1.0 / len(e.negative)
     steps, eta, h_space = int(rec["steps"]), rec["eta"], rec["h_space"]
     timesteps = timesteps_for(model, steps)
-    prog = Progress(len(union) * steps, progress, cancel,
-                    f"supervised: sampling {len(union)} example(s) again")
-    D = _weighted_h(model, union, w, steps, eta, h_space, max(1, int(batch)), prog, cancel)
+    from .. import distributed as dist
+
+    if dist.world_size() > 1:  # torchrun: each rank sums its block of the seeds, then all-reduce
+        lo = len(union) * dist.rank() // dist.world_size()
+        hi = len(union) * (dist.rank() + 1) // dist.world_size()
+        prog = Progress((hi - lo) * steps, progress if dist.is_main() else None, cancel,
+                        f"supervised: sampling {len(union)} example(s) again")
+        D = _weighted_h(model, union[lo:hi], w[:, lo:hi], steps, eta, h_space, max(1, int(batch)),
+                        prog, cancel)
+        if D is None:
+            from ..hspace import h_shape
+
+            D = torch.zeros(len(allnames), steps, *h_shape(model.unet, h_space, model.sample_shape),
+                            dtype=torch.float64)
+        D = dist.all_reduce_sum(D.cpu()).to(D.device)
+    else:
+        prog = Progress(len(union) * steps, progress, cancel,
+                        f"supervised: sampling {len(union)} example(s) again")
+        D = _weighted_h(model, union, w, steps, eta, h_space, max(1, int(batch)), prog, cancel)
     deltas = []
     labels = []
     for j, a in enumerate(names):
