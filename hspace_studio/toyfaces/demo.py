@@ -123,9 +123,10 @@ class Demo:
                                 ("brows", ["brows"])):
             mask = segment(img0, seg, part_list, parts)
             self.log(f"Jacobian inside the {name} mask ({int(mask.sum())} px) ...")
+            # only step `at` is needed: its vector is applied at every step
             res = jacobian_directions(self.model, traj, k=self.s.jacobian_k, mask=mask,
-                                      progress=self.progress, cancel=self.cancel)
-            ds = res.directions
+                                      steps_subset=[at], progress=self.progress, cancel=self.cancel)
+            ds = res.directions.for_timesteps(traj.timesteps)
             ds.save(self.out / f"jacobian_{name}.safetensors")
             sets[name] = (ds, mask)
             overlay = to_pil(img0).copy()

@@ -38,17 +38,19 @@ def classify(clf, images: torch.Tensor, batch: int = 256):
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets (rows = samples)."""
-    from scipy import linalg
+    """Frechet distance between Gaussians fitted to two feature sets (rows = samples).
 
+    tr(sqrt(S1 S2)) is computed as the sum of square roots of the eigenvalues of the
+    symmetric PSD matrix S1^(1/2) S2 S1^(1/2), which stays stable when features with
+    zero variance make the covariances singular.
+    """
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
-    if not np.isfinite(covmean).all():
-        eps = np.eye(s1.shape[0]) * 1e-6
-        covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
-    covmean = covmean.real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+    w, v = np.linalg.eigh(s1)
+    r1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    lam = np.linalg.eigvalsh(r1 @ s2 @ r1)
+    tr_covmean = np.sqrt(np.clip(lam, 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
 
 
 def generator_images(seeds: Sequence[int], size: int = 64) -> torch.Tensor:

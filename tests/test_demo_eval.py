@@ -1,0 +1,33 @@
+"""The demo on a reduced setting, and the evaluation's Frechet distance against scipy."""
+import numpy as np
+import pytest
+
+from hspace_studio.engine.model import DEFAULT_MODEL_DIR
+from hspace_studio.toyfaces.quality import frechet_distance
+
+
+def test_frechet_distance_matches_scipy_and_survives_singular_covariances():
+    from scipy import linalg
+
+    r = np.random.default_rng(0)
+    a, b = r.normal(size=(400, 12)), r.normal(size=(400, 12)) * 1.5 + 0.3
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    ref = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+    assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-8)
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-8)
+    a[:, :4] = 0  # dead features: singular covariances
+    b[:, :4] = 0
+    assert np.isfinite(frechet_distance(a, b)) and frechet_distance(a, b) > 0
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL_DIR.is_dir(), reason="default model not trained yet")
+def test_demo_quick_writes_every_figure(tmp_path):
+    from hspace_studio.cli import main
+
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    for name in ("pca_strips.png", "jacobian_masks.png", "supervised.png", "disentangled.png",
+                 "inversion_edit.png", "captions.md", "pca.safetensors", "supervised.safetensors"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    from hspace_studio.engine.images import read_recipe
+
+    assert read_recipe(tmp_path / "pca_strips.png")["figure"] == "pca"
