@@ -24,14 +24,28 @@ def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
                             "(default 1)")
 
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{s}'")
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
-    return v
+def _int_at_least(lo: int, what: str):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got '{s}'")
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
+        return v
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive number")
+_nonneg_int = _int_at_least(0, "a number >= 0")
+
+
+def split_index(value: str):
+    """'file.safetensors:3' -> ('file.safetensors', 3); 'file.safetensors' -> (file, None)."""
+    head, sep, tail = value.rpartition(":")
+    if sep and head and tail.isdigit():
+        return head, int(tail)
+    return value, None
 
 
 def _eta(s: str):

@@ -19,8 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import (_positive_int, add_model_args, add_source_args, load_source, open_model,
-                     progress_and_cancel, steps_eta)
+from .common import (_nonneg_int, _positive_int, add_model_args, add_source_args, load_source,
+                     open_model, progress_and_cancel, split_index, steps_eta)
 
 
 # ------------------------------------------------------------------------- helpers
@@ -39,29 +39,11 @@ def _positive_float(s):
     return v
 
 
-def _nonneg_int(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{s}'")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
-    return v
-
-
 def _numbers(s):
     try:
         return [float(v) for v in s.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers, got '{s}'")
-
-
-def split_index(value: str):
-    """'file.safetensors:3' -> ('file.safetensors', 3); 'file.safetensors' -> (file, None)."""
-    head, sep, tail = value.rpartition(":")
-    if sep and head and tail.isdigit():
-        return head, int(tail)
-    return value, None
 
 
 def _load_set(value: str):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import (add_model_args, add_source_args, load_source, open_model,
+from .common import (add_model_args, split_index, add_source_args, load_source, open_model,
                      progress_and_cancel, save_image, window)
 
 
@@ -20,19 +20,14 @@ class _EditAction(argparse.Action):
     def __call__(self, parser, ns, value, option_string=None):
         edits = getattr(ns, "edits", None) or []
         if self.dest == "direction":
-            path, _, idx = value.rpartition(":") if _has_index(value) else (value, "", "")
-            edits.append({"direction": path, "index": int(idx) if idx else 0, "scale": 1.0,
+            path, idx = split_index(value)
+            edits.append({"direction": path, "index": idx or 0, "scale": 1.0,
                           "window": None, "at_step": None})
         else:
             if not edits:
                 parser.error(f"{option_string} must follow a --direction")
             edits[-1][self.dest] = value
         ns.edits = edits
-
-
-def _has_index(value: str) -> bool:
-    head, sep, tail = value.rpartition(":")
-    return bool(sep) and tail.isdigit() and bool(head)
 
 
 def _float(s):
