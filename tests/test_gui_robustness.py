@@ -420,3 +420,29 @@ def test_qt_binding_keeps_refcounts(qtbot):
     assert max(lost) < 200, (f"PySide6 {PySide6.__version__}: 4,000 signal emits took {lost[0]} references "
                              f"from None and {lost[1]} from True; install another PySide6-Essentials "
                              f"version (pyproject.toml excludes 6.12.0)")
+
+
+def test_open_paths_from_the_command_line(qtbot, win, tmp_path, dir_file):
+    """What `hspace-studio FILE ...` (the desktop entry's Exec line) opens: an image is
+    inverted, a direction file imported, a missing path reported; the CLI routes files
+    to the gui command."""
+    from hspace_studio.cli import build_parser, route_files
+
+    img = tmp_path / "face.png"
+    Image.fromarray(np.full((16, 16, 3), 120, np.uint8)).save(img)
+    n_err = len(win.messages.errors)
+    n_sets = len(win.library.sets)
+    win.open_paths([img, dir_file, tmp_path / "missing.png"])
+    qtbot.waitUntil(lambda: win.traj_info is not None and win.traj_info.source.get("kind") == "image",
+                    timeout=60_000)
+    qtbot.waitUntil(lambda: len(win.library.sets) == n_sets + 1, timeout=60_000)
+    wait_idle(qtbot, win)
+    assert win.traj_info.source["path"] == str(img)
+    assert any("missing.png" in e for e in win.messages.errors[n_err:])
+
+    argv = route_files([str(img), str(dir_file)])
+    assert argv[0] == "gui"
+    args = build_parser().parse_args(argv)
+    assert args.files == [str(img), str(dir_file)] and args.command == "gui"
+    assert route_files(["sample", "--seed", "1"])[0] == "sample"
+    assert route_files(["no-such-file.png"]) == ["no-such-file.png"]  # argparse reports it

@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def route_files(argv):
+    """``hspace-studio FILE ...`` (what the desktop entry runs) means ``gui FILE ...``."""
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-") and os.path.exists(argv[0]):
+        return ["gui"] + list(argv)
+    return list(argv)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -64,6 +71,7 @@ def main(argv=None) -> int:
 
     try:
         ap = build_parser()
+        argv = route_files(argv)
         args = ap.parse_args(argv)
         if args.command is None:
             from .gui_cmd import run_gui

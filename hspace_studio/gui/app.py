@@ -5,7 +5,7 @@ import signal
 import sys
 
 
-def run(model: str = "default") -> int:
+def run(model: str = "default", files=()) -> int:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -19,6 +19,8 @@ def run(model: str = "default") -> int:
     win = MainWindow(model=model, confirm_close=True)
     install_excepthook(win)
     win.show()
+    if files:
+        QTimer.singleShot(0, lambda: win.open_paths(list(files)))
 
     # Ctrl+C / SIGTERM close the window cleanly (settings saved, no crash marker left);
     # a periodic no-op timer lets the Python signal handler run inside the Qt loop.

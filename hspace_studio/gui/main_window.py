@@ -891,6 +891,24 @@ class MainWindow(QMainWindow):
             self._remember_dir("traj", p)
             self.submit(J.SaveTrajectory(p if p.endswith(".safetensors") else p + ".safetensors"))
 
+    def open_paths(self, paths) -> None:
+        """Open files given on the command line or by the desktop: images are inverted,
+        ``.json`` files open as sessions, ``.safetensors`` files as direction sets or
+        trajectories (by the tensors they hold)."""
+        for p in (str(x) for x in paths):
+            suffix = Path(p).suffix.lower()
+            if not Path(p).is_file():
+                self.show_error(f"Cannot open {p}: no such file")
+            elif suffix == ".json":
+                self.open_session(p)
+            elif suffix == ".safetensors":
+                if _safetensors_keys(p) & {"delta_h"}:
+                    self.import_directions([p])
+                else:  # a trajectory, or a file whose error the loader explains
+                    self.open_trajectory(p)
+            else:
+                self.open_image(p)
+
     def import_directions(self, paths) -> JobHandle:
         return self.submit(J.ImportDirections(tuple(str(p) for p in paths)))
 
@@ -1209,3 +1227,14 @@ class MainWindow(QMainWindow):
         """Close without questions (tests, scripts)."""
         self.confirm_close = False
         self.close()
+
+
+def _safetensors_keys(path: str) -> set:
+    """The tensor names of a safetensors file, or an empty set if it cannot be read."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return set(f.keys())
+    except Exception:  # noqa: BLE001 - the loader that runs next reports the problem
+        return set()
