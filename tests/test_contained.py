@@ -74,3 +74,92 @@ def test_zero_operator_and_bad_arguments():
         contained_directions(lambda X: X, lambda Y: Y, D, torch.ones(D), k=0)
     with pytest.raises(ValueError):
         contained_directions(lambda X: X, lambda Y: Y, D, torch.ones(D), k=1, rho=0)
+
+
+# ------------------------------------------------------------------ on a tiny diffusion model
+
+@pytest.fixture(scope="module")
+def eps_model(tmp_path_factory):
+    from diffusers import DDPMScheduler
+
+    from hspace_studio.engine import load_model
+    from tests.tiny_models import tiny_unet
+
+    d = tmp_path_factory.mktemp("contained_eps")
+    tiny_unet("a", sample_size=8).save_pretrained(d / "unet")
+    DDPMScheduler(num_train_timesteps=1000).save_pretrained(d / "scheduler")
+    return load_model(str(d), device="cpu")
+
+
+def _dense_eps_jacobian(model, traj, i):
+    """d eps / d h at step i through the full UNet, by autograd (no stubs)."""
+    from hspace_studio.engine.hspace import hspace_hook
+
+    x, t = traj.xs[i][None], traj.timesteps[i]
+
+    def f(h):
+        with hspace_hook(model.unet, traj.h_space, edit=lambda _h: h):
+            out = model.unet(x, t).sample
+        return model.predict_eps(out, x, t).reshape(-1)
+
+    h0 = traj.hs[i][None].clone()
+    return torch.autograd.functional.jacobian(f, h0, vectorize=True).reshape(-1, h0.numel()).double().numpy()
+
+
+def test_contained_directions_on_a_model_match_the_dense_problem(eps_model, tmp_path):
+    from hspace_studio.engine import sample
+    from hspace_studio.engine.directions import DirectionSet
+    from hspace_studio.engine.discover.contained import contained_jacobian_directions
+    from hspace_studio.engine.discover.jacobian import prepare_mask
+    from hspace_studio.engine.sampler import EditSpec, edit_batch
+
+    model = eps_model
+    traj = sample(model, [4], steps=4, eta=1.0)[0]
+    mask = np.zeros(model.image_size, dtype=bool)
+    mask[2:5, 1:4] = True
+    res = contained_jacobian_directions(model, traj, mask, step=2, k=2, rho=0.1, tol=1e-6, max_iter=400)
+    assert res.converged, res.summary()
+    J = _dense_eps_jacobian(model, traj, 2)
+    w = prepare_mask(mask, model)[0].expand(1, *model.sample_shape).reshape(-1).double().numpy()
+    v0 = res.directions.delta_h[0, 2].reshape(-1).double().numpy()
+    Ai, Ao = J * w[:, None], J * (1 - w)[:, None]
+    i0, o0 = np.linalg.norm(Ai @ v0), np.linalg.norm(Ao @ v0)
+    assert i0 == pytest.approx(res.inside[0], rel=1e-4) and o0 == pytest.approx(res.outside[0], rel=1e-4)
+    reg = i0 ** 2 / res.ratios[0] - o0 ** 2  # the regulariser the solver used
+    lam, V = scipy.linalg.eigh(Ai.T @ Ai, Ao.T @ Ao + reg * np.eye(J.shape[1]))
+    np.testing.assert_allclose(res.ratios, lam[::-1][:2], rtol=1e-4)
+    v = V[:, -1] / np.linalg.norm(V[:, -1])
+    assert abs(v @ v0) > 0.999
+    # the paper's masked direction (top singular vector of the masked J) keeps less in the mask
+    top = np.linalg.svd(Ai)[2][0]
+    share = lambda u: np.linalg.norm(Ai @ u) ** 2 / np.linalg.norm(J @ u) ** 2
+    assert share(v0) > share(top)
+    # the set is zero except at its step, edits only from that step, round-trips through a file
+    ds = res.directions
+    assert torch.count_nonzero(ds.delta_h[:, [0, 1, 3]]) == 0
+    out = edit_batch(model, traj, [[EditSpec(ds.delta_h[0], 0.5)]], keep_pre_edit=True)
+    assert out.hs.shape[1] == 2  # steps 2 and 3 recomputed, 0 and 1 reused
+    ds.save(tmp_path / "c.safetensors")
+    back = DirectionSet.load(tmp_path / "c.safetensors")
+    assert back.params["objective"] == "contained" and torch.equal(back.delta_h, ds.delta_h)
+
+
+def test_contained_cli(tmp_path, tiny_model_dir):
+    from hspace_studio.cli import main
+
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:9, 3:10] = 255
+    from PIL import Image
+
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    out = tmp_path / "c.safetensors"
+    base = ["jacobian", "--model", str(tiny_model_dir), "--seed", "3", "--steps", "4", "--out", str(out)]
+    assert main(base + ["--contained", "-2", "-k", "1", "--mask", str(tmp_path / "m.png")]) == 0
+    from hspace_studio.engine.directions import DirectionSet
+
+    ds = DirectionSet.load(out)
+    assert ds.params["step"] == 2 and torch.count_nonzero(ds.delta_h[0, 3]) == 0
+    assert main(base + ["--contained", "1"]) == 1  # no mask: a one-line error
+    assert main(base + ["--contained", "9", "--mask", str(tmp_path / "m.png")]) == 1
+    assert main(["edit", "--model", str(tiny_model_dir), "--seed", "3", "--steps", "4",
+                 "--direction", f"{out}:0", "--scale", "2", "--out", str(tmp_path / "e.png")]) == 0

@@ -112,6 +112,8 @@ def _run_pca(args, model, dist) -> int:
 def run_jacobian(args) -> int:
     from ..engine.discover.jacobian import jacobian_directions
 
+    if args.contained is not None:
+        return run_contained(args)
     model = open_model(args)
     with progress_and_cancel("Jacobian") as (bar, token):
         traj = load_source(args, model, bar, token)
@@ -130,6 +132,35 @@ def run_jacobian(args) -> int:
         sv = ", ".join(f"{v:.4g}" for v in res.singular_values[n].tolist())
         print(f"step {s} (t={int(ds.timesteps[n])}): singular values {sv}; "
               f"{res.iterations[n]} iterations, residual {res.residuals[n]:.1e}")
+    _save(ds, args.out)
+    return 0
+
+
+def run_contained(args) -> int:
+    from ..engine.discover.contained import contained_jacobian_directions
+
+    if not args.mask:
+        raise ValueError("--contained needs --mask")
+    if args.steps_subset:
+        raise ValueError("--contained takes its one step as its value, not --steps-subset")
+    model = open_model(args)
+    with progress_and_cancel("Jacobian (contained)") as (bar, token):
+        traj = load_source(args, model, bar, token)
+        step = args.contained if args.contained >= 0 else traj.steps + args.contained
+        res = contained_jacobian_directions(model, traj, args.mask, step, k=args.k, rho=args.rho,
+                                            tol=args.tol, max_iter=args.max_iter,
+                                            oversample=args.oversample, init_seed=args.init_seed,
+                                            progress=bar, cancel=token)
+    ds = res.directions
+    ds.params.update(_model_params(args, model))
+    if args.trajectory:
+        ds.params["source"]["trajectory"] = str(args.trajectory)
+    print(f"jacobian (contained): {res.summary()}", file=sys.stderr)
+    if not res.converged:
+        print(f"warning: not converged to --tol {args.tol:g} within --max-iter {args.max_iter}; "
+              f"the file records the residual", file=sys.stderr)
+    for j, (r, i, o) in enumerate(zip(res.ratios, res.inside, res.outside)):
+        print(f"J {j}: ratio {r:.4g}; first-order change of x_0 inside the mask {i:.4g}, outside {o:.4g}")
     _save(ds, args.out)
     return 0
 
@@ -301,7 +332,8 @@ def add_parser(sub):
                                    "iteration with batched JVPs/VJPs (J is never formed). "
                                    "Directions are unit vectors per step; values are singular values.",
                        epilog="example: hspace-studio jacobian --seed 7 --mask mouth.png -k 3 "
-                              "--out mouth.safetensors   (apply with edit --at-step J)")
+                              "--out mouth.safetensors   (apply with edit --at-step J); "
+                              "hspace-studio jacobian --seed 7 --mask eyes.png --contained 6 -k 1 --out eyes.safetensors")
     add_source_args(p)
     p.add_argument("--mask", help="PNG mask in image pixels (white = where eps counts)")
     p.add_argument("-k", type=_positive_int, default=3, help="directions per step (default 3)")
@@ -315,6 +347,13 @@ def add_parser(sub):
                    help="extra vectors in the block (default 2)")
     p.add_argument("--init-seed", dest="init_seed", type=int, default=0,
                    help="seed of the random starting block (default 0)")
+    p.add_argument("--contained", type=int, metavar="STEP", default=None,
+                   help="instead of the masked Jacobian of eps: directions at this one step (negative "
+                        "counts from the end) that maximise the change of the final image inside "
+                        "--mask per change outside it; applied at that step only. Needs --mask")
+    p.add_argument("--rho", type=_positive_float, default=0.1,
+                   help="with --contained: the least overall change that counts, as a fraction of a "
+                        "random direction's (default 0.1)")
     p.add_argument("--out", required=True, help="direction file to write (.safetensors)")
     add_model_args(p)
     p.set_defaults(func=run_jacobian)
