@@ -31,3 +31,16 @@ def test_demo_quick_writes_every_figure(tmp_path):
     from hspace_studio.engine.images import read_recipe
 
     assert read_recipe(tmp_path / "pca_strips.png")["figure"] == "pca"
+
+
+def test_evaluate_supervised_and_jacobian_tables_on_a_small_setting(capsys):
+    """The evaluate command's supervised (several scales) and Jacobian (masked and
+    contained) sections run end to end on the default model and print their tables."""
+    from hspace_studio.cli import main
+
+    assert main(["evaluate", "--sections", "supervised,jacobian", "--index-size", "16", "--examples", "4",
+                 "--seeds", "2", "--scale", "1,3", "--jacobian-seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "smiling" in out and " 3.0 " in out and "Disentangling beard" in out
+    assert "masked (paper)" in out and "contained: at step 5 only, 0.25 |h|" in out
+    assert main(["evaluate", "--scale", "1,x"]) == 2

@@ -1,6 +1,7 @@
 """hspace-studio evaluate: edit quality on the toyfaces model, measured against ground truth."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -8,6 +9,16 @@ import time
 from .common import add_model_args, open_model, progress_and_cancel
 
 SECTIONS = ("quality", "inversion", "supervised", "pca", "jacobian")
+
+
+def _scales(text: str):
+    try:
+        vals = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers") from None
+    if not vals or any(not (v > 0) or v != v or v == float("inf") for v in vals):
+        raise argparse.ArgumentTypeError(f"'{text}': scales must be positive numbers")
+    return vals
 
 
 def add_parser(sub):
@@ -22,7 +33,9 @@ def add_parser(sub):
     p.add_argument("--seeds", type=int, default=100, help="held-out seeds for edit measurements")
     p.add_argument("--index-size", type=int, default=1000, help="annotated samples for supervised directions")
     p.add_argument("--examples", type=int, default=100, help="top/bottom examples per attribute")
-    p.add_argument("--scale", type=float, default=1.0, help="scale of supervised edits")
+    p.add_argument("--scale", type=_scales, default=[1.0, 2.0, 3.0], metavar="S[,S...]",
+                   help="scales of supervised edits, comma-separated (default 1,2,3; 1 is the "
+                        "mean-to-mean shift)")
     p.add_argument("--pca-samples", type=int, default=500)
     p.add_argument("--jacobian-seeds", type=int, default=10)
     p.add_argument("--sections", default=",".join(SECTIONS),

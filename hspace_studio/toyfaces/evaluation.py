@@ -43,6 +43,7 @@ def _render_inversion(r) -> str:
 
 
 SUPERVISED_ATTRS = ("smiling", "eyeglasses", "blond_hair", "mouth_open")
+CONTAINED_SCALES = (0.1, 0.25, 0.5)  # times the mean norm of h
 
 
 def section_supervised(model, args, progress, cancel) -> dict:
@@ -54,25 +55,28 @@ def section_supervised(model, args, progress, cancel) -> dict:
     index = build_index(model, load_classifier("toyfaces"), args.index_size, steps=10, eta=1.0,
                         seed_start=300_000, progress=progress, cancel=cancel)
     seeds = list(range(1_000, 1_000 + args.seeds))
-    res = {"index_size": args.index_size, "examples": args.examples, "scale": args.scale,
+    scales = list(args.scale) if isinstance(args.scale, (list, tuple)) else [float(args.scale)]
+    res = {"index_size": args.index_size, "examples": args.examples, "scales": scales,
            "directions": {}}
     ds = supervised_directions(model, index, list(SUPERVISED_ATTRS), examples=args.examples,
                                progress=progress, cancel=cancel).directions
     for k, a in enumerate(SUPERVISED_ATTRS):
-        res["directions"][a] = attribute_shift(model, clf, ds.delta_h[k], a, args.scale, seeds,
-                                               progress=progress, cancel=cancel)
+        res["directions"][a] = {str(s): attribute_shift(model, clf, ds.delta_h[k], a, s, seeds,
+                                                        progress=progress, cancel=cancel)
+                                for s in scales}
     # disentangling: beards occur only with short hair, so the beard direction also moves hair style
     plain = supervised_directions(model, index, "beard", examples=args.examples, cancel=cancel)
     dis = supervised_directions(model, index, "beard", examples=args.examples,
                                 against=["long_hair", "bald"], cancel=cancel)
-    pr = attribute_shift(model, clf, plain.directions.delta_h[0], "beard", args.scale, seeds, cancel=cancel)
-    dr = attribute_shift(model, clf, dis.directions.delta_h[0], "beard", args.scale, seeds, cancel=cancel)
     targets = ("long_hair", "bald")
-    res["disentangle"] = {
-        "target": "beard", "against": list(targets),
-        "plain": {"flip_rate": pr["flip_rate"], **{t: pr["off_target"][t] for t in targets}},
-        "disentangled": {"flip_rate": dr["flip_rate"], **{t: dr["off_target"][t] for t in targets}},
-    }
+    res["disentangle"] = {"target": "beard", "against": list(targets), "scales": {}}
+    for s in scales:
+        pr = attribute_shift(model, clf, plain.directions.delta_h[0], "beard", s, seeds, cancel=cancel)
+        dr = attribute_shift(model, clf, dis.directions.delta_h[0], "beard", s, seeds, cancel=cancel)
+        res["disentangle"]["scales"][str(s)] = {
+            "plain": {"flip_rate": pr["flip_rate"], **{t: pr["off_target"][t] for t in targets}},
+            "disentangled": {"flip_rate": dr["flip_rate"], **{t: dr["off_target"][t] for t in targets}},
+        }
     return res
 
 
@@ -92,6 +96,7 @@ def section_pca(model, args, progress, cancel) -> dict:
 
 
 def section_jacobian(model, args, progress, cancel) -> dict:
+    from ..engine.discover.contained import contained_jacobian_directions
     from ..engine.discover.jacobian import jacobian_directions
     from ..engine.sampler import sample
     from .edit_metrics import mask_locality, segment
@@ -101,37 +106,46 @@ def section_jacobian(model, args, progress, cancel) -> dict:
     out = {"parts": {}, "n": args.jacobian_seeds}
     trajs = sample(model, list(range(3_000, 3_000 + args.jacobian_seeds)), steps=10, eta=1.0,
                    cancel=cancel)
-    at = 4
+    at, at_contained = 4, 5
     for name, plist in (("mouth", ["mouth"]), ("eyes", ["left_eye", "right_eye"])):
-        shares = []
+        shares, contained = [], {f: [] for f in CONTAINED_SCALES}
         for t in trajs:
             img = model.to_pixels(t.x_0[None])[0].cpu()
             mask = segment(img, seg, plist, parts)
             if mask.sum() == 0:
                 continue
+            hnorm = float(t.hs.flatten(1).norm(dim=1).mean())
+            # the paper's masked edit: step `at`'s vector applied at every step
             ds = jacobian_directions(model, t, k=1, mask=mask, steps_subset=[at], cancel=cancel).directions
-            delta = ds.for_timesteps(t.timesteps).delta_h[0]  # step `at`'s vector at every step
-            scale = float(0.5 * t.hs.flatten(1).norm(dim=1).mean())
-            shares.append(mask_locality(model, t, delta, mask, scale, dilate=2, cancel=cancel))
+            delta = ds.for_timesteps(t.timesteps).delta_h[0]
+            shares.append(mask_locality(model, t, delta, mask, 0.5 * hnorm, dilate=2, cancel=cancel))
+            # contained: the most change inside per change outside, applied at its step only
+            cd = contained_jacobian_directions(model, t, mask, at_contained, k=1, cancel=cancel).directions
+            for f in CONTAINED_SCALES:
+                contained[f].append(mask_locality(model, t, cd.delta_h[0], mask, f * hnorm, dilate=2,
+                                                  cancel=cancel))
             if progress:
                 progress(len(shares), len(trajs), f"jacobian locality ({name})")
-        out["parts"][name] = {"share_inside": float(sum(shares) / max(1, len(shares))),
-                              "images": len(shares)}
+        n = max(1, len(shares))
+        out["parts"][name] = {"share_inside": float(sum(shares) / n), "images": len(shares),
+                              "contained": {str(f): float(sum(v) / n) for f, v in contained.items()}}
     return out
 
 
 def _render_supervised(r) -> str:
-    rows = [[a, f"{d['flip_rate']:.0%}", f"{d['off_target_mean']:.3f}",
+    rows = [[a, s, f"{d['flip_rate']:.0%}", f"{d['off_target_mean']:.3f}",
              max(d["off_target"], key=d["off_target"].get)]
-            for a, d in r["directions"].items()]
-    out = [f"Supervised directions (index {r['index_size']}, {r['examples']} examples each side, "
-           f"scale {r['scale']}; {next(iter(r['directions'].values()))['n']} held-out samples)",
-           Q.format_table(rows, ["attribute", "flipped", "mean off-target |dp|", "largest off-target"])]
+            for a, per in r["directions"].items() for s, d in per.items()]
+    n = next(iter(next(iter(r["directions"].values())).values()))["n"]
+    out = [f"Supervised directions (index {r['index_size']}, {r['examples']} examples each side; "
+           f"{n} held-out samples; scale 1 = the mean-to-mean shift)",
+           Q.format_table(rows, ["attribute", "scale", "flipped", "mean off-target |dp|",
+                                 "largest off-target"])]
     d = r["disentangle"]
-    rows = [[k, f"{d[k]['flip_rate']:.0%}"] + [f"{d[k][t]:.3f}" for t in d["against"]]
-            for k in ("plain", "disentangled")]
+    rows = [[k, s, f"{v[k]['flip_rate']:.0%}"] + [f"{v[k][t]:.3f}" for t in d["against"]]
+            for s, v in d["scales"].items() for k in ("plain", "disentangled")]
     out += ["", f"Disentangling {d['target']} against {', '.join(d['against'])}",
-            Q.format_table(rows, ["direction", "flipped"] + [f"|dp| {t}" for t in d["against"]])]
+            Q.format_table(rows, ["direction", "scale", "flipped"] + [f"|dp| {t}" for t in d["against"]])]
     return "\n".join(out)
 
 
@@ -144,9 +158,14 @@ def _render_pca(r) -> str:
 
 
 def _render_jacobian(r) -> str:
-    rows = [[p, f"{v['share_inside']:.0%}", v["images"]] for p, v in r["parts"].items()]
-    return ("Masked Jacobian edits: share of pixel change inside the mask (dilated 2 px)\n"
-            + Q.format_table(rows, ["mask", "inside", "images"]))
+    rows = []
+    for p, v in r["parts"].items():
+        rows.append([p, "masked (paper): step 4's vector at every step, 0.5 |h|", f"{v['share_inside']:.0%}",
+                     v["images"]])
+        for f, share in v.get("contained", {}).items():
+            rows.append([p, f"contained: at step 5 only, {float(f):g} |h|", f"{share:.0%}", v["images"]])
+    return ("Masked Jacobian edits: share of the pixel change (L1) inside the mask dilated by 2 px\n"
+            + Q.format_table(rows, ["mask", "directions, applied", "inside", "images"]))
 
 
 SECTIONS = {
