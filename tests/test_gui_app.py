@@ -217,6 +217,28 @@ def test_window_and_jacobian_discovery_update_plot(qtbot, win):
     m[4:10, 4:10] = True
     res = run_job(qtbot, win, win.run_discovery(J.DiscoverJacobian(k=1, steps=(0,), mask=m, iterations=10)))
     assert res.ok, res.error
+    # contained directions from the panel: need the mask; zero except at their step
+    d = win.discovery
+    d.jac_k.setValue(1)
+    d.jac_iter.setValue(8)
+    d.jac_contained.setChecked(True)
+    d.jac_contained_step.setValue(6)
+    d.jac_mask.setChecked(False)
+    with pytest.raises(ValueError, match="needs 'Use the painted mask'"):
+        d.make_jacobian_job()
+    d.jac_mask.setChecked(True)
+    win.mask.set_array(m)
+    job = d.make_jacobian_job()
+    assert job.contained == 6 and job.steps is None
+    res = run_job(qtbot, win, win.run_discovery(job))
+    assert res.ok, res.error
+    cs = res.value[0]
+    assert "contained" in cs.name
+    delta = win.worker.state.sets[cs.set_id].delta_h
+    assert torch.count_nonzero(delta[:, :6]) == 0 and torch.count_nonzero(delta[:, 6]) > 0
+    d.jac_contained_step.setValue(50)
+    with pytest.raises(ValueError, match="outside"):
+        d.make_jacobian_job()
 
 
 def test_pca_and_supervised_discovery(qtbot, win, tmp_path):

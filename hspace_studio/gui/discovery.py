@@ -101,11 +101,19 @@ class DiscoveryPanel(QTabWidget):
         self.jac_iter.setValue(100)
         self.jac_mask = QCheckBox("Use the painted mask")
         self.jac_mask.setToolTip("Restrict eps to the painted region (masked, local edits)")
+        self.jac_contained = QCheckBox("Keep the change inside the mask, at step")
+        self.jac_contained.setToolTip("Directions at one step with the most change inside the painted "
+                                      "mask per change outside it, applied at that step only "
+                                      "(needs the mask)")
+        self.jac_contained_step = QSpinBox()
+        self.jac_contained_step.setRange(0, 999)
+        self.jac_contained_step.setValue(5)
         self.jac_run = QPushButton("Run Jacobian on this image")
         f.addRow("Directions k", self.jac_k)
         f.addRow("Steps", self.jac_steps)
         f.addRow("Max iterations", self.jac_iter)
         f.addRow(self.jac_mask)
+        f.addRow(self.jac_contained, self.jac_contained_step)
         f.addRow(self.jac_run)
         self.addTab(w, "Jacobian")
 
@@ -188,8 +196,16 @@ class DiscoveryPanel(QTabWidget):
     def make_jacobian_job(self) -> DiscoverJacobian:
         steps = parse_steps(self.jac_steps.text(), self._steps())
         mask = self._mask() if self.jac_mask.isChecked() else None
+        contained = None
+        if self.jac_contained.isChecked():
+            if mask is None:
+                raise ValueError("'Keep the change inside the mask' needs 'Use the painted mask'")
+            contained = self.jac_contained_step.value()
+            if contained >= self._steps():
+                raise ValueError(f"step {contained} is outside 0..{self._steps() - 1}")
+            steps = None
         return DiscoverJacobian(k=self.jac_k.value(), steps=steps, mask=mask,
-                                iterations=self.jac_iter.value())
+                                iterations=self.jac_iter.value(), contained=contained)
 
     def supervised_job(self) -> DiscoverSupervised:
         steps, eta = self._sampling()

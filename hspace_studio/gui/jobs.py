@@ -101,6 +101,7 @@ class DiscoverJacobian:
     steps: Optional[Tuple[int, ...]] = None  # step indices; None: every step
     mask: Optional[np.ndarray] = None  # bool (H, W) at image size
     iterations: int = 20
+    contained: Optional[int] = None  # a step index: keep the change inside the mask (needs mask)
     label: ClassVar[str] = "Jacobian"
 
 
@@ -681,6 +682,16 @@ def discover_jacobian(state, job: DiscoverJacobian, progress, cancel):
         if not np.asarray(job.mask).any():
             raise HSpaceError("the mask is empty: paint a region or untick 'use mask'")
         mask = np.asarray(job.mask, dtype=bool)
+    if job.contained is not None:
+        if mask is None:
+            raise HSpaceError("contained directions need the painted mask: tick 'use mask'")
+        step = int(job.contained)
+        if not 0 <= step < traj.steps:
+            raise HSpaceError(f"step {step} is outside this image's steps 0..{traj.steps - 1}")
+        con = _engine_module("contained")
+        return con.contained_jacobian_directions(model, traj, mask, step, k=int(job.k),
+                                                 max_iter=int(job.iterations), progress=progress,
+                                                 cancel=cancel)
     jac = _engine_module("jacobian")
     return jac.jacobian_directions(model, traj, k=int(job.k), mask=mask,
                                    steps_subset=list(job.steps) if job.steps is not None else None,
@@ -739,6 +750,8 @@ def _pca(state, job, progress, cancel):
 def _jac(state, job, progress, cancel):
     traj = state.require_traj()
     what = "masked " if job.mask is not None else ""
+    if job.contained is not None:
+        what = f"contained, step {job.contained} "
     return _add_discovered(state, discover_jacobian(state, job, progress, cancel),
                            f"Jacobian {what}({traj.describe_origin()})")
 
