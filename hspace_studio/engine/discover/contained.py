@@ -8,9 +8,10 @@ of the image; on a small model they move the whole face. Here the ratio problem 
 output, and each direction is applied at step s only. Products with J are the
 downstream-only JVPs/VJPs of :mod:`.jacobian` (the upstream part of the UNet is cached).
 
-(Measured on the default model: the share of the final image's change that lands in a
-dilated eye mask rises from 0.10-0.18 for the paper's masked directions applied from
-step s on, to 0.40-0.46 at small scales; see ``resources/MODEL_CARD.md``.)
+(Measured on the default model by ``hspace-studio evaluate``: the share of the final
+image's pixel change inside a 2-px-dilated eye mask is 10% for the paper's masked
+directions and 41-51% for these at 0.25-0.1 |h|; mouth 4% and 25-33%. See
+``resources/MODEL_CARD.md``.)
 """
 from __future__ import annotations
 
