@@ -16,26 +16,36 @@ def _pixels(model, x0):
     return model.to_pixels(x0).cpu().clamp(-1, 1)
 
 
-def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scale: float,
-                    seeds: Sequence[int], steps: int = 10, eta=1.0, progress=None, cancel=None) -> Dict:
+def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, seeds: Sequence[int],
+                    steps: int = 10, eta=1.0, trajs=None, progress=None, cancel=None):
     """Push each sample towards the other side of ``attribute``: samples without it get
-    ``+scale``, samples with it ``-scale``. Returns the flip rate and the mean absolute
-    change of every other attribute's probability."""
+    ``+scale``, samples with it ``-scale``. Returns, for one scale, the flip rate and the
+    mean absolute change of every other attribute's probability; for a list of scales, a
+    dict of those per scale (all scales of one sample decoded in one batch).
+    ``trajs`` are the samples of ``seeds`` when the caller has them already."""
+    single = not isinstance(scales, (list, tuple))
+    scales = [float(scales)] if single else [float(v) for v in scales]
     a = ATTRIBUTE_NAMES.index(attribute)
-    trajs = sample(model, seeds, steps=steps, eta=eta, batch_size=len(seeds), progress=progress,
-                   cancel=cancel)
+    if trajs is None:
+        trajs = sample(model, seeds, steps=steps, eta=eta, batch_size=len(seeds), progress=progress,
+                       cancel=cancel)
     before = torch.stack([t.x_0 for t in trajs])
     _, p0 = classify(clf, _pixels(model, before))
-    after = []
+    after = []  # (n, S, C, H, W)
     for t, p in zip(trajs, p0):
-        s = scale if p[a] < 0.5 else -scale
-        after.append(edit_batch(model, t, [[EditSpec(delta, s)]], cancel=cancel).x_0[0])
-    _, p1 = classify(clf, _pixels(model, torch.stack(after)))
-    flipped = ((p0[:, a] < 0.5) != (p1[:, a] < 0.5)).float()
-    change = (p1 - p0).abs().mean(0)
-    others = {n: float(change[i]) for i, n in enumerate(ATTRIBUTE_NAMES) if i != a}
-    return {"flip_rate": float(flipped.mean()), "off_target_mean": float(np.mean(list(others.values()))),
-            "off_target": others, "n": len(seeds)}
+        sign = 1.0 if p[a] < 0.5 else -1.0
+        after.append(edit_batch(model, t, [[EditSpec(delta, sign * s)] for s in scales], cancel=cancel).x_0)
+    after = torch.stack(after)
+    out = {}
+    for j, s in enumerate(scales):
+        _, p1 = classify(clf, _pixels(model, after[:, j]))
+        flipped = ((p0[:, a] < 0.5) != (p1[:, a] < 0.5)).float()
+        change = (p1 - p0).abs().mean(0)
+        others = {n: float(change[i]) for i, n in enumerate(ATTRIBUTE_NAMES) if i != a}
+        out[str(s)] = {"flip_rate": float(flipped.mean()),
+                       "off_target_mean": float(np.mean(list(others.values()))),
+                       "off_target": others, "n": len(trajs)}
+    return out[str(scales[0])] if single else out
 
 
 def factor_correlations(model, ds, seeds: Sequence[int], steps: int = 10, k_max: int = 5,

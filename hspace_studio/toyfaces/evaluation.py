@@ -49,6 +49,7 @@ CONTAINED_SCALES = (0.1, 0.25, 0.5)  # times the mean norm of h
 def section_supervised(model, args, progress, cancel) -> dict:
     from ..engine.annotate import load_classifier
     from ..engine.discover.supervised import build_index, supervised_directions
+    from ..engine.sampler import sample
     from .edit_metrics import attribute_shift
 
     clf, _ = Q.load_shipped_classifier()
@@ -60,23 +61,24 @@ def section_supervised(model, args, progress, cancel) -> dict:
            "directions": {}}
     ds = supervised_directions(model, index, list(SUPERVISED_ATTRS), examples=args.examples,
                                progress=progress, cancel=cancel).directions
+    trajs = sample(model, seeds, steps=10, eta=1.0, batch_size=min(len(seeds), 50), cancel=cancel)
     for k, a in enumerate(SUPERVISED_ATTRS):
-        res["directions"][a] = {str(s): attribute_shift(model, clf, ds.delta_h[k], a, s, seeds,
-                                                        progress=progress, cancel=cancel)
-                                for s in scales}
+        res["directions"][a] = attribute_shift(model, clf, ds.delta_h[k], a, scales, seeds, trajs=trajs,
+                                               progress=progress, cancel=cancel)
     # disentangling: beards occur only with short hair, so the beard direction also moves hair style
     plain = supervised_directions(model, index, "beard", examples=args.examples, cancel=cancel)
     dis = supervised_directions(model, index, "beard", examples=args.examples,
                                 against=["long_hair", "bald"], cancel=cancel)
     targets = ("long_hair", "bald")
-    res["disentangle"] = {"target": "beard", "against": list(targets), "scales": {}}
-    for s in scales:
-        pr = attribute_shift(model, clf, plain.directions.delta_h[0], "beard", s, seeds, cancel=cancel)
-        dr = attribute_shift(model, clf, dis.directions.delta_h[0], "beard", s, seeds, cancel=cancel)
-        res["disentangle"]["scales"][str(s)] = {
-            "plain": {"flip_rate": pr["flip_rate"], **{t: pr["off_target"][t] for t in targets}},
-            "disentangled": {"flip_rate": dr["flip_rate"], **{t: dr["off_target"][t] for t in targets}},
-        }
+    pr = attribute_shift(model, clf, plain.directions.delta_h[0], "beard", scales, seeds, trajs=trajs,
+                         cancel=cancel)
+    dr = attribute_shift(model, clf, dis.directions.delta_h[0], "beard", scales, seeds, trajs=trajs,
+                         cancel=cancel)
+    res["disentangle"] = {"target": "beard", "against": list(targets), "scales": {
+        str(s): {"plain": {"flip_rate": pr[str(s)]["flip_rate"], **{t: pr[str(s)]["off_target"][t] for t in targets}},
+                 "disentangled": {"flip_rate": dr[str(s)]["flip_rate"],
+                                  **{t: dr[str(s)]["off_target"][t] for t in targets}}}
+        for s in scales}}
     return res
 
 
