@@ -97,6 +97,10 @@ def main(argv=None):
     ap.add_argument("--decay", type=float, default=0.0,
                     help="decay the learning rate linearly by this fraction over this run's minutes")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    ap.add_argument("--init", metavar="FOLDER",
+                    help="start from these weights (e.g. resources/default-model) when the "
+                         "checkpoint folder has no state yet; the step count continues from "
+                         "the folder's training.json")
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -119,6 +123,17 @@ def main(argv=None):
         opt.load_state_dict(st["opt"])
         step, seed_pos = int(st["step"]), int(st["seed_pos"])
         print(f"resumed at step {step}", flush=True)
+    elif args.init:
+        from diffusers import UNet2DModel
+
+        init = UNet2DModel.from_pretrained(args.init)
+        model.load_state_dict(init.state_dict())
+        ema.load_state_dict(init.state_dict())
+        info = Path(args.init) / "training.json"
+        if info.is_file():
+            step = int(json.loads(info.read_text()).get("step", 0))
+            seed_pos = step * args.batch  # fresh training images, past those already seen
+        print(f"started from the weights in {args.init} (step {step})", flush=True)
     nparams = sum(p.numel() for p in model.parameters())
     print(f"UNet {nparams/1e6:.2f}M parameters, device {device}", flush=True)
 
