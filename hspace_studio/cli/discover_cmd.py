@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from .common import (_nonneg_int, _positive_int, add_model_args, add_source_args, load_source,
@@ -67,22 +68,24 @@ def _model_params(args, model) -> dict:
 
 # ----------------------------------------------------------------------------- pca
 
-def _init_distributed(args):
-    """Under torchrun (WORLD_SIZE > 1): the rank's device, the model, join the process group."""
+@contextmanager
+def _distributed(args):
+    """Under torchrun (WORLD_SIZE > 1): the rank's device, the model, the process group
+    joined for the body and left after it (also on errors)."""
     from ..engine import distributed as dist
 
     args.device = dist.device_for(args.device)
     model = open_model(args)
     dist.init(model.device)
-    return model, dist
+    try:
+        yield model, dist
+    finally:
+        dist.shutdown()
 
 
 def run_pca(args) -> int:
-    model, dist = _init_distributed(args)
-    try:
+    with _distributed(args) as (model, dist):
         return _run_pca(args, model, dist)
-    finally:
-        dist.shutdown()
 
 
 def _run_pca(args, model, dist) -> int:
@@ -178,11 +181,8 @@ def run_supervised(args) -> int:
     if not from_images and 2 * args.examples > args.index_size:
         raise ValueError(f"{args.examples} positive and {args.examples} negative examples need "
                          f"--index-size {2 * args.examples} or more (got {args.index_size})")
-    model, dist = _init_distributed(args)
-    try:
+    with _distributed(args) as (model, dist):
         return _run_supervised(args, model, dist)
-    finally:
-        dist.shutdown()
 
 
 def _run_supervised(args, model, dist) -> int:

@@ -181,30 +181,12 @@ def build_index(model: DiffusionModel, classifier: AttributeClassifier, n_sample
                                         batch, progress, cancel)
     index = AnnotationIndex(recipe, path=str(path) if path is not None else None)
     if path is not None and Path(path).exists():
-        old = AnnotationIndex.load(path)
-        if old.recipe != recipe:
-            diff = [k for k in recipe if old.recipe.get(k) != recipe[k]]
-            raise ModelMismatchError(f"index {path} was built with another {', '.join(diff)}; "
-                                     f"pass another --index file")
-        index = old
+        index = _load_same_recipe(path, recipe)
     done = set(index.seeds)
     todo = [s for s in seeds if s not in done]
-    batch = max(1, int(batch))
     prog = Progress(len(todo) * steps, progress, cancel, f"annotating {len(todo)} sample(s)")
-    for b in range(0, len(todo), batch):
-        chunk = todo[b:b + batch]
-        trajs = sample(model, chunk, steps=steps, eta=eta, h_space=h_space, batch_size=len(chunk),
-                       keep_chain=False, progress=lambda d, t, m: prog.step(len(chunk)), cancel=cancel)
-        x0 = torch.stack([tr.x_0 for tr in trajs])
-        del trajs
-        imgs = model.to_pixels(x0).cpu()
-        sc = classifier.scores(imgs)
-        if cancel is not None:
-            cancel.check()
-        index.seeds.extend(chunk)
-        index.scores.extend([[float(v) for v in row] for row in sc.tolist()])
-        if path is not None:
-            index.save(path)
+    _annotate_into(index, model, classifier, todo, steps, eta, h_space, batch, prog, cancel,
+                   save=path is not None)
     if path is not None and not Path(path).exists():
         index.save(path)
     return index
@@ -221,6 +203,26 @@ def shard_files(path) -> List[Path]:
 
     p = Path(path)
     return sorted(q for q in p.parent.glob(glob.escape(p.name) + ".rank*of*") if q.is_file())
+
+
+def _annotate_into(index: AnnotationIndex, model, classifier, seeds, steps, eta, h_space, batch,
+                   prog: Progress, cancel, save: bool) -> None:
+    """Sample and score ``seeds`` in batches, appending to ``index`` (saved atomically at its
+    own path after every batch when ``save``): an interruption loses at most one batch."""
+    batch = max(1, int(batch))
+    for b in range(0, len(seeds), batch):
+        chunk = seeds[b:b + batch]
+        trajs = sample(model, chunk, steps=steps, eta=eta, h_space=h_space, batch_size=len(chunk),
+                       keep_chain=False, progress=lambda d, t, m: prog.step(len(chunk)), cancel=cancel)
+        x0 = torch.stack([tr.x_0 for tr in trajs])
+        del trajs
+        sc = classifier.scores(model.to_pixels(x0).cpu())
+        if cancel is not None:
+            cancel.check()
+        index.seeds.extend(chunk)
+        index.scores.extend([[float(v) for v in row] for row in sc.tolist()])
+        if save:
+            index.save()
 
 
 def _load_same_recipe(path, recipe: dict) -> AnnotationIndex:
@@ -266,22 +268,10 @@ def _build_index_distributed(model, classifier, seeds, path, recipe, steps, eta,
     have = set(base.seeds)
     todo = [s for s in seeds if s not in have and s not in done]
     mine = dist.shard(todo)
-    batch = max(1, int(batch))
     prog = Progress(len(mine) * steps, progress, cancel,
                     f"annotating {len(todo)} sample(s) on {n} processes")
-    for b in range(0, len(mine), batch):
-        chunk = mine[b:b + batch]
-        trajs = sample(model, chunk, steps=steps, eta=eta, h_space=h_space, batch_size=len(chunk),
-                       keep_chain=False, progress=lambda d, t, m: prog.step(len(chunk)), cancel=cancel)
-        x0 = torch.stack([tr.x_0 for tr in trajs])
-        del trajs
-        sc = classifier.scores(model.to_pixels(x0).cpu())
-        if cancel is not None:
-            cancel.check()
-        own.seeds.extend(chunk)
-        own.scores.extend([[float(v) for v in row] for row in sc.tolist()])
-        if path is not None:
-            own.save()
+    _annotate_into(own, model, classifier, mine, steps, eta, h_space, batch, prog, cancel,
+                   save=path is not None)
     for part in dist.all_gather_object((own.seeds, own.scores)):
         done.update(zip(*part))
     order = {s: i for i, s in enumerate(seeds)}
