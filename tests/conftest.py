@@ -18,6 +18,13 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_model_8_dir(tmp_path_factory):
+    """The same pixel UNet (config a, epsilon, DDPM scheduler defaults) at 8x8: h is 32x4x4,
+    small enough for dense Jacobians and exact PCA in tests."""
+    return save_pixel_model(tmp_path_factory.mktemp("tiny_a8"), "a", sample_size=8)
+
+
+@pytest.fixture(scope="session")
 def tiny_model_b_dir(tmp_path_factory):
     return save_pixel_model(tmp_path_factory.mktemp("tiny_b"), "b", prediction_type="v_prediction",
                             clip_sample=False, spacing="trailing", beta_schedule="squaredcos_cap_v2")

@@ -79,16 +79,10 @@ def test_zero_operator_and_bad_arguments():
 # ------------------------------------------------------------------ on a tiny diffusion model
 
 @pytest.fixture(scope="module")
-def eps_model(tmp_path_factory):
-    from diffusers import DDPMScheduler
-
+def eps_model(tiny_model_8_dir):
     from hspace_studio.engine import load_model
-    from tests.tiny_models import tiny_unet
 
-    d = tmp_path_factory.mktemp("contained_eps")
-    tiny_unet("a", sample_size=8).save_pretrained(d / "unet")
-    DDPMScheduler(num_train_timesteps=1000).save_pretrained(d / "scheduler")
-    return load_model(str(d), device="cpu")
+    return load_model(str(tiny_model_8_dir), device="cpu")
 
 
 def _dense_eps_jacobian(model, traj, i):

@@ -10,21 +10,15 @@ from hspace_studio.engine.discover.jacobian import (DownstreamEps, JacobianOpera
                                                     jacobian_directions, mask_from_rle,
                                                     mask_to_rle, parse_steps_subset, prepare_mask)
 from hspace_studio.engine.hspace import hspace_hook
-from tests.tiny_models import tiny_unet
 
 STEPS = 2
 TOL = 1e-6
 
 
 @pytest.fixture(scope="module")
-def eps_model(tmp_path_factory):
+def eps_model(tiny_model_8_dir):
     """An epsilon-prediction pixel model, 8x8 (h is 32x4x4)."""
-    from diffusers import DDPMScheduler
-
-    d = tmp_path_factory.mktemp("jac_eps")
-    tiny_unet("a", sample_size=8).save_pretrained(d / "unet")
-    DDPMScheduler(num_train_timesteps=1000).save_pretrained(d / "scheduler")
-    return load_model(str(d), device="cpu")
+    return load_model(str(tiny_model_8_dir), device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from hspace_studio.engine.directions import DirectionSet
 from hspace_studio.engine.discover.pca import (CovarianceAccumulator, GramAccumulator,
                                                IncrementalAccumulator,
                                                align_component_signs, pca_directions, plan_pca)
-from tests.tiny_models import tiny_unet
 
 STEPS = 3
 N = 60
@@ -22,14 +21,9 @@ K = 4
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def model(tiny_model_8_dir):
     """A pixel model at 8x8: h is 32x4x4 (D = 512)."""
-    from diffusers import DDPMScheduler
-
-    d = tmp_path_factory.mktemp("pca_model")
-    tiny_unet("a", sample_size=8).save_pretrained(d / "unet")
-    DDPMScheduler(num_train_timesteps=1000).save_pretrained(d / "scheduler")
-    return load_model(str(d), device="cpu")
+    return load_model(str(tiny_model_8_dir), device="cpu")
 
 
 @pytest.fixture(scope="module")

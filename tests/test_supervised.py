@@ -15,20 +15,14 @@ from hspace_studio.engine.discover.naming import apply_names, name_directions
 from hspace_studio.engine.discover.supervised import (AnnotationIndex, build_index, select_examples,
                                                       supervised_directions, supervised_from_images)
 from hspace_studio.engine.images import save_png, to_pil
-from tests.tiny_models import tiny_unet
 
 STEPS = 2
 N = 600
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from diffusers import DDPMScheduler
-
-    d = tmp_path_factory.mktemp("sup_model")
-    tiny_unet("a", sample_size=8).save_pretrained(d / "unet")
-    DDPMScheduler(num_train_timesteps=1000).save_pretrained(d / "scheduler")
-    return load_model(str(d), device="cpu")
+def model(tiny_model_8_dir):
+    return load_model(str(tiny_model_8_dir), device="cpu")
 
 
 @pytest.fixture(scope="module")

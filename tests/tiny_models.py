@@ -27,11 +27,11 @@ def tiny_unet(config: str = "a", sample_size: int = 16, in_channels: int = 3):
 
 def save_pixel_model(folder: Path, config: str = "a", prediction_type: str = "epsilon",
                      clip_sample: bool = True, spacing: str = "leading",
-                     beta_schedule: str = "linear") -> Path:
+                     beta_schedule: str = "linear", sample_size: int = 16) -> Path:
     from diffusers import DDPMScheduler
 
     folder = Path(folder)
-    tiny_unet(config).save_pretrained(folder / "unet")
+    tiny_unet(config, sample_size=sample_size).save_pretrained(folder / "unet")
     DDPMScheduler(num_train_timesteps=1000, clip_sample=clip_sample, prediction_type=prediction_type,
                   timestep_spacing=spacing, beta_schedule=beta_schedule).save_pretrained(folder / "scheduler")
     return folder
