@@ -685,11 +685,8 @@ def discover_jacobian(state, job: DiscoverJacobian, progress, cancel):
     if job.contained is not None:
         if mask is None:
             raise HSpaceError("contained directions need the painted mask: tick 'use mask'")
-        step = int(job.contained)
-        if not 0 <= step < traj.steps:
-            raise HSpaceError(f"step {step} is outside this image's steps 0..{traj.steps - 1}")
-        con = _engine_module("contained")
-        return con.contained_jacobian_directions(model, traj, mask, step, k=int(job.k),
+        con = _engine_module("contained")  # (it checks the step against the image's steps)
+        return con.contained_jacobian_directions(model, traj, mask, int(job.contained), k=int(job.k),
                                                  max_iter=int(job.iterations), progress=progress,
                                                  cancel=cancel)
     jac = _engine_module("jacobian")

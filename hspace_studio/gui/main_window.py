@@ -902,7 +902,7 @@ class MainWindow(QMainWindow):
             elif suffix == ".json":
                 self.open_session(p)
             elif suffix == ".safetensors":
-                if _safetensors_keys(p) & {"delta_h"}:
+                if "delta_h" in _safetensors_keys(p):
                     self.import_directions([p])
                 else:  # a trajectory, or a file whose error the loader explains
                     self.open_trajectory(p)

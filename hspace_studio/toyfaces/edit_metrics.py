@@ -17,14 +17,13 @@ def _pixels(model, x0):
 
 
 def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, seeds: Sequence[int],
-                    steps: int = 10, eta=1.0, trajs=None, progress=None, cancel=None):
+                    steps: int = 10, eta=1.0, trajs=None, progress=None, cancel=None) -> Dict[str, Dict]:
     """Push each sample towards the other side of ``attribute``: samples without it get
-    ``+scale``, samples with it ``-scale``. Returns, for one scale, the flip rate and the
-    mean absolute change of every other attribute's probability; for a list of scales, a
-    dict of those per scale (all scales of one sample decoded in one batch).
-    ``trajs`` are the samples of ``seeds`` when the caller has them already."""
-    single = not isinstance(scales, (list, tuple))
-    scales = [float(scales)] if single else [float(v) for v in scales]
+    ``+scale``, samples with it ``-scale``. Returns, per scale of ``scales`` (keyed by
+    ``str(scale)``), the flip rate and the mean absolute change of every other attribute's
+    probability; all scales of one sample are decoded in one batch. ``trajs`` are the
+    samples of ``seeds`` when the caller has them already."""
+    scales = [float(v) for v in scales]
     a = ATTRIBUTE_NAMES.index(attribute)
     if trajs is None:
         trajs = sample(model, seeds, steps=steps, eta=eta, batch_size=len(seeds), progress=progress,
@@ -45,7 +44,7 @@ def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, see
         out[str(s)] = {"flip_rate": float(flipped.mean()),
                        "off_target_mean": float(np.mean(list(others.values()))),
                        "off_target": others, "n": len(trajs)}
-    return out[str(scales[0])] if single else out
+    return out
 
 
 def factor_correlations(model, ds, seeds: Sequence[int], steps: int = 10, k_max: int = 5,

@@ -56,7 +56,7 @@ def section_supervised(model, args, progress, cancel) -> dict:
     index = build_index(model, load_classifier("toyfaces"), args.index_size, steps=10, eta=1.0,
                         seed_start=300_000, progress=progress, cancel=cancel)
     seeds = list(range(1_000, 1_000 + args.seeds))
-    scales = list(args.scale) if isinstance(args.scale, (list, tuple)) else [float(args.scale)]
+    scales = list(args.scale)
     res = {"index_size": args.index_size, "examples": args.examples, "scales": scales,
            "directions": {}}
     ds = supervised_directions(model, index, list(SUPERVISED_ATTRS), examples=args.examples,

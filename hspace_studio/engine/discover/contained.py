@@ -16,7 +16,7 @@ directions and 41-51% for these at 0.25-0.1 |h|; mouth 4% and 25-33%. See
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
@@ -41,7 +41,6 @@ class ContainedJacobianResult:
     residual: float
     converged: bool
     seconds: float
-    notes: List[str] = field(default_factory=list)
 
     def summary(self) -> str:
         share = ", ".join(f"{i * i / max(i * i + o * o, 1e-300):.0%}" for i, o in zip(self.inside, self.outside))
@@ -55,7 +54,7 @@ def contained_jacobian_directions(model: DiffusionModel, traj: Trajectory, mask,
                                   max_iter: int = 40, oversample: int = 2, init_seed: int = 0,
                                   progress: Optional[ProgressFn] = None,
                                   cancel: Optional[CancelToken] = None) -> ContainedJacobianResult:
-    """k directions at step ``step`` of ``traj`` whose change of x_0 stays in ``mask``.
+    """k directions at step ``step`` of ``traj`` whose change of eps there stays in ``mask``.
 
     The set has the trajectory's timesteps and is zero at every step but ``step``.
     """
@@ -89,18 +88,18 @@ def contained_jacobian_directions(model: DiffusionModel, traj: Trajectory, mask,
         if V[j].flatten()[V[j].abs().argmax()] < 0:
             V[j] = -V[j]
     delta[:, step] = V.cpu()
+    ratios, inside, outside = ([float(v) for v in t] for t in (r.ratios, r.inside, r.outside))
     params = {"method": "jacobian", "objective": "contained", "k": int(k), "rho": float(rho),
               "tol": float(tol), "max_iter": int(max_iter), "oversample": int(oversample),
               "init_seed": int(init_seed), "step": int(step), "source": dict(traj.origin),
               "steps": traj.steps, "mask": mask_info,
-              "inside": [float(v) for v in r.inside], "outside": [float(v) for v in r.outside],
+              "inside": inside, "outside": outside,
               "convergence": {"iterations": r.iterations, "residual": float(r.residual),
                               "converged": bool(r.converged)}}
     ds = DirectionSet(delta_h=delta, timesteps=traj.timesteps.clone().long(),
                       fingerprint=model.fingerprint, h_space=traj.h_space, method="jacobian",
                       labels=[f"J {j} (contained, step {step})" for j in range(k)],
-                      values=[[float(v)] * traj.steps for v in r.ratios], params=params)
-    return ContainedJacobianResult(directions=ds, step=int(step), ratios=[float(v) for v in r.ratios],
-                                   inside=[float(v) for v in r.inside], outside=[float(v) for v in r.outside],
+                      values=[[v] * traj.steps for v in ratios], params=params)
+    return ContainedJacobianResult(directions=ds, step=int(step), ratios=ratios, inside=inside, outside=outside,
                                    iterations=r.iterations, residual=r.residual, converged=r.converged,
                                    seconds=time.perf_counter() - t0)

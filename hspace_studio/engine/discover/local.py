@@ -61,7 +61,6 @@ def _orthonormal(S: torch.Tensor, JS: torch.Tensor, drop: float = 1e-10):
 def contained_directions(jmv: Callable, jtmv: Callable, dim: int, weights: torch.Tensor, k: int,
                          rho: float = 0.1, oversample: int = 2, tol: float = 1e-3,
                          max_iter: int = 60, generator: Optional[torch.Generator] = None,
-                         init: Optional[torch.Tensor] = None,
                          cancel: Optional[CancelToken] = None,
                          on_iteration: Optional[Callable[[int, float], None]] = None
                          ) -> ContainedResult:
@@ -77,14 +76,7 @@ def contained_directions(jmv: Callable, jtmv: Callable, dim: int, weights: torch
     w_in = weights.double().reshape(1, -1)
     w_out = 1.0 - w_in
     p = min(dim, k + max(0, int(oversample)))
-    if init is not None:
-        V = init.double().reshape(dim, -1)[:, :p].cpu()
-        if V.shape[1] < p:
-            V = torch.cat([V, torch.randn(dim, p - V.shape[1], generator=generator,
-                                          dtype=torch.float64)], 1)
-    else:
-        V = torch.randn(dim, p, generator=generator, dtype=torch.float64)
-    V = torch.linalg.qr(V)[0]
+    V = torch.linalg.qr(torch.randn(dim, p, generator=generator, dtype=torch.float64))[0]
     JV = jmv(V.T).double().cpu()
     if not torch.isfinite(JV).all():
         raise FloatingPointError("the Jacobian products are not finite")
@@ -95,8 +87,7 @@ def contained_directions(jmv: Callable, jtmv: Callable, dim: int, weights: torch
     reg = rho * typical
     P = JP = None
     R = JR = None
-    it, residual = 0, float("inf")
-    lam = torch.zeros(p, dtype=torch.float64)
+    it = 0
     while True:
         check(cancel)
         it += 1
