@@ -102,3 +102,23 @@ def test_direction_for_another_model_is_rejected(tiny_model_dir, tiny_model_b_di
                "--out", str(tmp_path / "x.png")])
     assert rc == 1 and "made for model" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_edit_with_region_keeps_the_outside(tiny_model_dir, dirs_file, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:10, 3:12] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    assert _run("sample", "--seed", 5, "--model", tiny_model_dir, "--out", tmp_path / "s.png") == 0
+    common = ["--seed", 5, "--model", tiny_model_dir, "--direction", dirs_file, "--scale", 3]
+    assert _run("edit", *common, "--region", tmp_path / "m.png", "--free-steps", 0,
+                "--out", tmp_path / "r.png") == 0
+    s, _ = load_image(tmp_path / "s.png", (16, 16))
+    r, _ = load_image(tmp_path / "r.png", (16, 16))
+    inside = torch.from_numpy(mask > 0)
+    assert torch.equal(r[:, ~inside], s[:, ~inside]) and not torch.equal(r[:, inside], s[:, inside])
+    assert read_recipe(tmp_path / "r.png")["region"]["free_steps"] == 0
+    assert _run("edit", *common, "--region", tmp_path / "missing.png", "--out", tmp_path / "x.png") != 0
+    assert not (tmp_path / "x.png").exists()

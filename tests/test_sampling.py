@@ -133,3 +133,52 @@ def test_preview_callback_gets_predicted_x0(tiny_model):
     got = []
     sample(tiny_model, [1], steps=3, preview=lambda i, T, x0: got.append((i, T, x0.shape)))
     assert [g[0] for g in got] == [0, 1, 2] and got[0][2][1:] == tiny_model.sample_shape
+
+
+def _half_mask(shape):
+    m = torch.zeros(shape)
+    m[:, : shape[1] // 2] = 1.0
+    return m
+
+
+def test_region_with_no_free_steps_leaves_outside_unchanged(tiny_model):
+    from hspace_studio.engine.sampler import Region, region_weights
+
+    t = sample(tiny_model, [11], steps=8, eta=1.0)[0]
+    d = torch.randn_like(t.hs)
+    mask = _half_mask(tiny_model.image_size)
+    w = region_weights(tiny_model, mask.numpy())
+    x = edit(tiny_model, t, [EditSpec(d, 3.0)], region=Region(w, free_steps=0))
+    free = edit(tiny_model, t, [EditSpec(d, 3.0)])
+    inside, outside = mask.bool(), ~mask.bool()
+    assert torch.equal(x[:, outside], t.x_0[:, outside])
+    assert (x[:, inside] - t.x_0[:, inside]).abs().max() > 1e-3
+    # a region covering the whole image changes nothing
+    whole = edit(tiny_model, t, [EditSpec(d, 3.0)], region=Region(torch.ones(1, 1, *w.shape[-2:]), 0))
+    assert (whole - free).abs().max() < 1e-5
+
+
+def test_region_free_steps_match_a_hand_blended_chain(tiny_model):
+    from hspace_studio.engine.sampler import Region, region_weights
+
+    t = sample(tiny_model, [12], steps=6, eta=1.0, batch_size=1)[0]
+    d = torch.randn_like(t.hs)
+    w = region_weights(tiny_model, _half_mask(tiny_model.image_size).numpy())
+    got = edit(tiny_model, t, [EditSpec(d, 2.0)], region=Region(w, free_steps=2))
+    orig = list(t.xs[1:]) + [t.x_0]
+
+    def blend(i, x):  # steps 0..3 blended, 4 and 5 free
+        return w * x + (1 - w) * orig[i][None] if i < 4 else x
+
+    want = run_chain(tiny_model, t.x_T[None], t.zs, t.etas, t.timesteps, "after",
+                     delta_at=lambda i: (2.0 * d[i])[None], after_step=blend).x_0[0]
+    assert (got - want).abs().max() < 1e-5
+    outside = ~_half_mask(tiny_model.image_size).bool()
+    assert not torch.allclose(got[:, outside], t.x_0[:, outside])  # the free steps blend the border
+
+
+def test_region_rejects_an_empty_mask(tiny_model):
+    from hspace_studio.engine.sampler import region_weights
+
+    with pytest.raises(ValueError, match="empty"):
+        region_weights(tiny_model, torch.zeros(tiny_model.image_size).numpy())

@@ -1,5 +1,5 @@
 """hspace-studio edit --seed N | --trajectory t | --image p --direction d.safetensors[:INDEX]
---scale S [--window T0:T1] [--at-step J] [--direction ...] --out img.png
+--scale S [--window T0:T1] [--at-step J] [--direction ...] [--region MASK.png] --out img.png
 
 Each ``--direction`` starts an edit; the ``--scale``, ``--window`` and ``--at-step``
 after it belong to that edit. ``--strip S1,S2,...`` writes the first edit at several
@@ -59,6 +59,12 @@ def add_parser(sub):
     p.add_argument("--at-step", action=_EditAction, dest="at_step", type=int,
                    help="use this step's vector at every step (masked Jacobian edits)")
     p.add_argument("--strip", type=_scales, help="write the first edit at these scales side by side")
+    p.add_argument("--region", metavar="MASK.png",
+                   help="keep the change inside this mask (white = inside): outside it the "
+                        "image follows the unedited chain until the last --free-steps steps")
+    p.add_argument("--free-steps", type=int, default=1, metavar="N",
+                   help="with --region: the last N steps run without the mask, so the network "
+                        "blends its border (default 1; 0 keeps the outside exactly as it was)")
     p.add_argument("--out", required=True)
     add_model_args(p)
     p.set_defaults(func=run, edits=None)
@@ -87,19 +93,32 @@ def run(args) -> int:
     with progress_and_cancel("editing") as (bar, token):
         traj = load_source(args, model, bar, token)
         specs = build_edits(model, traj, args.edits)
+        region = _region(args, model)
         recipe = {"model": args.model, "fingerprint": model.fingerprint, "h_space": traj.h_space,
                   "source": _source_recipe(args, traj), "edits": args.edits}
+        if region is not None:
+            recipe["region"] = {"mask": str(args.region), "free_steps": region.free_steps}
         if args.strip:
             xs = strip(model, traj, specs[0].delta, args.strip, specs[0].window, specs[1:],
-                       progress=bar, cancel=token)
+                       progress=bar, cancel=token, region=region)
             imgs = [to_pil(model.to_pixels(x[None])[0]) for x in xs]
             recipe["strip"] = args.strip
             save_png(args.out, grid(imgs, cols=len(imgs)), recipe)
         else:
-            x0 = edit(model, traj, specs, progress=bar, cancel=token)
+            x0 = edit(model, traj, specs, progress=bar, cancel=token, region=region)
             save_image(model, x0, args.out, recipe)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def _region(args, model):
+    from ..engine.sampler import Region, region_weights
+
+    if args.region is None:
+        return None
+    if args.free_steps < 0:
+        raise ValueError("--free-steps must be 0 or more")
+    return Region(region_weights(model, args.region), int(args.free_steps))
 
 
 def _source_recipe(args, traj):

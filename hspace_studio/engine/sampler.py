@@ -90,11 +90,13 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
               timesteps: torch.Tensor, h_space: str, start: int = 0,
               delta_at: Optional[Callable[[int], Optional[torch.Tensor]]] = None,
               keep_xs: bool = True, keep_pre_edit: bool = False,
-              progress: Optional[Progress] = None, preview: Optional[PreviewFn] = None) -> ChainResult:
+              progress: Optional[Progress] = None, preview: Optional[PreviewFn] = None,
+              after_step: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None) -> ChainResult:
     """Run steps ``start .. T-1`` from ``x_start`` (the input x of step ``start``).
 
     ``zs`` is (B, T, C, H, W) or (T, C, H, W) (shared by the batch). ``delta_at(i)``
     returns the change of h at step ``i`` ((B, C', H', W') or broadcastable) or None.
+    ``after_step(i, x)`` may replace step ``i``'s output x (the input of step ``i + 1``).
     """
     dev, dt = model.device, model.dtype
     T = timesteps.shape[0]
@@ -125,6 +127,8 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
         x = res.prev_sample
         if eta > 0 and levels[i] == 0:  # residual step (see noise_levels)
             x = x + z.to(dev, torch.float32)
+        if after_step is not None:
+            x = after_step(i, x)
         if preview is not None:
             preview(i, T, res.pred_original_sample)
         if progress is not None:
@@ -205,14 +209,56 @@ class EditSpec:
         return on.cpu() & nonzero
 
 
+@dataclass(frozen=True)
+class Region:
+    """Keep an edit inside a region: after every step but the last ``free_steps``, x
+    outside the region is set back to the unedited chain's x,
+    ``x = w * x_edited + (1 - w) * x_unedited``. The last ``free_steps`` steps run freely
+    so that the network blends the border.
+
+    ``weights`` is (H, W) or (1, 1, H, W) in [0, 1] at the resolution of x (see
+    :func:`region_weights`).
+    """
+
+    weights: torch.Tensor
+    free_steps: int = 2
+
+
+def region_weights(model: DiffusionModel, mask) -> torch.Tensor:
+    """(1, 1, h, w) weights at the resolution of x from an image-sized mask (array, tensor or
+    PNG path; see :func:`~.discover.jacobian.prepare_mask`)."""
+    from .discover.jacobian import prepare_mask
+
+    w, _ = prepare_mask(mask, model)
+    if w is None or float(w.sum()) == 0:
+        raise ValueError("the region mask is empty")
+    return w
+
+
+def _region_blend(traj: Trajectory, region: Region, start: int, dev):
+    T = traj.steps
+    w = region.weights.to(dev, torch.float32)
+    w = w.view(1, 1, *w.shape[-2:])
+    last = T - max(0, int(region.free_steps))  # steps i < last are blended
+
+    def after_step(i, x):
+        if i >= last:
+            return x
+        orig = traj.xs[i + 1] if i + 1 < T else traj.x_0
+        return w * x + (1 - w) * orig.to(dev, torch.float32)[None]
+
+    return after_step
+
+
 def edit_batch(model: DiffusionModel, traj: Trajectory, batch: Sequence[Sequence[EditSpec]],
                keep_pre_edit: bool = False, progress: Optional[ProgressFn] = None,
                cancel: Optional[CancelToken] = None,
-               preview: Optional[PreviewFn] = None) -> ChainResult:
+               preview: Optional[PreviewFn] = None, region: Optional[Region] = None) -> ChainResult:
     """Decode ``traj`` once per element of ``batch`` (a list of edits each), in one batch.
 
     Steps before the first edited step are reused from the trajectory's cached chain.
-    Returns x_0 (B, C, H, W) and the h of the recomputed steps.
+    Returns x_0 (B, C, H, W) and the h of the recomputed steps. With ``region``, the
+    change is kept inside it (see :class:`Region`).
     """
     T = traj.steps
     for specs in batch:
@@ -247,22 +293,23 @@ def edit_batch(model: DiffusionModel, traj: Trajectory, batch: Sequence[Sequence
 
     x_start = traj.xs[start][None].expand(len(batch), *traj.xs.shape[1:])
     prog = Progress(T - start, progress, cancel, "editing")
+    blend = _region_blend(traj, region, start, dev) if region is not None else None
     return run_chain(model, x_start, traj.zs, traj.etas, traj.timesteps, traj.h_space, start=start,
                      delta_at=delta_at, keep_xs=False, keep_pre_edit=keep_pre_edit,
-                     progress=prog, preview=preview)
+                     progress=prog, preview=preview, after_step=blend)
 
 
 def edit(model: DiffusionModel, traj: Trajectory, edits: Sequence[EditSpec],
          progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None,
-         preview: Optional[PreviewFn] = None) -> torch.Tensor:
+         preview: Optional[PreviewFn] = None, region: Optional[Region] = None) -> torch.Tensor:
     """x_0 (C, H, W) of ``traj`` decoded with all ``edits`` applied together."""
     return edit_batch(model, traj, [list(edits)], progress=progress, cancel=cancel,
-                      preview=preview).x_0[0]
+                      preview=preview, region=region).x_0[0]
 
 
 def strip(model: DiffusionModel, traj: Trajectory, delta: torch.Tensor, scales: Sequence[float],
           window=None, others: Sequence[EditSpec] = (), progress: Optional[ProgressFn] = None,
-          cancel: Optional[CancelToken] = None) -> torch.Tensor:
+          cancel: Optional[CancelToken] = None, region: Optional[Region] = None) -> torch.Tensor:
     """x_0 (S, C, H, W): one direction at several scales (plus fixed ``others``), batched."""
     batch = [[EditSpec(delta, float(s), window), *others] for s in scales]
-    return edit_batch(model, traj, batch, progress=progress, cancel=cancel).x_0
+    return edit_batch(model, traj, batch, progress=progress, cancel=cancel, region=region).x_0
