@@ -43,4 +43,5 @@ def test_evaluate_supervised_and_jacobian_tables_on_a_small_setting(capsys):
     out = capsys.readouterr().out
     assert "smiling" in out and " 3.0 " in out and "Disentangling beard" in out
     assert "masked (paper)" in out and "contained: at step 5 only, 0.25 |h|" in out
+    assert "contained, 0.25 |h|, kept in the mask (last 1 step free)" in out
     assert main(["evaluate", "--scale", "1,x"]) == 2

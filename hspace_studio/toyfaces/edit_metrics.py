@@ -87,12 +87,13 @@ def _timesteps(model, steps):
 
 
 def mask_locality(model, traj, delta: torch.Tensor, mask: np.ndarray, scale: float,
-                  dilate: int = 2, cancel=None) -> float:
+                  dilate: int = 2, region=None, cancel=None) -> float:
     """Share of the pixel change (sum of |after - before| over channels) that lies in
-    ``mask`` dilated by ``dilate`` pixels."""
+    ``mask`` dilated by ``dilate`` pixels; ``region`` (a sampler ``Region``) keeps the edit
+    inside a mask while it is decoded."""
     from scipy.ndimage import binary_dilation
 
-    out = edit_batch(model, traj, [[EditSpec(delta, scale)]], cancel=cancel).x_0
+    out = edit_batch(model, traj, [[EditSpec(delta, scale)]], region=region, cancel=cancel).x_0
     diff = (_pixels(model, out) - _pixels(model, traj.x_0[None])).abs().sum(1)[0].numpy()
     m = binary_dilation(mask.astype(bool), iterations=dilate) if dilate > 0 else mask.astype(bool)
     total = diff.sum()

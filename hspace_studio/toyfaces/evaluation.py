@@ -44,6 +44,7 @@ def _render_inversion(r) -> str:
 
 SUPERVISED_ATTRS = ("smiling", "eyeglasses", "blond_hair", "mouth_open")
 CONTAINED_SCALES = (0.1, 0.25, 0.5)  # times the mean norm of h
+REGION_FREE_STEPS = 1  # kept-in-mask rows: the last step runs free and blends the border
 
 
 def section_supervised(model, args, progress, cancel) -> dict:
@@ -100,7 +101,7 @@ def section_pca(model, args, progress, cancel) -> dict:
 def section_jacobian(model, args, progress, cancel) -> dict:
     from ..engine.discover.contained import contained_jacobian_directions
     from ..engine.discover.jacobian import jacobian_directions
-    from ..engine.sampler import sample
+    from ..engine.sampler import Region, region_weights, sample
     from .edit_metrics import mask_locality, segment
     from .nets import load_segmenter
 
@@ -111,6 +112,7 @@ def section_jacobian(model, args, progress, cancel) -> dict:
     at, at_contained = 4, 5
     for name, plist in (("mouth", ["mouth"]), ("eyes", ["left_eye", "right_eye"])):
         shares, contained = [], {f: [] for f in CONTAINED_SCALES}
+        kept = {"masked": [], "contained": []}
         for t in trajs:
             img = model.to_pixels(t.x_0[None])[0].cpu()
             mask = segment(img, seg, plist, parts)
@@ -126,11 +128,19 @@ def section_jacobian(model, args, progress, cancel) -> dict:
             for f in CONTAINED_SCALES:
                 contained[f].append(mask_locality(model, t, cd.delta_h[0], mask, f * hnorm, dilate=2,
                                                   cancel=cancel))
+            # either, decoded with the edit kept inside the mask (the last step free)
+            region = Region(region_weights(model, mask.astype("float32")), REGION_FREE_STEPS)
+            kept["masked"].append(mask_locality(model, t, delta, mask, 0.5 * hnorm, dilate=2,
+                                                region=region, cancel=cancel))
+            kept["contained"].append(mask_locality(model, t, cd.delta_h[0], mask, 0.25 * hnorm, dilate=2,
+                                                   region=region, cancel=cancel))
             if progress:
                 progress(len(shares), len(trajs), f"jacobian locality ({name})")
         n = max(1, len(shares))
         out["parts"][name] = {"share_inside": float(sum(shares) / n), "images": len(shares),
-                              "contained": {str(f): float(sum(v) / n) for f, v in contained.items()}}
+                              "contained": {str(f): float(sum(v) / n) for f, v in contained.items()},
+                              "kept_in_mask": {k: float(sum(v) / n) for k, v in kept.items()},
+                              "free_steps": REGION_FREE_STEPS}
     return out
 
 
@@ -166,6 +176,14 @@ def _render_jacobian(r) -> str:
                      v["images"]])
         for f, share in v.get("contained", {}).items():
             rows.append([p, f"contained: at step 5 only, {float(f):g} |h|", f"{share:.0%}", v["images"]])
+        kept = v.get("kept_in_mask", {})
+        free = v.get("free_steps", 1)
+        if "masked" in kept:
+            rows.append([p, f"masked (paper), 0.5 |h|, kept in the mask (last {free} step free)",
+                         f"{kept['masked']:.0%}", v["images"]])
+        if "contained" in kept:
+            rows.append([p, f"contained, 0.25 |h|, kept in the mask (last {free} step free)",
+                         f"{kept['contained']:.0%}", v["images"]])
     return ("Masked Jacobian edits: share of the pixel change (L1) inside the mask dilated by 2 px\n"
             + Q.format_table(rows, ["mask", "directions, applied", "inside", "images"]))
 
