@@ -575,3 +575,36 @@ def test_scrubbing_seeds_samples_the_last_one(qtbot, win):
     assert not win.messages.errors
     win.source_panel.randomize()
     qtbot.waitUntil(lambda: win.traj_info.source["seed"] == win.source_panel.seed.value(), timeout=TIMEOUT)
+
+
+def test_keep_edits_inside_the_mask(qtbot, win, dir_file, tiny_model, reference, tmp_path):
+    """The brush panel's 'Keep edits inside the mask' decodes the preview with the painted
+    mask as a region (the engine's result, pixel for pixel), follows mask changes, and is
+    stored in the session."""
+    from hspace_studio.engine.sampler import Region, region_weights
+
+    import_and_activate(qtbot, win, dir_file)
+    row = win.slider_rows()[0]
+    row.slider.setValue(900)
+    wait_idle(qtbot, win)
+    free = image_of(win)
+    mask = np.zeros((16, 16), bool)
+    mask[3:9, 4:12] = True
+    win.mask.restore(mask)
+    win.brush.keep_inside.setChecked(True)
+    wait_idle(qtbot, win)
+    ds = DirectionSet.load(dir_file).for_timesteps(reference.timesteps)
+    region = Region(region_weights(tiny_model, mask.astype(np.float32)), 1)
+    x0 = edit(tiny_model, reference, [EditSpec(ds.steps_delta(0), row.scale())], region=region)
+    expected = ((x0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    kept = image_of(win)
+    assert np.array_equal(kept, expected) and not np.array_equal(kept, free)
+    win.mask.restore(np.zeros((16, 16), bool))  # an empty mask: the whole image again
+    wait_idle(qtbot, win)
+    assert np.array_equal(image_of(win), free)
+    win.mask.restore(mask)
+    wait_idle(qtbot, win)
+    assert win.session_doc()["view"]["keep_edits_in_mask"] is True
+    win.brush.keep_inside.setChecked(False)
+    wait_idle(qtbot, win)
+    assert np.array_equal(image_of(win), free)

@@ -207,6 +207,13 @@ class BrushPanel(QWidget):
         row.addWidget(self.coverage)
         g.addLayout(row, 5, 0, 1, 4)
 
+        self.keep_inside = QCheckBox("Keep edits inside the mask")
+        self.keep_inside.setObjectName("keepEditsInMask")
+        self.keep_inside.setToolTip(
+            "Sliders change only the masked part: outside it the image follows the unedited one "
+            "until the last step, which runs free to blend the border")
+        g.addWidget(self.keep_inside, 6, 0, 1, 4)
+
         # wiring
         self.size_slider.valueChanged.connect(lambda v: self.size_box.setValue(v / 2))
         self.size_box.valueChanged.connect(self._size_changed)

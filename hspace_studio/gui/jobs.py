@@ -186,6 +186,16 @@ class ForgetSets:
     label: ClassVar[str] = "Tidying up"
 
 
+@dataclass(frozen=True, eq=False)
+class SetRegion:
+    """Keep the edits of previews and exports inside ``mask`` (image pixels; None or an
+    empty mask: anywhere), with the last ``free_steps`` steps run free to blend the border."""
+
+    mask: Optional[np.ndarray]
+    free_steps: int = 1
+    label: ClassVar[str] = "Setting the edit region"
+
+
 @dataclass(frozen=True)
 class Sleep:
     """A job that only counts steps (tests, and to check Cancel)."""
@@ -263,6 +273,9 @@ class EngineState:
         self._deltas: dict = {}
         self._last: Optional[tuple] = None  # (edits, x0)
         self._segmenter = None
+        self.region_mask: Optional[np.ndarray] = None  # edits stay inside it (see SetRegion)
+        self.region_free_steps = 1
+        self._region = None  # (model fingerprint, Region) built from region_mask
 
     # -- model and trajectory --------------------------------------------------------
     def load_model(self, source: str, h_space: str, device=None) -> ModelInfo:
@@ -412,6 +425,28 @@ class EngineState:
             self._deltas[key] = d
         return d
 
+    def set_region(self, mask: Optional[np.ndarray], free_steps: int = 1) -> bool:
+        """Keep edits inside ``mask`` from now on; returns whether a region is in force."""
+        if mask is not None and not np.asarray(mask).any():
+            mask = None
+        self.region_mask = None if mask is None else np.asarray(mask, dtype=np.float32).copy()
+        self.region_free_steps = max(0, int(free_steps))
+        self._region = None
+        self._last = None
+        return self.region_mask is not None
+
+    def region(self):
+        """The sampler ``Region`` of the current mask for the loaded model, or None."""
+        from ..engine.sampler import Region, region_weights
+
+        if self.region_mask is None:
+            return None
+        model = self.require_model()
+        if self._region is None or self._region[0] != model.fingerprint:
+            self._region = (model.fingerprint, Region(region_weights(model, self.region_mask),
+                                                      self.region_free_steps))
+        return self._region[1]
+
     def specs(self, edits) -> list:
         from ..engine.sampler import EditSpec
 
@@ -428,7 +463,8 @@ class EngineState:
         if self._last is not None and self._last[0] == key:
             return self._last[1]
         specs = self.specs(key)
-        x0 = edit(model, traj, specs, progress=progress, cancel=cancel, preview=preview)
+        x0 = edit(model, traj, specs, progress=progress, cancel=cancel, preview=preview,
+                  region=self.region())
         self._last = (key, x0)
         return x0
 
@@ -442,7 +478,7 @@ class EngineState:
         delta = self.delta(item.set_id, item.index, item.at_timestep)
         window = tuple(item.window) if item.window is not None else None
         return strip(model, traj, delta, [float(s) for s in scales], window, self.specs(others),
-                     progress=progress, cancel=cancel)
+                     progress=progress, cancel=cancel, region=self.region())
 
     def render_strip(self, item, scales, others, cancel=None) -> List[np.ndarray]:
         xs = self.strip_x0(item, scales, others, cancel)
@@ -487,8 +523,12 @@ class EngineState:
             DirectionSet(delta_h=torch.stack(deltas), timesteps=traj.timesteps.clone(),
                          fingerprint=self.model.fingerprint, h_space=traj.h_space, method="custom",
                          labels=labels, params={"exported_for": Path(png_path).name}).save(side)
-        return {"model": self.model_info.source, "fingerprint": self.model.fingerprint,
-                "h_space": traj.h_space, "source": src, "edits": out, "app": "hspace-studio gui"}
+        rec = {"model": self.model_info.source, "fingerprint": self.model.fingerprint,
+               "h_space": traj.h_space, "source": src, "edits": out, "app": "hspace-studio gui"}
+        if self.region_mask is not None:
+            rec["region"] = {"free_steps": self.region_free_steps,
+                             "coverage": float(self.region_mask.mean())}
+        return rec
 
     # -- segmenter ---------------------------------------------------------------------
     def segmenter(self, folder: Optional[str]):
@@ -554,6 +594,11 @@ def _forget_sets(state, job, progress, cancel):
     for key in [k for k in state._deltas if k[0] in gone]:
         del state._deltas[key]
     return len(gone)
+
+
+@handler(SetRegion)
+def _set_region(state, job, progress, cancel):
+    return state.set_region(job.mask, job.free_steps)
 
 
 @handler(Sleep)

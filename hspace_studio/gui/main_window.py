@@ -318,6 +318,8 @@ class MainWindow(QMainWindow):
         self.brush.loadRequested.connect(self.load_mask_dialog)
         self.brush.saveRequested.connect(self.save_mask_dialog)
         self.mask.maskChanged.connect(self._mark_dirty)
+        self.brush.keep_inside.toggled.connect(self._region_changed)
+        self.mask.maskChanged.connect(lambda *a: self._region_changed() if self.brush.keep_inside.isChecked() else None)
         self.canvas.hoverChanged.connect(self._hover)
 
         lib = self.library
@@ -760,6 +762,18 @@ class MainWindow(QMainWindow):
             row.set_scale(scale)
 
     # ------------------------------------------------------------------ discovery
+    def _region_changed(self, *_args) -> None:
+        """Send the worker the mask that edits must stay inside (or none), then redraw."""
+        keep = self.brush.keep_inside.isChecked()
+        mask = self.mask.array.copy() if keep else None
+        if keep and not mask.any():
+            self.statusBar().showMessage("The mask is empty: edits apply to the whole image until "
+                                         "you paint a region", 8000)
+        self.submit(J.SetRegion(mask), lambda res: None)
+        self._mark_dirty()
+        self.request_preview()
+        self._request_strip()
+
     def _mask_for_job(self) -> Optional[np.ndarray]:
         return self.mask.array.copy()
 
@@ -1019,7 +1033,8 @@ class MainWindow(QMainWindow):
             "selected": list(self.library.selected()) if self.library.selected() else None,
             "view": {"mode": self.canvas.view, "mask_visible": self.canvas.mask_visible,
                      "mask_opacity": self.brush.opacity.value(), "brush_radius": self.brush.size_box.value(),
-                     "progressive": self.progressive},
+                     "progressive": self.progressive,
+                     "keep_edits_in_mask": self.brush.keep_inside.isChecked()},
         }
 
     def save_session(self, path: str, quiet: bool = False) -> JobHandle:
@@ -1098,6 +1113,8 @@ class MainWindow(QMainWindow):
                 self.brush.opacity.setValue(int(v["mask_opacity"]))
             if "mask_visible" in v:
                 self.brush.show_mask.setChecked(bool(v["mask_visible"]))
+            if "keep_edits_in_mask" in v:
+                self.brush.keep_inside.setChecked(bool(v["keep_edits_in_mask"]))
             if "brush_radius" in v:
                 self.brush.size_box.setValue(float(v["brush_radius"]))
             if "progressive" in v:
