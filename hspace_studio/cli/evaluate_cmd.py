@@ -21,6 +21,16 @@ def _scales(text: str):
     return vals
 
 
+def _eta(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"eta {text} is not between 0 and 1")
+    return v
+
+
 def add_parser(sub):
     p = sub.add_parser(
         "evaluate", help="measure model and edit quality on the toyfaces domain",
@@ -36,6 +46,9 @@ def add_parser(sub):
     p.add_argument("--scale", type=_scales, default=[1.0, 2.0, 3.0], metavar="S[,S...]",
                    help="scales of supervised edits, comma-separated (default 1,2,3; 1 is the "
                         "mean-to-mean shift)")
+    p.add_argument("--eta", type=_eta, default=1.0,
+                   help="noise of the samples that supervised directions are found from and measured "
+                        "on: 1 = DDPM with fixed noise (default), 0 = DDIM")
     p.add_argument("--pca-samples", type=int, default=500)
     p.add_argument("--jacobian-seeds", type=int, default=10)
     p.add_argument("--sections", default=",".join(SECTIONS),

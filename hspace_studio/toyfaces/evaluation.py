@@ -54,15 +54,16 @@ def section_supervised(model, args, progress, cancel) -> dict:
     from .edit_metrics import attribute_shift
 
     clf, _ = Q.load_shipped_classifier()
-    index = build_index(model, load_classifier("toyfaces"), args.index_size, steps=10, eta=1.0,
+    eta = float(getattr(args, "eta", 1.0))
+    index = build_index(model, load_classifier("toyfaces"), args.index_size, steps=10, eta=eta,
                         seed_start=300_000, progress=progress, cancel=cancel)
     seeds = list(range(1_000, 1_000 + args.seeds))
     scales = list(args.scale)
-    res = {"index_size": args.index_size, "examples": args.examples, "scales": scales,
+    res = {"index_size": args.index_size, "examples": args.examples, "scales": scales, "eta": eta,
            "directions": {}}
     ds = supervised_directions(model, index, list(SUPERVISED_ATTRS), examples=args.examples,
                                progress=progress, cancel=cancel).directions
-    trajs = sample(model, seeds, steps=10, eta=1.0, batch_size=min(len(seeds), 50), cancel=cancel)
+    trajs = sample(model, seeds, steps=10, eta=eta, batch_size=min(len(seeds), 50), cancel=cancel)
     for k, a in enumerate(SUPERVISED_ATTRS):
         res["directions"][a] = attribute_shift(model, clf, ds.delta_h[k], a, scales, seeds, trajs=trajs,
                                                progress=progress, cancel=cancel)
@@ -150,7 +151,7 @@ def _render_supervised(r) -> str:
             for a, per in r["directions"].items() for s, d in per.items()]
     n = next(iter(next(iter(r["directions"].values())).values()))["n"]
     out = [f"Supervised directions (index {r['index_size']}, {r['examples']} examples each side; "
-           f"{n} held-out samples; scale 1 = the mean-to-mean shift)",
+           f"{n} held-out samples, eta {r.get('eta', 1.0):g}; scale 1 = the mean-to-mean shift)",
            Q.format_table(rows, ["attribute", "scale", "flipped", "mean off-target |dp|",
                                  "largest off-target"])]
     d = r["disentangle"]
