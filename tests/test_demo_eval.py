@@ -39,10 +39,12 @@ def test_evaluate_supervised_and_jacobian_tables_on_a_small_setting(capsys):
     from hspace_studio.cli import main
 
     assert main(["evaluate", "--sections", "supervised,jacobian", "--index-size", "16", "--examples", "4",
-                 "--seeds", "2", "--scale", "1,3", "--jacobian-seeds", "1", "--eta", "0"]) == 0
+                 "--seeds", "2", "--scale", "1,3", "--jacobian-seeds", "1", "--eta", "0",
+                 "--jacobian-steps", "12"]) == 0
     out = capsys.readouterr().out
     assert "smiling" in out and " 3.0 " in out and "Disentangling beard" in out and "eta 0;" in out
-    assert "masked (paper)" in out and "contained: at step 5 only, 0.25 |h|" in out
+    assert "(12 steps)" in out and "step 4's vector" in out and "contained: at step 6 only, 0.25 |h|" in out
     assert "contained, 0.25 |h|, kept in the mask (last 1 step free)" in out
     assert main(["evaluate", "--scale", "1,x"]) == 2
     assert main(["evaluate", "--eta", "2"]) == 2
+    assert main(["evaluate", "--jacobian-steps", "1"]) == 2

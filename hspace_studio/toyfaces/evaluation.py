@@ -107,10 +107,11 @@ def section_jacobian(model, args, progress, cancel) -> dict:
     from .nets import load_segmenter
 
     seg, parts = load_segmenter(Q.SEGMENTER_DIR)
-    out = {"parts": {}, "n": args.jacobian_seeds}
-    trajs = sample(model, list(range(3_000, 3_000 + args.jacobian_seeds)), steps=10, eta=1.0,
+    steps = int(getattr(args, "jacobian_steps", 10))
+    at, at_contained = (4 * steps) // 10, steps // 2  # steps 4 and 5 of 10
+    out = {"parts": {}, "n": args.jacobian_seeds, "steps": steps, "at": at, "at_contained": at_contained}
+    trajs = sample(model, list(range(3_000, 3_000 + args.jacobian_seeds)), steps=steps, eta=1.0,
                    cancel=cancel)
-    at, at_contained = 4, 5
     for name, plist in (("mouth", ["mouth"]), ("eyes", ["left_eye", "right_eye"])):
         shares, contained = [], {f: [] for f in CONTAINED_SCALES}
         kept = {"masked": [], "contained": []}
@@ -172,11 +173,12 @@ def _render_pca(r) -> str:
 
 def _render_jacobian(r) -> str:
     rows = []
+    at, atc, steps = r.get("at", 4), r.get("at_contained", 5), r.get("steps", 10)
     for p, v in r["parts"].items():
-        rows.append([p, "masked (paper): step 4's vector at every step, 0.5 |h|", f"{v['share_inside']:.0%}",
+        rows.append([p, f"masked (paper): step {at}'s vector at every step, 0.5 |h|", f"{v['share_inside']:.0%}",
                      v["images"]])
         for f, share in v.get("contained", {}).items():
-            rows.append([p, f"contained: at step 5 only, {float(f):g} |h|", f"{share:.0%}", v["images"]])
+            rows.append([p, f"contained: at step {atc} only, {float(f):g} |h|", f"{share:.0%}", v["images"]])
         kept = v.get("kept_in_mask", {})
         free = v.get("free_steps", 1)
         if "masked" in kept:
@@ -185,7 +187,8 @@ def _render_jacobian(r) -> str:
         if "contained" in kept:
             rows.append([p, f"contained, 0.25 |h|, kept in the mask (last {free} step free)",
                          f"{kept['contained']:.0%}", v["images"]])
-    return ("Masked Jacobian edits: share of the pixel change (L1) inside the mask dilated by 2 px\n"
+    return (f"Masked Jacobian edits ({steps} steps): share of the pixel change (L1) inside the mask "
+            "dilated by 2 px\n"
             + Q.format_table(rows, ["mask", "directions, applied", "inside", "images"]))
 
 
