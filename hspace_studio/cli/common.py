@@ -24,13 +24,13 @@ def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
                             "(default 1)")
 
 
-def _int_at_least(lo: int, what: str):
+def _int_at_least(lo: int, what: str, hi=None):
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got '{s}'")
-        if v < lo:
+        if v < lo or (hi is not None and v > hi):
             raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
         return v
     return parse

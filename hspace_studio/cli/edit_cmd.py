@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import (add_model_args, split_index, add_source_args, load_source, open_model,
+from .common import (_nonneg_int, add_model_args, split_index, add_source_args, load_source, open_model,
                      progress_and_cancel, save_image, window)
 
 
@@ -62,7 +62,7 @@ def add_parser(sub):
     p.add_argument("--region", metavar="MASK.png",
                    help="keep the change inside this mask (white = inside): outside it the "
                         "image follows the unedited chain until the last --free-steps steps")
-    p.add_argument("--free-steps", type=int, default=1, metavar="N",
+    p.add_argument("--free-steps", type=_nonneg_int, default=1, metavar="N",
                    help="with --region: the last N steps run without the mask, so the network "
                         "blends its border (default 1; 0 keeps the outside exactly as it was)")
     p.add_argument("--out", required=True)
@@ -116,8 +116,6 @@ def _region(args, model):
 
     if args.region is None:
         return None
-    if args.free_steps < 0:
-        raise ValueError("--free-steps must be 0 or more")
     return Region(region_weights(model, args.region), int(args.free_steps))
 
 

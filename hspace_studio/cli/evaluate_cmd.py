@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from .common import add_model_args, open_model, progress_and_cancel
+from .common import _int_at_least, add_model_args, open_model, progress_and_cancel
 
 SECTIONS = ("quality", "inversion", "supervised", "pca", "jacobian")
 
@@ -31,16 +31,6 @@ def _eta(text: str) -> float:
     return v
 
 
-def _steps(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if not 2 <= v <= 200:
-        raise argparse.ArgumentTypeError(f"{text} steps: use 2 to 200")
-    return v
-
-
 def add_parser(sub):
     p = sub.add_parser(
         "evaluate", help="measure model and edit quality on the toyfaces domain",
@@ -61,7 +51,7 @@ def add_parser(sub):
                         "on: 1 = DDPM with fixed noise (default), 0 = DDIM")
     p.add_argument("--pca-samples", type=int, default=500)
     p.add_argument("--jacobian-seeds", type=int, default=10)
-    p.add_argument("--jacobian-steps", type=_steps, default=10, metavar="N",
+    p.add_argument("--jacobian-steps", type=_int_at_least(2, "2 to 200 steps", hi=200), default=10, metavar="N",
                    help="diffusion steps of the Jacobian locality section (default 10; directions "
                         "at steps 0.4 N and 0.5 N)")
     p.add_argument("--sections", default=",".join(SECTIONS),

@@ -221,7 +221,7 @@ class Region:
     """
 
     weights: torch.Tensor
-    free_steps: int = 2
+    free_steps: int = 1
 
 
 def region_weights(model: DiffusionModel, mask) -> torch.Tensor:
@@ -235,7 +235,7 @@ def region_weights(model: DiffusionModel, mask) -> torch.Tensor:
     return w
 
 
-def _region_blend(traj: Trajectory, region: Region, start: int, dev):
+def _region_blend(traj: Trajectory, region: Region, dev):
     T = traj.steps
     w = region.weights.to(dev, torch.float32)
     w = w.view(1, 1, *w.shape[-2:])
@@ -293,7 +293,7 @@ def edit_batch(model: DiffusionModel, traj: Trajectory, batch: Sequence[Sequence
 
     x_start = traj.xs[start][None].expand(len(batch), *traj.xs.shape[1:])
     prog = Progress(T - start, progress, cancel, "editing")
-    blend = _region_blend(traj, region, start, dev) if region is not None else None
+    blend = _region_blend(traj, region, dev) if region is not None else None
     return run_chain(model, x_start, traj.zs, traj.etas, traj.timesteps, traj.h_space, start=start,
                      delta_at=delta_at, keep_xs=False, keep_pre_edit=keep_pre_edit,
                      progress=prog, preview=preview, after_step=blend)

@@ -54,7 +54,7 @@ def section_supervised(model, args, progress, cancel) -> dict:
     from .edit_metrics import attribute_shift
 
     clf, _ = Q.load_shipped_classifier()
-    eta = float(getattr(args, "eta", 1.0))
+    eta = float(args.eta)
     index = build_index(model, load_classifier("toyfaces"), args.index_size, steps=10, eta=eta,
                         seed_start=300_000, progress=progress, cancel=cancel)
     seeds = list(range(1_000, 1_000 + args.seeds))
@@ -107,7 +107,7 @@ def section_jacobian(model, args, progress, cancel) -> dict:
     from .nets import load_segmenter
 
     seg, parts = load_segmenter(Q.SEGMENTER_DIR)
-    steps = int(getattr(args, "jacobian_steps", 10))
+    steps = int(args.jacobian_steps)
     at, at_contained = (4 * steps) // 10, steps // 2  # steps 4 and 5 of 10
     out = {"parts": {}, "n": args.jacobian_seeds, "steps": steps, "at": at, "at_contained": at_contained}
     trajs = sample(model, list(range(3_000, 3_000 + args.jacobian_seeds)), steps=steps, eta=1.0,
