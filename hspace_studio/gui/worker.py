@@ -219,29 +219,36 @@ class EngineWorker(QObject):
             return bool(self._jobs) or self._current is not None
 
     # -- the worker thread's loop ------------------------------------------------------
+    def _has_work(self) -> bool:
+        return bool(self._stop or self._jobs or self._preview is not None or self._strip is not None)
+
     @Slot()
     def run(self) -> None:
         while True:
             with self._cv:
-                while not (self._stop or self._jobs or self._preview is not None
-                           or self._strip is not None):
-                    if self._busy:
-                        self._busy = False
-                        self.idle.emit()
+                while not self._has_work() and not self._busy:
                     self._cv.wait()
-                if self._stop:
+                went_idle = not self._has_work()
+                if went_idle:
+                    self._busy = False
+                elif self._stop:
                     return
-                self._busy = True
-                kind, item = None, None
-                if self._jobs:
-                    kind, item = "job", self._jobs.popleft()
-                    self._current = item
-                elif self._preview is not None:
-                    kind, item = "preview", self._preview
-                    self._preview = None
                 else:
-                    kind, item = "strip", self._strip
-                    self._strip = None
+                    self._busy = True
+                    if self._jobs:
+                        kind, item = "job", self._jobs.popleft()
+                        self._current = item
+                    elif self._preview is not None:
+                        kind, item = "preview", self._preview
+                        self._preview = None
+                    else:
+                        kind, item = "strip", self._strip
+                        self._strip = None
+            if went_idle:
+                # Signals are emitted outside the lock that the UI thread takes in submit()
+                # and busy: an emit may wait on Qt's and Python's own locks.
+                self.idle.emit()
+                continue
             try:
                 if kind == "job":
                     self._run_job(item)
