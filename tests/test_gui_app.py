@@ -563,6 +563,39 @@ def test_session_survives_a_retrained_model(qtbot, tiny_model_dir, tiny_model_b_
         w2.shutdown()
 
 
+def test_cycles_are_collected_in_the_ui_thread(qtbot, tiny_model_dir, tmp_path, dir_file):
+    """While a window's engine thread runs, Python's cycle collector runs only in the UI
+    thread (a cycle holding Qt objects must not be destroyed on the worker); closing the
+    window gives the collector back as it was."""
+    import gc
+    import threading
+
+    from hspace_studio.gui import main_thread_gc
+
+    was = gc.isenabled()
+    w = make_window(qtbot, tiny_model_dir, tmp_path, name="gc")
+    try:
+        assert main_thread_gc.active() and not gc.isenabled()
+        died = []
+
+        class Node:
+            def __del__(self):
+                died.append(threading.current_thread() is threading.main_thread())
+
+        for _ in range(200):
+            a, b = Node(), Node()
+            a.other, b.other = b, a
+        del a, b
+        import_and_activate(qtbot, w, dir_file)  # the worker allocates while they wait
+        w.slider_rows()[0].slider.setValue(700)
+        wait_idle(qtbot, w)
+        qtbot.waitUntil(lambda: len(died) == 400, timeout=TIMEOUT)
+        assert all(died)
+    finally:
+        w.shutdown()
+    assert gc.isenabled() == was and not main_thread_gc.active()
+
+
 def test_scrubbing_seeds_samples_the_last_one(qtbot, win):
     done = []
     win.jobDone.connect(lambda r: isinstance(r.job, J.Sample) and done.append(r))

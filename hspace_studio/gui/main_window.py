@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QDockWid
 
 from ..core.errors import HSpaceError
 from . import jobs as J
+from . import main_thread_gc
 from .brush import PART_GROUPS, BrushPanel, MaskController
 from .canvas import Canvas
 from .discovery import DiscoveryPanel
@@ -90,6 +91,7 @@ class MainWindow(QMainWindow):
         self.last_latency: Optional[float] = None
         self.last_render: Optional[float] = None
 
+        main_thread_gc.acquire()  # cycles holding Qt objects die in this thread, not the worker's
         self.engine = EngineThread()
         self.worker = self.engine.worker
 
@@ -1236,7 +1238,8 @@ class MainWindow(QMainWindow):
         self._closing = True
         self._save_settings()
         self.worker.cancel_all()
-        self.engine.shutdown()
+        if self.engine.shutdown():
+            main_thread_gc.release()
         self.autosave.finish()
         e.accept()
 

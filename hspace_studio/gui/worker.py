@@ -387,8 +387,11 @@ class EngineThread:
         self.thread.started.connect(self.worker.run)
         self.thread.start()
 
-    def shutdown(self, timeout_ms: int = 10000) -> None:
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Stop the worker; returns whether its thread has ended."""
         self.worker.stop()
         self.thread.quit()
         if not self.thread.wait(timeout_ms):
             print("warning: the engine worker did not stop in time", file=sys.stderr)
+            return False
+        return True
