@@ -632,12 +632,31 @@ def test_keep_edits_inside_the_mask(qtbot, win, dir_file, tiny_model, reference,
     expected = ((x0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
     kept = image_of(win)
     assert np.array_equal(kept, expected) and not np.array_equal(kept, free)
+    # no free steps: outside the mask every pixel is the unedited image's
+    assert win.brush.free_steps.isEnabled()  # follows the check box
+    win.brush.free_steps.setValue(0)
+    wait_idle(qtbot, win)
+    hard = image_of(win)
+    x0 = edit(tiny_model, reference, [EditSpec(ds.steps_delta(0), row.scale())],
+              region=Region(region_weights(tiny_model, mask.astype(np.float32)), 0))
+    assert np.array_equal(hard, ((x0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    plain = ((reference.x_0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.array_equal(hard[~mask], plain[~mask]) and not np.array_equal(hard, plain)
     win.mask.restore(np.zeros((16, 16), bool))  # an empty mask: the whole image again
     wait_idle(qtbot, win)
     assert np.array_equal(image_of(win), free)
     win.mask.restore(mask)
     wait_idle(qtbot, win)
-    assert win.session_doc()["view"]["keep_edits_in_mask"] is True
+    view = win.session_doc()["view"]
+    assert view["keep_edits_in_mask"] is True and view["free_steps"] == 0
+    assert run_job(qtbot, win, win.save_session(str(tmp_path / "region.json"))).ok
+    win.brush.free_steps.setValue(3)
+    win.brush.keep_inside.setChecked(False)
+    assert not win.brush.free_steps.isEnabled()
+    assert run_job(qtbot, win, win.open_session(str(tmp_path / "region.json"))).ok
+    wait_idle(qtbot, win)
+    assert win.brush.keep_inside.isChecked() and win.brush.free_steps.value() == 0
+    assert np.array_equal(image_of(win), hard)
     win.brush.keep_inside.setChecked(False)
     wait_idle(qtbot, win)
     assert np.array_equal(image_of(win), free)

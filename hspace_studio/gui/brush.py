@@ -12,8 +12,8 @@ import numpy as np
 from PySide6.QtCore import QObject, QPointF, Qt, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout,
-                               QHBoxLayout, QLabel, QPushButton, QRadioButton, QSlider, QToolButton,
-                               QWidget)
+                               QHBoxLayout, QLabel, QPushButton, QRadioButton, QSlider, QSpinBox,
+                               QToolButton, QWidget)
 
 from ..core.mask import MaskChange, MaskDocument
 
@@ -211,8 +211,22 @@ class BrushPanel(QWidget):
         self.keep_inside.setObjectName("keepEditsInMask")
         self.keep_inside.setToolTip(
             "Sliders change only the masked part: outside it the image follows the unedited one "
-            "until the last step, which runs free to blend the border")
-        g.addWidget(self.keep_inside, 6, 0, 1, 4)
+            "until the last steps, which run free to blend the border")
+        self.free_steps = QSpinBox()
+        self.free_steps.setObjectName("freeSteps")
+        self.free_steps.setRange(0, 1000)
+        self.free_steps.setValue(1)
+        self.free_steps.setPrefix("free: ")
+        self.free_steps.setSuffix(" step")
+        self.free_steps.setToolTip(
+            "Last steps that run without the mask: 0 leaves every pixel outside the mask as it "
+            "was (a hard border); more blend the border but let the edit spread further")
+        self.free_steps.valueChanged.connect(
+            lambda v: self.free_steps.setSuffix(" step" if v == 1 else " steps"))
+        self.free_steps.setEnabled(False)
+        self.keep_inside.toggled.connect(self.free_steps.setEnabled)
+        g.addWidget(self.keep_inside, 6, 0, 1, 3)
+        g.addWidget(self.free_steps, 6, 3)
 
         # wiring
         self.size_slider.valueChanged.connect(lambda v: self.size_box.setValue(v / 2))

@@ -321,6 +321,8 @@ class MainWindow(QMainWindow):
         self.brush.saveRequested.connect(self.save_mask_dialog)
         self.mask.maskChanged.connect(self._mark_dirty)
         self.brush.keep_inside.toggled.connect(self._region_changed)
+        self.brush.free_steps.valueChanged.connect(
+            lambda *a: self._region_changed() if self.brush.keep_inside.isChecked() else None)
         self.mask.maskChanged.connect(lambda *a: self._region_changed() if self.brush.keep_inside.isChecked() else None)
         self.canvas.hoverChanged.connect(self._hover)
 
@@ -771,7 +773,7 @@ class MainWindow(QMainWindow):
         if keep and not mask.any():
             self.statusBar().showMessage("The mask is empty: edits apply to the whole image until "
                                          "you paint a region", 8000)
-        self.submit(J.SetRegion(mask), lambda res: None)
+        self.submit(J.SetRegion(mask, self.brush.free_steps.value()), lambda res: None)
         self._mark_dirty()
         self.request_preview()
         self._request_strip()
@@ -1036,7 +1038,8 @@ class MainWindow(QMainWindow):
             "view": {"mode": self.canvas.view, "mask_visible": self.canvas.mask_visible,
                      "mask_opacity": self.brush.opacity.value(), "brush_radius": self.brush.size_box.value(),
                      "progressive": self.progressive,
-                     "keep_edits_in_mask": self.brush.keep_inside.isChecked()},
+                     "keep_edits_in_mask": self.brush.keep_inside.isChecked(),
+                     "free_steps": self.brush.free_steps.value()},
         }
 
     def save_session(self, path: str, quiet: bool = False) -> JobHandle:
@@ -1115,6 +1118,8 @@ class MainWindow(QMainWindow):
                 self.brush.opacity.setValue(int(v["mask_opacity"]))
             if "mask_visible" in v:
                 self.brush.show_mask.setChecked(bool(v["mask_visible"]))
+            if "free_steps" in v:
+                self.brush.free_steps.setValue(int(v["free_steps"]))
             if "keep_edits_in_mask" in v:
                 self.brush.keep_inside.setChecked(bool(v["keep_edits_in_mask"]))
             if "brush_radius" in v:
