@@ -24,13 +24,17 @@ def test_frechet_distance_matches_scipy_and_survives_singular_covariances():
 def test_demo_quick_writes_every_figure(tmp_path):
     from hspace_studio.cli import main
 
-    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--h-space", "middle"]) == 0
     for name in ("pca_strips.png", "jacobian_masks.png", "supervised.png", "disentangled.png",
                  "inversion_edit.png", "captions.md", "pca.safetensors", "supervised.safetensors"):
         assert (tmp_path / name).stat().st_size > 0, name
     from hspace_studio.engine.images import read_recipe
 
     assert read_recipe(tmp_path / "pca_strips.png")["figure"] == "pca"
+    from hspace_studio.engine.directions import DirectionSet
+
+    for name in ("pca.safetensors", "supervised.safetensors", "beard_disentangled.safetensors"):
+        assert DirectionSet.load(tmp_path / name).h_space == "middle", name  # --h-space is used
 
 
 def test_evaluate_supervised_and_jacobian_tables_on_a_small_setting(capsys):
@@ -40,10 +44,12 @@ def test_evaluate_supervised_and_jacobian_tables_on_a_small_setting(capsys):
 
     assert main(["evaluate", "--sections", "supervised,jacobian", "--index-size", "16", "--examples", "4",
                  "--seeds", "2", "--scale", "1,3", "--jacobian-seeds", "1", "--eta", "0",
-                 "--jacobian-steps", "12"]) == 0
+                 "--jacobian-steps", "12", "--h-space", "middle"]) == 0
     out = capsys.readouterr().out
-    assert "smiling" in out and " 3.0 " in out and "Disentangling beard" in out and "eta 0;" in out
-    assert "(12 steps)" in out and "step 4's vector" in out and "contained: at step 6 only, 0.25 |h|" in out
+    # the point the sections' directions and trajectories actually used
+    assert "eta 0, h-space middle;" in out and "(12 steps, h-space middle)" in out
+    assert "smiling" in out and " 3.0 " in out and "Disentangling beard" in out
+    assert "step 4's vector" in out and "contained: at step 6 only, 0.25 |h|" in out
     assert "contained, 0.25 |h|, kept in the mask (last 1 step free)" in out
     assert main(["evaluate", "--scale", "1,x"]) == 2
     assert main(["evaluate", "--eta", "2"]) == 2

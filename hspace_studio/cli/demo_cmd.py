@@ -27,6 +27,6 @@ def run(args) -> int:
     t0 = time.time()
     with progress_and_cancel("demo") as (bar, token):
         Demo(model, args.out, settings, progress=bar, cancel=token,
-             log=lambda m: print(m, file=sys.stderr)).run()
+             log=lambda m: print(m, file=sys.stderr), h_space=args.h_space).run()
     print(f"demo written to {args.out} in {time.time() - t0:.0f} s", file=sys.stderr)
     return 0

@@ -59,8 +59,8 @@ def _caption(img: Image.Image, text: str, row_labels: Optional[List[str]] = None
 
 class Demo:
     def __init__(self, model, out: Path, settings: DemoSettings, progress=None,
-                 cancel: Optional[CancelToken] = None, log=print):
-        self.model, self.out, self.s = model, Path(out), settings
+                 cancel: Optional[CancelToken] = None, log=print, h_space: str = "after"):
+        self.model, self.out, self.s, self.h_space = model, Path(out), settings, h_space
         self.progress, self.cancel, self.log = progress, cancel, log
         self.captions: List[str] = []
         self.out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,7 @@ class Demo:
         self.log(f"wrote {self.out / name}")
 
     def _trajs(self, seeds):
-        return sample(self.model, list(seeds), steps=self.s.steps, eta=1.0,
+        return sample(self.model, list(seeds), steps=self.s.steps, eta=1.0, h_space=self.h_space,
                       batch_size=len(seeds), cancel=self.cancel)
 
     def _strip_row(self, traj, delta, scales) -> List[Image.Image]:
@@ -89,7 +89,8 @@ class Demo:
 
         self.log(f"PCA over {self.s.pca_samples} samples ...")
         res = pca_directions(self.model, n_samples=self.s.pca_samples, components=4,
-                             mode="per-step", steps=self.s.steps, eta=1.0, seed_start=100_000,
+                             mode="per-step", steps=self.s.steps, eta=1.0, h_space=self.h_space,
+                             seed_start=100_000,
                              progress=self.progress, cancel=self.cancel)
         ds = res.directions
         ds.save(self.out / "pca.safetensors")
@@ -155,7 +156,7 @@ class Demo:
         clf = load_classifier("toyfaces")
         self.log(f"annotating {self.s.index_size} samples ...")
         index = build_index(self.model, clf, self.s.index_size, path=self.out / "index.json",
-                            steps=self.s.steps, eta=1.0, seed_start=200_000,
+                            steps=self.s.steps, eta=1.0, h_space=self.h_space, seed_start=200_000,
                             progress=self.progress, cancel=self.cancel)
         attrs = ["smiling", "eyeglasses", "blond_hair"]
         res = supervised_directions(self.model, index, attrs, examples=self.s.examples,
@@ -197,7 +198,7 @@ class Demo:
 
         rgb, _, _ = render(987_654, self.model.image_size[0])
         img = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 127.5 - 1
-        inv = invert(self.model, img, steps=self.s.steps, eta=1.0, cancel=self.cancel,
+        inv = invert(self.model, img, steps=self.s.steps, eta=1.0, h_space=self.h_space, cancel=self.cancel,
                      origin={"image": "toyfaces seed 987654"})
         t = inv.trajectory
         ds = supervised_ds.for_timesteps(t.timesteps)

@@ -1,13 +1,18 @@
 """The sections of ``hspace-studio evaluate``: each measures one claim against ground truth.
 
 A section is ``fn(model, args, progress, cancel) -> dict`` and ``render(name, dict)``
-turns its figures into a table. ``args`` carries ``samples`` (images per FD set) and
-``seeds`` (held-out seeds for edit measurements).
+turns its figures into a table. ``args`` carries ``samples`` (images per FD set),
+``seeds`` (held-out seeds for edit measurements) and ``h_space`` (where directions are read
+and applied; the sections that find directions report the point their trajectories used).
 """
 from __future__ import annotations
 
 from . import quality as Q
 from .generator import ATTRIBUTE_NAMES
+
+
+def _h_space(args) -> str:
+    return getattr(args, "h_space", None) or "after"
 
 
 def section_quality(model, args, progress, cancel) -> dict:
@@ -56,14 +61,16 @@ def section_supervised(model, args, progress, cancel) -> dict:
     clf, _ = Q.load_shipped_classifier()
     eta = float(args.eta)
     index = build_index(model, load_classifier("toyfaces"), args.index_size, steps=10, eta=eta,
-                        seed_start=300_000, progress=progress, cancel=cancel)
+                        h_space=_h_space(args), seed_start=300_000, progress=progress, cancel=cancel)
     seeds = list(range(1_000, 1_000 + args.seeds))
     scales = list(args.scale)
     res = {"index_size": args.index_size, "examples": args.examples, "scales": scales, "eta": eta,
            "directions": {}}
     ds = supervised_directions(model, index, list(SUPERVISED_ATTRS), examples=args.examples,
                                progress=progress, cancel=cancel).directions
-    trajs = sample(model, seeds, steps=10, eta=eta, batch_size=min(len(seeds), 50), cancel=cancel)
+    trajs = sample(model, seeds, steps=10, eta=eta, h_space=_h_space(args), batch_size=min(len(seeds), 50),
+                   cancel=cancel)
+    res["h_space"] = ds.h_space
     for k, a in enumerate(SUPERVISED_ATTRS):
         res["directions"][a] = attribute_shift(model, clf, ds.delta_h[k], a, scales, seeds, trajs=trajs,
                                                progress=progress, cancel=cancel)
@@ -89,13 +96,14 @@ def section_pca(model, args, progress, cancel) -> dict:
     from .edit_metrics import factor_correlations
 
     pca = pca_directions(model, n_samples=args.pca_samples, components=5, mode="global", steps=10,
-                         eta=1.0, seed_start=400_000, progress=progress, cancel=cancel)
+                         eta=1.0, h_space=_h_space(args), seed_start=400_000, progress=progress,
+                         cancel=cancel)
     seeds = list(range(2_000, 2_000 + args.seeds))
     rows = factor_correlations(model, pca.directions, seeds, steps=10, k_max=5,
                                progress=progress, cancel=cancel)
     for r, ev in zip(rows, pca.explained_variance_ratio[:, 0].tolist()):
         r["explained_variance_ratio"] = ev
-    return {"samples": args.pca_samples, "components": rows,
+    return {"samples": args.pca_samples, "components": rows, "h_space": pca.directions.h_space,
             "strong": sum(abs(r["r"]) >= 0.6 for r in rows)}
 
 
@@ -111,7 +119,8 @@ def section_jacobian(model, args, progress, cancel) -> dict:
     at, at_contained = (4 * steps) // 10, steps // 2  # steps 4 and 5 of 10
     out = {"parts": {}, "n": args.jacobian_seeds, "steps": steps, "at": at, "at_contained": at_contained}
     trajs = sample(model, list(range(3_000, 3_000 + args.jacobian_seeds)), steps=steps, eta=1.0,
-                   cancel=cancel)
+                   h_space=_h_space(args), cancel=cancel)
+    out["h_space"] = trajs[0].h_space if trajs else _h_space(args)
     for name, plist in (("mouth", ["mouth"]), ("eyes", ["left_eye", "right_eye"])):
         shares, contained = [], {f: [] for f in CONTAINED_SCALES}
         kept = {"masked": [], "contained": []}
@@ -152,7 +161,8 @@ def _render_supervised(r) -> str:
             for a, per in r["directions"].items() for s, d in per.items()]
     n = next(iter(next(iter(r["directions"].values())).values()))["n"]
     out = [f"Supervised directions (index {r['index_size']}, {r['examples']} examples each side; "
-           f"{n} held-out samples, eta {r.get('eta', 1.0):g}; scale 1 = the mean-to-mean shift)",
+           f"{n} held-out samples, eta {r.get('eta', 1.0):g}, h-space {r.get('h_space', 'after')}; "
+           "scale 1 = the mean-to-mean shift)",
            Q.format_table(rows, ["attribute", "scale", "flipped", "mean off-target |dp|",
                                  "largest off-target"])]
     d = r["disentangle"]
@@ -166,7 +176,8 @@ def _render_supervised(r) -> str:
 def _render_pca(r) -> str:
     rows = [[c["direction"], f"{c['explained_variance_ratio']:.3f}", c["factor"], f"{c['r']:+.2f}"]
             for c in r["components"]]
-    return (f"Top PCs (global, {r['samples']} samples) vs ground-truth factors of inverted "
+    return (f"Top PCs (global, {r['samples']} samples, h-space {r.get('h_space', 'after')}) vs "
+            "ground-truth factors of inverted "
             f"held-out generator images: {r['strong']} of {len(rows)} with |r| >= 0.6\n"
             + Q.format_table(rows, ["PC", "explained var", "best factor", "r"]))
 
@@ -187,8 +198,8 @@ def _render_jacobian(r) -> str:
         if "contained" in kept:
             rows.append([p, f"contained, 0.25 |h|, kept in the mask (last {free} step free)",
                          f"{kept['contained']:.0%}", v["images"]])
-    return (f"Masked Jacobian edits ({steps} steps): share of the pixel change (L1) inside the mask "
-            "dilated by 2 px\n"
+    return (f"Masked Jacobian edits ({steps} steps, h-space {r.get('h_space', 'after')}): share of "
+            "the pixel change (L1) inside the mask dilated by 2 px\n"
             + Q.format_table(rows, ["mask", "directions, applied", "inside", "images"]))
 
 
