@@ -123,3 +123,22 @@ def test_engine_import_loads_no_qt():
             "print([m for m in sys.modules if m.startswith(('PySide6', 'shiboken6', 'pyqtgraph'))])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_loaded_model_survives_its_weights_file_rewritten_in_place(tiny_model_dir, tmp_path):
+    """The weights are the process's own: truncating the safetensors file of a loaded model
+    (as a copy over it would) must not crash it (memory-mapped weights die with SIGBUS)."""
+    import shutil
+    import subprocess
+    import sys
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    code = ("import sys; from hspace_studio.engine import load_model\n"
+            "m = load_model(sys.argv[1], device='cpu')\n"
+            "import pathlib\n"
+            "for f in pathlib.Path(sys.argv[1]).rglob('*.safetensors'):\n"
+            "    open(f, 'r+b').truncate(0)\n"
+            "print(sum(float(p.abs().sum()) for p in m.unet.parameters()) > 0)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "True", (r.returncode, r.stderr[-2000:])

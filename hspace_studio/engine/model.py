@@ -159,6 +159,16 @@ def _quiet_diffusers() -> None:
     dlog.disable_progress_bar()
 
 
+def _own_memory(module) -> None:
+    """Give every CPU weight its own memory. ``from_pretrained`` leaves them mapped from the
+    safetensors file, so rewriting that file in place (a copy over it, a retrain into the
+    same folder) while the model is loaded would kill the process with SIGBUS."""
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            if t.device.type == "cpu":
+                t.data = t.data.clone()
+
+
 def _load_folder(root: Path):
     from diffusers import AutoencoderKL, UNet2DModel, VQModel
 
@@ -246,8 +256,10 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
             raise ModelLoadError("half precision needs a CUDA device")
         dtype = torch.float16
     unet = unet.to(dev, dtype).eval().requires_grad_(False)
+    _own_memory(unet)
     if vae is not None:
         vae = vae.to(dev, dtype).eval().requires_grad_(False)
+        _own_memory(vae)
     try:
         sched = make_scheduler(scfg, clip_sample)
         sched.set_timesteps(10)
