@@ -104,11 +104,14 @@ def image_of(w):
     return w.canvas.edited_array()
 
 
+def to_u8(x0):
+    """An x_0 as the canvas shows it: HxWx3 uint8."""
+    return ((x0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
 def direct_edit(model, traj, ds_path, index, scale, window=None):
     ds = DirectionSet.load(ds_path).for_timesteps(traj.timesteps)
-    x0 = edit(model, traj, [EditSpec(ds.steps_delta(index), scale, window)])
-    a = ((x0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return a.permute(1, 2, 0).numpy()
+    return to_u8(edit(model, traj, [EditSpec(ds.steps_delta(index), scale, window)]))
 
 
 # ----------------------------------------------------------------------------- tests
@@ -629,7 +632,7 @@ def test_keep_edits_inside_the_mask(qtbot, win, dir_file, tiny_model, reference,
     ds = DirectionSet.load(dir_file).for_timesteps(reference.timesteps)
     region = Region(region_weights(tiny_model, mask.astype(np.float32)), 1)
     x0 = edit(tiny_model, reference, [EditSpec(ds.steps_delta(0), row.scale())], region=region)
-    expected = ((x0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    expected = to_u8(x0)
     kept = image_of(win)
     assert np.array_equal(kept, expected) and not np.array_equal(kept, free)
     # no free steps: outside the mask every pixel is the unedited image's
@@ -639,8 +642,8 @@ def test_keep_edits_inside_the_mask(qtbot, win, dir_file, tiny_model, reference,
     hard = image_of(win)
     x0 = edit(tiny_model, reference, [EditSpec(ds.steps_delta(0), row.scale())],
               region=Region(region_weights(tiny_model, mask.astype(np.float32)), 0))
-    assert np.array_equal(hard, ((x0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy())
-    plain = ((reference.x_0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.array_equal(hard, to_u8(x0))
+    plain = to_u8(reference.x_0)
     assert np.array_equal(hard[~mask], plain[~mask]) and not np.array_equal(hard, plain)
     win.mask.restore(np.zeros((16, 16), bool))  # an empty mask: the whole image again
     wait_idle(qtbot, win)

@@ -321,9 +321,8 @@ class MainWindow(QMainWindow):
         self.brush.saveRequested.connect(self.save_mask_dialog)
         self.mask.maskChanged.connect(self._mark_dirty)
         self.brush.keep_inside.toggled.connect(self._region_changed)
-        self.brush.free_steps.valueChanged.connect(
-            lambda *a: self._region_changed() if self.brush.keep_inside.isChecked() else None)
-        self.mask.maskChanged.connect(lambda *a: self._region_changed() if self.brush.keep_inside.isChecked() else None)
+        self.brush.free_steps.valueChanged.connect(self._region_input_changed)
+        self.mask.maskChanged.connect(self._region_input_changed)
         self.canvas.hoverChanged.connect(self._hover)
 
         lib = self.library
@@ -777,6 +776,11 @@ class MainWindow(QMainWindow):
         self._mark_dirty()
         self.request_preview()
         self._request_strip()
+
+    def _region_input_changed(self, *_args) -> None:
+        """The mask or the free steps changed: resend the region if one is in force."""
+        if self.brush.keep_inside.isChecked():
+            self._region_changed()
 
     def _mask_for_job(self) -> Optional[np.ndarray]:
         return self.mask.array.copy()
