@@ -54,3 +54,23 @@ def test_evaluate_supervised_and_jacobian_tables_on_a_small_setting(capsys):
     assert main(["evaluate", "--scale", "1,x"]) == 2
     assert main(["evaluate", "--eta", "2"]) == 2
     assert main(["evaluate", "--jacobian-steps", "1"]) == 2
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL_DIR.is_dir(), reason="default model not trained yet")
+def test_evaluate_quality_samples_with_the_given_eta(tmp_path, capsys):
+    """The quality section samples with --eta (DDIM and DDPM samples of the same seeds
+    differ, so their figures do) and its heading says which."""
+    import json
+
+    from hspace_studio.cli import main
+
+    figures = {}
+    for eta in ("0", "1"):
+        out = tmp_path / f"q{eta}.json"
+        assert main(["evaluate", "--sections", "quality", "--samples", "4", "--eta", eta,
+                     "--json", str(out)]) == 0
+        assert f"(4 images per set, eta {eta};" in capsys.readouterr().out
+        q = json.loads(out.read_text())["quality"]
+        assert q["eta"] == float(eta)
+        figures[eta] = [q["steps"][s]["fd"] for s in ("10", "50")]
+    assert figures["0"][0] != figures["1"][0] and figures["0"][1] != figures["1"][1]

@@ -47,8 +47,9 @@ def add_parser(sub):
                    help="scales of supervised edits, comma-separated (default 1,2,3; 1 is the "
                         "mean-to-mean shift)")
     p.add_argument("--eta", type=_eta, default=1.0,
-                   help="noise of the samples that supervised directions are found from and measured "
-                        "on: 1 = DDPM with fixed noise (default), 0 = DDIM")
+                   help="noise of the samples that model quality is measured on and that supervised "
+                        "directions are found from and measured on: 1 = DDPM with fixed noise "
+                        "(default), 0 = DDIM")
     p.add_argument("--pca-samples", type=int, default=500)
     p.add_argument("--jacobian-seeds", type=int, default=10)
     p.add_argument("--jacobian-steps", type=_int_at_least(2, "2 to 200 steps", hi=200), default=10, metavar="N",

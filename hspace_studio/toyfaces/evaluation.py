@@ -17,8 +17,10 @@ def _h_space(args) -> str:
 
 def section_quality(model, args, progress, cancel) -> dict:
     clf, _ = Q.load_shipped_classifier()
-    return Q.model_quality(model, clf, n=args.samples, steps_list=(10, 50), progress=progress,
-                           cancel=cancel)
+    r = Q.model_quality(model, clf, n=args.samples, steps_list=(10, 50), eta=float(args.eta),
+                        progress=progress, cancel=cancel)
+    r["eta"] = float(args.eta)
+    return r
 
 
 def section_inversion(model, args, progress, cancel) -> dict:
@@ -31,7 +33,8 @@ def _render_quality(r) -> str:
     for steps, s in r["steps"].items():
         rows.append([f"samples, {steps} steps, no clipping", f"{s['fd']:.3f}",
                      f"{s['fd'] / max(r['noise_floor'], 1e-9):.1f}x", f"{s['x0_abs_max']:.2f}"])
-    out = [f"Model quality ({r['n']} images per set; Frechet distance in classifier features)",
+    out = [f"Model quality ({r['n']} images per set, eta {r.get('eta', 1.0):g}; Frechet distance in "
+           "classifier features)",
            Q.format_table(rows, ["set", "FD", "vs floor", "max |x0|"]), "",
            "Attribute frequencies (classifier > 0.5)"]
     steps = list(r["steps"])
