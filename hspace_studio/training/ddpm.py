@@ -113,6 +113,7 @@ def main(argv=None):
     sched = build_scheduler()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     step, seed_pos = 0, 0
+    warm_from = 0  # the step this optimiser's state started at: its learning rate warms up from there
     ckdir = Path(args.checkpoint)
     ckdir.mkdir(parents=True, exist_ok=True)
     state_file = ckdir / "state.pt"
@@ -133,6 +134,7 @@ def main(argv=None):
         if info.is_file():
             step = int(json.loads(info.read_text()).get("step", 0))
             seed_pos = step * args.batch  # fresh training images, past those already seen
+        warm_from = step  # a fresh optimiser: warm up again rather than jolt the loaded weights
         print(f"started from the weights in {args.init} (step {step})", flush=True)
     nparams = sum(p.numel() for p in model.parameters())
     print(f"UNet {nparams/1e6:.2f}M parameters, device {device}", flush=True)
@@ -166,7 +168,7 @@ def main(argv=None):
         ab = acs[t].view(-1, 1, 1, 1)
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
         target = ab.sqrt() * noise - (1 - ab).sqrt() * x0  # v
-        warm = min(1.0, (step + 1) / 500)
+        warm = min(1.0, (step - warm_from + 1) / 500)
         frac = min(1.0, (time.time() - t_start) / (args.minutes * 60))
         for g in opt.param_groups:
             g["lr"] = args.lr * warm * (1 - args.decay * frac)
