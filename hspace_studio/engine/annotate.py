@@ -66,6 +66,7 @@ class AttributeClassifier:
     input_size: Optional[Tuple[int, int]] = None
     digest: str = ""
     batch_size: int = 64
+    probabilities: bool = True  # scores in [0, 1] (sigmoid); False: raw scores, 0 the boundary
 
     @property
     def identity(self) -> dict:
@@ -81,16 +82,27 @@ class AttributeClassifier:
         raise ValueError(f"unknown attribute '{attribute}' for classifier {self.name} "
                          f"(it has: {', '.join(self.attributes)})")
 
-    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+    def _prepare(self, images: torch.Tensor, keep_graph: bool = False) -> torch.Tensor:
         if images.dim() == 3:
             images = images[None]
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
-        x = images.detach().float().clamp(-1, 1)
+        x = (images if keep_graph else images.detach()).float().clamp(-1, 1)
         if self.input_size is not None and tuple(x.shape[-2:]) != tuple(self.input_size):
             x = F.interpolate(x, size=tuple(self.input_size), mode="bilinear", align_corners=False,
                               antialias=True)
         return x
+
+    def _checked(self, s, n: int) -> torch.Tensor:
+        if not torch.is_tensor(s):
+            raise ClassifierError(f"classifier {self.name} returned {type(s).__name__}, not a tensor")
+        if s.dim() == 1 and len(self.attributes) == 1:
+            s = s[:, None]
+        if tuple(s.shape) != (n, len(self.attributes)):
+            raise ClassifierError(f"classifier {self.name} returned scores of shape {tuple(s.shape)}, "
+                                  f"expected ({n}, {len(self.attributes)}) for its "
+                                  f"{len(self.attributes)} attribute(s)")
+        return s.float()
 
     def _raw(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -101,22 +113,23 @@ class AttributeClassifier:
         x = self._prepare(images)
         outs = []
         for b in range(0, x.shape[0], self.batch_size):
-            s = self._raw(x[b:b + self.batch_size])
-            if not torch.is_tensor(s):
-                raise ClassifierError(f"classifier {self.name} returned {type(s).__name__}, not a tensor")
-            s = s.float().cpu()
-            if s.dim() == 1 and len(self.attributes) == 1:
-                s = s[:, None]
             n = min(self.batch_size, x.shape[0] - b)
-            if tuple(s.shape) != (n, len(self.attributes)):
-                raise ClassifierError(f"classifier {self.name} returned scores of shape {tuple(s.shape)}, "
-                                      f"expected ({n}, {len(self.attributes)}) for its "
-                                      f"{len(self.attributes)} attribute(s)")
-            outs.append(s)
+            outs.append(self._checked(self._raw(x[b:b + self.batch_size]), n).cpu())
         out = torch.cat(outs)
         if not torch.isfinite(out).all():
             raise ClassifierError(f"classifier {self.name} returned NaN or infinite scores")
         return out
+
+    def differentiable_scores(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, A) scores as :meth:`scores`, in one batch on the classifier's device, keeping
+        the autograd graph back to ``images`` (to optimise something through the classifier)."""
+        x = self._prepare(images, keep_graph=True)
+        return self._checked(self._raw(x), x.shape[0])
+
+    @property
+    def threshold(self) -> float:
+        """The score where an attribute turns from absent to present."""
+        return 0.5 if self.probabilities else 0.0
 
 
 class CallableClassifier(AttributeClassifier):
@@ -124,8 +137,9 @@ class CallableClassifier(AttributeClassifier):
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], attributes: Sequence[str],
                  name: str = "callable", input_size: Optional[Tuple[int, int]] = None,
-                 digest: str = ""):
+                 digest: str = "", probabilities: bool = True):
         self.fn = fn
+        self.probabilities = bool(probabilities)
         self.attributes = _check_names(list(attributes), name)
         self.name = name
         self.input_size = tuple(input_size) if input_size is not None else None
@@ -239,6 +253,7 @@ class TorchScriptClassifier(AttributeClassifier):
         self.activation = activation or meta["activation"]
         if self.activation not in ACTIVATIONS:
             raise ClassifierUsageError(f"activation must be one of {', '.join(ACTIVATIONS)}")
+        self.probabilities = self.activation == "sigmoid"
         self.input_size = tuple(input_size) if input_size else meta.get("input_size")
         self.name = f"torchscript:{p.name}"
         self.path = p

@@ -1,0 +1,114 @@
+"""Classifier-optimised directions: the differentiable chain is the engine's edit, its
+gradient is the objective's, and fitting lowers the objective on a tiny model."""
+import pytest
+import torch
+
+from hspace_studio.core.errors import Cancelled
+from hspace_studio.core.progress import CancelToken
+from hspace_studio.engine import load_model, sample
+from hspace_studio.engine.annotate import CallableClassifier
+from hspace_studio.engine.discover.optimized import _edited_x0, objective, optimized_direction
+from hspace_studio.engine.sampler import EditSpec, edit_batch
+
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def model_b(tiny_model_b_dir):
+    return load_model(str(tiny_model_b_dir), device="cpu")
+
+
+def pixel_classifier(trajs):
+    """Two probability scores that are smooth functions of the pixels, centred on ``trajs``:
+    'bright' (mean pixel) and 'red' (red minus blue)."""
+    x = torch.stack([t.x_0 for t in trajs]).clamp(-1, 1)
+    b, r = x.mean((1, 2, 3)), x[:, 0].mean((1, 2)) - x[:, 2].mean((1, 2))
+
+    def fn(img):
+        return torch.sigmoid(torch.stack([(img.mean((1, 2, 3)) - b.median()) / b.std() * 4,
+                                          (img[:, 0].mean((1, 2)) - img[:, 2].mean((1, 2)) - r.median())
+                                          / r.std() * 4], 1))
+
+    return CallableClassifier(fn, ["bright", "red"])
+
+
+@pytest.mark.parametrize("which,eta", [("a", 1.0), ("a", 0.0), ("b", 1.0)])
+def test_chain_is_the_engines_edit(which, eta, tiny_model, model_b):
+    model = tiny_model if which == "a" else model_b
+    trajs = sample(model, [0, 1, 2], steps=STEPS, eta=eta)
+    g = torch.Generator().manual_seed(1)
+    D = torch.randn(trajs[0].hs.shape, generator=g) * trajs[0].hs.pow(2).mean().sqrt()
+    signs = torch.tensor([1.0, -1.0, 0.5])
+    with torch.no_grad():
+        x = _edited_x0(model, trajs, signs, D)
+        zero = _edited_x0(model, trajs, signs, torch.zeros_like(D))
+    ref = torch.stack([edit_batch(model, t, [[EditSpec(D, float(s))]]).x_0[0] for t, s in zip(trajs, signs)])
+    tol = 1e-6 * max(1.0, float(ref.abs().max()))  # float error of another batch layout
+    assert (x - ref).abs().max() < tol
+    assert (zero - torch.stack([t.x_0 for t in trajs])).abs().max() < tol
+    assert (x - zero).abs().max() > 1e-3  # the edit does something
+
+
+def test_gradient_matches_finite_differences(model_b):
+    trajs = sample(model_b, [3, 4], steps=STEPS, eta=1.0)
+    clf = pixel_classifier(sample(model_b, list(range(8)), steps=STEPS, eta=1.0))
+    with torch.no_grad():
+        p0 = clf.differentiable_scores(torch.stack([t.x_0 for t in trajs]))
+    signs = torch.where(p0[:, 0] < 0.5, 1.0, -1.0)
+    g = torch.Generator().manual_seed(2)
+    rms = float(trajs[0].hs.pow(2).mean().sqrt())
+    D = (torch.randn(trajs[0].hs.shape, generator=g) * rms).requires_grad_(True)
+    V = torch.randn(trajs[0].hs.shape, generator=g) * rms
+    loss, _ = objective(model_b, clf, trajs, signs, p0, D, 0, keep=30.0, margin=2.0)
+    (grad,) = torch.autograd.grad(loss, D)
+    eps = 1e-2
+    with torch.no_grad():
+        up, _ = objective(model_b, clf, trajs, signs, p0, D + eps * V, 0, 30.0, 2.0)
+        down, _ = objective(model_b, clf, trajs, signs, p0, D - eps * V, 0, 30.0, 2.0)
+    fd = (up - down) / (2 * eps)
+    an = (grad * V).sum()
+    assert abs(float(fd)) > 1e-4
+    assert abs(float(an - fd)) <= 0.02 * abs(float(fd))
+
+
+def test_fitting_lowers_the_objective_and_records_its_recipe(model_b):
+    seeds = list(range(8))
+    clf = pixel_classifier(sample(model_b, seeds, steps=STEPS, eta=1.0))
+    seen = []
+    before = [p.requires_grad for p in model_b.unet.parameters()]
+    res = optimized_direction(model_b, clf, "bright", seeds, steps=STEPS, eta=1.0, iters=6, lr=3.0,
+                              batch=4, progress=lambda d, t, m: seen.append((d, t)))
+    h = res.history
+    assert len(h) == 6 and h[-1]["loss"] < 0.95 * h[0]["loss"]
+    assert h[0]["flipped"] == 0.0  # D starts at zero
+    ds = res.directions
+    assert ds.method == "supervised" and ds.params["source"] == "optimized"
+    assert tuple(ds.delta_h.shape) == (1, STEPS, *sample(model_b, [0], steps=STEPS)[0].hs.shape[1:])
+    assert ds.params["seeds"] == seeds and ds.params["iterations"] == 6
+    assert ds.params["score_change"] > 0
+    assert seen[-1][0] == seen[-1][1]  # progress reaches its total
+    assert [p.requires_grad for p in model_b.unet.parameters()] == before  # weights left as they were
+
+
+def test_cancel_stops_the_fit(model_b):
+    token = CancelToken()
+    model_b.unet.requires_grad_(True)
+    clf = pixel_classifier(sample(model_b, list(range(4)), steps=STEPS, eta=1.0))
+
+    def progress(d, t, m):
+        if d > 2 * STEPS:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        optimized_direction(model_b, clf, "bright", list(range(4)), steps=STEPS, iters=5, batch=2,
+                            progress=progress, cancel=token)
+    assert all(p.requires_grad for p in model_b.unet.parameters())  # given back after the cancel
+    model_b.unet.requires_grad_(False)
+
+
+def test_bad_arguments(model_b):
+    clf = CallableClassifier(lambda x: torch.sigmoid(x.mean((1, 2, 3)))[:, None], ["bright"])
+    with pytest.raises(ValueError, match="unknown attribute"):
+        optimized_direction(model_b, clf, "smiling", [0], steps=STEPS, iters=1)
+    with pytest.raises(ValueError, match="at least one"):
+        optimized_direction(model_b, clf, "bright", [], steps=STEPS, iters=1)
