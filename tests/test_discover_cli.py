@@ -157,6 +157,36 @@ def test_supervised(tiny_model_dir, clf_files, tmp_path, capsys):
     assert not bad.exists()
 
 
+def test_supervised_optimize(tiny_model_b_dir, clf_files, tmp_path, capsys):
+    clf, names = clf_files
+    out = tmp_path / "red-opt.safetensors"
+    common = ["--model", tiny_model_b_dir, "--steps", "2", "--classifier", clf, "--attributes", names]
+    rc, _, err = run(["supervised", "--attribute", "red", *common, "--optimize", "3", "--train-samples", "4",
+                      "--seed-start", "5", "--batch", "2", "--out", out], capsys)
+    assert rc == 0, err
+    assert "red (optimised, 3 iterations" in err and "wrote" in err
+    ds = DirectionSet.load(out)
+    assert ds.method == "supervised" and ds.labels == ["red (optimised)"]
+    p = ds.params
+    assert p["source"] == "optimized" and p["seeds"] == [5, 6, 7, 8] and p["iterations"] == 3
+    assert p["model"] == str(tiny_model_b_dir) and p["keep"] == 30.0 and p["lr"] == 0.25
+    assert float(ds.delta_h.abs().max()) > 0
+    # the file edits like any direction file
+    rc, _, err = run(["edit", "--model", tiny_model_b_dir, "--seed", "1", "--steps", "2", "--direction", out,
+                      "--scale", "1", "--out", tmp_path / "e.png"], capsys)
+    assert rc == 0, err
+    bad = tmp_path / "bad.safetensors"
+    for argv, code in ((["--attribute", "red", *common, "--optimize", "--against", "blue"], 1),
+                       (["--attribute", "red", *common, "--optimize", "--positive", tmp_path, "--negative",
+                         tmp_path], 1),
+                       (["--attribute", "green", *common, "--optimize", "1"], 1),
+                       (["--attribute", "red", *common, "--optimize", "0"], 2),
+                       (["--attribute", "red", *common, "--optimize", "--keep", "nan"], 2)):
+        rc, _, err = run(["supervised", *argv, "--out", bad], capsys)
+        assert rc == code and one_line_error(err), (argv, err)
+    assert not bad.exists()
+
+
 def test_disentangle(pcs, tiny_model_b_dir, tmp_path, capsys):
     out = tmp_path / "d.safetensors"
     rc, _, err = run(["disentangle", f"{pcs}:0", "--against", f"{pcs}:1", f"{pcs}:2", "--out", out], capsys)

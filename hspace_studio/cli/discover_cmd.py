@@ -40,6 +40,13 @@ def _positive_float(s):
     return v
 
 
+def _nonneg_float(s):
+    v = _float(s)
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got '{s}'")
+    return v
+
+
 def _numbers(s):
     try:
         return [float(v) for v in s.split(",") if v.strip()]
@@ -178,6 +185,11 @@ def run_supervised(args) -> int:
         raise ValueError("--against needs a classifier index, not --positive/--negative folders")
     if not from_images and not args.attribute:
         raise ValueError("--attribute is required (or give --positive and --negative folders)")
+    if args.optimize is not None:
+        if from_images or args.against:
+            raise ValueError("--optimize fits a direction on sampled images: it does not take "
+                             "--positive/--negative or --against")
+        return _run_optimized(args)
     if not from_images and 2 * args.examples > args.index_size:
         raise ValueError(f"{args.examples} positive and {args.examples} negative examples need "
                          f"--index-size {2 * args.examples} or more (got {args.index_size})")
@@ -226,6 +238,34 @@ def _run_supervised(args, model, dist) -> int:
     for e in res.examples[:1]:
         print(f"{e.attribute}: score gap {e.gap:+.3f} between the top {len(e.positive)} and "
               f"bottom {len(e.negative)} samples", file=sys.stderr)
+    _save(ds, args.out)
+    return 0
+
+
+def _run_optimized(args) -> int:
+    import os
+
+    from ..engine.annotate import load_classifier
+    from ..engine.discover.optimized import optimized_direction
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("supervised --optimize runs in one process (start it without torchrun)")
+    model = open_model(args)
+    steps, eta = steps_eta(args)
+    clf = load_classifier(args.classifier, args.attributes, device=model.device)
+    clf.index_of(args.attribute)
+    seeds = list(range(args.seed_start, args.seed_start + args.train_samples))
+    with progress_and_cancel("supervised --optimize") as (bar, token):
+        res = optimized_direction(model, clf, args.attribute, seeds, steps=steps, eta=eta,
+                                  h_space=args.h_space, iters=args.optimize, lr=args.lr,
+                                  keep=args.keep, batch=args.batch, progress=bar, cancel=token)
+    ds = res.directions
+    ds.params.update(_model_params(args, model))
+    last = res.history[-1]
+    print(f"{ds.params['attribute']} (optimised, {args.optimize} iterations, {res.seconds:.0f} s): on the "
+          f"{len(seeds)} training samples the last iteration flipped {last['flipped']:.0%}, mean "
+          f"off-target score change {last['off_target']:.3f}; score change at scale 1 "
+          f"{ds.params['score_change']:+.3f}", file=sys.stderr)
     _save(ds, args.out)
     return 0
 
@@ -381,9 +421,21 @@ def add_parser(sub):
     p.add_argument("--negative", help="folder of images without the attribute (inverted)")
     p.add_argument("--against", nargs="+", metavar="ATTR",
                    help="project these attributes' directions (same index) out")
+    p.add_argument("--optimize", type=_positive_int, nargs="?", const=40, metavar="ITERS",
+                   help="instead of a mean difference, fit one direction through the sampling "
+                        "chain that flips the attribute of --train-samples samples and keeps the "
+                        "classifier's other attributes (ITERS Adam iterations, default 40)")
+    p.add_argument("--train-samples", dest="train_samples", type=_positive_int, default=16,
+                   help="with --optimize: samples to fit on, seeds SEED_START.. (default 16)")
+    p.add_argument("--keep", type=_nonneg_float, default=30.0,
+                   help="with --optimize: weight of the other attributes' squared score change "
+                        "(default 30)")
+    p.add_argument("--lr", type=_positive_float, default=0.25,
+                   help="with --optimize: Adam's step, in units of the RMS of h (default 0.25)")
     p.add_argument("--batch", type=_positive_int, default=16, help="samples per batch (default 16)")
     p.add_argument("--seed-start", dest="seed_start", type=_nonneg_int, default=0,
-                   help="the index uses seeds SEED_START .. SEED_START+N-1 (default 0)")
+                   help="the index (or --optimize's samples) uses seeds SEED_START .. "
+                        "SEED_START+N-1 (default 0)")
     p.add_argument("--out", required=True, help="direction file to write (.safetensors)")
     add_model_args(p)
     p.set_defaults(func=run_supervised)
