@@ -56,6 +56,25 @@ def test_evaluate_supervised_and_jacobian_tables_on_a_small_setting(capsys):
     assert main(["evaluate", "--jacobian-steps", "1"]) == 2
 
 
+def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
+    """The classifier-optimised section fits a direction per attribute and measures it on
+    held-out samples at the given scales."""
+    import json
+
+    from hspace_studio.cli import main
+
+    out = tmp_path / "o.json"
+    assert main(["evaluate", "--sections", "optimized", "--optimize-iters", "1", "--train-samples", "2",
+                 "--seeds", "2", "--optimize-scale", "0.5,1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Classifier-optimised directions (1 iterations on 2 training samples; 2 held-out" in text
+    r = json.loads(out.read_text())["optimized"]
+    assert set(r["directions"]) == {"smiling", "eyeglasses", "blond_hair", "mouth_open"}
+    assert set(r["directions"]["smiling"]) == {"0.5", "1.0"} and r["directions"]["smiling"]["1.0"]["n"] == 2
+    assert main(["evaluate", "--optimize-iters", "0"]) == 2
+    assert main(["evaluate", "--optimize-scale", "-1"]) == 2
+
+
 @pytest.mark.skipif(not DEFAULT_MODEL_DIR.is_dir(), reason="default model not trained yet")
 def test_evaluate_quality_samples_with_the_given_eta(tmp_path, capsys):
     """The quality section samples with --eta (DDIM and DDPM samples of the same seeds

@@ -6,9 +6,9 @@ import json
 import sys
 import time
 
-from .common import _int_at_least, add_model_args, open_model, progress_and_cancel
+from .common import _int_at_least, _positive_int, add_model_args, open_model, progress_and_cancel
 
-SECTIONS = ("quality", "inversion", "supervised", "pca", "jacobian")
+SECTIONS = ("quality", "inversion", "supervised", "optimized", "pca", "jacobian")
 
 
 def _scales(text: str):
@@ -36,7 +36,7 @@ def add_parser(sub):
         "evaluate", help="measure model and edit quality on the toyfaces domain",
         description="Print the evaluation table of the toyfaces model: sample quality (Frechet "
                     "distance in the shipped classifier's feature space), supervised and "
-                    "disentangled edits, PCA components vs ground-truth factors, masked "
+                    "disentangled edits, classifier-optimised edits, PCA components vs ground-truth factors, masked "
                     "Jacobian locality, inversion PSNR.",
         epilog="example: hspace-studio evaluate --samples 1000 --seeds 100 --json eval.json")
     p.add_argument("--samples", type=int, default=1000, help="images per set for the Frechet distance")
@@ -46,6 +46,14 @@ def add_parser(sub):
     p.add_argument("--scale", type=_scales, default=[1.0, 2.0, 3.0], metavar="S[,S...]",
                    help="scales of supervised edits, comma-separated (default 1,2,3; 1 is the "
                         "mean-to-mean shift)")
+    p.add_argument("--optimize-iters", dest="optimize_iters", type=_positive_int,
+                   default=40, help="iterations of each classifier-optimised direction (default 40)")
+    p.add_argument("--train-samples", dest="train_samples", type=_positive_int,
+                   default=16, help="samples each classifier-optimised direction is fitted on "
+                                    "(default 16)")
+    p.add_argument("--optimize-scale", dest="optimize_scale", type=_scales, default=[0.5, 1.0],
+                   metavar="S[,S...]", help="scales of the classifier-optimised edits (default 0.5,1; "
+                                            "1 is the fitted change)")
     p.add_argument("--eta", type=_eta, default=1.0,
                    help="noise of the samples that model quality is measured on and that supervised "
                         "directions are found from and measured on: 1 = DDPM with fixed noise "

@@ -94,6 +94,33 @@ def section_supervised(model, args, progress, cancel) -> dict:
     return res
 
 
+def section_optimized(model, args, progress, cancel) -> dict:
+    """Classifier-optimised directions (``supervised --optimize``) for the supervised
+    section's attributes, fitted on training seeds and measured on the held-out ones."""
+    from ..engine.annotate import load_classifier
+    from ..engine.discover.optimized import optimized_direction
+    from ..engine.sampler import sample
+    from .edit_metrics import attribute_shift
+
+    clf, _ = Q.load_shipped_classifier()
+    fit_clf = load_classifier("toyfaces", device=model.device)
+    eta = float(args.eta)
+    train = list(range(300_000, 300_000 + args.train_samples))
+    seeds = list(range(1_000, 1_000 + args.seeds))
+    scales = list(args.optimize_scale)
+    trajs = sample(model, seeds, steps=10, eta=eta, h_space=_h_space(args), batch_size=min(len(seeds), 50),
+                   cancel=cancel)
+    res = {"train_samples": len(train), "iterations": args.optimize_iters, "scales": scales, "eta": eta,
+           "h_space": _h_space(args), "directions": {}, "fit": {}}
+    for a in SUPERVISED_ATTRS:
+        fit = optimized_direction(model, fit_clf, a, train, steps=10, eta=eta, h_space=_h_space(args),
+                                  iters=args.optimize_iters, progress=progress, cancel=cancel)
+        res["fit"][a] = {"seconds": round(fit.seconds, 1), **fit.history[-1]}
+        res["directions"][a] = attribute_shift(model, clf, fit.directions.delta_h[0], a, scales, seeds,
+                                               trajs=trajs, progress=progress, cancel=cancel)
+    return res
+
+
 def section_pca(model, args, progress, cancel) -> dict:
     from ..engine.discover.pca import pca_directions
     from .edit_metrics import factor_correlations
@@ -176,6 +203,19 @@ def _render_supervised(r) -> str:
     return "\n".join(out)
 
 
+def _render_optimized(r) -> str:
+    rows = [[a, s, f"{d['flip_rate']:.0%}", f"{d['off_target_mean']:.3f}",
+             max(d["off_target"], key=d["off_target"].get)]
+            for a, per in r["directions"].items() for s, d in per.items()]
+    n = next(iter(next(iter(r["directions"].values())).values()))["n"]
+    fits = ", ".join(f"{a} {f['seconds']:.0f} s" for a, f in r["fit"].items())
+    return (f"Classifier-optimised directions ({r['iterations']} iterations on {r['train_samples']} "
+            f"training samples; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
+            f"scale 1 = the fitted change; fitting took {fits})\n"
+            + Q.format_table(rows, ["attribute", "scale", "flipped", "mean off-target |dp|",
+                                    "largest off-target"]))
+
+
 def _render_pca(r) -> str:
     rows = [[c["direction"], f"{c['explained_variance_ratio']:.3f}", c["factor"], f"{c['r']:+.2f}"]
             for c in r["components"]]
@@ -210,6 +250,7 @@ SECTIONS = {
     "quality": section_quality,
     "inversion": section_inversion,
     "supervised": section_supervised,
+    "optimized": section_optimized,
     "pca": section_pca,
     "jacobian": section_jacobian,
 }
@@ -217,6 +258,7 @@ RENDER = {
     "quality": _render_quality,
     "inversion": _render_inversion,
     "supervised": _render_supervised,
+    "optimized": _render_optimized,
     "pca": _render_pca,
     "jacobian": _render_jacobian,
 }
