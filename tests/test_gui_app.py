@@ -272,6 +272,18 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     assert res.ok, res.error
     assert res.value[0].method == "supervised" and res.value[0].values is not None
     assert list((win.autosave.dir / "indexes").glob("hspace-index-*.json"))
+    # fitted through the sampler: the index controls give way to iterations and samples
+    win.discovery.sup_optimize.setChecked(True)
+    assert not win.discovery.sup_index.isEnabled() and win.discovery.sup_iters.isEnabled()
+    win.discovery.sup_iters.setValue(2)
+    win.discovery.sup_train.setValue(3)
+    job = win.discovery.supervised_job()
+    assert job.optimize == 2 and job.train_samples == 3
+    res = run_job(qtbot, win, win.run_discovery(job))
+    assert res.ok, res.error
+    assert res.value[0].name == "smiling (optimised on 3)"
+    assert res.value[0].method == "supervised" and win.library.ordered_sets()[-1] is res.value[0]
+    win.discovery.sup_optimize.setChecked(False)
     # supervised from two folders of labelled images
     for name, v in (("pos", 200), ("neg", 50)):
         (tmp_path / name).mkdir()
@@ -283,7 +295,7 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     res = run_job(qtbot, win, win.run_discovery(win.discovery.supervised_job()))
     assert res.ok, res.error
     assert res.value[0].name == "pos vs neg"
-    assert [g.method for g in win.library.ordered_sets()] == ["pca", "supervised", "supervised"]
+    assert [g.method for g in win.library.ordered_sets()] == ["pca", "supervised", "supervised", "supervised"]
 
 
 def test_cancel_stops_within_one_step(qtbot, win):

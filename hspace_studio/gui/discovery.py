@@ -146,6 +146,19 @@ class DiscoveryPanel(QTabWidget):
         self.sup_examples.setToolTip("Top and bottom scored images used as positives and negatives")
         f.addRow("Index size", self.sup_index)
         f.addRow("Examples", self.sup_examples)
+        self.sup_optimize = QCheckBox("Fit through the sampler, iterations")
+        self.sup_optimize.setToolTip("Instead of a mean difference of examples, fit one direction that "
+                                     "flips the attribute of the training samples while keeping the "
+                                     "classifier's other attributes (slow: minutes on a CPU)")
+        self.sup_iters = QSpinBox()
+        self.sup_iters.setRange(1, 1000)
+        self.sup_iters.setValue(40)
+        self.sup_train = QSpinBox()
+        self.sup_train.setRange(1, 4096)
+        self.sup_train.setValue(16)
+        self.sup_train.setToolTip("Sampled images the direction is fitted on")
+        f.addRow(self.sup_optimize, self.sup_iters)
+        f.addRow("Training samples", self.sup_train)
         self.sup_pos = QLineEdit()
         self.sup_neg = QLineEdit()
         f.addRow("Positive folder", _folder_row(self.sup_pos, "Folder of positive images", self))
@@ -157,6 +170,7 @@ class DiscoveryPanel(QTabWidget):
         self.addTab(w, "Supervised")
         self._reload_attributes()
         self.sup_by_classifier.toggled.connect(self._mode)
+        self.sup_optimize.toggled.connect(self._mode)
         self._mode()
 
         self.pca_run.clicked.connect(lambda: self.runRequested.emit(self.pca_job()))
@@ -175,8 +189,13 @@ class DiscoveryPanel(QTabWidget):
 
     def _mode(self) -> None:
         c = self.sup_by_classifier.isChecked()
-        for wdg in (self.sup_classifier, self.sup_attr, self.sup_index, self.sup_examples):
+        o = self.sup_optimize.isChecked()
+        for wdg in (self.sup_classifier, self.sup_attr, self.sup_optimize):
             wdg.setEnabled(c)
+        for wdg in (self.sup_index, self.sup_examples):
+            wdg.setEnabled(c and not o)
+        for wdg in (self.sup_iters, self.sup_train):
+            wdg.setEnabled(c and o)
         for wdg in (self.sup_pos, self.sup_neg):
             wdg.setEnabled(not c)
 
@@ -216,7 +235,9 @@ class DiscoveryPanel(QTabWidget):
         return DiscoverSupervised(attribute=self.sup_attr.currentText().strip(),
                                   index_size=self.sup_index.value(), examples=self.sup_examples.value(),
                                   classifier=self.sup_classifier.text().strip() or None,
-                                  steps=steps, eta=eta)
+                                  steps=steps, eta=eta,
+                                  optimize=self.sup_iters.value() if self.sup_optimize.isChecked() else 0,
+                                  train_samples=self.sup_train.value())
 
     def _emit_supervised(self) -> None:
         self.runRequested.emit(self.supervised_job())

@@ -116,6 +116,8 @@ class DiscoverSupervised:
     steps: int = 10
     eta: float = 1.0
     index_dir: Optional[str] = None  # where classifier indexes are cached (resumable)
+    optimize: int = 0  # > 0: fit a direction through the sampler for this many iterations instead
+    train_samples: int = 16  # with optimize: the samples it is fitted on (seeds 0..)
     label: ClassVar[str] = "Supervised"
 
 
@@ -756,6 +758,11 @@ def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
     if not job.attribute:
         raise HSpaceError("choose an attribute")
     clf = annotate.load_classifier(job.classifier or None, device=model.device)
+    if job.optimize > 0:
+        opt = _engine_module("optimized")
+        return opt.optimized_direction(model, clf, job.attribute, list(range(int(job.train_samples))),
+                                       steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
+                                       iters=int(job.optimize), progress=progress, cancel=cancel)
     seeds = list(range(int(job.index_size)))
     path = None
     if job.index_dir:
@@ -802,6 +809,8 @@ def _jac(state, job, progress, cancel):
 def _sup(state, job, progress, cancel):
     if job.positive_folder:
         name = f"{Path(job.positive_folder).name} vs {Path(job.negative_folder or '').name}"
+    elif job.optimize > 0:
+        name = f"{job.attribute} (optimised on {job.train_samples})"
     else:
         name = f"{job.attribute} ({job.examples} of {job.index_size})"
     return _add_discovered(state, discover_supervised(state, job, progress, cancel), name)
