@@ -137,7 +137,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         raise ValueError("iterations must be at least 1")
     batch = max(1, int(batch))
     chunks = [seeds[b:b + batch] for b in range(0, len(seeds), batch)]
-    prog = Progress((1 + int(iters)) * len(chunks) * steps, progress, cancel,
+    prog = Progress((2 + int(iters)) * len(chunks) * steps, progress, cancel,
                     f"optimising a {classifier.attributes[a]} direction")
     trajs = []
     for c in chunks:
@@ -173,6 +173,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
             x0 = _edited_x0(model, trajs[b:b + batch], signs[b:b + batch], delta.to(model.device))
             p = classifier.differentiable_scores(model.to_pixels(x0)).float()
             gains.append(signs[b:b + batch] * (p[:, a] - p0[b:b + batch, a]))
+            prog.step(steps)
         gain = float(torch.cat(gains).mean())
     name = classifier.attributes[a]
     ts = trajs[0].timesteps
