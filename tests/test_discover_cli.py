@@ -168,9 +168,14 @@ def test_supervised_optimize(tiny_model_b_dir, clf_files, tmp_path, capsys):
     ds = DirectionSet.load(out)
     assert ds.method == "supervised" and ds.labels == ["red (optimised)"]
     p = ds.params
-    assert p["source"] == "optimized" and p["seeds"] == [5, 6, 7, 8] and p["iterations"] == 3
+    assert p["source"] == "optimized" and p["seeds"] == {"start": 5, "count": 4} and p["iterations"] == 3
     assert p["model"] == str(tiny_model_b_dir) and p["keep"] == 30.0 and p["lr"] == 0.25
     assert float(ds.delta_h.abs().max()) > 0
+    # by default every iteration takes fresh samples: ITERS x BATCH seeds
+    rc, _, err = run(["supervised", "--attribute", "red", *common, "--optimize", "2", "--batch", "3",
+                      "--out", tmp_path / "fresh.safetensors"], capsys)
+    assert rc == 0, err
+    assert DirectionSet.load(tmp_path / "fresh.safetensors").params["seeds"] == {"start": 0, "count": 6}
     # the file edits like any direction file
     rc, _, err = run(["edit", "--model", tiny_model_b_dir, "--seed", "1", "--steps", "2", "--direction", out,
                       "--scale", "1", "--out", tmp_path / "e.png"], capsys)

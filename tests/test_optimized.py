@@ -84,7 +84,8 @@ def test_fitting_lowers_the_objective_and_records_its_recipe(model_b):
     ds = res.directions
     assert ds.method == "supervised" and ds.params["source"] == "optimized"
     assert tuple(ds.delta_h.shape) == (1, STEPS, *sample(model_b, [0], steps=STEPS)[0].hs.shape[1:])
-    assert ds.params["seeds"] == seeds and ds.params["iterations"] == 6
+    assert ds.params["seeds"] == {"start": 0, "count": 8} and ds.params["iterations"] == 6
+    assert ds.params["batch"] == 4 and ds.params["samples_seen"] == 24
     assert ds.params["score_change"] > 0
     assert seen[-1][0] == seen[-1][1]  # progress reaches its total
     assert [p.requires_grad for p in model_b.unet.parameters()] == before  # weights left as they were

@@ -254,7 +254,8 @@ def _run_optimized(args) -> int:
     steps, eta = steps_eta(args)
     clf = load_classifier(args.classifier, args.attributes, device=model.device)
     clf.index_of(args.attribute)
-    seeds = list(range(args.seed_start, args.seed_start + args.train_samples))
+    n = args.train_samples or args.optimize * args.batch  # default: a fresh batch every iteration
+    seeds = list(range(args.seed_start, args.seed_start + n))
     with progress_and_cancel("supervised --optimize") as (bar, token):
         res = optimized_direction(model, clf, args.attribute, seeds, steps=steps, eta=eta,
                                   h_space=args.h_space, iters=args.optimize, lr=args.lr,
@@ -263,7 +264,7 @@ def _run_optimized(args) -> int:
     ds.params.update(_model_params(args, model))
     last = res.history[-1]
     print(f"{ds.params['attribute']} (optimised, {args.optimize} iterations, {res.seconds:.0f} s): on the "
-          f"{len(seeds)} training samples the last iteration flipped {last['flipped']:.0%}, mean "
+          f"last batch of {args.batch} training samples it flipped {last['flipped']:.0%}, mean "
           f"off-target score change {last['off_target']:.3f}; score change at scale 1 "
           f"{ds.params['score_change']:+.3f}", file=sys.stderr)
     _save(ds, args.out)
@@ -425,8 +426,9 @@ def add_parser(sub):
                    help="instead of a mean difference, fit one direction through the sampling "
                         "chain that flips the attribute of --train-samples samples and keeps the "
                         "classifier's other attributes (ITERS Adam iterations, default 40)")
-    p.add_argument("--train-samples", dest="train_samples", type=_positive_int, default=16,
-                   help="with --optimize: samples to fit on, seeds SEED_START.. (default 16)")
+    p.add_argument("--train-samples", dest="train_samples", type=_positive_int, default=None,
+                   help="with --optimize: samples to fit on, seeds SEED_START..; each iteration "
+                        "takes the next --batch of them (default ITERS x BATCH: all fresh)")
     p.add_argument("--keep", type=_nonneg_float, default=30.0,
                    help="with --optimize: weight of the other attributes' squared score change "
                         "(default 30)")

@@ -48,9 +48,9 @@ def add_parser(sub):
                         "mean-to-mean shift)")
     p.add_argument("--optimize-iters", dest="optimize_iters", type=_positive_int,
                    default=40, help="iterations of each classifier-optimised direction (default 40)")
-    p.add_argument("--train-samples", dest="train_samples", type=_positive_int,
-                   default=16, help="samples each classifier-optimised direction is fitted on "
-                                    "(default 16)")
+    p.add_argument("--train-samples", dest="train_samples", type=_positive_int, default=None,
+                   help="samples each classifier-optimised direction is fitted on, 16 per "
+                        "iteration (default: 16 x iterations, all fresh)")
     p.add_argument("--optimize-scale", dest="optimize_scale", type=_scales, default=[0.5, 1.0],
                    metavar="S[,S...]", help="scales of the classifier-optimised edits (default 0.5,1; "
                                             "1 is the fitted change)")

@@ -154,9 +154,10 @@ class DiscoveryPanel(QTabWidget):
         self.sup_iters.setRange(1, 1000)
         self.sup_iters.setValue(40)
         self.sup_train = QSpinBox()
-        self.sup_train.setRange(1, 4096)
-        self.sup_train.setValue(16)
-        self.sup_train.setToolTip("Sampled images the direction is fitted on")
+        self.sup_train.setRange(1, 1000000)
+        self.sup_train.setValue(640)
+        self.sup_train.setToolTip("Sampled images the direction is fitted on, 16 new ones at every "
+                                  "iteration (iterations x 16: each seen once)")
         f.addRow(self.sup_optimize, self.sup_iters)
         f.addRow("Training samples", self.sup_train)
         self.sup_pos = QLineEdit()

@@ -117,7 +117,7 @@ class DiscoverSupervised:
     eta: float = 1.0
     index_dir: Optional[str] = None  # where classifier indexes are cached (resumable)
     optimize: int = 0  # > 0: fit a direction through the sampler for this many iterations instead
-    train_samples: int = 16  # with optimize: the samples it is fitted on (seeds 0..)
+    train_samples: int = 640  # with optimize: the samples it is fitted on (seeds 0..), 16 an iteration
     label: ClassVar[str] = "Supervised"
 
 

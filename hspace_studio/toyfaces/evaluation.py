@@ -105,7 +105,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
     clf, _ = Q.load_shipped_classifier()
     fit_clf = load_classifier("toyfaces", device=model.device)
     eta = float(args.eta)
-    train = list(range(300_000, 300_000 + args.train_samples))
+    train = list(range(300_000, 300_000 + (args.train_samples or 16 * args.optimize_iters)))
     seeds = list(range(1_000, 1_000 + args.seeds))
     scales = list(args.optimize_scale)
     trajs = sample(model, seeds, steps=10, eta=eta, h_space=_h_space(args), batch_size=min(len(seeds), 50),
@@ -116,6 +116,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
         fit = optimized_direction(model, fit_clf, a, train, steps=10, eta=eta, h_space=_h_space(args),
                                   iters=args.optimize_iters, progress=progress, cancel=cancel)
         res["fit"][a] = {"seconds": round(fit.seconds, 1), **fit.history[-1]}
+        res["batch"] = fit.directions.params["batch"]
         res["directions"][a] = attribute_shift(model, clf, fit.directions.delta_h[0], a, scales, seeds,
                                                trajs=trajs, progress=progress, cancel=cancel)
     return res
@@ -209,8 +210,8 @@ def _render_optimized(r) -> str:
             for a, per in r["directions"].items() for s, d in per.items()]
     n = next(iter(next(iter(r["directions"].values())).values()))["n"]
     fits = ", ".join(f"{a} {f['seconds']:.0f} s" for a, f in r["fit"].items())
-    return (f"Classifier-optimised directions ({r['iterations']} iterations on {r['train_samples']} "
-            f"training samples; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
+    return (f"Classifier-optimised directions ({r['iterations']} iterations of {r['batch']} of "
+            f"{r['train_samples']} training samples; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
             f"scale 1 = the fitted change; fitting took {fits})\n"
             + Q.format_table(rows, ["attribute", "scale", "flipped", "mean off-target |dp|",
                                     "largest off-target"]))

@@ -10,7 +10,7 @@ direction ``D`` (T, C, H, W) is instead the solution of
     min_D  mean_i softplus(margin - s_i * z_a(x_0(i; s_i D)))
            + keep * mean_i sum_{b != a} (p_b(x_0(i; s_i D)) - p_b(x_0(i; 0)))^2
 
-over training samples i, where ``x_0(i; s D)`` is sample i decoded with ``s * D[t]`` added
+over training samples i (a fresh minibatch of them at every Adam step), where ``x_0(i; s D)`` is sample i decoded with ``s * D[t]`` added
 to h at every step (its x_T and noise fixed, as an edit), ``s_i`` is +1 for a sample
 without the attribute and -1 for one with it (the edit pushes each towards the other
 side, the way edits are measured), ``z_a`` is the attribute's logit (the raw score for
@@ -39,7 +39,7 @@ from ..hspace import hspace_hook
 from ..model import DiffusionModel
 from ..sampler import EtaLike, noise_levels, prepare_scheduler, sample
 from ..trajectory import Trajectory
-from .supervised import _eta_json
+from .supervised import _eta_json, _seed_record
 
 
 @dataclass
@@ -123,10 +123,11 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
                         cancel: Optional[CancelToken] = None) -> OptimizedResult:
     """Fit one direction for ``attribute`` on the samples of ``seeds`` (see the module).
 
-    ``lr`` is Adam's step in units of the RMS of h (so it does not depend on the model's
-    scale of h); ``keep`` weighs the other attributes' squared score change; ``batch``
-    samples go through the chain at a time (gradients are accumulated over all seeds
-    before each update).
+    Every iteration samples the next ``batch`` seeds of ``seeds`` (cycling when it runs
+    out) and takes one Adam step on them, so with ``iters * batch`` seeds no sample is
+    seen twice and the fit does not learn its training samples by heart. ``lr`` is Adam's
+    step in units of the RMS of h (so it does not depend on the model's scale of h);
+    ``keep`` weighs the other attributes' squared score change.
     """
     t0 = time.perf_counter()
     a = classifier.index_of(attribute)
@@ -135,53 +136,49 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         raise ValueError("the optimised direction needs at least one training sample")
     if int(iters) < 1:
         raise ValueError("iterations must be at least 1")
-    batch = max(1, int(batch))
-    chunks = [seeds[b:b + batch] for b in range(0, len(seeds), batch)]
-    prog = Progress((2 + int(iters)) * len(chunks) * steps, progress, cancel,
+    batch = min(max(1, int(batch)), len(seeds))
+    prog = Progress((2 * int(iters) + 2) * steps, progress, cancel,
                     f"optimising a {classifier.attributes[a]} direction")
-    trajs = []
-    for c in chunks:
-        trajs += sample(model, c, steps=steps, eta=eta, h_space=h_space, batch_size=len(c),
-                        keep_chain=False, progress=lambda d, t, m: prog.step(), cancel=cancel)
-    with torch.no_grad():
-        p0 = torch.cat([classifier.differentiable_scores(model.to_pixels(torch.stack([t.x_0 for t in trajs[b:b + batch]])))
-                        for b in range(0, len(trajs), batch)]).float()
     thr = classifier.threshold
-    signs = torch.where(p0[:, a] < thr, 1.0, -1.0)
-    hs = torch.stack([t.hs for t in trajs])
-    rms = float(hs.float().pow(2).mean().sqrt())
-    D = torch.zeros_like(trajs[0].hs, dtype=torch.float32, device=model.device, requires_grad=True)
-    opt = torch.optim.Adam([D], lr=float(lr) * rms)
+
+    def draw(first: int):
+        """The samples of ``batch`` seeds from ``first`` on, their scores and edit signs."""
+        chunk = [seeds[(first + j) % len(seeds)] for j in range(batch)]
+        trajs = sample(model, chunk, steps=steps, eta=eta, h_space=h_space, batch_size=len(chunk),
+                       keep_chain=False, progress=lambda d, t, m: prog.step(), cancel=cancel)
+        with torch.no_grad():
+            p0 = classifier.differentiable_scores(model.to_pixels(torch.stack([t.x_0 for t in trajs]))).float()
+        return trajs, p0, torch.where(p0[:, a] < thr, 1.0, -1.0)
+
+    D = None
     history: List[dict] = []
     with _frozen(model.unet, model.vae, getattr(classifier, "module", None)):
         for it in range(int(iters)):
+            trajs, p0, signs = draw(it * batch)
+            if D is None:
+                rms = float(torch.stack([t.hs for t in trajs]).float().pow(2).mean().sqrt())
+                D = torch.zeros_like(trajs[0].hs, dtype=torch.float32, device=model.device, requires_grad=True)
+                opt = torch.optim.Adam([D], lr=float(lr) * rms)
             opt.zero_grad(set_to_none=True)
-            tot = {"loss": 0.0, "target": 0.0, "off_target": 0.0, "flipped": 0.0}
-            for b in range(0, len(trajs), batch):
-                loss, stats = objective(model, classifier, trajs[b:b + batch], signs[b:b + batch],
-                                        p0[b:b + batch], D, a, keep, margin)
-                (loss / len(trajs)).backward()
-                prog.step(steps)
-                for k, v in stats.items():
-                    tot[k] += v / len(trajs)
+            loss, stats = objective(model, classifier, trajs, signs, p0, D, a, keep, margin)
+            (loss / len(trajs)).backward()
             opt.step()
-            history.append(tot)
-    delta = D.detach().float().cpu()
-    with torch.no_grad():
-        gains = []
-        for b in range(0, len(trajs), batch):
-            x0 = _edited_x0(model, trajs[b:b + batch], signs[b:b + batch], delta.to(model.device))
-            p = classifier.differentiable_scores(model.to_pixels(x0)).float()
-            gains.append(signs[b:b + batch] * (p[:, a] - p0[b:b + batch, a]))
             prog.step(steps)
-        gain = float(torch.cat(gains).mean())
+            history.append({k: v / len(trajs) for k, v in stats.items()})
+    delta = D.detach().float().cpu()
+    trajs, p0, signs = draw(0)  # the change the result makes on the first training samples
+    with torch.no_grad():
+        x0 = _edited_x0(model, trajs, signs, delta.to(model.device))
+        p = classifier.differentiable_scores(model.to_pixels(x0)).float()
+        gain = float((signs * (p[:, a] - p0[:, a])).mean())
+    prog.step(steps)
     name = classifier.attributes[a]
     ts = trajs[0].timesteps
     params_out = {
         "method": "supervised", "source": "optimized", "attribute": name, "steps": int(steps),
         "eta": _eta_json(eta),
-        "h_space": h_space, "classifier": classifier.identity, "seeds": seeds,
-        "positives": int((signs < 0).sum()), "iterations": int(iters), "lr": float(lr),
+        "h_space": h_space, "classifier": classifier.identity, "seeds": _seed_record(seeds), "batch": batch,
+        "samples_seen": int(iters) * batch, "iterations": int(iters), "lr": float(lr),
         "keep": float(keep), "margin": float(margin), "score_change": gain,
         "final": history[-1] if history else None,
     }
