@@ -102,6 +102,8 @@ class AttributeClassifier:
             raise ClassifierError(f"classifier {self.name} returned scores of shape {tuple(s.shape)}, "
                                   f"expected ({n}, {len(self.attributes)}) for its "
                                   f"{len(self.attributes)} attribute(s)")
+        if not torch.isfinite(s.detach()).all():
+            raise ClassifierError(f"classifier {self.name} returned NaN or infinite scores")
         return s.float()
 
     def _raw(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -115,10 +117,7 @@ class AttributeClassifier:
         for b in range(0, x.shape[0], self.batch_size):
             n = min(self.batch_size, x.shape[0] - b)
             outs.append(self._checked(self._raw(x[b:b + self.batch_size]), n).cpu())
-        out = torch.cat(outs)
-        if not torch.isfinite(out).all():
-            raise ClassifierError(f"classifier {self.name} returned NaN or infinite scores")
-        return out
+        return torch.cat(outs)
 
     def differentiable_scores(self, images: torch.Tensor) -> torch.Tensor:
         """(N, A) scores as :meth:`scores`, in one batch on the classifier's device, keeping
