@@ -113,3 +113,20 @@ def test_bad_arguments(model_b):
         optimized_direction(model_b, clf, "smiling", [0], steps=STEPS, iters=1)
     with pytest.raises(ValueError, match="at least one"):
         optimized_direction(model_b, clf, "bright", [], steps=STEPS, iters=1)
+
+
+def test_differentiable_scores_are_checked_like_scores():
+    from hspace_studio.engine.annotate import ClassifierError
+
+    img = torch.zeros(2, 3, 8, 8, requires_grad=True)
+    good = CallableClassifier(lambda x: torch.sigmoid(x.mean((1, 2, 3)))[:, None], ["bright"])
+    s = good.differentiable_scores(img)
+    assert torch.equal(s.detach(), good.scores(img))
+    s.sum().backward()
+    assert img.grad is not None and float(img.grad.abs().sum()) > 0  # the graph reaches the images
+    for fn, what in ((lambda x: x.mean((1, 2, 3))[:, None] * float("nan"), "NaN"),
+                     (lambda x: torch.zeros(x.shape[0], 2), "shape")):
+        bad = CallableClassifier(fn, ["bright"])
+        for call in (bad.scores, bad.differentiable_scores):
+            with pytest.raises(ClassifierError, match=what):
+                call(img)
