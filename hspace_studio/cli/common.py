@@ -40,6 +40,16 @@ _positive_int = _int_at_least(1, "a positive number")
 _nonneg_int = _int_at_least(0, "a number >= 0")
 
 
+def _nonneg_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{s}'")
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got '{s}'")
+    return v
+
+
 def split_index(value: str):
     """'file.safetensors:3' -> ('file.safetensors', 3); 'file.safetensors' -> (file, None)."""
     head, sep, tail = value.rpartition(":")

@@ -20,7 +20,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from .common import (_nonneg_int, _positive_int, add_model_args, add_source_args, load_source,
+from .common import (_nonneg_float, _nonneg_int, _positive_int, add_model_args, add_source_args, load_source,
                      open_model, progress_and_cancel, split_index, steps_eta)
 
 
@@ -37,13 +37,6 @@ def _positive_float(s):
     v = _float(s)
     if not v > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got '{s}'")
-    return v
-
-
-def _nonneg_float(s):
-    v = _float(s)
-    if not 0 <= v < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got '{s}'")
     return v
 
 

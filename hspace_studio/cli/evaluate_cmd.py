@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from .common import _int_at_least, _positive_int, add_model_args, open_model, progress_and_cancel
+from .common import _int_at_least, _nonneg_float, _positive_int, add_model_args, open_model, progress_and_cancel
 
 SECTIONS = ("quality", "inversion", "supervised", "optimized", "pca", "jacobian")
 
@@ -51,6 +51,9 @@ def add_parser(sub):
     p.add_argument("--train-samples", dest="train_samples", type=_positive_int, default=None,
                    help="samples each classifier-optimised direction is fitted on, 16 per "
                         "iteration (default: 16 x iterations, all fresh)")
+    p.add_argument("--optimize-keep", dest="optimize_keep", type=_nonneg_float, default=30.0,
+                   help="weight of the other attributes' squared score change in the classifier-"
+                        "optimised fits (default 30, as supervised --keep)")
     p.add_argument("--optimize-scale", dest="optimize_scale", type=_scales, default=[0.5, 1.0],
                    metavar="S[,S...]", help="scales of the classifier-optimised edits (default 0.5,1; "
                                             "1 is the fitted change)")

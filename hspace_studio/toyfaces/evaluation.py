@@ -110,11 +110,13 @@ def section_optimized(model, args, progress, cancel) -> dict:
     scales = list(args.optimize_scale)
     trajs = sample(model, seeds, steps=10, eta=eta, h_space=_h_space(args), batch_size=min(len(seeds), 50),
                    cancel=cancel)
-    res = {"train_samples": len(train), "iterations": args.optimize_iters, "scales": scales, "eta": eta,
+    res = {"train_samples": len(train), "iterations": args.optimize_iters, "keep": args.optimize_keep,
+           "scales": scales, "eta": eta,
            "h_space": _h_space(args), "directions": {}, "fit": {}}
     for a in SUPERVISED_ATTRS:
         fit = optimized_direction(model, fit_clf, a, train, steps=10, eta=eta, h_space=_h_space(args),
-                                  iters=args.optimize_iters, progress=progress, cancel=cancel)
+                                  iters=args.optimize_iters, keep=args.optimize_keep, progress=progress,
+                                  cancel=cancel)
         res["fit"][a] = {"seconds": round(fit.seconds, 1), **fit.history[-1]}
         res["batch"] = fit.directions.params["batch"]
         res["directions"][a] = attribute_shift(model, clf, fit.directions.delta_h[0], a, scales, seeds,
@@ -211,7 +213,7 @@ def _render_optimized(r) -> str:
     n = next(iter(next(iter(r["directions"].values())).values()))["n"]
     fits = ", ".join(f"{a} {f['seconds']:.0f} s" for a, f in r["fit"].items())
     return (f"Classifier-optimised directions ({r['iterations']} iterations of {r['batch']} of "
-            f"{r['train_samples']} training samples; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
+            f"{r['train_samples']} training samples, keep {r['keep']:g}; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
             f"scale 1 = the fitted change; fitting took {fits})\n"
             + Q.format_table(rows, ["attribute", "scale", "flipped", "mean off-target |dp|",
                                     "largest off-target"]))
