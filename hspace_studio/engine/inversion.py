@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from ..core.progress import CancelToken, Progress, ProgressFn
+from .ddim import ddim_step
 from .hspace import hspace_hook
 from .model import DiffusionModel
 from .sampler import EtaLike, decode, etas_tensor, noise_levels, prepare_scheduler, timesteps_for
@@ -63,12 +64,12 @@ def invert_ddpm(model: DiffusionModel, x0: torch.Tensor, steps: int, eta: EtaLik
         out = _model_out(model, x, t, h_space, rec)
         hs.append(rec[-1].float())
         eta_i = float(etas[i])
-        mu = model.scheduler.step(out, t, x, eta=eta_i, variance_noise=torch.zeros_like(x)).prev_sample
+        mu, _ = ddim_step(model.scheduler, out, t, x, eta_i, torch.zeros_like(x))
         target = noisy[i + 1] if i + 1 < len(ts) else x0
         if levels[i] > 0:
             std = eta_i * levels[i]
             z = (target - mu) / std
-            x = model.scheduler.step(out, t, x, eta=eta_i, variance_noise=z).prev_sample
+            x, _ = ddim_step(model.scheduler, out, t, x, eta_i, z)
         else:  # a step without noise: z is the residual, added as it is
             z = target - mu
             x = mu + z

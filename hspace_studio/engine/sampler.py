@@ -1,7 +1,7 @@
 """Sample, decode and edit trajectories — batched, cancellable, with progress.
 
-Every update of x_t is the diffusers scheduler's own ``step`` (DDIM with ``eta`` and
-``variance_noise``), so a chain here equals ``DDIMPipeline``'s for the same noise.
+Every update of x_t is the diffusers DDIM scheduler's formula (``eta`` and the variance
+noise; :mod:`.ddim`), so a chain here equals ``DDIMPipeline``'s for the same noise.
 
 Noise is drawn per seed from a CPU ``torch.Generator`` in the order ``DDIMPipeline``
 draws it (x_T, then one variance noise per step), so a seed gives the same image on
@@ -15,6 +15,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..core.progress import CancelToken, Progress, ProgressFn
+from .ddim import ddim_step
 from .hspace import hspace_hook
 from .model import DiffusionModel
 from .trajectory import Trajectory
@@ -122,15 +123,13 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
         hs.append(rec[-1].float())
         z = zs[:, i] if zs.dim() == 5 else zs[i].expand(B, *zs.shape[1:])
         eta = float(etas[i])
-        res = model.scheduler.step(out, t, x, eta=eta, variance_noise=z.to(dev, torch.float32)
-                                   if eta > 0 else None)
-        x = res.prev_sample
+        x, x0_pred = ddim_step(model.scheduler, out, t, x, eta, z.to(dev, torch.float32) if eta > 0 else None)
         if eta > 0 and levels[i] == 0:  # residual step (see noise_levels)
             x = x + z.to(dev, torch.float32)
         if after_step is not None:
             x = after_step(i, x)
         if preview is not None:
-            preview(i, T, res.pred_original_sample)
+            preview(i, T, x0_pred)
         if progress is not None:
             progress.step()
     return ChainResult(

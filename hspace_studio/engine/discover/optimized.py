@@ -35,6 +35,7 @@ from torch.utils.checkpoint import checkpoint
 from ...core.progress import CancelToken, Progress, ProgressFn
 from ..annotate import AttributeClassifier
 from ..directions import DirectionSet
+from ..ddim import ddim_step
 from ..hspace import hspace_hook
 from ..model import DiffusionModel
 from ..sampler import EtaLike, noise_levels, prepare_scheduler, sample
@@ -68,7 +69,7 @@ def _edited_x0(model: DiffusionModel, trajs: Sequence[Trajectory], signs: torch.
         with hspace_hook(model.unet, point, edit=lambda h: h + (s * d).to(h.dtype)):
             out = model.unet(x.to(model.dtype), t).sample.float()
         eta = float(etas[i])
-        x = model.scheduler.step(out, t, x, eta=eta, variance_noise=zs[:, i] if eta > 0 else None).prev_sample
+        x, _ = ddim_step(model.scheduler, out, t, x, eta, zs[:, i] if eta > 0 else None)
         if eta > 0 and levels[i] == 0:  # the residual step of the engine's chain
             x = x + zs[:, i]
         return x

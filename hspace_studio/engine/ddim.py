@@ -1,0 +1,48 @@
+"""One DDIM update of x_t: the formula of diffusers' ``DDIMScheduler.step`` (any eta, the
+variance noise given), with the coefficient of the noise direction kept real.
+
+That coefficient is ``sqrt(1 - alpha_bar_prev - sigma_t^2)``. When the step starts at an
+alpha_bar of about zero (the first step of a cosine schedule, whose last training
+timestep is pure noise) and eta is 1, the two terms cancel exactly in exact arithmetic
+and the float32 difference can come out a hair below zero: the scheduler's ``step``
+then takes the square root of a negative number and the whole image is NaN (seen with
+diffusers 0.42 at 5 steps on the default model). Here it is clamped at zero; every
+other operation is the scheduler's own, in its order, so a chain that never meets the
+case equals ``DDIMPipeline``'s.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+
+def ddim_step(scheduler, model_output: torch.Tensor, t, x: torch.Tensor, eta: float,
+              noise: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(x of the next step, predicted x_0) from the UNet's output at timestep ``t``."""
+    t = int(t)
+    cfg = scheduler.config
+    prev_t = t - cfg.num_train_timesteps // scheduler.num_inference_steps
+    ab_t = scheduler.alphas_cumprod[t]
+    ab_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
+    beta_t = 1 - ab_t
+    if cfg.prediction_type == "epsilon":
+        x0 = (x - beta_t ** 0.5 * model_output) / ab_t ** 0.5
+        eps = model_output
+    elif cfg.prediction_type == "sample":
+        x0 = model_output
+        eps = (x - ab_t ** 0.5 * x0) / beta_t ** 0.5
+    elif cfg.prediction_type == "v_prediction":
+        x0 = (ab_t ** 0.5) * x - (beta_t ** 0.5) * model_output
+        eps = (ab_t ** 0.5) * model_output + (beta_t ** 0.5) * x
+    else:
+        raise ValueError(f"unsupported prediction type '{cfg.prediction_type}'")
+    if cfg.thresholding:
+        x0 = scheduler._threshold_sample(x0)
+    elif cfg.clip_sample:
+        x0 = x0.clamp(-cfg.clip_sample_range, cfg.clip_sample_range)
+    std = eta * scheduler._get_variance(t, prev_t) ** 0.5
+    prev = ab_prev ** 0.5 * x0 + torch.clamp(1 - ab_prev - std ** 2, min=0) ** 0.5 * eps
+    if eta > 0 and noise is not None:
+        prev = prev + std * noise
+    return prev, x0
