@@ -18,10 +18,15 @@ def model_b(tiny_model_b_dir):
     return load_model(str(tiny_model_b_dir), device="cpu")
 
 
-def pixel_classifier(trajs):
-    """Two probability scores that are smooth functions of the pixels, centred on ``trajs``:
+def pixels_of(model, trajs):
+    with torch.no_grad():
+        return model.to_pixels(torch.stack([t.x_0 for t in trajs]))
+
+
+def pixel_classifier(images):
+    """Two probability scores that are smooth functions of the pixels, centred on ``images``:
     'bright' (mean pixel) and 'red' (red minus blue)."""
-    x = torch.stack([t.x_0 for t in trajs]).clamp(-1, 1)
+    x = images.clamp(-1, 1)
     b, r = x.mean((1, 2, 3)), x[:, 0].mean((1, 2)) - x[:, 2].mean((1, 2))
 
     def fn(img):
@@ -50,30 +55,47 @@ def test_chain_is_the_engines_edit(which, eta, tiny_model, model_b):
 
 
 def test_gradient_matches_finite_differences(model_b):
-    trajs = sample(model_b, [3, 4], steps=STEPS, eta=1.0)
-    clf = pixel_classifier(sample(model_b, list(range(8)), steps=STEPS, eta=1.0))
+    model = model_b
+    trajs = sample(model, [3, 4], steps=STEPS, eta=1.0)
+    clf = pixel_classifier(pixels_of(model, sample(model, list(range(8)), steps=STEPS, eta=1.0)))
     with torch.no_grad():
-        p0 = clf.differentiable_scores(torch.stack([t.x_0 for t in trajs]))
+        p0 = clf.differentiable_scores(pixels_of(model, trajs))
     signs = torch.where(p0[:, 0] < 0.5, 1.0, -1.0)
     g = torch.Generator().manual_seed(2)
     rms = float(trajs[0].hs.pow(2).mean().sqrt())
     D = (torch.randn(trajs[0].hs.shape, generator=g) * rms).requires_grad_(True)
     V = torch.randn(trajs[0].hs.shape, generator=g) * rms
-    loss, _ = objective(model_b, clf, trajs, signs, p0, D, 0, keep=30.0, margin=2.0)
+    loss, _ = objective(model, clf, trajs, signs, p0, D, 0, keep=30.0, margin=2.0)
     (grad,) = torch.autograd.grad(loss, D)
     eps = 1e-2
     with torch.no_grad():
-        up, _ = objective(model_b, clf, trajs, signs, p0, D + eps * V, 0, 30.0, 2.0)
-        down, _ = objective(model_b, clf, trajs, signs, p0, D - eps * V, 0, 30.0, 2.0)
+        up, _ = objective(model, clf, trajs, signs, p0, D + eps * V, 0, 30.0, 2.0)
+        down, _ = objective(model, clf, trajs, signs, p0, D - eps * V, 0, 30.0, 2.0)
     fd = (up - down) / (2 * eps)
     an = (grad * V).sum()
     assert abs(float(fd)) > 1e-4
     assert abs(float(an - fd)) <= 0.02 * abs(float(fd))
 
 
+def test_gradient_reaches_the_direction_through_a_latent_decoder(latent_model_dir):
+    """Latent models: the objective's gradient goes through the VAE decoder (straight
+    through the VQ quantizer) to D; a decoder run without a graph would cut it."""
+    model = load_model(str(latent_model_dir), device="cpu")
+    trajs = sample(model, [3, 4], steps=STEPS, eta=1.0)
+    x0 = torch.stack([t.x_0 for t in trajs]).requires_grad_(True)
+    assert not model.to_pixels(x0).requires_grad and model.to_pixels(x0, grad=True).requires_grad
+    clf = pixel_classifier(pixels_of(model, sample(model, list(range(8)), steps=STEPS, eta=1.0)))
+    with torch.no_grad():
+        p0 = clf.differentiable_scores(pixels_of(model, trajs))
+    D = torch.zeros(trajs[0].hs.shape, requires_grad=True)
+    loss, _ = objective(model, clf, trajs, torch.tensor([1.0, -1.0]), p0, D, 0, keep=30.0, margin=2.0)
+    (grad,) = torch.autograd.grad(loss, D)
+    assert torch.isfinite(grad).all() and float(grad.abs().sum()) > 0
+
+
 def test_fitting_lowers_the_objective_and_records_its_recipe(model_b):
     seeds = list(range(8))
-    clf = pixel_classifier(sample(model_b, seeds, steps=STEPS, eta=1.0))
+    clf = pixel_classifier(pixels_of(model_b, sample(model_b, seeds, steps=STEPS, eta=1.0)))
     seen = []
     before = [p.requires_grad for p in model_b.unet.parameters()]
     res = optimized_direction(model_b, clf, "bright", seeds, steps=STEPS, eta=1.0, iters=6, lr=3.0,
@@ -94,7 +116,7 @@ def test_fitting_lowers_the_objective_and_records_its_recipe(model_b):
 def test_cancel_stops_the_fit(model_b):
     token = CancelToken()
     model_b.unet.requires_grad_(True)
-    clf = pixel_classifier(sample(model_b, list(range(4)), steps=STEPS, eta=1.0))
+    clf = pixel_classifier(pixels_of(model_b, sample(model_b, list(range(4)), steps=STEPS, eta=1.0)))
 
     def progress(d, t, m):
         if d > 2 * STEPS:

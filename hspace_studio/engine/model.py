@@ -94,13 +94,14 @@ class DiffusionModel:
         raise ModelLoadError(f"unsupported prediction type '{p}'")
 
     # -- pixel <-> diffusion space -------------------------------------------------
-    @torch.no_grad()
-    def to_pixels(self, x0: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] (unclamped) from x_0 of the diffusion space."""
+    def to_pixels(self, x0: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        """Images in [-1, 1] (unclamped) from x_0 of the diffusion space; with ``grad`` the
+        decoder keeps the autograd graph back to ``x0``."""
         if self.vae is None:
             return x0
-        z = x0.to(self.device, self.dtype) / self.vae.config.scaling_factor
-        return self.vae.decode(z).sample.float()
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            z = x0.to(self.device, self.dtype) / self.vae.config.scaling_factor
+            return self.vae.decode(z).sample.float()
 
     @torch.no_grad()
     def from_pixels(self, img: torch.Tensor) -> torch.Tensor:

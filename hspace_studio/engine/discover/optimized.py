@@ -103,7 +103,7 @@ def objective(model: DiffusionModel, classifier: AttributeClassifier, trajs: Seq
     """The module's objective summed (not averaged) over ``trajs``, and its parts (sums
     too): target loss, mean absolute off-target score change, flipped samples."""
     x0 = _edited_x0(model, trajs, signs, D)
-    p = classifier.differentiable_scores(model.to_pixels(x0)).float().to(p0.device)
+    p = classifier.differentiable_scores(model.to_pixels(x0, grad=True)).float().to(p0.device)
     z = _logit(p[:, a], classifier.probabilities)
     target = F.softplus(float(margin) - signs * z).sum()
     others = [b for b in range(p.shape[1]) if b != a]
