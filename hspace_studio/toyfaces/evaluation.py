@@ -188,16 +188,23 @@ def section_jacobian(model, args, progress, cancel) -> dict:
     return out
 
 
-def _render_supervised(r) -> str:
+FLIP_HEADER = ["attribute", "scale", "flipped", "mean off-target |dp|", "largest off-target"]
+
+
+def _flip_rows(directions):
+    """Table rows of attribute_shift results per attribute, and their sample count."""
     rows = [[a, s, f"{d['flip_rate']:.0%}", f"{d['off_target_mean']:.3f}",
              max(d["off_target"], key=d["off_target"].get)]
-            for a, per in r["directions"].items() for s, d in per.items()]
-    n = next(iter(next(iter(r["directions"].values())).values()))["n"]
+            for a, per in directions.items() for s, d in per.items()]
+    return rows, next(iter(next(iter(directions.values())).values()))["n"]
+
+
+def _render_supervised(r) -> str:
+    rows, n = _flip_rows(r["directions"])
     out = [f"Supervised directions (index {r['index_size']}, {r['examples']} examples each side; "
            f"{n} held-out samples, eta {r.get('eta', 1.0):g}, h-space {r.get('h_space', 'after')}; "
            "scale 1 = the mean-to-mean shift)",
-           Q.format_table(rows, ["attribute", "scale", "flipped", "mean off-target |dp|",
-                                 "largest off-target"])]
+           Q.format_table(rows, FLIP_HEADER)]
     d = r["disentangle"]
     rows = [[k, s, f"{v[k]['flip_rate']:.0%}"] + [f"{v[k][t]:.3f}" for t in d["against"]]
             for s, v in d["scales"].items() for k in ("plain", "disentangled")]
@@ -207,16 +214,12 @@ def _render_supervised(r) -> str:
 
 
 def _render_optimized(r) -> str:
-    rows = [[a, s, f"{d['flip_rate']:.0%}", f"{d['off_target_mean']:.3f}",
-             max(d["off_target"], key=d["off_target"].get)]
-            for a, per in r["directions"].items() for s, d in per.items()]
-    n = next(iter(next(iter(r["directions"].values())).values()))["n"]
+    rows, n = _flip_rows(r["directions"])
     fits = ", ".join(f"{a} {f['seconds']:.0f} s" for a, f in r["fit"].items())
     return (f"Classifier-optimised directions ({r['iterations']} iterations of {r['batch']} of "
             f"{r['train_samples']} training samples, keep {r['keep']:g}; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
             f"scale 1 = the fitted change; fitting took {fits})\n"
-            + Q.format_table(rows, ["attribute", "scale", "flipped", "mean off-target |dp|",
-                                    "largest off-target"]))
+            + Q.format_table(rows, FLIP_HEADER))
 
 
 def _render_pca(r) -> str:
