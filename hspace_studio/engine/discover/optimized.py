@@ -138,7 +138,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     if int(iters) < 1:
         raise ValueError("iterations must be at least 1")
     batch = min(max(1, int(batch)), len(seeds))
-    prog = Progress((2 * int(iters) + 2) * steps, progress, cancel,
+    prog = Progress((2 * int(iters) + 1) * steps, progress, cancel,
                     f"optimising a {classifier.attributes[a]} direction")
     thr = classifier.threshold
 
@@ -151,15 +151,14 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
             p0 = classifier.differentiable_scores(model.to_pixels(torch.stack([t.x_0 for t in trajs]))).float()
         return trajs, p0, torch.where(p0[:, a] < thr, 1.0, -1.0)
 
-    D = None
+    first = draw(0)  # the first iteration's samples; the result is measured on them too
+    rms = float(torch.stack([t.hs for t in first[0]]).float().pow(2).mean().sqrt())
+    D = torch.zeros_like(first[0][0].hs, dtype=torch.float32, device=model.device, requires_grad=True)
+    opt = torch.optim.Adam([D], lr=float(lr) * rms)
     history: List[dict] = []
     with _frozen(model.unet, model.vae, getattr(classifier, "module", None)):
         for it in range(int(iters)):
-            trajs, p0, signs = draw(it * batch)
-            if D is None:
-                rms = float(torch.stack([t.hs for t in trajs]).float().pow(2).mean().sqrt())
-                D = torch.zeros_like(trajs[0].hs, dtype=torch.float32, device=model.device, requires_grad=True)
-                opt = torch.optim.Adam([D], lr=float(lr) * rms)
+            trajs, p0, signs = first if it == 0 else draw(it * batch)
             opt.zero_grad(set_to_none=True)
             loss, stats = objective(model, classifier, trajs, signs, p0, D, a, keep, margin)
             (loss / len(trajs)).backward()
@@ -167,7 +166,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
             prog.step(steps)
             history.append({k: v / len(trajs) for k, v in stats.items()})
     delta = D.detach().float().cpu()
-    trajs, p0, signs = draw(0)  # the change the result makes on the first training samples
+    trajs, p0, signs = first  # the change the result makes on the first training samples
     with torch.no_grad():
         x0 = _edited_x0(model, trajs, signs, delta.to(model.device))
         p = classifier.differentiable_scores(model.to_pixels(x0)).float()
@@ -181,7 +180,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         "h_space": h_space, "classifier": classifier.identity, "seeds": _seed_record(seeds), "batch": batch,
         "samples_seen": int(iters) * batch, "iterations": int(iters), "lr": float(lr),
         "keep": float(keep), "margin": float(margin), "score_change": gain,
-        "final": history[-1] if history else None,
+        "final": history[-1],
     }
     ds = DirectionSet(delta_h=delta[None], timesteps=ts.clone().long(), fingerprint=model.fingerprint,
                       h_space=h_space, method="supervised", labels=[f"{name} (optimised)"],
