@@ -113,6 +113,33 @@ def test_fitting_lowers_the_objective_and_records_its_recipe(model_b):
     assert [p.requires_grad for p in model_b.unet.parameters()] == before  # weights left as they were
 
 
+def test_window_and_shared_change(model_b):
+    """A window leaves the steps outside it unedited (the chain is the engine's windowed
+    edit), and a shared fit is one change of h, the same at every step of its window."""
+    trajs = sample(model_b, [0, 1], steps=STEPS, eta=1.0)
+    ts = trajs[0].timesteps
+    window = (int(ts[1]), int(ts[-1]))  # every step but the first
+    active = (ts >= window[1]) & (ts <= window[0])
+    D = torch.randn(trajs[0].hs.shape, generator=torch.Generator().manual_seed(2))
+    D = D * trajs[0].hs.pow(2).mean().sqrt()
+    with torch.no_grad():
+        x = _edited_x0(model_b, trajs, torch.ones(2), D, active)
+    ref = torch.stack([edit_batch(model_b, t, [[EditSpec(D, 1.0, window)]]).x_0[0] for t in trajs])
+    assert (x - ref).abs().max() < 1e-6 * max(1.0, float(ref.abs().max()))
+
+    seeds = list(range(8))
+    clf = pixel_classifier(pixels_of(model_b, sample(model_b, seeds, steps=STEPS, eta=1.0)))
+    res = optimized_direction(model_b, clf, "bright", seeds, steps=STEPS, eta=1.0, iters=4, lr=3.0,
+                              batch=4, window=window, shared=True)
+    d = res.directions.delta_h[0]
+    assert d[0].abs().max() == 0  # outside the window
+    assert d[1].abs().max() > 0 and torch.equal(d[1], d[2])  # one change at every step inside
+    assert res.directions.params["window"] == list(window) and res.directions.params["shared"]
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    with pytest.raises(ValueError, match="no step"):
+        optimized_direction(model_b, clf, "bright", seeds, steps=STEPS, iters=1, window=(1001, 1002))
+
+
 def test_cancel_stops_the_fit(model_b):
     token = CancelToken()
     model_b.unet.requires_grad_(True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -51,9 +51,10 @@ class OptimizedResult:
 
 
 def _edited_x0(model: DiffusionModel, trajs: Sequence[Trajectory], signs: torch.Tensor,
-               D: torch.Tensor) -> torch.Tensor:
-    """x_0 of ``trajs`` decoded with ``signs[i] * D[t]`` added to h at every step, with the
-    autograd graph back to D."""
+               D: torch.Tensor, active: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """x_0 of ``trajs`` decoded with ``signs[i] * D[t]`` added to h at every step (at the
+    steps where ``active`` is True; a D of one row is the same change at every step),
+    with the autograd graph back to D."""
     dev = model.device
     ts = trajs[0].timesteps
     prepare_scheduler(model, ts)
@@ -66,7 +67,8 @@ def _edited_x0(model: DiffusionModel, trajs: Sequence[Trajectory], signs: torch.
 
     def step(x, d, i):
         t = model.scheduler.timesteps[i]
-        with hspace_hook(model.unet, point, edit=lambda h: h + (s * d).to(h.dtype)):
+        edit = None if d is None else (lambda h: h + (s * d).to(h.dtype))
+        with hspace_hook(model.unet, point, edit=edit):
             out = model.unet(x.to(model.dtype), t).sample.float()
         eta = float(etas[i])
         x, _ = ddim_step(model.scheduler, out, t, x, eta, zs[:, i] if eta > 0 else None)
@@ -75,7 +77,8 @@ def _edited_x0(model: DiffusionModel, trajs: Sequence[Trajectory], signs: torch.
         return x
 
     for i in range(ts.shape[0]):
-        x = checkpoint(step, x, D[i], i, use_reentrant=False)
+        on = active is None or bool(active[i])
+        x = checkpoint(step, x, D[i if D.shape[0] > 1 else 0] if on else None, i, use_reentrant=False)
     return x
 
 
@@ -99,10 +102,10 @@ def _logit(scores: torch.Tensor, probabilities: bool) -> torch.Tensor:
 
 def objective(model: DiffusionModel, classifier: AttributeClassifier, trajs: Sequence[Trajectory],
               signs: torch.Tensor, p0: torch.Tensor, D: torch.Tensor, a: int, keep: float,
-              margin: float):
+              margin: float, active: Optional[torch.Tensor] = None):
     """The module's objective summed (not averaged) over ``trajs``, and its parts (sums
     too): target loss, mean absolute off-target score change, flipped samples."""
-    x0 = _edited_x0(model, trajs, signs, D)
+    x0 = _edited_x0(model, trajs, signs, D, active)
     p = classifier.differentiable_scores(model.to_pixels(x0, grad=True)).float().to(p0.device)
     z = _logit(p[:, a], classifier.probabilities)
     target = F.softplus(float(margin) - signs * z).sum()
@@ -120,6 +123,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
                         seeds: Sequence[int], steps: int = 10, eta: EtaLike = 1.0,
                         h_space: str = "after", iters: int = 40, lr: float = 0.25,
                         keep: float = 30.0, margin: float = 2.0, batch: int = 16,
+                        window: Optional[Tuple[int, int]] = None, shared: bool = False,
                         progress: Optional[ProgressFn] = None,
                         cancel: Optional[CancelToken] = None) -> OptimizedResult:
     """Fit one direction for ``attribute`` on the samples of ``seeds`` (see the module).
@@ -128,7 +132,10 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     out) and takes one Adam step on them, so with ``iters * batch`` seeds no sample is
     seen twice and the fit does not learn its training samples by heart. ``lr`` is Adam's
     step in units of the RMS of h (so it does not depend on the model's scale of h);
-    ``keep`` weighs the other attributes' squared score change.
+    ``keep`` weighs the other attributes' squared score change. ``window`` (two diffusion
+    timesteps, inclusive, either order) limits the change to the steps inside it (zero at
+    the others); ``shared`` fits one change of h used at every such step instead of one
+    per step.
     """
     t0 = time.perf_counter()
     a = classifier.index_of(attribute)
@@ -152,20 +159,31 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         return trajs, p0, torch.where(p0[:, a] < thr, 1.0, -1.0)
 
     first = draw(0)  # the first iteration's samples; the result is measured on them too
+    ts = first[0][0].timesteps
+    active = torch.ones(ts.shape[0], dtype=torch.bool)
+    if window is not None:
+        lo, hi = sorted(int(v) for v in window)
+        active = (ts >= lo) & (ts <= hi)
+        if not bool(active.any()):
+            raise ValueError(f"no step of the {steps}-step schedule lies in the window {lo}:{hi} "
+                             f"(timesteps {ts.min().item()}..{ts.max().item()})")
     rms = float(torch.stack([t.hs for t in first[0]]).float().pow(2).mean().sqrt())
-    D = torch.zeros_like(first[0][0].hs, dtype=torch.float32, device=model.device, requires_grad=True)
+    shape = first[0][0].hs.shape
+    D = torch.zeros((1,) + tuple(shape[1:]) if shared else shape, dtype=torch.float32,
+                    device=model.device, requires_grad=True)
     opt = torch.optim.Adam([D], lr=float(lr) * rms)
     history: List[dict] = []
     with _frozen(model.unet, model.vae, getattr(classifier, "module", None)):
         for it in range(int(iters)):
             trajs, p0, signs = first if it == 0 else draw(it * batch)
             opt.zero_grad(set_to_none=True)
-            loss, stats = objective(model, classifier, trajs, signs, p0, D, a, keep, margin)
+            loss, stats = objective(model, classifier, trajs, signs, p0, D, a, keep, margin, active)
             (loss / len(trajs)).backward()
             opt.step()
             prog.step(steps)
             history.append({k: v / len(trajs) for k, v in stats.items()})
-    delta = D.detach().float().cpu()
+    delta = D.detach().float().cpu().expand(shape).clone()
+    delta[~active] = 0
     trajs, p0, signs = first  # the change the result makes on the first training samples
     with torch.no_grad():
         x0 = _edited_x0(model, trajs, signs, delta.to(model.device))
@@ -173,13 +191,13 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         gain = float((signs * (p[:, a] - p0[:, a])).mean())
     prog.step(steps)
     name = classifier.attributes[a]
-    ts = trajs[0].timesteps
     params_out = {
         "method": "supervised", "source": "optimized", "attribute": name, "steps": int(steps),
         "eta": _eta_json(eta),
         "h_space": h_space, "classifier": classifier.identity, "seeds": _seed_record(seeds), "batch": batch,
         "samples_seen": int(iters) * batch, "iterations": int(iters), "lr": float(lr),
         "keep": float(keep), "margin": float(margin), "score_change": gain,
+        "window": None if window is None else [int(v) for v in window], "shared": bool(shared),
         "final": history[-1],
     }
     ds = DirectionSet(delta_h=delta[None], timesteps=ts.clone().long(), fingerprint=model.fingerprint,
