@@ -54,7 +54,8 @@ def test_chain_is_the_engines_edit(which, eta, tiny_model, model_b):
     assert (x - zero).abs().max() > 1e-3  # the edit does something
 
 
-def test_gradient_matches_finite_differences(model_b):
+@pytest.mark.parametrize("still", [0.0, 50.0])
+def test_gradient_matches_finite_differences(model_b, still):
     model = model_b
     trajs = sample(model, [3, 4], steps=STEPS, eta=1.0)
     clf = pixel_classifier(pixels_of(model, sample(model, list(range(8)), steps=STEPS, eta=1.0)))
@@ -65,12 +66,16 @@ def test_gradient_matches_finite_differences(model_b):
     rms = float(trajs[0].hs.pow(2).mean().sqrt())
     D = (torch.randn(trajs[0].hs.shape, generator=g) * rms).requires_grad_(True)
     V = torch.randn(trajs[0].hs.shape, generator=g) * rms
-    loss, _ = objective(model, clf, trajs, signs, p0, D, 0, keep=30.0, margin=2.0)
+    loss, stats = objective(model, clf, trajs, signs, p0, D, 0, keep=30.0, margin=2.0, still=still)
+    moved = (pixels_of(model, trajs) - model.to_pixels(_edited_x0(model, trajs, signs, D.detach())))
+    assert stats["moved"] == pytest.approx(float(moved.pow(2).flatten(1).mean(1).sum()), rel=1e-5)
+    plain, _ = objective(model, clf, trajs, signs, p0, D.detach(), 0, keep=30.0, margin=2.0)
+    assert float(loss.detach() - plain) == pytest.approx(still * stats["moved"], rel=1e-4, abs=1e-6)
     (grad,) = torch.autograd.grad(loss, D)
     eps = 1e-2
     with torch.no_grad():
-        up, _ = objective(model, clf, trajs, signs, p0, D + eps * V, 0, 30.0, 2.0)
-        down, _ = objective(model, clf, trajs, signs, p0, D - eps * V, 0, 30.0, 2.0)
+        up, _ = objective(model, clf, trajs, signs, p0, D + eps * V, 0, 30.0, 2.0, still=still)
+        down, _ = objective(model, clf, trajs, signs, p0, D - eps * V, 0, 30.0, 2.0, still=still)
     fd = (up - down) / (2 * eps)
     an = (grad * V).sum()
     assert abs(float(fd)) > 1e-4

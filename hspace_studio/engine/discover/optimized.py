@@ -9,6 +9,7 @@ direction ``D`` (T, C, H, W) is instead the solution of
 
     min_D  mean_i softplus(margin - s_i * z_a(x_0(i; s_i D)))
            + keep * mean_i sum_{b != a} (p_b(x_0(i; s_i D)) - p_b(x_0(i; 0)))^2
+           + still * mean_i mean_pixels (x_0(i; s_i D) - x_0(i; 0))^2
 
 over training samples i (a fresh minibatch of them at every Adam step), where ``x_0(i; s D)`` is sample i decoded with ``s * D[t]`` added
 to h at every step (its x_T and noise fixed, as an edit), ``s_i`` is +1 for a sample
@@ -102,20 +103,28 @@ def _logit(scores: torch.Tensor, probabilities: bool) -> torch.Tensor:
 
 def objective(model: DiffusionModel, classifier: AttributeClassifier, trajs: Sequence[Trajectory],
               signs: torch.Tensor, p0: torch.Tensor, D: torch.Tensor, a: int, keep: float,
-              margin: float, active: Optional[torch.Tensor] = None):
+              margin: float, active: Optional[torch.Tensor] = None, still: float = 0.0):
     """The module's objective summed (not averaged) over ``trajs``, and its parts (sums
-    too): target loss, mean absolute off-target score change, flipped samples."""
+    too): target loss, mean absolute off-target score change, flipped samples, mean squared
+    pixel change."""
     x0 = _edited_x0(model, trajs, signs, D, active)
-    p = classifier.differentiable_scores(model.to_pixels(x0, grad=True)).float().to(p0.device)
+    pixels = model.to_pixels(x0, grad=True)
+    p = classifier.differentiable_scores(pixels).float().to(p0.device)
     z = _logit(p[:, a], classifier.probabilities)
     target = F.softplus(float(margin) - signs * z).sum()
     others = [b for b in range(p.shape[1]) if b != a]
     change = p[:, others] - p0[:, others]
     loss = target + float(keep) * change.pow(2).sum()
+    with torch.no_grad():
+        before = model.to_pixels(torch.stack([t.x_0 for t in trajs]).to(x0.device, torch.float32))
+    moved = (pixels.float() - before.float()).pow(2).flatten(1).mean(1).sum().to(loss.device)
+    if still > 0:
+        loss = loss + float(still) * moved
     thr = classifier.threshold
     stats = {"loss": loss.item(), "target": target.item(),
              "off_target": float(change.detach().abs().mean(1).sum()) if others else 0.0,
-             "flipped": float(((p[:, a] < thr) != (p0[:, a] < thr)).float().sum())}
+             "flipped": float(((p[:, a] < thr) != (p0[:, a] < thr)).float().sum()),
+             "moved": moved.item()}
     return loss, stats
 
 
@@ -124,6 +133,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
                         h_space: str = "after", iters: int = 40, lr: float = 0.25,
                         keep: float = 30.0, margin: float = 2.0, batch: int = 16,
                         window: Optional[Tuple[int, int]] = None, shared: bool = False,
+                        still: float = 0.0,
                         progress: Optional[ProgressFn] = None,
                         cancel: Optional[CancelToken] = None) -> OptimizedResult:
     """Fit one direction for ``attribute`` on the samples of ``seeds`` (see the module).
@@ -135,7 +145,9 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     ``keep`` weighs the other attributes' squared score change. ``window`` (two diffusion
     timesteps, inclusive, either order) limits the change to the steps inside it (zero at
     the others); ``shared`` fits one change of h used at every such step instead of one
-    per step.
+    per step. ``still`` weighs the mean squared change of the image's pixels: a change
+    that moves the whole face (its position, pose or width) costs more than one that
+    changes a part.
     """
     t0 = time.perf_counter()
     a = classifier.index_of(attribute)
@@ -177,7 +189,8 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         for it in range(int(iters)):
             trajs, p0, signs = first if it == 0 else draw(it * batch)
             opt.zero_grad(set_to_none=True)
-            loss, stats = objective(model, classifier, trajs, signs, p0, D, a, keep, margin, active)
+            loss, stats = objective(model, classifier, trajs, signs, p0, D, a, keep, margin, active,
+                                    still)
             (loss / len(trajs)).backward()
             opt.step()
             prog.step(steps)
@@ -198,6 +211,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         "samples_seen": int(iters) * batch, "iterations": int(iters), "lr": float(lr),
         "keep": float(keep), "margin": float(margin), "score_change": gain,
         "window": None if window is None else [int(v) for v in window], "shared": bool(shared),
+        "still": float(still),
         "final": history[-1],
     }
     ds = DirectionSet(delta_h=delta[None], timesteps=ts.clone().long(), fingerprint=model.fingerprint,
