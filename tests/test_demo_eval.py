@@ -65,15 +65,19 @@ def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
 
     out = tmp_path / "o.json"
     assert main(["evaluate", "--sections", "optimized", "--optimize-iters", "1", "--train-samples", "2",
-                 "--seeds", "2", "--optimize-scale", "0.5,1", "--optimize-keep", "5", "--json", str(out)]) == 0
+                 "--seeds", "2", "--optimize-scale", "0.5,1", "--optimize-keep", "5", "--optimize-window",
+                 "999:500", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "Classifier-optimised directions (1 iterations of 2 of 2 training samples, keep 5; 2 held-out" in text
+    assert ("Classifier-optimised directions (1 iterations of 2 of 2 training samples, keep 5, timesteps "
+            "999:500; 2 held-out") in text
     r = json.loads(out.read_text())["optimized"]
+    assert r["window"] == [999, 500]
     assert set(r["directions"]) == {"smiling", "eyeglasses", "blond_hair", "mouth_open"}
     assert set(r["directions"]["smiling"]) == {"0.5", "1.0"} and r["directions"]["smiling"]["1.0"]["n"] == 2
     assert main(["evaluate", "--optimize-iters", "0"]) == 2
     assert main(["evaluate", "--optimize-scale", "-1"]) == 2
     assert main(["evaluate", "--optimize-keep", "-1"]) == 2
+    assert main(["evaluate", "--optimize-window", "999"]) == 2
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL_DIR.is_dir(), reason="default model not trained yet")

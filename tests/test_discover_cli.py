@@ -171,6 +171,18 @@ def test_supervised_optimize(tiny_model_b_dir, clf_files, tmp_path, capsys):
     assert p["source"] == "optimized" and p["seeds"] == {"start": 5, "count": 4} and p["iterations"] == 3
     assert p["model"] == str(tiny_model_b_dir) and p["keep"] == 30.0 and p["lr"] == 0.25
     assert float(ds.delta_h.abs().max()) > 0
+    # by default the change is fitted at the last 70% of the schedule only (timesteps 699..0)
+    assert p["window"] == [699, 0] and not p["shared"] and p["still"] == 0.0
+    late = ds.timesteps <= 699
+    assert 0 < int(late.sum()) < len(late)
+    assert float(ds.delta_h[0, ~late].abs().max()) == 0 and float(ds.delta_h[0, late].abs().max()) > 0
+    rc, _, err = run(["supervised", "--attribute", "red", *common, "--optimize", "1", "--batch", "2",
+                      "--window", "999:0", "--shared", "--still", "2", "--out", tmp_path / "all.safetensors"],
+                     capsys)
+    assert rc == 0, err
+    every = DirectionSet.load(tmp_path / "all.safetensors")
+    assert every.params["window"] == [999, 0] and every.params["shared"] and every.params["still"] == 2.0
+    assert torch.equal(every.delta_h[0, 0], every.delta_h[0, 1]) and float(every.delta_h.abs().max()) > 0
     # by default every iteration takes fresh samples: ITERS x BATCH seeds
     rc, _, err = run(["supervised", "--attribute", "red", *common, "--optimize", "2", "--batch", "3",
                       "--out", tmp_path / "fresh.safetensors"], capsys)
@@ -186,7 +198,9 @@ def test_supervised_optimize(tiny_model_b_dir, clf_files, tmp_path, capsys):
                          tmp_path], 1),
                        (["--attribute", "green", *common, "--optimize", "1"], 1),
                        (["--attribute", "red", *common, "--optimize", "0"], 2),
-                       (["--attribute", "red", *common, "--optimize", "--keep", "nan"], 2)):
+                       (["--attribute", "red", *common, "--optimize", "--keep", "nan"], 2),
+                       (["--attribute", "red", *common, "--optimize", "1", "--window", "1"], 2),
+                       (["--attribute", "red", *common, "--optimize", "1", "--window", "5000:4000"], 1)):
         rc, _, err = run(["supervised", *argv, "--out", bad], capsys)
         assert rc == code and one_line_error(err), (argv, err)
     assert not bad.exists()

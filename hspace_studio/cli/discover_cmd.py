@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .common import (_nonneg_float, _nonneg_int, _positive_int, add_model_args, add_source_args, load_source,
-                     open_model, progress_and_cancel, split_index, steps_eta)
+                     open_model, progress_and_cancel, split_index, steps_eta, window)
 
 
 # ------------------------------------------------------------------------- helpers
@@ -239,7 +239,7 @@ def _run_optimized(args) -> int:
     import os
 
     from ..engine.annotate import load_classifier
-    from ..engine.discover.optimized import optimized_direction
+    from ..engine.discover.optimized import default_window, optimized_direction
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("supervised --optimize runs in one process (start it without torchrun)")
@@ -252,7 +252,9 @@ def _run_optimized(args) -> int:
     with progress_and_cancel("supervised --optimize") as (bar, token):
         res = optimized_direction(model, clf, args.attribute, seeds, steps=steps, eta=eta,
                                   h_space=args.h_space, iters=args.optimize, lr=args.lr,
-                                  keep=args.keep, batch=args.batch, progress=bar, cancel=token)
+                                  keep=args.keep, batch=args.batch, still=args.still, shared=args.shared,
+                                  window=args.window or default_window(model), progress=bar,
+                                  cancel=token)
     ds = res.directions
     ds.params.update(_model_params(args, model))
     last = res.history[-1]
@@ -427,6 +429,14 @@ def add_parser(sub):
                         "(default 30)")
     p.add_argument("--lr", type=_positive_float, default=0.25,
                    help="with --optimize: Adam's step, in units of the RMS of h (default 0.25)")
+    p.add_argument("--window", type=window, default=None, metavar="T0:T1",
+                   help="with --optimize: the timesteps the change is fitted and applied at "
+                        "(default: the last 70%% of the schedule, 699:0 on a 1000-step model; "
+                        "999:0 = every step)")
+    p.add_argument("--shared", action="store_true",
+                   help="with --optimize: one change of h for every step in the window")
+    p.add_argument("--still", type=_nonneg_float, default=0.0,
+                   help="with --optimize: weight of the mean squared pixel change (default 0)")
     p.add_argument("--batch", type=_positive_int, default=16, help="samples per batch (default 16)")
     p.add_argument("--seed-start", dest="seed_start", type=_nonneg_int, default=0,
                    help="the index (or --optimize's samples) uses seeds SEED_START .. "

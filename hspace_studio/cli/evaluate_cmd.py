@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from .common import _int_at_least, _nonneg_float, _positive_int, add_model_args, open_model, progress_and_cancel
+from .common import _int_at_least, _nonneg_float, _positive_int, add_model_args, open_model, progress_and_cancel, window
 
 SECTIONS = ("quality", "inversion", "supervised", "optimized", "pca", "jacobian")
 
@@ -54,6 +54,9 @@ def add_parser(sub):
     p.add_argument("--optimize-keep", dest="optimize_keep", type=_nonneg_float, default=30.0,
                    help="weight of the other attributes' squared score change in the classifier-"
                         "optimised fits (default 30, as supervised --keep)")
+    p.add_argument("--optimize-window", dest="optimize_window", type=window, default=None,
+                   metavar="T0:T1", help="timesteps of the classifier-optimised changes (default: "
+                                        "the last 70%% of the schedule, as supervised --optimize)")
     p.add_argument("--optimize-scale", dest="optimize_scale", type=_scales, default=[0.5, 1.0],
                    metavar="S[,S...]", help="scales of the classifier-optimised edits (default 0.5,1; "
                                             "1 is the fitted change)")

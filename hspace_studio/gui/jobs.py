@@ -762,7 +762,8 @@ def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
         opt = _engine_module("optimized")
         return opt.optimized_direction(model, clf, job.attribute, list(range(int(job.train_samples))),
                                        steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
-                                       iters=int(job.optimize), progress=progress, cancel=cancel)
+                                       iters=int(job.optimize), window=opt.default_window(model),
+                                       progress=progress, cancel=cancel)
     seeds = list(range(int(job.index_size)))
     path = None
     if job.index_dir:

@@ -98,7 +98,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
     """Classifier-optimised directions (``supervised --optimize``) for the supervised
     section's attributes, fitted on training seeds and measured on the held-out ones."""
     from ..engine.annotate import load_classifier
-    from ..engine.discover.optimized import optimized_direction
+    from ..engine.discover.optimized import default_window, optimized_direction
     from ..engine.sampler import sample
     from .edit_metrics import attribute_shift
 
@@ -110,12 +110,14 @@ def section_optimized(model, args, progress, cancel) -> dict:
     scales = list(args.optimize_scale)
     trajs = sample(model, seeds, steps=10, eta=eta, h_space=_h_space(args), batch_size=min(len(seeds), 50),
                    cancel=cancel)
+    win = getattr(args, "optimize_window", None) or default_window(model)
     res = {"train_samples": len(train), "iterations": args.optimize_iters, "keep": args.optimize_keep,
+           "window": list(win),
            "scales": scales, "eta": eta,
            "h_space": _h_space(args), "directions": {}, "fit": {}}
     for a in SUPERVISED_ATTRS:
         fit = optimized_direction(model, fit_clf, a, train, steps=10, eta=eta, h_space=_h_space(args),
-                                  iters=args.optimize_iters, keep=args.optimize_keep, progress=progress,
+                                  iters=args.optimize_iters, keep=args.optimize_keep, window=win, progress=progress,
                                   cancel=cancel)
         res["fit"][a] = {"seconds": round(fit.seconds, 1), **fit.history[-1]}
         res["batch"] = fit.directions.params["batch"]
@@ -213,11 +215,16 @@ def _render_supervised(r) -> str:
     return "\n".join(out)
 
 
+def _window_text(r) -> str:
+    w = r.get("window")
+    return "all" if w is None else f"{w[0]}:{w[1]}"
+
+
 def _render_optimized(r) -> str:
     rows, n = _flip_rows(r["directions"])
     fits = ", ".join(f"{a} {f['seconds']:.0f} s" for a, f in r["fit"].items())
     return (f"Classifier-optimised directions ({r['iterations']} iterations of {r['batch']} of "
-            f"{r['train_samples']} training samples, keep {r['keep']:g}; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
+            f"{r['train_samples']} training samples, keep {r['keep']:g}, timesteps {_window_text(r)}; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
             f"scale 1 = the fitted change; fitting took {fits})\n"
             + Q.format_table(rows, FLIP_HEADER))
 

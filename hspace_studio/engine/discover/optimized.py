@@ -44,6 +44,15 @@ from ..trajectory import Trajectory
 from .supervised import _eta_json, _seed_record
 
 
+def default_window(model: DiffusionModel) -> Tuple[int, int]:
+    """The timesteps a fitted change is applied at by default: the last 70% of the
+    schedule (699:0 on a 1000-step model). Left free, the fit also changes the first
+    steps, where a face's position, pose and width are laid down; on the toy-face model
+    that moved the geometric attributes by about 0.2 for every fitted attribute, and this
+    window cut it (``resources/MODEL_CARD.md``)."""
+    return (int(round(0.7 * model.scheduler.config.num_train_timesteps)) - 1, 0)
+
+
 @dataclass
 class OptimizedResult:
     directions: DirectionSet
