@@ -149,7 +149,8 @@ class DiscoveryPanel(QTabWidget):
         self.sup_optimize = QCheckBox("Fit through the sampler, iterations")
         self.sup_optimize.setToolTip("Instead of a mean difference of examples, fit one direction that "
                                      "flips the attribute of the training samples while keeping the "
-                                     "classifier's other attributes (slow: minutes on a CPU)")
+                                     "classifier's other attributes, at the last 70% of the steps (slow: "
+                                     "minutes on a CPU)")
         self.sup_iters = QSpinBox()
         self.sup_iters.setRange(1, 1000)
         self.sup_iters.setValue(40)
