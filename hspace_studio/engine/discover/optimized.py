@@ -39,7 +39,7 @@ from ..directions import DirectionSet
 from ..ddim import ddim_step
 from ..hspace import hspace_hook
 from ..model import DiffusionModel
-from ..sampler import EtaLike, noise_levels, prepare_scheduler, sample
+from ..sampler import EtaLike, noise_levels, prepare_scheduler, sample, timesteps_for
 from ..trajectory import Trajectory
 from .supervised import _eta_json, _seed_record
 
@@ -179,8 +179,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
             p0 = classifier.differentiable_scores(model.to_pixels(torch.stack([t.x_0 for t in trajs]))).float()
         return trajs, p0, torch.where(p0[:, a] < thr, 1.0, -1.0)
 
-    first = draw(0)  # the first iteration's samples; the result is measured on them too
-    ts = first[0][0].timesteps
+    ts = timesteps_for(model, steps)
     active = torch.ones(ts.shape[0], dtype=torch.bool)
     if window is not None:
         lo, hi = sorted(int(v) for v in window)
@@ -188,6 +187,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         if not bool(active.any()):
             raise ValueError(f"no step of the {steps}-step schedule lies in the window {lo}:{hi} "
                              f"(timesteps {ts.min().item()}..{ts.max().item()})")
+    first = draw(0)  # the first iteration's samples; the result is measured on them too
     rms = float(torch.stack([t.hs for t in first[0]]).float().pow(2).mean().sqrt())
     shape = first[0][0].hs.shape
     D = torch.zeros((1,) + tuple(shape[1:]) if shared else shape, dtype=torch.float32,
