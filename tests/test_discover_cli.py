@@ -177,12 +177,14 @@ def test_supervised_optimize(tiny_model_b_dir, clf_files, tmp_path, capsys):
     assert 0 < int(late.sum()) < len(late)
     assert float(ds.delta_h[0, ~late].abs().max()) == 0 and float(ds.delta_h[0, late].abs().max()) > 0
     rc, _, err = run(["supervised", "--attribute", "red", *common, "--optimize", "1", "--batch", "2",
-                      "--window", "999:0", "--shared", "--still", "2", "--out", tmp_path / "all.safetensors"],
+                      "--window", "999:0", "--shared", "--per-channel", "--still", "2", "--out",
+                      tmp_path / "all.safetensors"],
                      capsys)
     assert rc == 0, err
     every = DirectionSet.load(tmp_path / "all.safetensors")
     assert every.params["window"] == [999, 0] and every.params["shared"] and every.params["still"] == 2.0
     assert torch.equal(every.delta_h[0, 0], every.delta_h[0, 1]) and float(every.delta_h.abs().max()) > 0
+    assert every.params["per_channel"] and torch.equal(every.delta_h, every.delta_h[..., :1, :1].expand_as(every.delta_h))
     # by default every iteration takes fresh samples: ITERS x BATCH seeds
     rc, _, err = run(["supervised", "--attribute", "red", *common, "--optimize", "2", "--batch", "3",
                       "--out", tmp_path / "fresh.safetensors"], capsys)

@@ -141,6 +141,11 @@ def test_window_and_shared_change(model_b):
     assert d[1].abs().max() > 0 and torch.equal(d[1], d[2])  # one change at every step inside
     assert res.directions.params["window"] == list(window) and res.directions.params["shared"]
     assert res.history[-1]["loss"] < res.history[0]["loss"]
+    res = optimized_direction(model_b, clf, "bright", seeds, steps=STEPS, eta=1.0, iters=2, lr=3.0,
+                              batch=4, per_channel=True)
+    d = res.directions.delta_h[0]
+    assert d.abs().max() > 0 and torch.equal(d, d[..., :1, :1].expand_as(d))  # the same at every position
+    assert not torch.equal(d[0], d[1]) and res.directions.params["per_channel"]
     with pytest.raises(ValueError, match="no step"):
         optimized_direction(model_b, clf, "bright", seeds, steps=STEPS, iters=1, window=(1001, 1002))
 

@@ -253,6 +253,7 @@ def _run_optimized(args) -> int:
         res = optimized_direction(model, clf, args.attribute, seeds, steps=steps, eta=eta,
                                   h_space=args.h_space, iters=args.optimize, lr=args.lr,
                                   keep=args.keep, batch=args.batch, still=args.still, shared=args.shared,
+                                  per_channel=args.per_channel,
                                   window=args.window or default_window(model), progress=bar,
                                   cancel=token)
     ds = res.directions
@@ -435,6 +436,8 @@ def add_parser(sub):
                         "999:0 = every step)")
     p.add_argument("--shared", action="store_true",
                    help="with --optimize: one change of h for every step in the window")
+    p.add_argument("--per-channel", dest="per_channel", action="store_true",
+                   help="with --optimize: one number per channel of h, the same at every position")
     p.add_argument("--still", type=_nonneg_float, default=0.0,
                    help="with --optimize: weight of the mean squared pixel change (default 0)")
     p.add_argument("--batch", type=_positive_int, default=16, help="samples per batch (default 16)")

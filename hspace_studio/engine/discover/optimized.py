@@ -142,7 +142,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
                         h_space: str = "after", iters: int = 40, lr: float = 0.25,
                         keep: float = 30.0, margin: float = 2.0, batch: int = 16,
                         window: Optional[Tuple[int, int]] = None, shared: bool = False,
-                        still: float = 0.0,
+                        still: float = 0.0, per_channel: bool = False,
                         progress: Optional[ProgressFn] = None,
                         cancel: Optional[CancelToken] = None) -> OptimizedResult:
     """Fit one direction for ``attribute`` on the samples of ``seeds`` (see the module).
@@ -154,7 +154,8 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     ``keep`` weighs the other attributes' squared score change. ``window`` (two diffusion
     timesteps, inclusive, either order) limits the change to the steps inside it (zero at
     the others); ``shared`` fits one change of h used at every such step instead of one
-    per step. ``still`` weighs the mean squared change of the image's pixels: a change
+    per step; ``per_channel`` fits one number per channel of h, the same at every position
+    (a change that does not depend on where a part lies in the image). ``still`` weighs the mean squared change of the image's pixels: a change
     that moves the whole face (its position, pose or width) costs more than one that
     changes a part.
     """
@@ -190,8 +191,9 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     first = draw(0)  # the first iteration's samples; the result is measured on them too
     rms = float(torch.stack([t.hs for t in first[0]]).float().pow(2).mean().sqrt())
     shape = first[0][0].hs.shape
-    D = torch.zeros((1,) + tuple(shape[1:]) if shared else shape, dtype=torch.float32,
-                    device=model.device, requires_grad=True)
+    dshape = ((1,) if shared else (shape[0],)) + (tuple(shape[1:2]) + (1,) * (len(shape) - 2)
+                                                  if per_channel else tuple(shape[1:]))
+    D = torch.zeros(dshape, dtype=torch.float32, device=model.device, requires_grad=True)
     opt = torch.optim.Adam([D], lr=float(lr) * rms)
     history: List[dict] = []
     with _frozen(model.unet, model.vae, getattr(classifier, "module", None)):
@@ -220,7 +222,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         "samples_seen": int(iters) * batch, "iterations": int(iters), "lr": float(lr),
         "keep": float(keep), "margin": float(margin), "score_change": gain,
         "window": None if window is None else [int(v) for v in window], "shared": bool(shared),
-        "still": float(still),
+        "still": float(still), "per_channel": bool(per_channel),
         "final": history[-1],
     }
     ds = DirectionSet(delta_h=delta[None], timesteps=ts.clone().long(), fingerprint=model.fingerprint,
