@@ -112,10 +112,11 @@ def _logit(scores: torch.Tensor, probabilities: bool) -> torch.Tensor:
 
 def objective(model: DiffusionModel, classifier: AttributeClassifier, trajs: Sequence[Trajectory],
               signs: torch.Tensor, p0: torch.Tensor, D: torch.Tensor, a: int, keep: float,
-              margin: float, active: Optional[torch.Tensor] = None, still: float = 0.0):
+              margin: float, active: Optional[torch.Tensor] = None, still: float = 0.0,
+              before: Optional[torch.Tensor] = None):
     """The module's objective summed (not averaged) over ``trajs``, and its parts (sums
     too): target loss, mean absolute off-target score change, flipped samples, mean squared
-    pixel change."""
+    pixel change. ``before`` are the unedited samples' pixels when the caller has them."""
     x0 = _edited_x0(model, trajs, signs, D, active)
     pixels = model.to_pixels(x0, grad=True)
     p = classifier.differentiable_scores(pixels).float().to(p0.device)
@@ -124,8 +125,9 @@ def objective(model: DiffusionModel, classifier: AttributeClassifier, trajs: Seq
     others = [b for b in range(p.shape[1]) if b != a]
     change = p[:, others] - p0[:, others]
     loss = target + float(keep) * change.pow(2).sum()
-    with torch.no_grad():
-        before = model.to_pixels(torch.stack([t.x_0 for t in trajs]).to(x0.device, torch.float32))
+    if before is None:
+        with torch.no_grad():
+            before = model.to_pixels(torch.stack([t.x_0 for t in trajs]).to(x0.device, torch.float32))
     moved = (pixels.float() - before.float()).pow(2).flatten(1).mean(1).sum().to(loss.device)
     if still > 0:
         loss = loss + float(still) * moved
@@ -172,13 +174,15 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     thr = classifier.threshold
 
     def draw(first: int):
-        """The samples of ``batch`` seeds from ``first`` on, their scores and edit signs."""
+        """The samples of ``batch`` seeds from ``first`` on, their scores, edit signs and
+        pixels."""
         chunk = [seeds[(first + j) % len(seeds)] for j in range(batch)]
         trajs = sample(model, chunk, steps=steps, eta=eta, h_space=h_space, batch_size=len(chunk),
                        keep_chain=False, progress=lambda d, t, m: prog.step(), cancel=cancel)
         with torch.no_grad():
-            p0 = classifier.differentiable_scores(model.to_pixels(torch.stack([t.x_0 for t in trajs]))).float()
-        return trajs, p0, torch.where(p0[:, a] < thr, 1.0, -1.0)
+            pixels = model.to_pixels(torch.stack([t.x_0 for t in trajs]))
+            p0 = classifier.differentiable_scores(pixels).float()
+        return trajs, p0, torch.where(p0[:, a] < thr, 1.0, -1.0), pixels
 
     ts = timesteps_for(model, steps)
     active = torch.ones(ts.shape[0], dtype=torch.bool)
@@ -198,17 +202,17 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     history: List[dict] = []
     with _frozen(model.unet, model.vae, getattr(classifier, "module", None)):
         for it in range(int(iters)):
-            trajs, p0, signs = first if it == 0 else draw(it * batch)
+            trajs, p0, signs, pixels = first if it == 0 else draw(it * batch)
             opt.zero_grad(set_to_none=True)
             loss, stats = objective(model, classifier, trajs, signs, p0, D, a, keep, margin, active,
-                                    still)
+                                    still, pixels)
             (loss / len(trajs)).backward()
             opt.step()
             prog.step(steps)
             history.append({k: v / len(trajs) for k, v in stats.items()})
     delta = D.detach().float().cpu().expand(shape).clone()
     delta[~active] = 0
-    trajs, p0, signs = first  # the change the result makes on the first training samples
+    trajs, p0, signs, _ = first  # the change the result makes on the first training samples
     with torch.no_grad():
         x0 = _edited_x0(model, trajs, signs, delta.to(model.device))
         p = classifier.differentiable_scores(model.to_pixels(x0)).float()
