@@ -184,6 +184,15 @@ def decode(model: DiffusionModel, traj: Trajectory, progress: Optional[ProgressF
     return traj
 
 
+def steps_in_window(timesteps: torch.Tensor, window: Optional[Tuple[int, int]]) -> torch.Tensor:
+    """Which of ``timesteps`` lie in ``window`` (two diffusion timesteps, either order,
+    inclusive; None = all of them), as a CPU bool tensor."""
+    if window is None:
+        return torch.ones(timesteps.shape[0], dtype=torch.bool)
+    lo, hi = sorted(int(v) for v in window)
+    return ((timesteps >= lo) & (timesteps <= hi)).cpu()
+
+
 @dataclass(frozen=True)
 class EditSpec:
     """Add ``scale * delta[i]`` to h at every step ``i`` whose timestep lies in ``window``.
@@ -199,13 +208,8 @@ class EditSpec:
     def active_steps(self, timesteps: torch.Tensor) -> torch.Tensor:
         if self.scale == 0:
             return torch.zeros(timesteps.shape[0], dtype=torch.bool)
-        if self.window is None:
-            on = torch.ones(timesteps.shape[0], dtype=torch.bool)
-        else:
-            lo, hi = sorted(int(v) for v in self.window)
-            on = (timesteps >= lo) & (timesteps <= hi)
         nonzero = self.delta.flatten(1).abs().amax(1).cpu() > 0
-        return on.cpu() & nonzero
+        return steps_in_window(timesteps, self.window) & nonzero
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from ..directions import DirectionSet
 from ..ddim import ddim_step
 from ..hspace import hspace_hook
 from ..model import DiffusionModel
-from ..sampler import EtaLike, noise_levels, prepare_scheduler, sample, timesteps_for
+from ..sampler import EtaLike, noise_levels, prepare_scheduler, sample, steps_in_window, timesteps_for
 from ..trajectory import Trajectory
 from .supervised import _eta_json, _seed_record
 
@@ -157,9 +157,9 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     timesteps, inclusive, either order) limits the change to the steps inside it (zero at
     the others); ``shared`` fits one change of h used at every such step instead of one
     per step; ``per_channel`` fits one number per channel of h, the same at every position
-    (a change that does not depend on where a part lies in the image). ``still`` weighs the mean squared change of the image's pixels: a change
-    that moves the whole face (its position, pose or width) costs more than one that
-    changes a part.
+    (a change that does not depend on where a part lies in the image). ``still`` weighs
+    the mean squared change of the image's pixels: a change that moves the whole face (its
+    position, pose or width) costs more than one that changes a part.
     """
     t0 = time.perf_counter()
     a = classifier.index_of(attribute)
@@ -185,13 +185,10 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         return trajs, p0, torch.where(p0[:, a] < thr, 1.0, -1.0), pixels
 
     ts = timesteps_for(model, steps)
-    active = torch.ones(ts.shape[0], dtype=torch.bool)
-    if window is not None:
-        lo, hi = sorted(int(v) for v in window)
-        active = (ts >= lo) & (ts <= hi)
-        if not bool(active.any()):
-            raise ValueError(f"no step of the {steps}-step schedule lies in the window {lo}:{hi} "
-                             f"(timesteps {ts.min().item()}..{ts.max().item()})")
+    active = steps_in_window(ts, window)
+    if not bool(active.any()):
+        raise ValueError(f"no step of the {steps}-step schedule lies in the window {window[0]}:{window[1]} "
+                         f"(timesteps {ts.min().item()}..{ts.max().item()})")
     first = draw(0)  # the first iteration's samples; the result is measured on them too
     rms = float(torch.stack([t.hs for t in first[0]]).float().pow(2).mean().sqrt())
     shape = first[0][0].hs.shape
