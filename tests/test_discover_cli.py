@@ -185,6 +185,20 @@ def test_supervised_optimize(tiny_model_b_dir, clf_files, tmp_path, capsys):
     assert every.params["window"] == [999, 0] and every.params["shared"] and every.params["still"] == 2.0
     assert torch.equal(every.delta_h[0, 0], every.delta_h[0, 1]) and float(every.delta_h.abs().max()) > 0
     assert every.params["per_channel"] and torch.equal(every.delta_h, every.delta_h[..., :1, :1].expand_as(every.delta_h))
+    # a region: a mask in image pixels limits the change to the positions of h it meets
+    from PIL import Image
+    size = ds.delta_h.shape[-1] * 4  # any resolution: the mask is laid over the image
+    mask = Image.new("L", (size, size), 0)
+    mask.putpixel((0, 0), 255)
+    mask.save(tmp_path / "corner.png")
+    rc, _, err = run(["supervised", "--attribute", "red", *common, "--optimize", "1", "--batch", "2",
+                      "--region", tmp_path / "corner.png", "--out", tmp_path / "corner.safetensors"], capsys)
+    assert rc == 0, err
+    corner = DirectionSet.load(tmp_path / "corner.safetensors")
+    assert corner.params["region_cells"] == 1
+    assert float(corner.delta_h[..., 0, 0].abs().max()) > 0
+    corner.delta_h[..., 0, 0] = 0
+    assert float(corner.delta_h.abs().max()) == 0
     # by default every iteration takes fresh samples: ITERS x BATCH seeds
     rc, _, err = run(["supervised", "--attribute", "red", *common, "--optimize", "2", "--batch", "3",
                       "--out", tmp_path / "fresh.safetensors"], capsys)
@@ -202,7 +216,10 @@ def test_supervised_optimize(tiny_model_b_dir, clf_files, tmp_path, capsys):
                        (["--attribute", "red", *common, "--optimize", "0"], 2),
                        (["--attribute", "red", *common, "--optimize", "--keep", "nan"], 2),
                        (["--attribute", "red", *common, "--optimize", "1", "--window", "1"], 2),
-                       (["--attribute", "red", *common, "--optimize", "1", "--window", "5000:4000"], 1)):
+                       (["--attribute", "red", *common, "--optimize", "1", "--window", "5000:4000"], 1),
+                       (["--attribute", "red", *common, "--optimize", "1", "--region", tmp_path / "no.png"], 1),
+                       (["--attribute", "red", *common, "--optimize", "1", "--region", out], 1),
+                       (["--attribute", "red", *common, "--window", "999:0", "--shared"], 1)):
         rc, _, err = run(["supervised", *argv, "--out", bad], capsys)
         assert rc == code and one_line_error(err), (argv, err)
     assert not bad.exists()

@@ -7,7 +7,7 @@ from hspace_studio.core.errors import Cancelled
 from hspace_studio.core.progress import CancelToken
 from hspace_studio.engine import load_model, sample
 from hspace_studio.engine.annotate import CallableClassifier
-from hspace_studio.engine.discover.optimized import _edited_x0, objective, optimized_direction
+from hspace_studio.engine.discover.optimized import _edited_x0, objective, optimized_direction, region_cells
 from hspace_studio.engine.sampler import EditSpec, edit_batch
 
 STEPS = 3
@@ -148,6 +148,33 @@ def test_window_and_shared_change(model_b):
     assert not torch.equal(d[0], d[1]) and res.directions.params["per_channel"]
     with pytest.raises(ValueError, match="no step"):
         optimized_direction(model_b, clf, "bright", seeds, steps=STEPS, iters=1, window=(1001, 1002))
+
+
+def test_region_limits_the_change_to_the_positions_it_meets(model_b):
+    """h positions whose part of the image meets the mask may change; the rest stay zero."""
+    seeds = list(range(8))
+    trajs = sample(model_b, seeds, steps=STEPS, eta=1.0)
+    clf = pixel_classifier(pixels_of(model_b, trajs))
+    H, W = trajs[0].x_0.shape[-2:]
+    hh, hw = trajs[0].hs.shape[-2:]
+    mask = torch.zeros(H, W, dtype=torch.bool)
+    mask[0, W - 1] = True  # one pixel in the top right corner: only h's top right position
+    expected = torch.zeros(hh, hw)
+    expected[0, hw - 1] = 1
+    assert torch.equal(region_cells(mask, (hh, hw)), expected)
+    assert torch.equal(region_cells(mask.numpy(), (H, W)), mask.float())  # same grid: the mask itself
+    res = optimized_direction(model_b, clf, "bright", seeds, steps=STEPS, eta=1.0, iters=3, lr=3.0,
+                              batch=4, region=mask)
+    d = res.directions.delta_h[0]
+    assert d[..., 0, hw - 1].abs().min() > 0  # every step and channel there
+    d[..., 0, hw - 1] = 0
+    assert d.abs().max() == 0
+    assert res.directions.params["region_cells"] == 1
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    with pytest.raises(ValueError, match="empty"):
+        optimized_direction(model_b, clf, "bright", seeds, steps=STEPS, iters=1, region=torch.zeros(H, W))
+    with pytest.raises(ValueError, match="one mask"):
+        region_cells(torch.ones(1, H, W), (hh, hw))
 
 
 def test_cancel_stops_the_fit(model_b):

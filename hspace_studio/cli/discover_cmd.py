@@ -183,6 +183,12 @@ def run_supervised(args) -> int:
             raise ValueError("--optimize fits a direction on sampled images: it does not take "
                              "--positive/--negative or --against")
         return _run_optimized(args)
+    given = [flag for flag, on in (("--train-samples", args.train_samples is not None),
+                                   ("--window", args.window is not None), ("--shared", args.shared),
+                                   ("--per-channel", args.per_channel), ("--still", args.still > 0),
+                                   ("--region", args.region is not None)) if on]
+    if given:
+        raise ValueError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --optimize")
     if not from_images and 2 * args.examples > args.index_size:
         raise ValueError(f"{args.examples} positive and {args.examples} negative examples need "
                          f"--index-size {2 * args.examples} or more (got {args.index_size})")
@@ -238,6 +244,7 @@ def _run_supervised(args, model, dist) -> int:
 def _run_optimized(args) -> int:
     import os
 
+    from ..core.mask import read_mask_png
     from ..engine.annotate import load_classifier
     from ..engine.discover.optimized import default_window, optimized_direction
 
@@ -247,13 +254,14 @@ def _run_optimized(args) -> int:
     steps, eta = steps_eta(args)
     clf = load_classifier(args.classifier, args.attributes, device=model.device)
     clf.index_of(args.attribute)
+    region = read_mask_png(args.region) if args.region else None
     n = args.train_samples or args.optimize * args.batch  # default: a fresh batch every iteration
     seeds = list(range(args.seed_start, args.seed_start + n))
     with progress_and_cancel("supervised --optimize") as (bar, token):
         res = optimized_direction(model, clf, args.attribute, seeds, steps=steps, eta=eta,
                                   h_space=args.h_space, iters=args.optimize, lr=args.lr,
                                   keep=args.keep, batch=args.batch, still=args.still, shared=args.shared,
-                                  per_channel=args.per_channel,
+                                  per_channel=args.per_channel, region=region,
                                   window=args.window or default_window(model), progress=bar,
                                   cancel=token)
     ds = res.directions
@@ -440,6 +448,9 @@ def add_parser(sub):
                    help="with --optimize: one number per channel of h, the same at every position")
     p.add_argument("--still", type=_nonneg_float, default=0.0,
                    help="with --optimize: weight of the mean squared pixel change (default 0)")
+    p.add_argument("--region", metavar="MASK.png",
+                   help="with --optimize: change h only at the positions whose part of the image "
+                        "meets this mask (white = inside; e.g. where glasses can be)")
     p.add_argument("--batch", type=_positive_int, default=16, help="samples per batch (default 16)")
     p.add_argument("--seed-start", dest="seed_start", type=_nonneg_int, default=0,
                    help="the index (or --optimize's samples) uses seeds SEED_START .. "

@@ -53,6 +53,18 @@ def default_window(model: DiffusionModel) -> Tuple[int, int]:
     return (int(round(0.7 * model.scheduler.config.num_train_timesteps)) - 1, 0)
 
 
+def region_cells(mask, hw: Tuple[int, int]) -> torch.Tensor:
+    """The positions of an h-space grid ``hw`` whose part of the image meets ``mask`` (image
+    pixels, True inside), as a float (H, W) of 0 and 1. A mask that meets no position is refused."""
+    m = torch.as_tensor(mask).float()
+    if m.dim() != 2:
+        raise ValueError(f"a region is one mask of image pixels (H, W), not of shape {tuple(m.shape)}")
+    cells = (F.adaptive_max_pool2d(m[None, None], tuple(int(v) for v in hw))[0, 0] > 0).float()
+    if not bool(cells.any()):
+        raise ValueError("the region is empty: paint some of the image")
+    return cells
+
+
 @dataclass
 class OptimizedResult:
     directions: DirectionSet
@@ -144,7 +156,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
                         h_space: str = "after", iters: int = 40, lr: float = 0.25,
                         keep: float = 30.0, margin: float = 2.0, batch: int = 16,
                         window: Optional[Tuple[int, int]] = None, shared: bool = False,
-                        still: float = 0.0, per_channel: bool = False,
+                        still: float = 0.0, per_channel: bool = False, region=None,
                         progress: Optional[ProgressFn] = None,
                         cancel: Optional[CancelToken] = None) -> OptimizedResult:
     """Fit one direction for ``attribute`` on the samples of ``seeds`` (see the module).
@@ -159,7 +171,9 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     per step; ``per_channel`` fits one number per channel of h, the same at every position
     (a change that does not depend on where a part lies in the image). ``still`` weighs
     the mean squared change of the image's pixels: a change that moves the whole face (its
-    position, pose or width) costs more than one that changes a part.
+    position, pose or width) costs more than one that changes a part. ``region`` (a mask
+    in image pixels, True inside) limits the change to the positions of h whose part of the
+    image meets the mask; elsewhere it is zero.
     """
     t0 = time.perf_counter()
     a = classifier.index_of(attribute)
@@ -169,6 +183,8 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     if int(iters) < 1:
         raise ValueError("iterations must be at least 1")
     batch = min(max(1, int(batch)), len(seeds))
+    if region is not None:
+        region_cells(region, (1, 1))  # refuse a bad mask before sampling
     prog = Progress((2 * int(iters) + 1) * steps, progress, cancel,
                     f"optimising a {classifier.attributes[a]} direction")
     thr = classifier.threshold
@@ -194,20 +210,25 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     shape = first[0][0].hs.shape
     dshape = ((1,) if shared else (shape[0],)) + (tuple(shape[1:2]) + (1,) * (len(shape) - 2)
                                                   if per_channel else tuple(shape[1:]))
+    cells = None if region is None else region_cells(region, tuple(shape[2:])).to(model.device)
     D = torch.zeros(dshape, dtype=torch.float32, device=model.device, requires_grad=True)
+
+    def change():
+        return D if cells is None else D * cells
+
     opt = torch.optim.Adam([D], lr=float(lr) * rms)
     history: List[dict] = []
     with _frozen(model.unet, model.vae, getattr(classifier, "module", None)):
         for it in range(int(iters)):
             trajs, p0, signs, pixels = first if it == 0 else draw(it * batch)
             opt.zero_grad(set_to_none=True)
-            loss, stats = objective(model, classifier, trajs, signs, p0, D, a, keep, margin, active,
+            loss, stats = objective(model, classifier, trajs, signs, p0, change(), a, keep, margin, active,
                                     still, pixels)
             (loss / len(trajs)).backward()
             opt.step()
             prog.step(steps)
             history.append({k: v / len(trajs) for k, v in stats.items()})
-    delta = D.detach().float().cpu().expand(shape).clone()
+    delta = change().detach().float().cpu().expand(shape).clone()
     delta[~active] = 0
     trajs, p0, signs, _ = first  # the change the result makes on the first training samples
     with torch.no_grad():
@@ -224,6 +245,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         "keep": float(keep), "margin": float(margin), "score_change": gain,
         "window": None if window is None else [int(v) for v in window], "shared": bool(shared),
         "still": float(still), "per_channel": bool(per_channel),
+        "region_cells": None if cells is None else int(cells.sum()),
         "final": history[-1],
     }
     ds = DirectionSet(delta_h=delta[None], timesteps=ts.clone().long(), fingerprint=model.fingerprint,
