@@ -192,10 +192,10 @@ def test_supervised_optimize(tiny_model_b_dir, clf_files, tmp_path, capsys):
     mask.putpixel((0, 0), 255)
     mask.save(tmp_path / "corner.png")
     rc, _, err = run(["supervised", "--attribute", "red", *common, "--optimize", "1", "--batch", "2",
-                      "--region", tmp_path / "corner.png", "--out", tmp_path / "corner.safetensors"], capsys)
+                      "--region", tmp_path / "corner.png", "--free", "blue", "--out", tmp_path / "corner.safetensors"], capsys)
     assert rc == 0, err
     corner = DirectionSet.load(tmp_path / "corner.safetensors")
-    assert corner.params["region_cells"] == 1
+    assert corner.params["region_cells"] == 1 and corner.params["free"] == ["blue"]
     assert float(corner.delta_h[..., 0, 0].abs().max()) > 0
     corner.delta_h[..., 0, 0] = 0
     assert float(corner.delta_h.abs().max()) == 0
@@ -219,6 +219,7 @@ def test_supervised_optimize(tiny_model_b_dir, clf_files, tmp_path, capsys):
                        (["--attribute", "red", *common, "--optimize", "1", "--window", "5000:4000"], 1),
                        (["--attribute", "red", *common, "--optimize", "1", "--region", tmp_path / "no.png"], 1),
                        (["--attribute", "red", *common, "--optimize", "1", "--region", out], 1),
+                       (["--attribute", "red", *common, "--optimize", "1", "--free", "nose"], 1),
                        (["--attribute", "red", *common, "--window", "999:0", "--shared"], 1)):
         rc, _, err = run(["supervised", *argv, "--out", bad], capsys)
         assert rc == code and one_line_error(err), (argv, err)

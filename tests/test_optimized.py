@@ -71,6 +71,10 @@ def test_gradient_matches_finite_differences(model_b, still):
     assert stats["moved"] == pytest.approx(float(moved.pow(2).flatten(1).mean(1).sum()), rel=1e-5)
     plain, _ = objective(model, clf, trajs, signs, p0, D.detach(), 0, keep=30.0, margin=2.0)
     assert float(loss.detach() - plain) == pytest.approx(still * stats["moved"], rel=1e-4, abs=1e-6)
+    # a free attribute leaves the keep term: with 'red' free, the loss is the target's alone
+    free, free_stats = objective(model, clf, trajs, signs, p0, D.detach(), 0, keep=30.0, margin=2.0, free=[1])
+    assert float(free) == pytest.approx(free_stats["target"], rel=1e-6)
+    assert float(plain) > free_stats["target"] + 1e-3 and free_stats["off_target"] == pytest.approx(stats["off_target"])
     (grad,) = torch.autograd.grad(loss, D)
     eps = 1e-2
     with torch.no_grad():

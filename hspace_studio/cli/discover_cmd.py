@@ -186,7 +186,8 @@ def run_supervised(args) -> int:
     given = [flag for flag, on in (("--train-samples", args.train_samples is not None),
                                    ("--window", args.window is not None), ("--shared", args.shared),
                                    ("--per-channel", args.per_channel), ("--still", args.still > 0),
-                                   ("--region", args.region is not None)) if on]
+                                   ("--region", args.region is not None), ("--free", bool(args.free)))
+             if on]
     if given:
         raise ValueError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --optimize")
     if not from_images and 2 * args.examples > args.index_size:
@@ -261,7 +262,7 @@ def _run_optimized(args) -> int:
         res = optimized_direction(model, clf, args.attribute, seeds, steps=steps, eta=eta,
                                   h_space=args.h_space, iters=args.optimize, lr=args.lr,
                                   keep=args.keep, batch=args.batch, still=args.still, shared=args.shared,
-                                  per_channel=args.per_channel, region=region,
+                                  per_channel=args.per_channel, region=region, free=args.free,
                                   window=args.window or default_window(model), progress=bar,
                                   cancel=token)
     ds = res.directions
@@ -448,6 +449,9 @@ def add_parser(sub):
                    help="with --optimize: one number per channel of h, the same at every position")
     p.add_argument("--still", type=_nonneg_float, default=0.0,
                    help="with --optimize: weight of the mean squared pixel change (default 0)")
+    p.add_argument("--free", nargs="+", metavar="ATTR", default=[],
+                   help="with --optimize: attributes the change may move (not kept), e.g. the "
+                        "other hair colours when fitting blond hair")
     p.add_argument("--region", metavar="MASK.png",
                    help="with --optimize: change h only at the positions whose part of the image "
                         "meets this mask (white = inside; e.g. where glasses can be)")

@@ -8,7 +8,7 @@ the average is a blurred template that changes the attribute in few samples. Her
 direction ``D`` (T, C, H, W) is instead the solution of
 
     min_D  mean_i softplus(margin - s_i * z_a(x_0(i; s_i D)))
-           + keep * mean_i sum_{b != a} (p_b(x_0(i; s_i D)) - p_b(x_0(i; 0)))^2
+           + keep * mean_i sum_{b != a, b not free} (p_b(x_0(i; s_i D)) - p_b(x_0(i; 0)))^2
            + still * mean_i mean_pixels (x_0(i; s_i D) - x_0(i; 0))^2
 
 over training samples i (a fresh minibatch of them at every Adam step), where ``x_0(i; s D)`` is sample i decoded with ``s * D[t]`` added
@@ -125,10 +125,11 @@ def _logit(scores: torch.Tensor, probabilities: bool) -> torch.Tensor:
 def objective(model: DiffusionModel, classifier: AttributeClassifier, trajs: Sequence[Trajectory],
               signs: torch.Tensor, p0: torch.Tensor, D: torch.Tensor, a: int, keep: float,
               margin: float, active: Optional[torch.Tensor] = None, still: float = 0.0,
-              before: Optional[torch.Tensor] = None):
+              before: Optional[torch.Tensor] = None, free: Sequence[int] = ()):
     """The module's objective summed (not averaged) over ``trajs``, and its parts (sums
-    too): target loss, mean absolute off-target score change, flipped samples, mean squared
-    pixel change. ``before`` are the unedited samples' pixels when the caller has them."""
+    too): target loss, mean absolute off-target score change (of every other attribute),
+    flipped samples, mean squared pixel change. ``before`` are the unedited samples' pixels
+    when the caller has them; the attributes of ``free`` are left out of the keep term."""
     x0 = _edited_x0(model, trajs, signs, D, active)
     pixels = model.to_pixels(x0, grad=True)
     p = classifier.differentiable_scores(pixels).float().to(p0.device)
@@ -136,7 +137,8 @@ def objective(model: DiffusionModel, classifier: AttributeClassifier, trajs: Seq
     target = F.softplus(float(margin) - signs * z).sum()
     others = [b for b in range(p.shape[1]) if b != a]
     change = p[:, others] - p0[:, others]
-    loss = target + float(keep) * change.pow(2).sum()
+    kept = torch.tensor([b not in free for b in others], dtype=change.dtype, device=change.device)
+    loss = target + float(keep) * (change.pow(2) * kept).sum()
     if before is None:
         with torch.no_grad():
             before = model.to_pixels(torch.stack([t.x_0 for t in trajs]).to(x0.device, torch.float32))
@@ -157,6 +159,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
                         keep: float = 30.0, margin: float = 2.0, batch: int = 16,
                         window: Optional[Tuple[int, int]] = None, shared: bool = False,
                         still: float = 0.0, per_channel: bool = False, region=None,
+                        free: Sequence[str] = (),
                         progress: Optional[ProgressFn] = None,
                         cancel: Optional[CancelToken] = None) -> OptimizedResult:
     """Fit one direction for ``attribute`` on the samples of ``seeds`` (see the module).
@@ -173,10 +176,13 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     the mean squared change of the image's pixels: a change that moves the whole face (its
     position, pose or width) costs more than one that changes a part. ``region`` (a mask
     in image pixels, True inside) limits the change to the positions of h whose part of the
-    image meets the mask; elsewhere it is zero.
+    image meets the mask; elsewhere it is zero. ``free`` names attributes the change may
+    move (left out of the keep term): those that cannot stay when the target flips, such as
+    the other values of the same factor (the other hair colours for blond hair).
     """
     t0 = time.perf_counter()
     a = classifier.index_of(attribute)
+    free_idx = sorted({classifier.index_of(n) for n in free} - {a})
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("the optimised direction needs at least one training sample")
@@ -223,7 +229,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
             trajs, p0, signs, pixels = first if it == 0 else draw(it * batch)
             opt.zero_grad(set_to_none=True)
             loss, stats = objective(model, classifier, trajs, signs, p0, change(), a, keep, margin, active,
-                                    still, pixels)
+                                    still, pixels, free_idx)
             (loss / len(trajs)).backward()
             opt.step()
             prog.step(steps)
@@ -246,6 +252,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         "window": None if window is None else [int(v) for v in window], "shared": bool(shared),
         "still": float(still), "per_channel": bool(per_channel),
         "region_cells": None if cells is None else int(cells.sum()),
+        "free": [classifier.attributes[b] for b in free_idx],
         "final": history[-1],
     }
     ds = DirectionSet(delta_h=delta[None], timesteps=ts.clone().long(), fingerprint=model.fingerprint,
