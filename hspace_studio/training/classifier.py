@@ -58,8 +58,12 @@ def load_checkpoint(folder: Path | None):
     return torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
 
 
-def train_seeds(position: int, n: int) -> list[int]:
-    seeds = list(range(TRAIN_SEED0 + position, TRAIN_SEED0 + position + n))
+SEED_STREAM = 50_000_000  # --seed k trains on generator seeds from TRAIN_SEED0 + k * SEED_STREAM
+
+
+def train_seeds(position: int, n: int, stream: int = 0) -> list[int]:
+    first = TRAIN_SEED0 + stream * SEED_STREAM + position
+    seeds = list(range(first, first + n))
     assert seeds[0] >= HELD_OUT_LIMIT
     return seeds
 
@@ -116,20 +120,28 @@ def main(argv=None):
     ap.add_argument("--feature-dim", type=int, default=128)
     ap.add_argument("--eval-seeds", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="initialisation, augmentation and training images (0: the shipped "
+                         "classifier's; another value trains an independent one on other images)")
     args = ap.parse_args(argv)
+    if args.seed < 0:
+        ap.error("--seed must be 0 or more")
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
+    aug0 = 1234 + 1_000_003 * args.seed
 
     model = ToyFaceClassifier(len(ATTRIBUTE_NAMES), width=args.width, feature_dim=args.feature_dim)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, position, spent = 0, 0, 0.0
-    gen = torch.Generator().manual_seed(1234)
+    gen = torch.Generator().manual_seed(aug0)
     state = load_checkpoint(args.checkpoint)
     if state is not None:
+        if int(state.get("seed", 0)) != args.seed:
+            ap.error(f"{args.checkpoint} holds a run with --seed {int(state.get('seed', 0))}, not {args.seed}")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, position, spent = int(state["step"]), int(state["position"]), float(state["seconds"])
-        gen.manual_seed(1234 + step)
+        gen.manual_seed(aug0 + step)
         print(f"resumed from {args.checkpoint}: step {step}, {spent / 60:.1f} min trained")
     print(f"classifier: {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"budget {args.minutes} min")
@@ -143,7 +155,7 @@ def main(argv=None):
         lr = lr_at(spent / budget, args.lr)
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = make_batch(train_seeds(position, args.batch))
+        x, y = make_batch(train_seeds(position, args.batch, args.seed))
         position += args.batch
         x = augment(x, gen)
         loss = F.binary_cross_entropy_with_logits(model(x), y)
@@ -160,11 +172,11 @@ def main(argv=None):
             run_loss, run_n, last_print = 0.0, 0, now
         if args.checkpoint is not None and now - last_ckpt > 60:
             save_checkpoint(args.checkpoint, {"model": model.state_dict(), "opt": opt.state_dict(),
-                                              "step": step, "position": position, "seconds": spent})
+                                              "step": step, "position": position, "seconds": spent, "seed": args.seed})
             last_ckpt = now
     if args.checkpoint is not None:
         save_checkpoint(args.checkpoint, {"model": model.state_dict(), "opt": opt.state_dict(),
-                                          "step": step, "position": position, "seconds": spent})
+                                          "step": step, "position": position, "seconds": spent, "seed": args.seed})
 
     acc = evaluate(model, list(range(args.eval_seeds)))
     print(f"held-out accuracy on seeds 0..{args.eval_seeds - 1}:")
@@ -173,7 +185,7 @@ def main(argv=None):
     print(f"  {'mean':14s} {np.mean(list(acc.values())):.4f}")
     save_classifier(args.out, model.eval(), ATTRIBUTE_NAMES, extra={
         "steps": step, "images": position, "minutes": round(spent / 60, 2), "batch": args.batch,
-        "lr": args.lr, "train_seeds_from": TRAIN_SEED0,
+        "lr": args.lr, "seed": args.seed, "train_seeds_from": TRAIN_SEED0 + args.seed * SEED_STREAM,
         "held_out_accuracy": {a: round(v, 4) for a, v in acc.items()}})
     print(f"saved {args.out}")
 
