@@ -74,6 +74,10 @@ def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
     assert r["window"] == [999, 500]
     assert set(r["directions"]) == {"smiling", "eyeglasses", "blond_hair", "mouth_open"}
     assert set(r["directions"]["smiling"]) == {"0.5", "1.0"} and r["directions"]["smiling"]["1.0"]["n"] == 2
+    # the same edits read by the independently trained referee classifier
+    ref = r["directions"]["smiling"]["1.0"]["referee"]
+    assert 0 <= ref["flip_rate"] <= 1 and 0 <= ref["off_target_mean"] <= 1
+    assert "referee flipped" in text
     assert main(["evaluate", "--optimize-iters", "0"]) == 2
     assert main(["evaluate", "--optimize-scale", "-1"]) == 2
     assert main(["evaluate", "--optimize-keep", "-1"]) == 2
@@ -98,3 +102,25 @@ def test_evaluate_quality_samples_with_the_given_eta(tmp_path, capsys):
         assert q["eta"] == float(eta)
         figures[eta] = [q["steps"][s]["fd"] for s in ("10", "50")]
     assert figures["0"][0] != figures["1"][0] and figures["0"][1] != figures["1"][1]
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL_DIR.is_dir(), reason="default model not trained yet")
+def test_attribute_shift_reads_the_same_edits_with_a_referee():
+    """A referee reads the very edits the classifier reads: given the classifier itself it
+    reports the same figures; the off-target figure is the mean over the other attributes."""
+    import torch
+
+    from hspace_studio.engine.model import load_model
+    from hspace_studio.engine.sampler import sample
+    from hspace_studio.toyfaces import quality as Q
+    from hspace_studio.toyfaces.edit_metrics import attribute_shift
+
+    model = load_model("default")
+    clf, _ = Q.load_shipped_classifier()
+    trajs = sample(model, [5, 6], steps=3, eta=1.0)
+    delta = torch.randn(trajs[0].hs.shape, generator=torch.Generator().manual_seed(0)) * trajs[0].hs.std()
+    r = attribute_shift(model, clf, delta, "smiling", [1.0], [5, 6], steps=3, trajs=trajs, referee=clf)["1.0"]
+    assert r["referee"]["flip_rate"] == r["flip_rate"]
+    assert r["referee"]["off_target_mean"] == pytest.approx(r["off_target_mean"])
+    assert r["off_target_mean"] == pytest.approx(np.mean(list(r["off_target"].values())))
+    assert r["off_target_mean"] > 0 and len(r["off_target"]) == 13

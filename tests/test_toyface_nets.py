@@ -22,6 +22,7 @@ torch.set_num_threads(1)
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 CLASSIFIER = RESOURCES / "toyfaces-classifier"
 SEGMENTER = RESOURCES / "toyfaces-segmenter"
+REFEREE = RESOURCES / "toyfaces-referee"  # the same architecture, trained independently
 HELD_OUT = list(range(200))  # training used seeds >= 20_000_000
 
 # The shipped models measure (on these 200 seeds) 1.0 on the ten categorical
@@ -46,9 +47,10 @@ def held_out():
     return torch.from_numpy(x), torch.from_numpy(lab.astype(np.int64)), torch.from_numpy(y)
 
 
-def test_classifier_accuracy(held_out):
+@pytest.mark.parametrize("folder", [CLASSIFIER, REFEREE], ids=["shipped", "referee"])
+def test_classifier_accuracy(held_out, folder):
     x, _, y = held_out
-    model, names = load_classifier(CLASSIFIER)
+    model, names = load_classifier(folder)
     assert names == ATTRIBUTE_NAMES
     assert not model.training
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
@@ -94,8 +96,20 @@ def test_other_image_sizes():
 
 
 def test_shipped_weights_are_small():
-    total = sum(f.stat().st_size for d in (CLASSIFIER, SEGMENTER) for f in d.iterdir())
+    total = sum(f.stat().st_size for d in (CLASSIFIER, SEGMENTER, REFEREE) for f in d.iterdir())
     assert total < 8 * 2**20
+
+
+def test_referee_is_independent_of_the_shipped_classifier():
+    """Other initialisation, other training images: a check of fitted edits, not a copy."""
+    import json
+
+    a, b = (json.loads((d / "config.json").read_text())["training"] for d in (CLASSIFIER, REFEREE))
+    assert b["seed"] != a.get("seed", 0) and b["train_seeds_from"] != a["train_seeds_from"]
+    wa, _ = load_classifier(CLASSIFIER)
+    wb, _ = load_classifier(REFEREE)
+    first = next(iter(wa.state_dict()))
+    assert not torch.equal(wa.state_dict()[first], wb.state_dict()[first])
 
 
 def test_save_load_roundtrip(tmp_path):

@@ -17,12 +17,15 @@ def _pixels(model, x0):
 
 
 def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, seeds: Sequence[int],
-                    steps: int = 10, eta=1.0, trajs=None, progress=None, cancel=None) -> Dict[str, Dict]:
+                    steps: int = 10, eta=1.0, trajs=None, referee=None, progress=None,
+                    cancel=None) -> Dict[str, Dict]:
     """Push each sample towards the other side of ``attribute``: samples without it get
     ``+scale``, samples with it ``-scale``. Returns, per scale of ``scales`` (keyed by
     ``str(scale)``), the flip rate and the mean absolute change of every other attribute's
     probability; all scales of one sample are decoded in one batch. ``trajs`` are the
-    samples of ``seeds`` when the caller has them already."""
+    samples of ``seeds`` when the caller has them already. With a ``referee`` (a second
+    classifier) each scale also holds its flip rate and off-target change of the same edits
+    (under ``"referee"``; which side a sample starts on is its own reading)."""
     scales = [float(v) for v in scales]
     a = ATTRIBUTE_NAMES.index(attribute)
     if trajs is None:
@@ -35,16 +38,23 @@ def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, see
         sign = 1.0 if p[a] < 0.5 else -1.0
         after.append(edit_batch(model, t, [[EditSpec(delta, sign * s)] for s in scales], cancel=cancel).x_0)
     after = torch.stack(after)
+    r0 = None if referee is None else classify(referee, _pixels(model, before))[1]
     out = {}
     for j, s in enumerate(scales):
-        _, p1 = classify(clf, _pixels(model, after[:, j]))
-        flipped = ((p0[:, a] < 0.5) != (p1[:, a] < 0.5)).float()
-        change = (p1 - p0).abs().mean(0)
-        others = {n: float(change[i]) for i, n in enumerate(ATTRIBUTE_NAMES) if i != a}
-        out[str(s)] = {"flip_rate": float(flipped.mean()),
-                       "off_target_mean": float(np.mean(list(others.values()))),
-                       "off_target": others, "n": len(trajs)}
+        out[str(s)] = _shift(clf, p0, _pixels(model, after[:, j]), a)
+        if referee is not None:
+            ref = _shift(referee, r0, _pixels(model, after[:, j]), a)
+            out[str(s)]["referee"] = {k: ref[k] for k in ("flip_rate", "off_target_mean")}
     return out
+
+
+def _shift(clf, p0: torch.Tensor, pixels: torch.Tensor, a: int) -> Dict:
+    _, p1 = classify(clf, pixels)
+    flipped = ((p0[:, a] < 0.5) != (p1[:, a] < 0.5)).float()
+    change = (p1 - p0).abs().mean(0)
+    others = {n: float(change[i]) for i, n in enumerate(ATTRIBUTE_NAMES) if i != a}
+    return {"flip_rate": float(flipped.mean()), "off_target_mean": float(np.mean(list(others.values()))),
+            "off_target": others, "n": int(pixels.shape[0])}
 
 
 def factor_correlations(model, ds, seeds: Sequence[int], steps: int = 10, k_max: int = 5,

@@ -103,6 +103,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
     from .edit_metrics import attribute_shift
 
     clf, _ = Q.load_shipped_classifier()
+    referee, _ = Q.load_referee()
     fit_clf = load_classifier("toyfaces", device=model.device)
     eta = float(args.eta)
     train = list(range(300_000, 300_000 + (args.train_samples or 16 * args.optimize_iters)))
@@ -122,7 +123,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
         res["fit"][a] = {"seconds": round(fit.seconds, 1), **fit.history[-1]}
         res["batch"] = fit.directions.params["batch"]
         res["directions"][a] = attribute_shift(model, clf, fit.directions.delta_h[0], a, scales, seeds,
-                                               trajs=trajs, progress=progress, cancel=cancel)
+                                               trajs=trajs, referee=referee, progress=progress, cancel=cancel)
     return res
 
 
@@ -222,11 +223,15 @@ def _window_text(r) -> str:
 
 def _render_optimized(r) -> str:
     rows, n = _flip_rows(r["directions"])
+    refs = [d.get("referee") for per in r["directions"].values() for d in per.values()]
+    if all(refs):
+        rows = [row + [f"{f['flip_rate']:.0%}", f"{f['off_target_mean']:.3f}"] for row, f in zip(rows, refs)]
     fits = ", ".join(f"{a} {f['seconds']:.0f} s" for a, f in r["fit"].items())
     return (f"Classifier-optimised directions ({r['iterations']} iterations of {r['batch']} of "
             f"{r['train_samples']} training samples, keep {r['keep']:g}, timesteps {_window_text(r)}; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
-            f"scale 1 = the fitted change; fitting took {fits})\n"
-            + Q.format_table(rows, FLIP_HEADER))
+            f"scale 1 = the fitted change; fitting took {fits}"
+            + ("; referee: the same edits read by an independently trained classifier)\n" if all(refs) else ")\n")
+            + Q.format_table(rows, FLIP_HEADER + (["referee flipped", "referee off-target"] if all(refs) else [])))
 
 
 def _render_pca(r) -> str:

@@ -16,6 +16,9 @@ from .generator import ATTRIBUTE_NAMES, render_batch
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 CLASSIFIER_DIR = RESOURCES / "toyfaces-classifier"
 SEGMENTER_DIR = RESOURCES / "toyfaces-segmenter"
+# an independently trained classifier (other initialisation and images): it checks that
+# directions fitted against the shipped classifier change the face, not that classifier alone
+REFEREE_DIR = RESOURCES / "toyfaces-referee"
 HELD_OUT = 0  # generator seeds below 1,000,000 are never used for training
 
 
@@ -23,6 +26,12 @@ def load_shipped_classifier():
     from .nets import load_classifier
 
     return load_classifier(CLASSIFIER_DIR)
+
+
+def load_referee():
+    from .nets import load_classifier
+
+    return load_classifier(REFEREE_DIR)
 
 
 @torch.no_grad()
