@@ -283,7 +283,26 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     assert res.ok, res.error
     assert res.value[0].name == "smiling (optimised on 3)"
     assert res.value[0].method == "supervised" and win.library.ordered_sets()[-1] is res.value[0]
+    # ... only where the mask is painted: refused without a mask, zero at h's other positions
+    win.discovery.sup_region.setChecked(True)
+    win.mask.clear()
+    with pytest.raises(ValueError, match="needs a painted mask"):
+        win.discovery.supervised_job()
+    m = np.zeros(win.mask.array.shape, bool)
+    m[0, 0] = True  # the top left corner: h's top left position only
+    win.mask.set_array(m)
+    job = win.discovery.supervised_job()
+    assert job.region is not None and job.region.sum() == 1
+    res = run_job(qtbot, win, win.run_discovery(job))
+    assert res.ok, res.error
+    assert res.value[0].name == "smiling (optimised on 3, in the mask)"
+    delta = win.worker.state.sets[res.value[0].set_id].delta_h.clone()
+    assert torch.count_nonzero(delta[..., 0, 0]) > 0
+    delta[..., 0, 0] = 0
+    assert torch.count_nonzero(delta) == 0
+    win.discovery.sup_region.setChecked(False)
     win.discovery.sup_optimize.setChecked(False)
+    assert not win.discovery.sup_region.isEnabled()
     # supervised from two folders of labelled images
     for name, v in (("pos", 200), ("neg", 50)):
         (tmp_path / name).mkdir()
@@ -295,7 +314,7 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     res = run_job(qtbot, win, win.run_discovery(win.discovery.supervised_job()))
     assert res.ok, res.error
     assert res.value[0].name == "pos vs neg"
-    assert [g.method for g in win.library.ordered_sets()] == ["pca", "supervised", "supervised", "supervised"]
+    assert [g.method for g in win.library.ordered_sets()] == ["pca"] + ["supervised"] * 4
 
 
 def test_cancel_stops_within_one_step(qtbot, win):

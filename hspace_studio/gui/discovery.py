@@ -159,8 +159,12 @@ class DiscoveryPanel(QTabWidget):
         self.sup_train.setValue(640)
         self.sup_train.setToolTip("Sampled images the direction is fitted on, 16 new ones at every "
                                   "iteration (iterations x 16: each seen once)")
+        self.sup_region = QCheckBox("Change h only where the mask is painted")
+        self.sup_region.setToolTip("Fit the change at the positions of h whose part of the image meets "
+                                   "the painted mask (each covers a block of pixels); zero elsewhere")
         f.addRow(self.sup_optimize, self.sup_iters)
         f.addRow("Training samples", self.sup_train)
+        f.addRow(self.sup_region)
         self.sup_pos = QLineEdit()
         self.sup_neg = QLineEdit()
         f.addRow("Positive folder", _folder_row(self.sup_pos, "Folder of positive images", self))
@@ -196,7 +200,7 @@ class DiscoveryPanel(QTabWidget):
             wdg.setEnabled(c)
         for wdg in (self.sup_index, self.sup_examples):
             wdg.setEnabled(c and not o)
-        for wdg in (self.sup_iters, self.sup_train):
+        for wdg in (self.sup_iters, self.sup_train, self.sup_region):
             wdg.setEnabled(c and o)
         for wdg in (self.sup_pos, self.sup_neg):
             wdg.setEnabled(not c)
@@ -234,15 +238,23 @@ class DiscoveryPanel(QTabWidget):
             return DiscoverSupervised(positive_folder=self.sup_pos.text().strip() or None,
                                       negative_folder=self.sup_neg.text().strip() or None,
                                       steps=steps, eta=eta)
+        optimize = self.sup_iters.value() if self.sup_optimize.isChecked() else 0
+        region = None
+        if optimize and self.sup_region.isChecked():
+            region = self._mask()
+            if region is None or not region.any():
+                raise ValueError("'Change h only where the mask is painted' needs a painted mask")
         return DiscoverSupervised(attribute=self.sup_attr.currentText().strip(),
                                   index_size=self.sup_index.value(), examples=self.sup_examples.value(),
                                   classifier=self.sup_classifier.text().strip() or None,
                                   steps=steps, eta=eta,
-                                  optimize=self.sup_iters.value() if self.sup_optimize.isChecked() else 0,
-                                  train_samples=self.sup_train.value())
+                                  optimize=optimize, train_samples=self.sup_train.value(), region=region)
 
     def _emit_supervised(self) -> None:
-        self.runRequested.emit(self.supervised_job())
+        try:
+            self.runRequested.emit(self.supervised_job())
+        except ValueError as e:
+            self.runRequested.emit(e)
 
 
 def parse_steps(text: str, steps: int) -> Optional[tuple]:

@@ -118,6 +118,7 @@ class DiscoverSupervised:
     index_dir: Optional[str] = None  # where classifier indexes are cached (resumable)
     optimize: int = 0  # > 0: fit a direction through the sampler for this many iterations instead
     train_samples: int = 640  # with optimize: the samples it is fitted on (seeds 0..), 16 an iteration
+    region: Optional[np.ndarray] = None  # with optimize: bool (H, W), change h only where it meets this
     label: ClassVar[str] = "Supervised"
 
 
@@ -763,7 +764,7 @@ def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
         return opt.optimized_direction(model, clf, job.attribute, list(range(int(job.train_samples))),
                                        steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
                                        iters=int(job.optimize), window=opt.default_window(model),
-                                       progress=progress, cancel=cancel)
+                                       region=job.region, progress=progress, cancel=cancel)
     seeds = list(range(int(job.index_size)))
     path = None
     if job.index_dir:
@@ -811,7 +812,7 @@ def _sup(state, job, progress, cancel):
     if job.positive_folder:
         name = f"{Path(job.positive_folder).name} vs {Path(job.negative_folder or '').name}"
     elif job.optimize > 0:
-        name = f"{job.attribute} (optimised on {job.train_samples})"
+        name = f"{job.attribute} (optimised on {job.train_samples}{', in the mask' if job.region is not None else ''})"
     else:
         name = f"{job.attribute} ({job.examples} of {job.index_size})"
     return _add_discovered(state, discover_supervised(state, job, progress, cancel), name)
