@@ -78,6 +78,16 @@ def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
     ref = r["directions"]["smiling"]["1.0"]["referee"]
     assert 0 <= ref["flip_rate"] <= 1 and 0 <= ref["off_target_mean"] <= 1
     assert "referee flipped" in text
+    # only some attributes, each fitted where its part can be
+    assert main(["evaluate", "--sections", "optimized", "--optimize-iters", "1", "--train-samples", "2",
+                 "--seeds", "2", "--optimize-scale", "1", "--optimize-attributes", "smiling", "--optimize-region",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    r = json.loads(out.read_text())["optimized"]
+    assert set(r["directions"]) == {"smiling"} and r["regions"] == {"smiling": ["mouth"]}
+    assert 0 < r["fit"]["smiling"]["region_cells"] < 64
+    assert f"only where the part can be: smiling mouth ({r['fit']['smiling']['region_cells']} positions" in text
+    assert main(["evaluate", "--optimize-attributes", "beard"]) == 2
     assert main(["evaluate", "--optimize-iters", "0"]) == 2
     assert main(["evaluate", "--optimize-scale", "-1"]) == 2
     assert main(["evaluate", "--optimize-keep", "-1"]) == 2

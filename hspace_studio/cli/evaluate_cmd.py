@@ -21,6 +21,16 @@ def _scales(text: str):
     return vals
 
 
+def _attributes(text: str):
+    from ..toyfaces.evaluation import SUPERVISED_ATTRS
+
+    vals = [v.strip() for v in str(text).split(",") if v.strip()]
+    bad = [v for v in vals if v not in SUPERVISED_ATTRS]
+    if not vals or bad:
+        raise argparse.ArgumentTypeError(f"'{text}': choose from {','.join(SUPERVISED_ATTRS)}")
+    return vals
+
+
 def _eta(text: str) -> float:
     try:
         v = float(text)
@@ -57,6 +67,13 @@ def add_parser(sub):
     p.add_argument("--optimize-window", dest="optimize_window", type=window, default=None,
                    metavar="T0:T1", help="timesteps of the classifier-optimised changes (default: "
                                         "the last 70%% of the schedule, as supervised --optimize)")
+    p.add_argument("--optimize-region", dest="optimize_region", action="store_true",
+                   help="fit each classifier-optimised change only where its part can be (the union "
+                        "of the generator's part masks over the training samples: the mouth for "
+                        "smiling and mouth_open, eyes and glasses for eyeglasses, hair for blond_hair)")
+    p.add_argument("--optimize-attributes", dest="optimize_attributes", type=_attributes, default=None,
+                   metavar="A[,A...]", help="the attributes of the optimized section (default: "
+                                            "smiling,eyeglasses,blond_hair,mouth_open)")
     p.add_argument("--optimize-scale", dest="optimize_scale", type=_scales, default=[0.5, 1.0],
                    metavar="S[,S...]", help="scales of the classifier-optimised edits (default 0.5,1; "
                                             "1 is the fitted change)")

@@ -51,6 +51,20 @@ def _render_inversion(r) -> str:
 
 
 SUPERVISED_ATTRS = ("smiling", "eyeglasses", "blond_hair", "mouth_open")
+# the parts each attribute is drawn in: the region of its fit with --optimize-region
+ATTRIBUTE_PARTS = {"smiling": ("mouth",), "mouth_open": ("mouth",),
+                   "eyeglasses": ("glasses", "left_eye", "right_eye"), "blond_hair": ("hair",)}
+
+
+def part_region(parts, seeds) -> "np.ndarray":
+    """Where ``parts`` can be: the union of their ground-truth masks over the generator's
+    images of ``seeds`` (bool, image size)."""
+    import numpy as np
+
+    from .generator import PARTS, render_batch
+
+    _, labels, _ = render_batch(seeds)
+    return np.isin(labels, [PARTS.index(p) for p in parts]).any(0)
 CONTAINED_SCALES = (0.1, 0.25, 0.5)  # times the mean norm of h
 REGION_FREE_STEPS = 1  # kept-in-mask rows: the last step runs free and blends the border
 
@@ -112,15 +126,19 @@ def section_optimized(model, args, progress, cancel) -> dict:
     trajs = sample(model, seeds, steps=10, eta=eta, h_space=_h_space(args), batch_size=min(len(seeds), 50),
                    cancel=cancel)
     win = getattr(args, "optimize_window", None) or default_window(model)
+    attrs = list(getattr(args, "optimize_attributes", None) or SUPERVISED_ATTRS)
+    regions = getattr(args, "optimize_region", False)
     res = {"train_samples": len(train), "iterations": args.optimize_iters, "keep": args.optimize_keep,
-           "window": list(win),
+           "window": list(win), "regions": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if regions else None,
            "scales": scales, "eta": eta,
            "h_space": _h_space(args), "directions": {}, "fit": {}}
-    for a in SUPERVISED_ATTRS:
+    for a in attrs:
+        region = part_region(ATTRIBUTE_PARTS[a], train[:256]) if regions else None
         fit = optimized_direction(model, fit_clf, a, train, steps=10, eta=eta, h_space=_h_space(args),
-                                  iters=args.optimize_iters, keep=args.optimize_keep, window=win, progress=progress,
-                                  cancel=cancel)
-        res["fit"][a] = {"seconds": round(fit.seconds, 1), **fit.history[-1]}
+                                  iters=args.optimize_iters, keep=args.optimize_keep, window=win, region=region,
+                                  progress=progress, cancel=cancel)
+        res["fit"][a] = {"seconds": round(fit.seconds, 1), "region_cells": fit.directions.params["region_cells"],
+                         **fit.history[-1]}
         res["batch"] = fit.directions.params["batch"]
         res["directions"][a] = attribute_shift(model, clf, fit.directions.delta_h[0], a, scales, seeds,
                                                trajs=trajs, referee=referee, progress=progress, cancel=cancel)
@@ -221,6 +239,13 @@ def _window_text(r) -> str:
     return "all" if w is None else f"{w[0]}:{w[1]}"
 
 
+def _regions_text(r) -> str:
+    if not r.get("regions"):
+        return ""
+    return "; only where the part can be: " + ", ".join(
+        f"{a} {'+'.join(p)} ({r['fit'][a]['region_cells']} positions of h)" for a, p in r["regions"].items())
+
+
 def _render_optimized(r) -> str:
     rows, n = _flip_rows(r["directions"])
     refs = [d.get("referee") for per in r["directions"].values() for d in per.values()]
@@ -228,7 +253,7 @@ def _render_optimized(r) -> str:
         rows = [row + [f"{f['flip_rate']:.0%}", f"{f['off_target_mean']:.3f}"] for row, f in zip(rows, refs)]
     fits = ", ".join(f"{a} {f['seconds']:.0f} s" for a, f in r["fit"].items())
     return (f"Classifier-optimised directions ({r['iterations']} iterations of {r['batch']} of "
-            f"{r['train_samples']} training samples, keep {r['keep']:g}, timesteps {_window_text(r)}; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
+            f"{r['train_samples']} training samples, keep {r['keep']:g}, timesteps {_window_text(r)}{_regions_text(r)}; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
             f"scale 1 = the fitted change; fitting took {fits}"
             + ("; referee: the same edits read by an independently trained classifier)\n" if all(refs) else ")\n")
             + Q.format_table(rows, FLIP_HEADER + (["referee flipped", "referee off-target"] if all(refs) else [])))
