@@ -76,7 +76,7 @@ def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
     assert set(r["directions"]["smiling"]) == {"0.5", "1.0"} and r["directions"]["smiling"]["1.0"]["n"] == 2
     # the same edits read by the independently trained referee classifier
     ref = r["directions"]["smiling"]["1.0"]["referee"]
-    assert 0 <= ref["flip_rate"] <= 1 and 0 <= ref["off_target_mean"] <= 1
+    assert 0 <= ref["flip_rate"] <= 1 and 0 <= ref["off_target_mean"] <= 1 and 0 <= ref["target_side"] <= 1
     assert "referee flipped" in text
     # only some attributes, each fitted where its part can be
     assert main(["evaluate", "--sections", "optimized", "--optimize-iters", "1", "--train-samples", "2",
@@ -132,5 +132,23 @@ def test_attribute_shift_reads_the_same_edits_with_a_referee():
     r = attribute_shift(model, clf, delta, "smiling", [1.0], [5, 6], steps=3, trajs=trajs, referee=clf)["1.0"]
     assert r["referee"]["flip_rate"] == r["flip_rate"]
     assert r["referee"]["off_target_mean"] == pytest.approx(r["off_target_mean"])
+    # the referee's target side: where its reading lands against the side aimed at; given the
+    # classifier itself, a sample lands there exactly when it flipped
+    assert r["referee"]["target_side"] == r["flip_rate"]
+    # a referee that reads every face as smiling: it lands on the target side exactly for the
+    # samples the edit aimed at a smile (those the classifier read as not smiling)
+
+    class Smiler:
+        features = clf.features
+
+        @staticmethod
+        def head(f):
+            z = clf.head(f).clone()
+            z[:, 0] = 50.0
+            return z
+
+    p0 = Q.classify(clf, model.to_pixels(torch.stack([t.x_0 for t in trajs])))[1][:, 0]
+    r = attribute_shift(model, clf, delta, "smiling", [1.0], [5, 6], steps=3, trajs=trajs, referee=Smiler())["1.0"]
+    assert r["referee"]["target_side"] == float((p0 < 0.5).float().mean()) and r["referee"]["flip_rate"] == 0
     assert r["off_target_mean"] == pytest.approx(np.mean(list(r["off_target"].values())))
     assert r["off_target_mean"] > 0 and len(r["off_target"]) == 13

@@ -25,7 +25,9 @@ def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, see
     probability; all scales of one sample are decoded in one batch. ``trajs`` are the
     samples of ``seeds`` when the caller has them already. With a ``referee`` (a second
     classifier) each scale also holds its flip rate and off-target change of the same edits
-    (under ``"referee"``; which side a sample starts on is its own reading)."""
+    (under ``"referee"``; which side a sample starts on is its own reading) and the share of
+    edited samples it puts on the side the edit aimed at (``target_side``: the classifiers
+    can read an unedited sample differently, where its attribute is borderline)."""
     scales = [float(v) for v in scales]
     a = ATTRIBUTE_NAMES.index(attribute)
     if trajs is None:
@@ -42,9 +44,13 @@ def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, see
     out = {}
     for j, s in enumerate(scales):
         out[str(s)] = _shift(clf, p0, _pixels(model, after[:, j]), a)
+        out[str(s)].pop("after")
         if referee is not None:
             ref = _shift(referee, r0, _pixels(model, after[:, j]), a)
             out[str(s)]["referee"] = {k: ref[k] for k in ("flip_rate", "off_target_mean")}
+            # where the edit lands by the referee: on the side the edit aimed at (away from
+            # the classifier's reading of the sample), whatever the referee read before
+            out[str(s)]["referee"]["target_side"] = float(((ref["after"] < 0.5) == (p0[:, a] >= 0.5)).float().mean())
     return out
 
 
@@ -54,7 +60,7 @@ def _shift(clf, p0: torch.Tensor, pixels: torch.Tensor, a: int) -> Dict:
     change = (p1 - p0).abs().mean(0)
     others = {n: float(change[i]) for i, n in enumerate(ATTRIBUTE_NAMES) if i != a}
     return {"flip_rate": float(flipped.mean()), "off_target_mean": float(np.mean(list(others.values()))),
-            "off_target": others, "n": int(pixels.shape[0])}
+            "off_target": others, "n": int(pixels.shape[0]), "after": p1[:, a]}
 
 
 def factor_correlations(model, ds, seeds: Sequence[int], steps: int = 10, k_max: int = 5,

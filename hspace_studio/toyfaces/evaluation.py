@@ -250,13 +250,15 @@ def _render_optimized(r) -> str:
     rows, n = _flip_rows(r["directions"])
     refs = [d.get("referee") for per in r["directions"].values() for d in per.values()]
     if all(refs):
-        rows = [row + [f"{f['flip_rate']:.0%}", f"{f['off_target_mean']:.3f}"] for row, f in zip(rows, refs)]
+        rows = [row + [f"{f['flip_rate']:.0%}", f"{f['target_side']:.0%}" if "target_side" in f else "",
+                       f"{f['off_target_mean']:.3f}"] for row, f in zip(rows, refs)]
     fits = ", ".join(f"{a} {f['seconds']:.0f} s" for a, f in r["fit"].items())
     return (f"Classifier-optimised directions ({r['iterations']} iterations of {r['batch']} of "
             f"{r['train_samples']} training samples, keep {r['keep']:g}, timesteps {_window_text(r)}{_regions_text(r)}; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
             f"scale 1 = the fitted change; fitting took {fits}"
-            + ("; referee: the same edits read by an independently trained classifier)\n" if all(refs) else ")\n")
-            + Q.format_table(rows, FLIP_HEADER + (["referee flipped", "referee off-target"] if all(refs) else [])))
+            + ("; referee: the same edits read by an independently trained classifier, and the share it "
+                             "puts on the side each edit aimed at)\n" if all(refs) else ")\n")
+            + Q.format_table(rows, FLIP_HEADER + (["referee flipped", "on target side", "referee off-target"] if all(refs) else [])))
 
 
 def _render_pca(r) -> str:
