@@ -61,7 +61,7 @@ def region_cells(mask, hw: Tuple[int, int]) -> torch.Tensor:
         raise ValueError(f"a region is one mask of image pixels (H, W), not of shape {tuple(m.shape)}")
     cells = (F.adaptive_max_pool2d(m[None, None], tuple(int(v) for v in hw))[0, 0] > 0).float()
     if not bool(cells.any()):
-        raise ValueError("the region is empty: paint some of the image")
+        raise ValueError("the region mask is empty: it meets no position of h")
     return cells
 
 
