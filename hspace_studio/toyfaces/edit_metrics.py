@@ -43,24 +43,26 @@ def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, see
     r0 = None if referee is None else classify(referee, _pixels(model, before))[1]
     out = {}
     for j, s in enumerate(scales):
-        out[str(s)] = _shift(clf, p0, _pixels(model, after[:, j]), a)
-        out[str(s)].pop("after")
+        pixels = _pixels(model, after[:, j])
+        out[str(s)], _ = _shift(clf, p0, pixels, a)
         if referee is not None:
-            ref = _shift(referee, r0, _pixels(model, after[:, j]), a)
+            ref, landed = _shift(referee, r0, pixels, a)
             out[str(s)]["referee"] = {k: ref[k] for k in ("flip_rate", "off_target_mean")}
             # where the edit lands by the referee: on the side the edit aimed at (away from
             # the classifier's reading of the sample), whatever the referee read before
-            out[str(s)]["referee"]["target_side"] = float(((ref["after"] < 0.5) == (p0[:, a] >= 0.5)).float().mean())
+            out[str(s)]["referee"]["target_side"] = float(((landed < 0.5) == (p0[:, a] >= 0.5)).float().mean())
     return out
 
 
-def _shift(clf, p0: torch.Tensor, pixels: torch.Tensor, a: int) -> Dict:
+def _shift(clf, p0: torch.Tensor, pixels: torch.Tensor, a: int):
+    """The figures of edited ``pixels`` read by ``clf`` against its unedited readings ``p0``,
+    and its score of attribute ``a`` on them."""
     _, p1 = classify(clf, pixels)
     flipped = ((p0[:, a] < 0.5) != (p1[:, a] < 0.5)).float()
     change = (p1 - p0).abs().mean(0)
     others = {n: float(change[i]) for i, n in enumerate(ATTRIBUTE_NAMES) if i != a}
     return {"flip_rate": float(flipped.mean()), "off_target_mean": float(np.mean(list(others.values()))),
-            "off_target": others, "n": int(pixels.shape[0]), "after": p1[:, a]}
+            "off_target": others, "n": int(pixels.shape[0])}, p1[:, a]
 
 
 def factor_correlations(model, ds, seeds: Sequence[int], steps: int = 10, k_max: int = 5,

@@ -8,7 +8,7 @@ and applied; the sections that find directions report the point their trajectori
 from __future__ import annotations
 
 from . import quality as Q
-from .generator import ATTRIBUTE_NAMES
+from .generator import ATTRIBUTE_NAMES, render_batch
 
 
 def _h_space(args) -> str:
@@ -55,18 +55,18 @@ SUPERVISED_ATTRS = ("smiling", "eyeglasses", "blond_hair", "mouth_open")
 ATTRIBUTE_PARTS = {"smiling": ("mouth",), "mouth_open": ("mouth",),
                    "eyeglasses": ("glasses", "left_eye", "right_eye"), "blond_hair": ("hair",)}
 
-
-def part_region(parts, seeds) -> "np.ndarray":
-    """Where ``parts`` can be: the union of their ground-truth masks over the generator's
-    images of ``seeds`` (bool, image size)."""
-    import numpy as np
-
-    from .generator import PARTS, render_batch
-
-    _, labels, _ = render_batch(seeds)
-    return np.isin(labels, [PARTS.index(p) for p in parts]).any(0)
 CONTAINED_SCALES = (0.1, 0.25, 0.5)  # times the mean norm of h
 REGION_FREE_STEPS = 1  # kept-in-mask rows: the last step runs free and blends the border
+
+
+def part_region(parts, labels) -> "np.ndarray":
+    """Where ``parts`` can be: the union of their ground-truth masks in the generator's part
+    labels ``labels`` (N, H, W) (bool, image size)."""
+    import numpy as np
+
+    from .generator import PARTS
+
+    return np.isin(labels, [PARTS.index(p) for p in parts]).any(0)
 
 
 def section_supervised(model, args, progress, cancel) -> dict:
@@ -132,8 +132,9 @@ def section_optimized(model, args, progress, cancel) -> dict:
            "window": list(win), "regions": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if regions else None,
            "scales": scales, "eta": eta,
            "h_space": _h_space(args), "directions": {}, "fit": {}}
+    labels = render_batch(train[:256])[1] if regions else None  # the part masks, drawn once
     for a in attrs:
-        region = part_region(ATTRIBUTE_PARTS[a], train[:256]) if regions else None
+        region = part_region(ATTRIBUTE_PARTS[a], labels) if regions else None
         fit = optimized_direction(model, fit_clf, a, train, steps=10, eta=eta, h_space=_h_space(args),
                                   iters=args.optimize_iters, keep=args.optimize_keep, window=win, region=region,
                                   progress=progress, cancel=cancel)

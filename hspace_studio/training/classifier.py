@@ -146,6 +146,10 @@ def main(argv=None):
     print(f"classifier: {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"budget {args.minutes} min")
 
+    def run_state():
+        return {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                "position": position, "seconds": spent, "seed": args.seed}
+
     budget = args.minutes * 60
     t_start, last_ckpt, last_print = time.time(), time.time(), time.time()
     spent0 = spent
@@ -171,12 +175,10 @@ def main(argv=None):
                   f"bce {run_loss / run_n:.4f}", flush=True)
             run_loss, run_n, last_print = 0.0, 0, now
         if args.checkpoint is not None and now - last_ckpt > 60:
-            save_checkpoint(args.checkpoint, {"model": model.state_dict(), "opt": opt.state_dict(),
-                                              "step": step, "position": position, "seconds": spent, "seed": args.seed})
+            save_checkpoint(args.checkpoint, run_state())
             last_ckpt = now
     if args.checkpoint is not None:
-        save_checkpoint(args.checkpoint, {"model": model.state_dict(), "opt": opt.state_dict(),
-                                          "step": step, "position": position, "seconds": spent, "seed": args.seed})
+        save_checkpoint(args.checkpoint, run_state())
 
     acc = evaluate(model, list(range(args.eval_seeds)))
     print(f"held-out accuracy on seeds 0..{args.eval_seeds - 1}:")
