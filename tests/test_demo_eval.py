@@ -71,7 +71,7 @@ def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
     assert ("Classifier-optimised directions (1 iterations of 2 of 2 training samples, keep 5, timesteps "
             "999:500; 2 held-out") in text
     r = json.loads(out.read_text())["optimized"]
-    assert r["window"] == [999, 500]
+    assert r["window"] == [999, 500] and r["kept_in"] is None and r["regions"] is None
     assert set(r["directions"]) == {"smiling", "eyeglasses", "blond_hair", "mouth_open"}
     assert set(r["directions"]["smiling"]) == {"0.5", "1.0"} and r["directions"]["smiling"]["1.0"]["n"] == 2
     # the same edits read by the independently trained referee classifier
@@ -81,12 +81,15 @@ def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
     # only some attributes, each fitted where its part can be
     assert main(["evaluate", "--sections", "optimized", "--optimize-iters", "1", "--train-samples", "2",
                  "--seeds", "2", "--optimize-scale", "1", "--optimize-attributes", "smiling", "--optimize-region",
-                 "--json", str(out)]) == 0
+                 "--optimize-keep-in", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     r = json.loads(out.read_text())["optimized"]
     assert set(r["directions"]) == {"smiling"} and r["regions"] == {"smiling": ["mouth"]}
     assert 0 < r["fit"]["smiling"]["region_cells"] < 64
     assert f"only where the part can be: smiling mouth ({r['fit']['smiling']['region_cells']} positions" in text
+    # and decoded kept inside the image region where the mouth can be
+    assert r["kept_in"] == {"smiling": ["mouth"]} and 0 < r["fit"]["smiling"]["kept_in_pixels"] < 64 * 64
+    assert f"kept inside the image region where the part can be (last 1 step free): smiling mouth (" in text
     assert main(["evaluate", "--optimize-attributes", "beard"]) == 2
     assert main(["evaluate", "--optimize-iters", "0"]) == 2
     assert main(["evaluate", "--optimize-scale", "-1"]) == 2
@@ -152,3 +155,33 @@ def test_attribute_shift_reads_the_same_edits_with_a_referee():
     assert r["referee"]["target_side"] == float((p0 < 0.5).float().mean()) and r["referee"]["flip_rate"] == 0
     assert r["off_target_mean"] == pytest.approx(np.mean(list(r["off_target"].values())))
     assert r["off_target_mean"] > 0 and len(r["off_target"]) == 13
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL_DIR.is_dir(), reason="default model not trained yet")
+def test_attribute_shift_kept_in_a_region_reads_the_region_edits():
+    """With a region, the figures are those of the engine's region edits (as edit --region
+    decodes them), not of the free edits."""
+    import torch
+
+    from hspace_studio.engine.model import load_model
+    from hspace_studio.engine.sampler import EditSpec, Region, edit_batch, sample
+    from hspace_studio.toyfaces import quality as Q
+    from hspace_studio.toyfaces.edit_metrics import attribute_shift
+
+    model = load_model("default")
+    clf, _ = Q.load_shipped_classifier()
+    trajs = sample(model, [5, 6], steps=3, eta=1.0)
+    delta = torch.randn(trajs[0].hs.shape, generator=torch.Generator().manual_seed(0)) * trajs[0].hs.std() * 2
+    w = torch.zeros(model.image_size)
+    w[40:56, 16:48] = 1.0  # the lower face
+    region = Region(w, 0)
+    kept = attribute_shift(model, clf, delta, "smiling", [1.0], [5, 6], steps=3, trajs=trajs, region=region)["1.0"]
+    free = attribute_shift(model, clf, delta, "smiling", [1.0], [5, 6], steps=3, trajs=trajs)["1.0"]
+    p0 = Q.classify(clf, model.to_pixels(torch.stack([t.x_0 for t in trajs])))[1]
+    signs = torch.where(p0[:, 0] < 0.5, 1.0, -1.0)
+    x = torch.stack([edit_batch(model, t, [[EditSpec(delta, float(s))]], region=region).x_0[0]
+                     for t, s in zip(trajs, signs)])
+    p1 = Q.classify(clf, model.to_pixels(x))[1]
+    assert kept["flip_rate"] == float(((p0[:, 0] < 0.5) != (p1[:, 0] < 0.5)).float().mean())
+    assert kept["off_target_mean"] == pytest.approx(float((p1 - p0)[:, 1:].abs().mean()), abs=1e-6)
+    assert kept["off_target_mean"] != pytest.approx(free["off_target_mean"], abs=1e-4)

@@ -199,6 +199,15 @@ def test_supervised_optimize(tiny_model_b_dir, clf_files, tmp_path, capsys):
     assert float(corner.delta_h[..., 0, 0].abs().max()) > 0
     corner.delta_h[..., 0, 0] = 0
     assert float(corner.delta_h.abs().max()) == 0
+    # kept in a mask: the fit decodes its edits as edit --region does, and says how to apply it
+    rc, _, err = run(["supervised", "--attribute", "red", *common, "--optimize", "1", "--batch", "2",
+                      "--keep-in", tmp_path / "corner.png", "--free-steps", "0", "--out",
+                      tmp_path / "kept.safetensors"], capsys)
+    assert rc == 0, err
+    assert f"edit --region {tmp_path / 'corner.png'} --free-steps 0" in err
+    kept = DirectionSet.load(tmp_path / "kept.safetensors").params["kept_in"]
+    assert kept["free_steps"] == 0 and kept["pixels"] >= 1
+    assert corner.params["kept_in"] is None
     # by default every iteration takes fresh samples: ITERS x BATCH seeds
     rc, _, err = run(["supervised", "--attribute", "red", *common, "--optimize", "2", "--batch", "3",
                       "--out", tmp_path / "fresh.safetensors"], capsys)
@@ -220,6 +229,9 @@ def test_supervised_optimize(tiny_model_b_dir, clf_files, tmp_path, capsys):
                        (["--attribute", "red", *common, "--optimize", "1", "--region", tmp_path / "no.png"], 1),
                        (["--attribute", "red", *common, "--optimize", "1", "--region", out], 1),
                        (["--attribute", "red", *common, "--optimize", "1", "--free", "nose"], 1),
+                       (["--attribute", "red", *common, "--optimize", "1", "--keep-in", tmp_path / "no.png"], 1),
+                       (["--attribute", "red", *common, "--optimize", "1", "--free-steps", "2"], 1),
+                       (["--attribute", "red", *common, "--keep-in", tmp_path / "corner.png"], 1),
                        (["--attribute", "red", *common, "--window", "999:0", "--shared"], 1)):
         rc, _, err = run(["supervised", *argv, "--out", bad], capsys)
         assert rc == code and one_line_error(err), (argv, err)

@@ -8,7 +8,7 @@ from hspace_studio.core.progress import CancelToken
 from hspace_studio.engine import load_model, sample
 from hspace_studio.engine.annotate import CallableClassifier
 from hspace_studio.engine.discover.optimized import _edited_x0, objective, optimized_direction, region_cells
-from hspace_studio.engine.sampler import EditSpec, edit_batch
+from hspace_studio.engine.sampler import EditSpec, Region, edit_batch
 
 STEPS = 3
 
@@ -179,6 +179,42 @@ def test_region_limits_the_change_to_the_positions_it_meets(model_b):
         optimized_direction(model_b, clf, "bright", seeds, steps=STEPS, iters=1, region=torch.zeros(H, W))
     with pytest.raises(ValueError, match="one mask"):
         region_cells(torch.ones(1, H, W), (hh, hw))
+
+
+@pytest.mark.parametrize("free_steps", [0, 1])
+def test_kept_in_chain_is_the_engines_region_edit(model_b, free_steps):
+    """With ``keep_in`` the fit decodes its edits as the engine's region edit does: outside
+    the region every blended step returns to the unedited chain."""
+    trajs = sample(model_b, [0, 1], steps=STEPS, eta=1.0)
+    H, W = trajs[0].x_0.shape[-2:]
+    w = torch.zeros(H, W)
+    w[: H // 2, : W // 2] = 1.0
+    w[H // 2, : W // 2] = 0.5  # a soft edge
+    region = Region(w, free_steps)
+    D = torch.randn(trajs[0].hs.shape, generator=torch.Generator().manual_seed(3))
+    D = D * trajs[0].hs.pow(2).mean().sqrt()
+    signs = torch.tensor([1.0, -1.0])
+    with torch.no_grad():
+        x = _edited_x0(model_b, trajs, signs, D, keep_in=region)
+    ref = torch.stack([edit_batch(model_b, t, [[EditSpec(D, float(s))]], region=region).x_0[0]
+                       for t, s in zip(trajs, signs)])
+    assert (x - ref).abs().max() < 1e-6 * max(1.0, float(ref.abs().max()))
+    outside = (w == 0)
+    moved = (x - torch.stack([t.x_0 for t in trajs])).abs()
+    assert moved[..., ~outside].max() > 1e-3
+    if free_steps == 0:
+        assert moved[..., outside].max() == 0  # blended at every step, the last too
+    else:
+        assert moved[..., outside].max() > 0  # the free last step spreads the edit
+    with pytest.raises(ValueError, match="chains"):
+        _edited_x0(model_b, sample(model_b, [0], steps=STEPS, keep_chain=False), signs[:1], D, keep_in=region)
+
+    seeds = list(range(8))
+    clf = pixel_classifier(pixels_of(model_b, sample(model_b, seeds, steps=STEPS, eta=1.0)))
+    res = optimized_direction(model_b, clf, "bright", seeds, steps=STEPS, eta=1.0, iters=3, lr=3.0,
+                              batch=4, keep_in=region)
+    assert res.directions.params["kept_in"] == {"pixels": int((w > 0).sum()), "free_steps": free_steps}
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
 
 
 def test_cancel_stops_the_fit(model_b):

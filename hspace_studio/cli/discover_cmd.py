@@ -186,7 +186,9 @@ def run_supervised(args) -> int:
     given = [flag for flag, on in (("--train-samples", args.train_samples is not None),
                                    ("--window", args.window is not None), ("--shared", args.shared),
                                    ("--per-channel", args.per_channel), ("--still", args.still > 0),
-                                   ("--region", args.region is not None), ("--free", bool(args.free)))
+                                   ("--region", args.region is not None), ("--free", bool(args.free)),
+                                   ("--keep-in", args.keep_in is not None),
+                                   ("--free-steps", args.free_steps is not None))
              if on]
     if given:
         raise ValueError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --optimize")
@@ -256,6 +258,7 @@ def _run_optimized(args) -> int:
     clf = load_classifier(args.classifier, args.attributes, device=model.device)
     clf.index_of(args.attribute)
     region = read_mask_png(args.region) if args.region else None
+    keep_in = _keep_in(args, model)
     n = args.train_samples or args.optimize * args.batch  # default: a fresh batch every iteration
     seeds = list(range(args.seed_start, args.seed_start + n))
     with progress_and_cancel("supervised --optimize") as (bar, token):
@@ -263,7 +266,7 @@ def _run_optimized(args) -> int:
                                   h_space=args.h_space, iters=args.optimize, lr=args.lr,
                                   keep=args.keep, batch=args.batch, still=args.still, shared=args.shared,
                                   per_channel=args.per_channel, region=region, free=args.free,
-                                  window=args.window or default_window(model), progress=bar,
+                                  keep_in=keep_in, window=args.window or default_window(model), progress=bar,
                                   cancel=token)
     ds = res.directions
     ds.params.update(_model_params(args, model))
@@ -273,7 +276,21 @@ def _run_optimized(args) -> int:
           f"off-target score change {last['off_target']:.3f}; score change at scale 1 "
           f"{ds.params['score_change']:+.3f}", file=sys.stderr)
     _save(ds, args.out)
+    if keep_in is not None:
+        print(f"fitted for edits kept inside {args.keep_in}: apply it with "
+              f"edit --region {args.keep_in} --free-steps {keep_in.free_steps}", file=sys.stderr)
     return 0
+
+
+def _keep_in(args, model):
+    """The image region of ``--keep-in`` (with ``--free-steps``), or None."""
+    from ..engine.sampler import Region, region_weights
+
+    if args.keep_in is None:
+        if args.free_steps is not None:
+            raise ValueError("--free-steps goes with --keep-in")
+        return None
+    return Region(region_weights(model, args.keep_in), 1 if args.free_steps is None else args.free_steps)
 
 
 # --------------------------------------------------------------------- disentangle
@@ -455,6 +472,11 @@ def add_parser(sub):
     p.add_argument("--region", metavar="MASK.png",
                    help="with --optimize: change h only at the positions whose part of the image "
                         "meets this mask (white = inside; e.g. where glasses can be)")
+    p.add_argument("--keep-in", dest="keep_in", metavar="MASK.png",
+                   help="with --optimize: fit the change for edits kept inside this mask (white = "
+                        "inside), as edit --region MASK.png decodes them; use it with that region")
+    p.add_argument("--free-steps", dest="free_steps", type=_nonneg_int, default=None, metavar="N",
+                   help="with --keep-in: the last N steps run without the mask (default 1)")
     p.add_argument("--batch", type=_positive_int, default=16, help="samples per batch (default 16)")
     p.add_argument("--seed-start", dest="seed_start", type=_nonneg_int, default=0,
                    help="the index (or --optimize's samples) uses seeds SEED_START .. "

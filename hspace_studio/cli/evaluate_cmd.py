@@ -71,6 +71,11 @@ def add_parser(sub):
                    help="fit each classifier-optimised change only where its part can be (the union "
                         "of the generator's part masks over the training samples: the mouth for "
                         "smiling and mouth_open, eyes and glasses for eyeglasses, hair for blond_hair)")
+    p.add_argument("--optimize-keep-in", dest="optimize_keep_in", action="store_true",
+                   help="fit and measure each classifier-optimised edit kept inside the image "
+                        "region where its part can be (the same unions as --optimize-region), as "
+                        "edit --region decodes it: outside, every step but the last follows the "
+                        "unedited chain")
     p.add_argument("--optimize-attributes", dest="optimize_attributes", type=_attributes, default=None,
                    metavar="A[,A...]", help="the attributes of the optimized section (default: "
                                             "smiling,eyeglasses,blond_hair,mouth_open)")

@@ -17,8 +17,8 @@ def _pixels(model, x0):
 
 
 def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, seeds: Sequence[int],
-                    steps: int = 10, eta=1.0, trajs=None, referee=None, progress=None,
-                    cancel=None) -> Dict[str, Dict]:
+                    steps: int = 10, eta=1.0, trajs=None, referee=None, region=None,
+                    progress=None, cancel=None) -> Dict[str, Dict]:
     """Push each sample towards the other side of ``attribute``: samples without it get
     ``+scale``, samples with it ``-scale``. Returns, per scale of ``scales`` (keyed by
     ``str(scale)``), the flip rate and the mean absolute change of every other attribute's
@@ -27,7 +27,9 @@ def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, see
     classifier) each scale also holds its flip rate and off-target change of the same edits
     (under ``"referee"``; which side a sample starts on is its own reading) and the share of
     edited samples it puts on the side the edit aimed at (``target_side``: the classifiers
-    can read an unedited sample differently, where its attribute is borderline)."""
+    can read an unedited sample differently, where its attribute is borderline). With a
+    ``region`` (:class:`~hspace_studio.engine.sampler.Region`) every edit is decoded kept
+    inside it, as ``edit --region`` does."""
     scales = [float(v) for v in scales]
     a = ATTRIBUTE_NAMES.index(attribute)
     if trajs is None:
@@ -38,7 +40,8 @@ def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, see
     after = []  # (n, S, C, H, W)
     for t, p in zip(trajs, p0):
         sign = 1.0 if p[a] < 0.5 else -1.0
-        after.append(edit_batch(model, t, [[EditSpec(delta, sign * s)] for s in scales], cancel=cancel).x_0)
+        after.append(edit_batch(model, t, [[EditSpec(delta, sign * s)] for s in scales], cancel=cancel,
+                                region=region).x_0)
     after = torch.stack(after)
     r0 = None if referee is None else classify(referee, _pixels(model, before))[1]
     out = {}

@@ -113,7 +113,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
     section's attributes, fitted on training seeds and measured on the held-out ones."""
     from ..engine.annotate import load_classifier
     from ..engine.discover.optimized import default_window, optimized_direction
-    from ..engine.sampler import sample
+    from ..engine.sampler import Region, region_weights, sample
     from .edit_metrics import attribute_shift
 
     clf, _ = Q.load_shipped_classifier()
@@ -128,21 +128,27 @@ def section_optimized(model, args, progress, cancel) -> dict:
     win = getattr(args, "optimize_window", None) or default_window(model)
     attrs = list(getattr(args, "optimize_attributes", None) or SUPERVISED_ATTRS)
     regions = getattr(args, "optimize_region", False)
+    kept = getattr(args, "optimize_keep_in", False)
     res = {"train_samples": len(train), "iterations": args.optimize_iters, "keep": args.optimize_keep,
            "window": list(win), "regions": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if regions else None,
-           "scales": scales, "eta": eta,
+           "kept_in": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if kept else None,
+           "free_steps": REGION_FREE_STEPS, "scales": scales, "eta": eta,
            "h_space": _h_space(args), "directions": {}, "fit": {}}
-    labels = render_batch(train[:256])[1] if regions else None  # the part masks, drawn once
+    # the part masks, drawn once
+    labels = render_batch(train[:256])[1] if regions or kept else None
     for a in attrs:
-        region = part_region(ATTRIBUTE_PARTS[a], labels) if regions else None
+        mask = part_region(ATTRIBUTE_PARTS[a], labels) if regions or kept else None
+        keep_in = Region(region_weights(model, mask.astype("float32")), REGION_FREE_STEPS) if kept else None
         fit = optimized_direction(model, fit_clf, a, train, steps=10, eta=eta, h_space=_h_space(args),
-                                  iters=args.optimize_iters, keep=args.optimize_keep, window=win, region=region,
+                                  iters=args.optimize_iters, keep=args.optimize_keep, window=win,
+                                  region=mask if regions else None, keep_in=keep_in,
                                   progress=progress, cancel=cancel)
         res["fit"][a] = {"seconds": round(fit.seconds, 1), "region_cells": fit.directions.params["region_cells"],
-                         **fit.history[-1]}
+                         "kept_in_pixels": int(mask.sum()) if kept else None, **fit.history[-1]}
         res["batch"] = fit.directions.params["batch"]
         res["directions"][a] = attribute_shift(model, clf, fit.directions.delta_h[0], a, scales, seeds,
-                                               trajs=trajs, referee=referee, progress=progress, cancel=cancel)
+                                               trajs=trajs, referee=referee, region=keep_in,
+                                               progress=progress, cancel=cancel)
     return res
 
 
@@ -247,6 +253,14 @@ def _regions_text(r) -> str:
         f"{a} {'+'.join(p)} ({r['fit'][a]['region_cells']} positions of h)" for a, p in r["regions"].items())
 
 
+def _kept_text(r) -> str:
+    if not r.get("kept_in"):
+        return ""
+    return (f"; edits kept inside the image region where the part can be (last {r.get('free_steps', 1)} "
+            "step free): " + ", ".join(f"{a} {'+'.join(p)} ({r['fit'][a]['kept_in_pixels']} pixels)"
+                                       for a, p in r["kept_in"].items()))
+
+
 def _render_optimized(r) -> str:
     rows, n = _flip_rows(r["directions"])
     refs = [d.get("referee") for per in r["directions"].values() for d in per.values()]
@@ -255,7 +269,7 @@ def _render_optimized(r) -> str:
                        f"{f['off_target_mean']:.3f}"] for row, f in zip(rows, refs)]
     fits = ", ".join(f"{a} {f['seconds']:.0f} s" for a, f in r["fit"].items())
     return (f"Classifier-optimised directions ({r['iterations']} iterations of {r['batch']} of "
-            f"{r['train_samples']} training samples, keep {r['keep']:g}, timesteps {_window_text(r)}{_regions_text(r)}; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
+            f"{r['train_samples']} training samples, keep {r['keep']:g}, timesteps {_window_text(r)}{_regions_text(r)}{_kept_text(r)}; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
             f"scale 1 = the fitted change; fitting took {fits}"
             + ("; referee: the same edits read by an independently trained classifier, and the share it "
                              "puts on the side each edit aimed at)\n" if all(refs) else ")\n")

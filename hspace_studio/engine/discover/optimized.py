@@ -39,7 +39,7 @@ from ..directions import DirectionSet
 from ..ddim import ddim_step
 from ..hspace import hspace_hook
 from ..model import DiffusionModel
-from ..sampler import EtaLike, noise_levels, prepare_scheduler, sample, steps_in_window, timesteps_for
+from ..sampler import EtaLike, Region, noise_levels, prepare_scheduler, sample, steps_in_window, timesteps_for
 from ..trajectory import Trajectory
 from .supervised import _eta_json, _seed_record
 
@@ -73,10 +73,13 @@ class OptimizedResult:
 
 
 def _edited_x0(model: DiffusionModel, trajs: Sequence[Trajectory], signs: torch.Tensor,
-               D: torch.Tensor, active: Optional[torch.Tensor] = None) -> torch.Tensor:
+               D: torch.Tensor, active: Optional[torch.Tensor] = None,
+               keep_in: Optional[Region] = None) -> torch.Tensor:
     """x_0 of ``trajs`` decoded with ``signs[i] * D[t]`` added to h at every step (at the
     steps where ``active`` is True; a D of one row is the same change at every step),
-    with the autograd graph back to D."""
+    with the autograd graph back to D. With ``keep_in`` every step but its last
+    ``free_steps`` sets x outside the region back to the unedited chain (the trajectories
+    must hold their chain), as an edit decoded with that region is."""
     dev = model.device
     ts = trajs[0].timesteps
     prepare_scheduler(model, ts)
@@ -98,9 +101,21 @@ def _edited_x0(model: DiffusionModel, trajs: Sequence[Trajectory], signs: torch.
             x = x + zs[:, i]
         return x
 
+    blend = None
+    if keep_in is not None:
+        if any(t.xs is None for t in trajs):
+            raise ValueError("keeping the fit's edits in a region needs the samples' chains")
+        w = keep_in.weights.to(dev, torch.float32)
+        w = w.view(1, 1, *w.shape[-2:])
+        # the unedited x after each step: the next step's input, then x_0
+        chain = torch.stack([torch.cat([t.xs[1:], t.x_0[None]]) for t in trajs]).to(dev, torch.float32)
+        last = ts.shape[0] - max(0, int(keep_in.free_steps))
+        blend = lambda i, x: w * x + (1 - w) * chain[:, i] if i < last else x  # noqa: E731
     for i in range(ts.shape[0]):
         on = active is None or bool(active[i])
         x = checkpoint(step, x, D[i if D.shape[0] > 1 else 0] if on else None, i, use_reentrant=False)
+        if blend is not None:
+            x = blend(i, x)
     return x
 
 
@@ -125,12 +140,14 @@ def _logit(scores: torch.Tensor, probabilities: bool) -> torch.Tensor:
 def objective(model: DiffusionModel, classifier: AttributeClassifier, trajs: Sequence[Trajectory],
               signs: torch.Tensor, p0: torch.Tensor, D: torch.Tensor, a: int, keep: float,
               margin: float, active: Optional[torch.Tensor] = None, still: float = 0.0,
-              before: Optional[torch.Tensor] = None, free: Sequence[int] = ()):
+              before: Optional[torch.Tensor] = None, free: Sequence[int] = (),
+              keep_in: Optional[Region] = None):
     """The module's objective summed (not averaged) over ``trajs``, and its parts (sums
     too): target loss, mean absolute off-target score change (of every other attribute),
     flipped samples, mean squared pixel change. ``before`` are the unedited samples' pixels
-    when the caller has them; the attributes of ``free`` are left out of the keep term."""
-    x0 = _edited_x0(model, trajs, signs, D, active)
+    when the caller has them; the attributes of ``free`` are left out of the keep term;
+    ``keep_in`` decodes the edits kept inside its region."""
+    x0 = _edited_x0(model, trajs, signs, D, active, keep_in)
     pixels = model.to_pixels(x0, grad=True)
     p = classifier.differentiable_scores(pixels).float().to(p0.device)
     z = _logit(p[:, a], classifier.probabilities)
@@ -159,7 +176,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
                         keep: float = 30.0, margin: float = 2.0, batch: int = 16,
                         window: Optional[Tuple[int, int]] = None, shared: bool = False,
                         still: float = 0.0, per_channel: bool = False, region=None,
-                        free: Sequence[str] = (),
+                        free: Sequence[str] = (), keep_in: Optional[Region] = None,
                         progress: Optional[ProgressFn] = None,
                         cancel: Optional[CancelToken] = None) -> OptimizedResult:
     """Fit one direction for ``attribute`` on the samples of ``seeds`` (see the module).
@@ -179,6 +196,9 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     image meets the mask; elsewhere it is zero. ``free`` names attributes the change may
     move (left out of the keep term): those that cannot stay when the target flips, such as
     the other values of the same factor (the other hair colours for blond hair).
+    ``keep_in`` (a :class:`~hspace_studio.engine.sampler.Region` at the resolution of x)
+    fits the change for edits decoded kept inside that region of the image, as ``edit
+    --region`` decodes them: the direction is then meant to be used with that region.
     """
     t0 = time.perf_counter()
     a = classifier.index_of(attribute)
@@ -200,7 +220,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         pixels."""
         chunk = [seeds[(first + j) % len(seeds)] for j in range(batch)]
         trajs = sample(model, chunk, steps=steps, eta=eta, h_space=h_space, batch_size=len(chunk),
-                       keep_chain=False, progress=lambda d, t, m: prog.step(), cancel=cancel)
+                       keep_chain=keep_in is not None, progress=lambda d, t, m: prog.step(), cancel=cancel)
         with torch.no_grad():
             pixels = model.to_pixels(torch.stack([t.x_0 for t in trajs]))
             p0 = classifier.differentiable_scores(pixels).float()
@@ -229,7 +249,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
             trajs, p0, signs, pixels = first if it == 0 else draw(it * batch)
             opt.zero_grad(set_to_none=True)
             loss, stats = objective(model, classifier, trajs, signs, p0, change(), a, keep, margin, active,
-                                    still, pixels, free_idx)
+                                    still, pixels, free_idx, keep_in)
             (loss / len(trajs)).backward()
             opt.step()
             prog.step(steps)
@@ -238,7 +258,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     delta[~active] = 0
     trajs, p0, signs, _ = first  # the change the result makes on the first training samples
     with torch.no_grad():
-        x0 = _edited_x0(model, trajs, signs, delta.to(model.device))
+        x0 = _edited_x0(model, trajs, signs, delta.to(model.device), keep_in=keep_in)
         p = classifier.differentiable_scores(model.to_pixels(x0)).float()
         gain = float((signs * (p[:, a] - p0[:, a])).mean())
     prog.step(steps)
@@ -253,6 +273,8 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         "still": float(still), "per_channel": bool(per_channel),
         "region_cells": None if cells is None else int(cells.sum()),
         "free": [classifier.attributes[b] for b in free_idx],
+        "kept_in": None if keep_in is None else {"pixels": int((keep_in.weights > 0).sum()),
+                                                 "free_steps": int(keep_in.free_steps)},
         "final": history[-1],
     }
     ds = DirectionSet(delta_h=delta[None], timesteps=ts.clone().long(), fingerprint=model.fingerprint,
