@@ -301,8 +301,24 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     delta[..., 0, 0] = 0
     assert torch.count_nonzero(delta) == 0
     win.discovery.sup_region.setChecked(False)
+    # ... for edits kept inside the mask: needs the edit region in force, records it
+    win.discovery.sup_keep_in.setChecked(True)
+    job = win.discovery.supervised_job()
+    assert job.keep_in and job.region is None
+    res = run_job(qtbot, win, win.run_discovery(job))
+    assert not res.ok and "Keep edits inside the mask" in res.error
+    win.brush.keep_inside.setChecked(True)
+    win.brush.free_steps.setValue(0)
+    wait_idle(qtbot, win)
+    res = run_job(qtbot, win, win.run_discovery(win.discovery.supervised_job()))
+    assert res.ok, res.error
+    assert res.value[0].name == "smiling (optimised on 3, for edits kept in the mask)"
+    kept = win.worker.state.sets[res.value[0].set_id].params["kept_in"]
+    assert kept["free_steps"] == 0 and kept["pixels"] >= 1
+    win.brush.keep_inside.setChecked(False)
+    win.discovery.sup_keep_in.setChecked(False)
     win.discovery.sup_optimize.setChecked(False)
-    assert not win.discovery.sup_region.isEnabled()
+    assert not win.discovery.sup_region.isEnabled() and not win.discovery.sup_keep_in.isEnabled()
     # supervised from two folders of labelled images
     for name, v in (("pos", 200), ("neg", 50)):
         (tmp_path / name).mkdir()
@@ -314,7 +330,7 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     res = run_job(qtbot, win, win.run_discovery(win.discovery.supervised_job()))
     assert res.ok, res.error
     assert res.value[0].name == "pos vs neg"
-    assert [g.method for g in win.library.ordered_sets()] == ["pca"] + ["supervised"] * 4
+    assert [g.method for g in win.library.ordered_sets()] == ["pca"] + ["supervised"] * 5
 
 
 def test_cancel_stops_within_one_step(qtbot, win):

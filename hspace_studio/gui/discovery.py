@@ -165,6 +165,10 @@ class DiscoveryPanel(QTabWidget):
         f.addRow(self.sup_optimize, self.sup_iters)
         f.addRow("Training samples", self.sup_train)
         f.addRow(self.sup_region)
+        self.sup_keep_in = QCheckBox("Fit for edits kept inside the mask")
+        self.sup_keep_in.setToolTip("Fit the change for edits decoded the way 'Keep edits inside the "
+                                    "mask' decodes them (tick that first); use the direction with it")
+        f.addRow(self.sup_keep_in)
         self.sup_pos = QLineEdit()
         self.sup_neg = QLineEdit()
         f.addRow("Positive folder", _folder_row(self.sup_pos, "Folder of positive images", self))
@@ -200,7 +204,7 @@ class DiscoveryPanel(QTabWidget):
             wdg.setEnabled(c)
         for wdg in (self.sup_index, self.sup_examples):
             wdg.setEnabled(c and not o)
-        for wdg in (self.sup_iters, self.sup_train, self.sup_region):
+        for wdg in (self.sup_iters, self.sup_train, self.sup_region, self.sup_keep_in):
             wdg.setEnabled(c and o)
         for wdg in (self.sup_pos, self.sup_neg):
             wdg.setEnabled(not c)
@@ -248,7 +252,8 @@ class DiscoveryPanel(QTabWidget):
                                   index_size=self.sup_index.value(), examples=self.sup_examples.value(),
                                   classifier=self.sup_classifier.text().strip() or None,
                                   steps=steps, eta=eta,
-                                  optimize=optimize, train_samples=self.sup_train.value(), region=region)
+                                  optimize=optimize, train_samples=self.sup_train.value(), region=region,
+                                  keep_in=bool(optimize) and self.sup_keep_in.isChecked())
 
     def _emit_supervised(self) -> None:
         try:

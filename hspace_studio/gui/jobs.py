@@ -119,6 +119,7 @@ class DiscoverSupervised:
     optimize: int = 0  # > 0: fit a direction through the sampler for this many iterations instead
     train_samples: int = 640  # with optimize: the samples it is fitted on (seeds 0..), 16 an iteration
     region: Optional[np.ndarray] = None  # with optimize: bool (H, W), change h only where it meets this
+    keep_in: bool = False  # with optimize: fit for edits kept in the edit region in force (SetRegion)
     label: ClassVar[str] = "Supervised"
 
 
@@ -761,10 +762,14 @@ def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
     clf = annotate.load_classifier(job.classifier or None, device=model.device)
     if job.optimize > 0:
         opt = _engine_module("optimized")
+        keep_in = state.region() if job.keep_in else None
+        if job.keep_in and keep_in is None:
+            raise HSpaceError("fitting for edits kept inside the mask needs 'Keep edits inside the "
+                              "mask' ticked, with a painted mask")
         return opt.optimized_direction(model, clf, job.attribute, list(range(int(job.train_samples))),
                                        steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
                                        iters=int(job.optimize), window=opt.default_window(model),
-                                       region=job.region, progress=progress, cancel=cancel)
+                                       region=job.region, keep_in=keep_in, progress=progress, cancel=cancel)
     seeds = list(range(int(job.index_size)))
     path = None
     if job.index_dir:
@@ -812,7 +817,8 @@ def _sup(state, job, progress, cancel):
     if job.positive_folder:
         name = f"{Path(job.positive_folder).name} vs {Path(job.negative_folder or '').name}"
     elif job.optimize > 0:
-        name = f"{job.attribute} (optimised on {job.train_samples}{', in the mask' if job.region is not None else ''})"
+        where = (", in the mask" if job.region is not None else "") + (", for edits kept in the mask" if job.keep_in else "")
+        name = f"{job.attribute} (optimised on {job.train_samples}{where})"
     else:
         name = f"{job.attribute} ({job.examples} of {job.index_size})"
     return _add_discovered(state, discover_supervised(state, job, progress, cancel), name)
