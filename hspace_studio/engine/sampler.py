@@ -238,8 +238,13 @@ def region_weights(model: DiffusionModel, mask) -> torch.Tensor:
     return w
 
 
-def _region_blend(traj: Trajectory, region: Region, dev):
-    T = traj.steps
+def region_blend(trajs: Sequence[Trajectory], region: Region, dev):
+    """``after_step(i, x)`` that keeps a chain's change inside ``region``: x outside it is set
+    back to the unedited x of ``trajs`` after each step but the last ``free_steps``. The
+    batch of x holds one chain per trajectory, or any number of chains of a single one."""
+    if any(t.xs is None for t in trajs):
+        raise ValueError("keeping an edit in a region needs the trajectories' chains")
+    T = trajs[0].steps
     w = region.weights.to(dev, torch.float32)
     w = w.view(1, 1, *w.shape[-2:])
     last = T - max(0, int(region.free_steps))  # steps i < last are blended
@@ -247,8 +252,8 @@ def _region_blend(traj: Trajectory, region: Region, dev):
     def after_step(i, x):
         if i >= last:
             return x
-        orig = traj.xs[i + 1] if i + 1 < T else traj.x_0
-        return w * x + (1 - w) * orig.to(dev, torch.float32)[None]
+        orig = torch.stack([t.xs[i + 1] if i + 1 < T else t.x_0 for t in trajs])
+        return w * x + (1 - w) * orig.to(dev, torch.float32)
 
     return after_step
 
@@ -296,7 +301,7 @@ def edit_batch(model: DiffusionModel, traj: Trajectory, batch: Sequence[Sequence
 
     x_start = traj.xs[start][None].expand(len(batch), *traj.xs.shape[1:])
     prog = Progress(T - start, progress, cancel, "editing")
-    blend = _region_blend(traj, region, dev) if region is not None else None
+    blend = region_blend([traj], region, dev) if region is not None else None
     return run_chain(model, x_start, traj.zs, traj.etas, traj.timesteps, traj.h_space, start=start,
                      delta_at=delta_at, keep_xs=False, keep_pre_edit=keep_pre_edit,
                      progress=prog, preview=preview, after_step=blend)

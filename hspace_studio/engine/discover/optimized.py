@@ -39,7 +39,8 @@ from ..directions import DirectionSet
 from ..ddim import ddim_step
 from ..hspace import hspace_hook
 from ..model import DiffusionModel
-from ..sampler import EtaLike, Region, noise_levels, prepare_scheduler, sample, steps_in_window, timesteps_for
+from ..sampler import (EtaLike, Region, noise_levels, prepare_scheduler, region_blend, sample, steps_in_window,
+                       timesteps_for)
 from ..trajectory import Trajectory
 from .supervised import _eta_json, _seed_record
 
@@ -101,16 +102,7 @@ def _edited_x0(model: DiffusionModel, trajs: Sequence[Trajectory], signs: torch.
             x = x + zs[:, i]
         return x
 
-    blend = None
-    if keep_in is not None:
-        if any(t.xs is None for t in trajs):
-            raise ValueError("keeping the fit's edits in a region needs the samples' chains")
-        w = keep_in.weights.to(dev, torch.float32)
-        w = w.view(1, 1, *w.shape[-2:])
-        # the unedited x after each step: the next step's input, then x_0
-        chain = torch.stack([torch.cat([t.xs[1:], t.x_0[None]]) for t in trajs]).to(dev, torch.float32)
-        last = ts.shape[0] - max(0, int(keep_in.free_steps))
-        blend = lambda i, x: w * x + (1 - w) * chain[:, i] if i < last else x  # noqa: E731
+    blend = None if keep_in is None else region_blend(trajs, keep_in, dev)
     for i in range(ts.shape[0]):
         on = active is None or bool(active[i])
         x = checkpoint(step, x, D[i if D.shape[0] > 1 else 0] if on else None, i, use_reentrant=False)
