@@ -154,6 +154,47 @@ def test_window_and_shared_change(model_b):
         optimized_direction(model_b, clf, "bright", seeds, steps=STEPS, iters=1, window=(1001, 1002))
 
 
+def test_a_part_term_adds_to_the_objective_and_steers_the_fit(model_b):
+    """``part_term`` adds ``part_weight`` times its per-sample sum on the edited pixels, and a
+    fit with a heavy term on the left half's change brightens the image with less of it there."""
+    seeds = list(range(8))
+    trajs = sample(model_b, seeds[:2], steps=STEPS, eta=1.0)
+    before = pixels_of(model_b, trajs)
+    clf = pixel_classifier(pixels_of(model_b, sample(model_b, seeds, steps=STEPS, eta=1.0)))
+    p0 = clf.differentiable_scores(before).float()
+    signs = torch.tensor([1.0, -1.0])
+    D = torch.randn(trajs[0].hs.shape, generator=torch.Generator().manual_seed(4)) * trajs[0].hs.std()
+
+    def left(after, unedited, s):  # the left half's mean squared change, per sample
+        w = after.shape[-1] // 2
+        return (after[..., :w] - unedited[..., :w]).pow(2).mean((1, 2, 3)) * 100
+
+    plain, stats = objective(model_b, clf, trajs, signs, p0, D, 0, keep=30.0, margin=2.0)
+    loss, pstats = objective(model_b, clf, trajs, signs, p0, D, 0, keep=30.0, margin=2.0,
+                             part_term=left, part_weight=2.5)
+    with torch.no_grad():
+        after = model_b.to_pixels(_edited_x0(model_b, trajs, signs, D))
+    expected = float(left(after, before, signs).sum())
+    assert expected > 0 and "part" not in stats and pstats["part"] == pytest.approx(expected, rel=1e-5)
+    assert float(loss - plain) == pytest.approx(2.5 * expected, rel=1e-4)
+
+    def left_share(res):  # the left half's share of the squared pixel change
+        d = res.directions.delta_h[0]
+        out = [edit_batch(model_b, t, [[EditSpec(d, 1.0)]]).x_0[0] for t in sample(model_b, [20, 21, 22], steps=STEPS)]
+        ref = [t.x_0 for t in sample(model_b, [20, 21, 22], steps=STEPS)]
+        with torch.no_grad():
+            a, b = model_b.to_pixels(torch.stack(out)), model_b.to_pixels(torch.stack(ref))
+        return float(left(a, b, None).mean()) / 2 / float((a - b).pow(2).mean() * 100)
+
+    kw = dict(steps=STEPS, eta=1.0, iters=6, lr=3.0, batch=4)
+    free = optimized_direction(model_b, clf, "bright", seeds, **kw)
+    held = optimized_direction(model_b, clf, "bright", seeds, part_term=left, part_weight=50.0, part_name="left", **kw)
+    assert held.directions.params["part_term"] == {"name": "left", "weight": 50.0}
+    assert free.directions.params["part_term"] is None and "part" in held.history[-1]
+    # (ignored, the term would leave the fit as it is: same seeds, same steps)
+    assert left_share(held) < 0.85 * left_share(free)
+
+
 def test_region_limits_the_change_to_the_positions_it_meets(model_b):
     """h positions whose part of the image meets the mask may change; the rest stay zero."""
     seeds = list(range(8))

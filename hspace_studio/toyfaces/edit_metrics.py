@@ -18,7 +18,7 @@ def _pixels(model, x0):
 
 def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, seeds: Sequence[int],
                     steps: int = 10, eta=1.0, trajs=None, referee=None, region=None,
-                    progress=None, cancel=None) -> Dict[str, Dict]:
+                    checker=None, progress=None, cancel=None) -> Dict[str, Dict]:
     """Push each sample towards the other side of ``attribute``: samples without it get
     ``+scale``, samples with it ``-scale``. Returns, per scale of ``scales`` (keyed by
     ``str(scale)``), the flip rate and the mean absolute change of every other attribute's
@@ -29,7 +29,10 @@ def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, see
     edited samples it puts on the side the edit aimed at (``target_side``: the classifiers
     can read an unedited sample differently, where its attribute is borderline). With a
     ``region`` (:class:`~hspace_studio.engine.sampler.Region`) every edit is decoded kept
-    inside it, as ``edit --region`` does."""
+    inside it, as ``edit --region`` does. With a ``checker``
+    (:class:`~hspace_studio.toyfaces.part_checks.PartChecker`) and an attribute it has a check
+    for, each scale also holds the share of edits that pass it (``part_check``) and the
+    share that flip by the classifier *and* pass it (``checked_flip_rate``)."""
     scales = [float(v) for v in scales]
     a = ATTRIBUTE_NAMES.index(attribute)
     if trajs is None:
@@ -45,9 +48,15 @@ def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, see
     after = torch.stack(after)
     r0 = None if referee is None else classify(referee, _pixels(model, before))[1]
     out = {}
+    pixels0 = _pixels(model, before)
     for j, s in enumerate(scales):
         pixels = _pixels(model, after[:, j])
-        out[str(s)], _ = _shift(clf, p0, pixels, a)
+        out[str(s)], p1 = _shift(clf, p0, pixels, a)
+        ok = None if checker is None else checker.check(attribute, pixels0, pixels, p0[:, a] < 0.5)
+        if ok is not None:
+            flipped = ((p0[:, a] < 0.5) != (p1 < 0.5)).numpy()
+            out[str(s)]["part_check"] = float(ok.mean())
+            out[str(s)]["checked_flip_rate"] = float((ok & flipped).mean())
         if referee is not None:
             ref, landed = _shift(referee, r0, pixels, a)
             out[str(s)]["referee"] = {k: ref[k] for k in ("flip_rate", "off_target_mean")}

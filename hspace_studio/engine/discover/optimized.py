@@ -133,12 +133,14 @@ def objective(model: DiffusionModel, classifier: AttributeClassifier, trajs: Seq
               signs: torch.Tensor, p0: torch.Tensor, D: torch.Tensor, a: int, keep: float,
               margin: float, active: Optional[torch.Tensor] = None, still: float = 0.0,
               before: Optional[torch.Tensor] = None, free: Sequence[int] = (),
-              keep_in: Optional[Region] = None):
+              keep_in: Optional[Region] = None, part_term=None, part_weight: float = 0.0):
     """The module's objective summed (not averaged) over ``trajs``, and its parts (sums
     too): target loss, mean absolute off-target score change (of every other attribute),
     flipped samples, mean squared pixel change. ``before`` are the unedited samples' pixels
     when the caller has them; the attributes of ``free`` are left out of the keep term;
-    ``keep_in`` decodes the edits kept inside its region."""
+    ``keep_in`` decodes the edits kept inside its region; ``part_term(after, before, signs)``
+    (per-sample penalties of the edited pixels, weighed by ``part_weight``) adds a term of
+    the caller's, such as a segmenter's reading of the part the attribute is drawn in."""
     x0 = _edited_x0(model, trajs, signs, D, active, keep_in)
     pixels = model.to_pixels(x0, grad=True)
     p = classifier.differentiable_scores(pixels).float().to(p0.device)
@@ -154,11 +156,17 @@ def objective(model: DiffusionModel, classifier: AttributeClassifier, trajs: Seq
     moved = (pixels.float() - before.float()).pow(2).flatten(1).mean(1).sum().to(loss.device)
     if still > 0:
         loss = loss + float(still) * moved
+    part = None
+    if part_term is not None and part_weight > 0:
+        part = part_term(pixels.float(), before.float().to(pixels.device), signs.to(pixels.device)).sum()
+        loss = loss + float(part_weight) * part.to(loss.device)
     thr = classifier.threshold
     stats = {"loss": loss.item(), "target": target.item(),
              "off_target": float(change.detach().abs().mean(1).sum()) if others else 0.0,
              "flipped": float(((p[:, a] < thr) != (p0[:, a] < thr)).float().sum()),
              "moved": moved.item()}
+    if part is not None:
+        stats["part"] = part.item()
     return loss, stats
 
 
@@ -169,6 +177,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
                         window: Optional[Tuple[int, int]] = None, shared: bool = False,
                         still: float = 0.0, per_channel: bool = False, region=None,
                         free: Sequence[str] = (), keep_in: Optional[Region] = None,
+                        part_term=None, part_weight: float = 1.0, part_name: Optional[str] = None,
                         progress: Optional[ProgressFn] = None,
                         cancel: Optional[CancelToken] = None) -> OptimizedResult:
     """Fit one direction for ``attribute`` on the samples of ``seeds`` (see the module).
@@ -191,6 +200,10 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     ``keep_in`` (a :class:`~hspace_studio.engine.sampler.Region` at the resolution of x)
     fits the change for edits decoded kept inside that region of the image, as ``edit
     --region`` decodes them: the direction is then meant to be used with that region.
+    ``part_term`` (``fn(after, before, signs) -> (N,)`` on pixels in [-1, 1], with
+    gradients) adds ``part_weight`` times its sum to the loss: a penalty the classifier
+    cannot give, e.g. for an edit that erases the part it should change; ``part_name``
+    names it in the file's parameters.
     """
     t0 = time.perf_counter()
     a = classifier.index_of(attribute)
@@ -241,7 +254,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
             trajs, p0, signs, pixels = first if it == 0 else draw(it * batch)
             opt.zero_grad(set_to_none=True)
             loss, stats = objective(model, classifier, trajs, signs, p0, change(), a, keep, margin, active,
-                                    still, pixels, free_idx, keep_in)
+                                    still, pixels, free_idx, keep_in, part_term, part_weight)
             (loss / len(trajs)).backward()
             opt.step()
             prog.step(steps)
@@ -267,6 +280,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         "free": [classifier.attributes[b] for b in free_idx],
         "kept_in": None if keep_in is None else {"pixels": int((keep_in.weights > 0).sum()),
                                                  "free_steps": int(keep_in.free_steps)},
+        "part_term": None if part_term is None else {"name": part_name or "custom", "weight": float(part_weight)},
         "final": history[-1],
     }
     ds = DirectionSet(delta_h=delta[None], timesteps=ts.clone().long(), fingerprint=model.fingerprint,

@@ -1,0 +1,122 @@
+"""The segmenter's part checks against the generator's ground truth: counterfactual pairs
+(one seed drawn with only the attribute changed) pass them, broken edits (a lens or the
+mouth painted over, the hair cut) fail them, and the differentiable penalty follows."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from hspace_studio.toyfaces import quality as Q
+from hspace_studio.toyfaces.generator import PART_INDEX, render, sample_factors
+from hspace_studio.toyfaces.part_checks import PartChecker, part_loss
+
+SEEDS = range(5000, 5060)
+
+pytestmark = pytest.mark.skipif(not Q.SEGMENTER_DIR.is_dir(), reason="segmenter not trained yet")
+
+
+@pytest.fixture(scope="module")
+def checker():
+    from hspace_studio.toyfaces.nets import load_segmenter
+
+    return PartChecker(*load_segmenter(Q.SEGMENTER_DIR))
+
+
+def as_pixels(rgbs):
+    return torch.from_numpy(np.stack(rgbs).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0)
+
+
+def painted_over(seed, factors, part_mask_fn):
+    """The image of ``factors`` with the pixels ``part_mask_fn(labels)`` selects painted in the
+    face's median colour (an edit that erased them)."""
+    rgb, lab, _ = render(seed, factors=factors)
+    rgb = rgb.copy()
+    skin = np.median(rgb[lab == PART_INDEX["face"]], 0)
+    grow = torch.nn.functional.max_pool2d(torch.from_numpy(part_mask_fn(lab)).float()[None, None], 3, 1, 1)
+    rgb[grow[0, 0].numpy() > 0] = skin
+    return rgb
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """Per seed: factors, image, and counterfactual images."""
+    out = []
+    for seed in SEEDS:
+        f = sample_factors(seed)
+        out.append((seed, f, render(seed, factors=f)[0]))
+    return out
+
+
+def counterfactual(seed, f, **change):
+    return render(seed, factors=dataclasses.replace(f, **change))[0]
+
+
+def test_glasses_drawn_or_removed_pass_and_one_lens_or_none_fails(checker, pairs):
+    before = as_pixels([img for _, _, img in pairs])
+    towards = torch.tensor([not f.eyeglasses for _, f, _ in pairs])
+    flipped = as_pixels([counterfactual(s, f, eyeglasses=not f.eyeglasses) for s, f, _ in pairs])
+    assert 0 < int(towards.sum()) < len(pairs)
+    assert checker.check("eyeglasses", before, flipped, towards).mean() >= 0.95
+    # nothing drawn: no lens where glasses were asked for; a removal that did nothing leaves both
+    assert not checker.check("eyeglasses", before, before, towards).any()
+
+    def one_lens(lab):  # the glasses pixels on the image's left half: one lens (and half the bridge)
+        m = lab == PART_INDEX["glasses"]
+        cols = np.nonzero(m.any(0))[0]
+        m[:, (cols.min() + cols.max()) // 2:] = False
+        return m
+
+    idx = [i for i, (_, f, _) in enumerate(pairs) if not f.eyeglasses]
+    half = as_pixels([painted_over(pairs[i][0], dataclasses.replace(pairs[i][1], eyeglasses=True), one_lens)
+                      for i in idx])
+    ok = checker.check("eyeglasses", before[idx], half, torch.ones(len(idx), dtype=torch.bool))
+    assert ok.mean() <= 0.05
+    # removing one lens of a pair is no removal either
+    idx = [i for i, (_, f, _) in enumerate(pairs) if f.eyeglasses]
+    half = as_pixels([painted_over(pairs[i][0], pairs[i][1], one_lens) for i in idx])
+    assert checker.check("eyeglasses", before[idx], half, torch.zeros(len(idx), dtype=torch.bool)).mean() <= 0.05
+
+
+@pytest.mark.parametrize("attribute", ["smiling", "mouth_open"])
+def test_a_changed_mouth_passes_and_an_erased_one_fails(checker, pairs, attribute):
+    before = as_pixels([img for _, _, img in pairs])
+    change = (lambda f: {"smile": -f.smile}) if attribute == "smiling" else (lambda f: {"mouth_open": not f.mouth_open})
+    after = as_pixels([counterfactual(s, f, **change(f)) for s, f, _ in pairs])
+    towards = torch.ones(len(pairs), dtype=torch.bool)
+    assert checker.check(attribute, before, after, towards).mean() >= 0.95
+    erased = as_pixels([painted_over(s, f, lambda lab: lab == PART_INDEX["mouth"]) for s, f, _ in pairs])
+    assert checker.check(attribute, before, erased, towards).mean() <= 0.05
+
+
+def test_recoloured_hair_passes_and_cut_hair_fails(checker, pairs):
+    before = as_pixels([img for _, _, img in pairs])
+    towards = torch.tensor([f.hair_colour != "blond" for _, f, _ in pairs])
+    recoloured = as_pixels([counterfactual(s, f, hair_colour="blond" if f.hair_colour != "blond" else "red")
+                            for s, f, _ in pairs])
+    assert checker.check("blond_hair", before, recoloured, towards).mean() >= 0.95
+    long = [i for i, (_, f, _) in enumerate(pairs) if f.hair_style == "long"]
+    assert len(long) >= 5
+    cut = as_pixels([counterfactual(pairs[i][0], pairs[i][1], hair_style="short", hair_colour="blond")
+                     for i in long])
+    assert checker.check("blond_hair", before[long], cut, towards[long]).mean() <= 0.05
+    assert checker.check("bald", before, before, towards) is None and part_loss(checker, "bald") is None
+
+
+def test_the_penalty_separates_passing_from_failing_edits_and_has_gradients(checker, pairs):
+    before = as_pixels([img for _, _, img in pairs])
+    idx = [i for i, (_, f, _) in enumerate(pairs) if not f.eyeglasses]
+    signs = torch.ones(len(idx))
+    drawn = as_pixels([counterfactual(pairs[i][0], pairs[i][1], eyeglasses=True) for i in idx])
+    fn = part_loss(checker, "eyeglasses")
+    good, bad = fn(drawn, before[idx], signs), fn(before[idx], before[idx], signs)
+    assert float(good.mean()) < 0.2 and float(bad.mean()) > 1.5  # a lens missing at both eyes costs 2
+    # away from glasses: an image that kept its glasses costs more than one without them
+    assert float(fn(drawn, before[idx], -signs).mean()) > float(fn(before[idx], before[idx], -signs).mean()) + 0.5
+    mouth = part_loss(checker, "mouth_open")
+    erased = as_pixels([painted_over(s, f, lambda lab: lab == PART_INDEX["mouth"]) for s, f, _ in pairs])
+    assert float(mouth(before, before, signs[:1].expand(len(pairs))).mean()) < 0.2
+    assert float(mouth(erased, before, signs[:1].expand(len(pairs))).mean()) > 0.8
+    x = erased.clone().requires_grad_(True)
+    mouth(x, before, torch.ones(len(pairs))).sum().backward()
+    assert torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
