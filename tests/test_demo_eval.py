@@ -81,9 +81,14 @@ def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
     # only some attributes, each fitted where its part can be
     assert main(["evaluate", "--sections", "optimized", "--optimize-iters", "1", "--train-samples", "2",
                  "--seeds", "2", "--optimize-scale", "1", "--optimize-attributes", "smiling", "--optimize-region",
-                 "--optimize-keep-in", "--json", str(out)]) == 0
+                 "--optimize-keep-in", "--optimize-part", "3", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     r = json.loads(out.read_text())["optimized"]
+    # fitted with the segmenter's part term, and read by the part check beside the classifier
+    assert r["part_weight"] == 3 and "segmenter part term, weight 3;" in text
+    d = r["directions"]["smiling"]["1.0"]
+    assert 0 <= d["checked_flip_rate"] <= d["flip_rate"] and 0 <= d["part_check"] <= 1
+    assert "and part drawn" in text and "smiling and mouth_open: a mouth" in text
     assert set(r["directions"]) == {"smiling"} and r["regions"] == {"smiling": ["mouth"]}
     assert 0 < r["fit"]["smiling"]["region_cells"] < 64
     assert f"only where the part can be: smiling mouth ({r['fit']['smiling']['region_cells']} positions" in text
@@ -94,6 +99,7 @@ def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
     assert main(["evaluate", "--optimize-iters", "0"]) == 2
     assert main(["evaluate", "--optimize-scale", "-1"]) == 2
     assert main(["evaluate", "--optimize-keep", "-1"]) == 2
+    assert main(["evaluate", "--optimize-part", "-1"]) == 2
     assert main(["evaluate", "--optimize-window", "999"]) == 2
 
 
@@ -175,7 +181,12 @@ def test_attribute_shift_kept_in_a_region_reads_the_region_edits():
     w = torch.zeros(model.image_size)
     w[40:56, 16:48] = 1.0  # the lower face
     region = Region(w, 0)
-    kept = attribute_shift(model, clf, delta, "smiling", [1.0], [5, 6], steps=3, trajs=trajs, region=region)["1.0"]
+    from hspace_studio.toyfaces.nets import load_segmenter
+    from hspace_studio.toyfaces.part_checks import PartChecker
+
+    checker = PartChecker(*load_segmenter(Q.SEGMENTER_DIR))
+    kept = attribute_shift(model, clf, delta, "smiling", [1.0], [5, 6], steps=3, trajs=trajs, region=region,
+                           checker=checker)["1.0"]
     free = attribute_shift(model, clf, delta, "smiling", [1.0], [5, 6], steps=3, trajs=trajs)["1.0"]
     p0 = Q.classify(clf, model.to_pixels(torch.stack([t.x_0 for t in trajs])))[1]
     signs = torch.where(p0[:, 0] < 0.5, 1.0, -1.0)
@@ -185,3 +196,9 @@ def test_attribute_shift_kept_in_a_region_reads_the_region_edits():
     assert kept["flip_rate"] == float(((p0[:, 0] < 0.5) != (p1[:, 0] < 0.5)).float().mean())
     assert kept["off_target_mean"] == pytest.approx(float((p1 - p0)[:, 1:].abs().mean()), abs=1e-6)
     assert kept["off_target_mean"] != pytest.approx(free["off_target_mean"], abs=1e-4)
+    # the part check reads the same edits: a mouth on each, counted with the flips
+    before = model.to_pixels(torch.stack([t.x_0 for t in trajs])).clamp(-1, 1)
+    ok = checker.check("smiling", before, model.to_pixels(x).clamp(-1, 1), p0[:, 0] < 0.5)
+    flipped = ((p0[:, 0] < 0.5) != (p1[:, 0] < 0.5)).numpy()
+    assert kept["part_check"] == float(ok.mean()) and kept["checked_flip_rate"] == float((ok & flipped).mean())
+    assert "part_check" not in free

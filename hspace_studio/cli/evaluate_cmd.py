@@ -76,6 +76,9 @@ def add_parser(sub):
                         "region where its part can be (the same unions as --optimize-region), as "
                         "edit --region decodes it: outside, every step but the last follows the "
                         "unedited chain")
+    p.add_argument("--optimize-part", dest="optimize_part", type=_nonneg_float, default=0.0, metavar="W",
+                   help="weight of the segmenter's part check in the classifier-optimised fits: a "
+                        "penalty for edits that erase the mouth or draw one lens (default 0: none)")
     p.add_argument("--optimize-attributes", dest="optimize_attributes", type=_attributes, default=None,
                    metavar="A[,A...]", help="the attributes of the optimized section (default: "
                                             "smiling,eyeglasses,blond_hair,mouth_open)")

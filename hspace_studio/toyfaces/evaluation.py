@@ -11,6 +11,14 @@ from . import quality as Q
 from .generator import ATTRIBUTE_NAMES, render_batch
 
 
+def _checker():
+    """The shipped segmenter's part checks (:mod:`.part_checks`)."""
+    from .nets import load_segmenter
+    from .part_checks import PartChecker
+
+    return PartChecker(*load_segmenter(Q.SEGMENTER_DIR))
+
+
 def _h_space(args) -> str:
     return getattr(args, "h_space", None) or "after"
 
@@ -88,9 +96,10 @@ def section_supervised(model, args, progress, cancel) -> dict:
     trajs = sample(model, seeds, steps=10, eta=eta, h_space=_h_space(args), batch_size=min(len(seeds), 50),
                    cancel=cancel)
     res["h_space"] = ds.h_space
+    checker = _checker()
     for k, a in enumerate(SUPERVISED_ATTRS):
         res["directions"][a] = attribute_shift(model, clf, ds.delta_h[k], a, scales, seeds, trajs=trajs,
-                                               progress=progress, cancel=cancel)
+                                               checker=checker, progress=progress, cancel=cancel)
     # disentangling: beards occur only with short hair, so the beard direction also moves hair style
     plain = supervised_directions(model, index, "beard", examples=args.examples, cancel=cancel)
     dis = supervised_directions(model, index, "beard", examples=args.examples,
@@ -115,9 +124,12 @@ def section_optimized(model, args, progress, cancel) -> dict:
     from ..engine.discover.optimized import default_window, optimized_direction
     from ..engine.sampler import Region, region_weights, sample
     from .edit_metrics import attribute_shift
+    from .part_checks import part_loss
 
     clf, _ = Q.load_shipped_classifier()
     referee, _ = Q.load_referee()
+    checker = _checker()
+    part = float(getattr(args, "optimize_part", 0.0) or 0.0)
     fit_clf = load_classifier("toyfaces", device=model.device)
     eta = float(args.eta)
     train = list(range(300_000, 300_000 + (args.train_samples or 16 * args.optimize_iters)))
@@ -133,7 +145,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
            "window": list(win), "regions": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if regions else None,
            "kept_in": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if kept else None,
            "free_steps": REGION_FREE_STEPS, "scales": scales, "eta": eta,
-           "h_space": _h_space(args), "directions": {}, "fit": {}}
+           "h_space": _h_space(args), "part_weight": part, "directions": {}, "fit": {}}
     # the part masks, drawn once
     labels = render_batch(train[:256])[1] if regions or kept else None
     for a in attrs:
@@ -142,12 +154,13 @@ def section_optimized(model, args, progress, cancel) -> dict:
         fit = optimized_direction(model, fit_clf, a, train, steps=10, eta=eta, h_space=_h_space(args),
                                   iters=args.optimize_iters, keep=args.optimize_keep, window=win,
                                   region=mask if regions else None, keep_in=keep_in,
-                                  progress=progress, cancel=cancel)
+                                  part_term=part_loss(checker, a) if part > 0 else None, part_weight=part,
+                                  part_name="segmenter part check", progress=progress, cancel=cancel)
         res["fit"][a] = {"seconds": round(fit.seconds, 1), "region_cells": fit.directions.params["region_cells"],
                          "kept_in_pixels": int(mask.sum()) if kept else None, **fit.history[-1]}
         res["batch"] = fit.directions.params["batch"]
         res["directions"][a] = attribute_shift(model, clf, fit.directions.delta_h[0], a, scales, seeds,
-                                               trajs=trajs, referee=referee, region=keep_in,
+                                               trajs=trajs, referee=referee, region=keep_in, checker=checker,
                                                progress=progress, cancel=cancel)
     return res
 
@@ -216,13 +229,17 @@ def section_jacobian(model, args, progress, cancel) -> dict:
     return out
 
 
-FLIP_HEADER = ["attribute", "scale", "flipped", "mean off-target |dp|", "largest off-target"]
+FLIP_HEADER = ["attribute", "scale", "flipped", "and part drawn", "mean off-target |dp|", "largest off-target"]
+PART_NOTE = ("'and part drawn': flipped by the classifier and passing the segmenter's check of the "
+             "part (eyeglasses: a lens at both eyes, or at neither when removing them; smiling and "
+             "mouth_open: a mouth; blond_hair: the hair keeps its area)")
 
 
 def _flip_rows(directions):
     """Table rows of attribute_shift results per attribute, and their sample count."""
-    rows = [[a, s, f"{d['flip_rate']:.0%}", f"{d['off_target_mean']:.3f}",
-             max(d["off_target"], key=d["off_target"].get)]
+    rows = [[a, s, f"{d['flip_rate']:.0%}",
+             f"{d['checked_flip_rate']:.0%}" if "checked_flip_rate" in d else "",
+             f"{d['off_target_mean']:.3f}", max(d["off_target"], key=d["off_target"].get)]
             for a, per in directions.items() for s, d in per.items()]
     return rows, next(iter(next(iter(directions.values())).values()))["n"]
 
@@ -232,7 +249,7 @@ def _render_supervised(r) -> str:
     out = [f"Supervised directions (index {r['index_size']}, {r['examples']} examples each side; "
            f"{n} held-out samples, eta {r.get('eta', 1.0):g}, h-space {r.get('h_space', 'after')}; "
            "scale 1 = the mean-to-mean shift)",
-           Q.format_table(rows, FLIP_HEADER)]
+           Q.format_table(rows, FLIP_HEADER), PART_NOTE]
     d = r["disentangle"]
     rows = [[k, s, f"{v[k]['flip_rate']:.0%}"] + [f"{v[k][t]:.3f}" for t in d["against"]]
             for s, v in d["scales"].items() for k in ("plain", "disentangled")]
@@ -268,12 +285,14 @@ def _render_optimized(r) -> str:
         rows = [row + [f"{f['flip_rate']:.0%}", f"{f['target_side']:.0%}" if "target_side" in f else "",
                        f"{f['off_target_mean']:.3f}"] for row, f in zip(rows, refs)]
     fits = ", ".join(f"{a} {f['seconds']:.0f} s" for a, f in r["fit"].items())
+    part = (f"; segmenter part term, weight {r['part_weight']:g}" if r.get("part_weight") else "")
     return (f"Classifier-optimised directions ({r['iterations']} iterations of {r['batch']} of "
-            f"{r['train_samples']} training samples, keep {r['keep']:g}, timesteps {_window_text(r)}{_regions_text(r)}{_kept_text(r)}; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
+            f"{r['train_samples']} training samples, keep {r['keep']:g}, timesteps {_window_text(r)}{_regions_text(r)}{_kept_text(r)}{part}; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
             f"scale 1 = the fitted change; fitting took {fits}"
             + ("; referee: the same edits read by an independently trained classifier, and the share it "
                              "puts on the side each edit aimed at)\n" if all(refs) else ")\n")
-            + Q.format_table(rows, FLIP_HEADER + (["referee flipped", "on target side", "referee off-target"] if all(refs) else [])))
+            + Q.format_table(rows, FLIP_HEADER + (["referee flipped", "on target side", "referee off-target"] if all(refs) else []))
+            + "\n" + PART_NOTE)
 
 
 def _render_pca(r) -> str:
