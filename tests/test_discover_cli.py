@@ -11,6 +11,7 @@ from PIL import Image
 
 from hspace_studio.cli import main
 from hspace_studio.engine.directions import DirectionSet
+from hspace_studio.toyfaces.quality import RESOURCES
 from hspace_studio.engine.discover.supervised import AnnotationIndex
 
 
@@ -232,10 +233,26 @@ def test_supervised_optimize(tiny_model_b_dir, clf_files, tmp_path, capsys):
                        (["--attribute", "red", *common, "--optimize", "1", "--keep-in", tmp_path / "no.png"], 1),
                        (["--attribute", "red", *common, "--optimize", "1", "--free-steps", "2"], 1),
                        (["--attribute", "red", *common, "--keep-in", tmp_path / "corner.png"], 1),
+                       (["--attribute", "red", *common, "--optimize", "1", "--part-check", "2"], 1),
+                       (["--attribute", "red", *common, "--part-check", "2"], 1),
+                       (["--attribute", "red", *common, "--optimize", "1", "--part-check", "-1"], 2),
                        (["--attribute", "red", *common, "--window", "999:0", "--shared"], 1)):
         rc, _, err = run(["supervised", *argv, "--out", bad], capsys)
         assert rc == code and one_line_error(err), (argv, err)
     assert not bad.exists()
+
+
+@pytest.mark.skipif(not (RESOURCES / "default-model").is_dir(), reason="default model not trained yet")
+def test_supervised_optimize_with_the_segmenter_part_check(tmp_path, capsys):
+    """On the default model, --part-check fits with the shipped segmenter's check of the
+    attribute's part and records it."""
+    out = tmp_path / "smile.safetensors"
+    rc, _, err = run(["supervised", "--attribute", "smiling", "--steps", "2", "--optimize", "1", "--batch", "2",
+                      "--part-check", "2", "--out", out], capsys)
+    assert rc == 0, err
+    ds = DirectionSet.load(out)
+    assert ds.params["part_term"] == {"name": "toy-face segmenter part check", "weight": 2.0}
+    assert float(ds.delta_h.abs().max()) > 0
 
 
 def test_disentangle(pcs, tiny_model_b_dir, tmp_path, capsys):

@@ -188,7 +188,8 @@ def run_supervised(args) -> int:
                                    ("--per-channel", args.per_channel), ("--still", args.still > 0),
                                    ("--region", args.region is not None), ("--free", bool(args.free)),
                                    ("--keep-in", args.keep_in is not None),
-                                   ("--free-steps", args.free_steps is not None))
+                                   ("--free-steps", args.free_steps is not None),
+                                   ("--part-check", args.part_check > 0))
              if on]
     if given:
         raise ValueError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --optimize")
@@ -259,6 +260,7 @@ def _run_optimized(args) -> int:
     clf.index_of(args.attribute)
     region = read_mask_png(args.region) if args.region else None
     keep_in = _keep_in(args, model)
+    part = _part_term(args)
     n = args.train_samples or args.optimize * args.batch  # default: a fresh batch every iteration
     seeds = list(range(args.seed_start, args.seed_start + n))
     with progress_and_cancel("supervised --optimize") as (bar, token):
@@ -266,8 +268,9 @@ def _run_optimized(args) -> int:
                                   h_space=args.h_space, iters=args.optimize, lr=args.lr,
                                   keep=args.keep, batch=args.batch, still=args.still, shared=args.shared,
                                   per_channel=args.per_channel, region=region, free=args.free,
-                                  keep_in=keep_in, window=args.window or default_window(model), progress=bar,
-                                  cancel=token)
+                                  keep_in=keep_in, window=args.window or default_window(model),
+                                  part_term=part, part_weight=args.part_check,
+                                  part_name="toy-face segmenter part check", progress=bar, cancel=token)
     ds = res.directions
     ds.params.update(_model_params(args, model))
     last = res.history[-1]
@@ -280,6 +283,20 @@ def _run_optimized(args) -> int:
         print(f"fitted for edits kept inside {args.keep_in}: apply it with "
               f"edit --region {args.keep_in} --free-steps {keep_in.free_steps}", file=sys.stderr)
     return 0
+
+
+def _part_term(args):
+    """The toy-face segmenter's part check of ``--attribute`` as the fit's penalty, or None."""
+    if not args.part_check > 0:
+        return None
+    from ..toyfaces import quality
+    from ..toyfaces.nets import load_segmenter
+    from ..toyfaces.part_checks import CHECKED, PartChecker, part_loss
+
+    if args.attribute not in CHECKED:
+        raise ValueError(f"--part-check has a check for {', '.join(CHECKED)} only, not "
+                         f"'{args.attribute}'")
+    return part_loss(PartChecker(*load_segmenter(quality.SEGMENTER_DIR)), args.attribute)
 
 
 def _keep_in(args, model):
@@ -477,6 +494,11 @@ def add_parser(sub):
                         "inside), as edit --region MASK.png decodes them; use it with that region")
     p.add_argument("--free-steps", dest="free_steps", type=_nonneg_int, default=None, metavar="N",
                    help="with --keep-in: the last N steps run without the mask (default 1)")
+    p.add_argument("--part-check", dest="part_check", type=_nonneg_float, default=0.0, metavar="W",
+                   help="with --optimize, on toy faces: weight of the shipped segmenter's check of the "
+                        "attribute's part, a penalty for edits that erase it or draw half of it "
+                        "(eyeglasses: a lens at both eyes, or at neither; smiling, mouth_open: a "
+                        "mouth; blond_hair: the hair keeps its area); default 0, none")
     p.add_argument("--batch", type=_positive_int, default=16, help="samples per batch (default 16)")
     p.add_argument("--seed-start", dest="seed_start", type=_nonneg_int, default=0,
                    help="the index (or --optimize's samples) uses seeds SEED_START .. "
