@@ -317,8 +317,22 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     assert kept["free_steps"] == 0 and kept["pixels"] >= 1
     win.brush.keep_inside.setChecked(False)
     win.discovery.sup_keep_in.setChecked(False)
+    # ... with the segmenter's check of the part: recorded; refused for an attribute without one
+    win.discovery.sup_part_check.setChecked(True)
+    job = win.discovery.supervised_job()
+    assert job.part_check > 0
+    res = run_job(qtbot, win, win.run_discovery(job))
+    assert res.ok, res.error
+    assert res.value[0].name == "smiling (optimised on 3, part checked)"
+    assert win.worker.state.sets[res.value[0].set_id].params["part_term"]["weight"] == job.part_check
+    import dataclasses
+
+    res = run_job(qtbot, win, win.run_discovery(dataclasses.replace(job, attribute="bald")))
+    assert not res.ok and "checks the parts of" in res.error
+    win.discovery.sup_part_check.setChecked(False)
     win.discovery.sup_optimize.setChecked(False)
     assert not win.discovery.sup_region.isEnabled() and not win.discovery.sup_keep_in.isEnabled()
+    assert not win.discovery.sup_part_check.isEnabled()
     # supervised from two folders of labelled images
     for name, v in (("pos", 200), ("neg", 50)):
         (tmp_path / name).mkdir()
@@ -330,7 +344,7 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     res = run_job(qtbot, win, win.run_discovery(win.discovery.supervised_job()))
     assert res.ok, res.error
     assert res.value[0].name == "pos vs neg"
-    assert [g.method for g in win.library.ordered_sets()] == ["pca"] + ["supervised"] * 5
+    assert [g.method for g in win.library.ordered_sets()] == ["pca"] + ["supervised"] * 6
 
 
 def test_cancel_stops_within_one_step(qtbot, win):

@@ -16,6 +16,7 @@ from .jobs import DiscoverJacobian, DiscoverPCA, DiscoverSupervised
 
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 DEFAULT_CLASSIFIER = RESOURCES / "toyfaces-classifier"
+PART_CHECK_WEIGHT = 4.0  # 'Check the part': the weight of the segmenter's part check in the fit
 FALLBACK_ATTRIBUTES = ("smiling", "mouth_open", "eyeglasses", "bald", "long_hair", "beard",
                        "black_hair", "blond_hair", "red_hair", "grey_hair", "dark_skin",
                        "big_eyes", "wide_face", "looking_right")
@@ -169,6 +170,12 @@ class DiscoveryPanel(QTabWidget):
         self.sup_keep_in.setToolTip("Fit the change for edits decoded the way 'Keep edits inside the "
                                     "mask' decodes them (tick that first); use the direction with it")
         f.addRow(self.sup_keep_in)
+        self.sup_part_check = QCheckBox("Check the part with the toy-face segmenter")
+        self.sup_part_check.setToolTip(
+            "Toy faces (eyeglasses, smiling, mouth_open, blond_hair): also penalise edits that draw "
+            "one lens, erase the mouth or cut the hair, as the shipped segmenter reads them "
+            f"(weight {PART_CHECK_WEIGHT:g})")
+        f.addRow(self.sup_part_check)
         self.sup_pos = QLineEdit()
         self.sup_neg = QLineEdit()
         f.addRow("Positive folder", _folder_row(self.sup_pos, "Folder of positive images", self))
@@ -204,7 +211,7 @@ class DiscoveryPanel(QTabWidget):
             wdg.setEnabled(c)
         for wdg in (self.sup_index, self.sup_examples):
             wdg.setEnabled(c and not o)
-        for wdg in (self.sup_iters, self.sup_train, self.sup_region, self.sup_keep_in):
+        for wdg in (self.sup_iters, self.sup_train, self.sup_region, self.sup_keep_in, self.sup_part_check):
             wdg.setEnabled(c and o)
         for wdg in (self.sup_pos, self.sup_neg):
             wdg.setEnabled(not c)
@@ -253,7 +260,8 @@ class DiscoveryPanel(QTabWidget):
                                   classifier=self.sup_classifier.text().strip() or None,
                                   steps=steps, eta=eta,
                                   optimize=optimize, train_samples=self.sup_train.value(), region=region,
-                                  keep_in=bool(optimize) and self.sup_keep_in.isChecked())
+                                  keep_in=bool(optimize) and self.sup_keep_in.isChecked(),
+                                  part_check=PART_CHECK_WEIGHT if optimize and self.sup_part_check.isChecked() else 0.0)
 
     def _emit_supervised(self) -> None:
         try:

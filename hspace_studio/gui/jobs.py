@@ -120,6 +120,7 @@ class DiscoverSupervised:
     train_samples: int = 640  # with optimize: the samples it is fitted on (seeds 0..), 16 an iteration
     region: Optional[np.ndarray] = None  # with optimize: bool (H, W), change h only where it meets this
     keep_in: bool = False  # with optimize: fit for edits kept in the edit region in force (SetRegion)
+    part_check: float = 0.0  # with optimize: weight of the toy-face segmenter's part check
     label: ClassVar[str] = "Supervised"
 
 
@@ -769,7 +770,9 @@ def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
         return opt.optimized_direction(model, clf, job.attribute, list(range(int(job.train_samples))),
                                        steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
                                        iters=int(job.optimize), window=opt.default_window(model),
-                                       region=job.region, keep_in=keep_in, progress=progress, cancel=cancel)
+                                       region=job.region, keep_in=keep_in, part_term=_part_term(job),
+                                       part_weight=float(job.part_check),
+                                       part_name="toy-face segmenter part check", progress=progress, cancel=cancel)
     seeds = list(range(int(job.index_size)))
     path = None
     if job.index_dir:
@@ -780,6 +783,20 @@ def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
                             h_space=state.h_space, seeds=seeds, progress=progress, cancel=cancel)
     return sup.supervised_directions(model, index.subset(seeds), job.attribute, examples=int(job.examples),
                                      progress=progress, cancel=cancel)
+
+
+def _part_term(job: DiscoverSupervised):
+    """The toy-face segmenter's check of the job's attribute as the fit's penalty, or None."""
+    if not job.part_check > 0:
+        return None
+    from ..toyfaces import quality
+    from ..toyfaces.nets import load_segmenter
+    from ..toyfaces.part_checks import CHECKED, PartChecker, part_loss
+
+    if job.attribute not in CHECKED:
+        raise HSpaceError(f"the segmenter checks the parts of {', '.join(CHECKED)} only, not "
+                          f"'{job.attribute}': untick 'Check the part'")
+    return part_loss(PartChecker(*load_segmenter(quality.SEGMENTER_DIR)), job.attribute)
 
 
 def _add_discovered(state, result, default_name: str) -> List[SetState]:
@@ -818,6 +835,7 @@ def _sup(state, job, progress, cancel):
         name = f"{Path(job.positive_folder).name} vs {Path(job.negative_folder or '').name}"
     elif job.optimize > 0:
         where = (", in the mask" if job.region is not None else "") + (", for edits kept in the mask" if job.keep_in else "")
+        where += ", part checked" if job.part_check > 0 else ""
         name = f"{job.attribute} (optimised on {job.train_samples}{where})"
     else:
         name = f"{job.attribute} ({job.examples} of {job.index_size})"
