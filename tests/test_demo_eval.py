@@ -88,7 +88,7 @@ def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
     assert r["part_weight"] == 3 and "segmenter part term, weight 3;" in text
     d = r["directions"]["smiling"]["1.0"]
     assert 0 <= d["checked_flip_rate"] <= d["flip_rate"] and 0 <= d["part_check"] <= 1
-    assert "and part drawn" in text and "smiling and mouth_open: a mouth" in text
+    assert "and part drawn" in text and "smiling: a mouth whose upper edge bends the aimed way" in text
     assert set(r["directions"]) == {"smiling"} and r["regions"] == {"smiling": ["mouth"]}
     assert 0 < r["fit"]["smiling"]["region_cells"] < 64
     assert f"only where the part can be: smiling mouth ({r['fit']['smiling']['region_cells']} positions" in text

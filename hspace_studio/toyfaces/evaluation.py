@@ -231,8 +231,9 @@ def section_jacobian(model, args, progress, cancel) -> dict:
 
 FLIP_HEADER = ["attribute", "scale", "flipped", "and part drawn", "mean off-target |dp|", "largest off-target"]
 PART_NOTE = ("'and part drawn': flipped by the classifier and passing the segmenter's check of the "
-             "part (eyeglasses: a lens at both eyes, or at neither when removing them; smiling and "
-             "mouth_open: a mouth; blond_hair: the hair keeps its area)")
+             "part (eyeglasses: a lens at both eyes, or at neither when removing them; smiling: a "
+             "mouth whose upper edge bends the aimed way; mouth_open: a mouth, open or closed as "
+             "aimed; blond_hair: the hair keeps its area)")
 
 
 def _flip_rows(directions):
