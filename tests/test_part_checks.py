@@ -107,13 +107,21 @@ def test_the_mouths_bend_follows_the_true_smile(checker):
     seeds = range(7000, 7200)
     x = as_pixels([render(s)[0] for s in seeds])
     smile = np.array([sample_factors(s).smile for s in seeds])
-    mouths = (checker.labels(x) == checker.index["mouth"]).numpy()
-    bend = np.array([mouth_bend(m) for m in mouths])
-    assert np.corrcoef(bend, smile)[0, 1] > 0.9
-    assert np.mean((bend > 0) == (smile > 0)) > 0.8
-    clear = np.abs(smile) > 0.4
-    assert np.mean((bend[clear] > 0) == (smile[clear] > 0)) > 0.93
-    assert mouth_bend(np.zeros((8, 8), bool)) == 0.0
+    with torch.no_grad():
+        bend = mouth_bend(checker.probabilities(x)[:, checker.index["mouth"]]).numpy()
+    assert np.corrcoef(bend, smile)[0, 1] > 0.93
+    assert np.mean((bend > 0) == (smile > 0)) > 0.9
+    clear = np.abs(smile) > 0.2
+    assert np.mean((bend[clear] > 0) == (smile[clear] > 0)) > 0.97
+    assert float(mouth_bend(torch.zeros(1, 8, 8))[0]) == 0.0
+    # a drawn parabola: corners up reads positive, down negative, about its size
+    m = torch.zeros(2, 16, 16)
+    for c in range(2, 14):
+        u = (c - 7.5) / 5.5
+        m[0, int(round(8 - 2 * u * u)), c] = 1.0
+        m[1, int(round(6 + 2 * u * u)), c] = 1.0
+    b = mouth_bend(m)
+    assert 1.5 < float(b[0]) < 2.5 and -2.5 < float(b[1]) < -1.5
 
 
 def test_recoloured_hair_passes_and_cut_hair_fails(checker, pairs):
@@ -150,6 +158,10 @@ def test_the_penalty_separates_passing_from_failing_edits_and_has_gradients(chec
         assert float(mouth(before, before, aimed).mean()) > 0.3  # left as it was
         assert float(mouth(erased, before, aimed).mean()) > 0.8
         assert float(part_loss(checker, "smiling")(erased, before, aimed).mean()) > 0.8
+        smile = part_loss(checker, "smiling")
+        towards = torch.tensor([1.0 if f.smile <= 0 else -1.0 for _, f, _ in pairs])
+        bent = as_pixels([counterfactual(s, f, smile=0.8 if f.smile <= 0 else -0.8) for s, f, _ in pairs])
+        assert float(smile(bent, before, towards).mean()) < 0.3 < 1.5 < float(smile(bent, before, -towards).mean())
     x = erased.clone().requires_grad_(True)
     mouth(x, before, aimed).sum().backward()
     assert torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
