@@ -289,14 +289,12 @@ def _part_term(args):
     """The toy-face segmenter's part check of ``--attribute`` as the fit's penalty, or None."""
     if not args.part_check > 0:
         return None
-    from ..toyfaces import quality
-    from ..toyfaces.nets import load_segmenter
-    from ..toyfaces.part_checks import CHECKED, PartChecker, part_loss
+    from ..toyfaces.part_checks import shipped_part_term
 
-    if args.attribute not in CHECKED:
-        raise ValueError(f"--part-check has a check for {', '.join(CHECKED)} only, not "
-                         f"'{args.attribute}'")
-    return part_loss(PartChecker(*load_segmenter(quality.SEGMENTER_DIR)), args.attribute)
+    try:
+        return shipped_part_term(args.attribute)
+    except ValueError as e:
+        raise ValueError(f"--part-check: {e}") from None
 
 
 def _keep_in(args, model):

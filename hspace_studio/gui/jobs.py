@@ -789,14 +789,12 @@ def _part_term(job: DiscoverSupervised):
     """The toy-face segmenter's check of the job's attribute as the fit's penalty, or None."""
     if not job.part_check > 0:
         return None
-    from ..toyfaces import quality
-    from ..toyfaces.nets import load_segmenter
-    from ..toyfaces.part_checks import CHECKED, PartChecker, part_loss
+    from ..toyfaces.part_checks import shipped_part_term
 
-    if job.attribute not in CHECKED:
-        raise HSpaceError(f"the segmenter checks the parts of {', '.join(CHECKED)} only, not "
-                          f"'{job.attribute}': untick 'Check the part'")
-    return part_loss(PartChecker(*load_segmenter(quality.SEGMENTER_DIR)), job.attribute)
+    try:
+        return shipped_part_term(job.attribute)
+    except ValueError as e:
+        raise HSpaceError(f"{e}: untick 'Check the part'") from None
 
 
 def _add_discovered(state, result, default_name: str) -> List[SetState]:

@@ -39,16 +39,16 @@ def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, see
         trajs = sample(model, seeds, steps=steps, eta=eta, batch_size=len(seeds), progress=progress,
                        cancel=cancel)
     before = torch.stack([t.x_0 for t in trajs])
-    _, p0 = classify(clf, _pixels(model, before))
+    pixels0 = _pixels(model, before)
+    _, p0 = classify(clf, pixels0)
     after = []  # (n, S, C, H, W)
     for t, p in zip(trajs, p0):
         sign = 1.0 if p[a] < 0.5 else -1.0
         after.append(edit_batch(model, t, [[EditSpec(delta, sign * s)] for s in scales], cancel=cancel,
                                 region=region).x_0)
     after = torch.stack(after)
-    r0 = None if referee is None else classify(referee, _pixels(model, before))[1]
+    r0 = None if referee is None else classify(referee, pixels0)[1]
     out = {}
-    pixels0 = _pixels(model, before)
     for j, s in enumerate(scales):
         pixels = _pixels(model, after[:, j])
         out[str(s)], p1 = _shift(clf, p0, pixels, a)

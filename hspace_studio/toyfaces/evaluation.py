@@ -11,14 +11,6 @@ from . import quality as Q
 from .generator import ATTRIBUTE_NAMES, render_batch
 
 
-def _checker():
-    """The shipped segmenter's part checks (:mod:`.part_checks`)."""
-    from .nets import load_segmenter
-    from .part_checks import PartChecker
-
-    return PartChecker(*load_segmenter(Q.SEGMENTER_DIR))
-
-
 def _h_space(args) -> str:
     return getattr(args, "h_space", None) or "after"
 
@@ -82,6 +74,7 @@ def section_supervised(model, args, progress, cancel) -> dict:
     from ..engine.discover.supervised import build_index, supervised_directions
     from ..engine.sampler import sample
     from .edit_metrics import attribute_shift
+    from .part_checks import shipped_checker
 
     clf, _ = Q.load_shipped_classifier()
     eta = float(args.eta)
@@ -96,7 +89,7 @@ def section_supervised(model, args, progress, cancel) -> dict:
     trajs = sample(model, seeds, steps=10, eta=eta, h_space=_h_space(args), batch_size=min(len(seeds), 50),
                    cancel=cancel)
     res["h_space"] = ds.h_space
-    checker = _checker()
+    checker = shipped_checker()
     for k, a in enumerate(SUPERVISED_ATTRS):
         res["directions"][a] = attribute_shift(model, clf, ds.delta_h[k], a, scales, seeds, trajs=trajs,
                                                checker=checker, progress=progress, cancel=cancel)
@@ -124,11 +117,11 @@ def section_optimized(model, args, progress, cancel) -> dict:
     from ..engine.discover.optimized import default_window, optimized_direction
     from ..engine.sampler import Region, region_weights, sample
     from .edit_metrics import attribute_shift
-    from .part_checks import part_loss
+    from .part_checks import part_loss, shipped_checker
 
     clf, _ = Q.load_shipped_classifier()
     referee, _ = Q.load_referee()
-    checker = _checker()
+    checker = shipped_checker()
     part = float(getattr(args, "optimize_part", 0.0) or 0.0)
     fit_clf = load_classifier("toyfaces", device=model.device)
     eta = float(args.eta)
@@ -155,7 +148,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
                                   iters=args.optimize_iters, keep=args.optimize_keep, window=win,
                                   region=mask if regions else None, keep_in=keep_in,
                                   part_term=part_loss(checker, a) if part > 0 else None, part_weight=part,
-                                  part_name="segmenter part check", progress=progress, cancel=cancel)
+                                  part_name="toy-face segmenter part check", progress=progress, cancel=cancel)
         res["fit"][a] = {"seconds": round(fit.seconds, 1), "region_cells": fit.directions.params["region_cells"],
                          "kept_in_pixels": int(mask.sum()) if kept else None, **fit.history[-1]}
         res["batch"] = fit.directions.params["batch"]

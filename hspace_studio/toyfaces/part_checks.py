@@ -163,3 +163,19 @@ def part_loss(checker: PartChecker, attribute: str) -> Optional[Callable]:
         return (h1 - h0).abs() / h0.clamp(min=50)
 
     return fn
+
+
+def shipped_checker() -> PartChecker:
+    """The checks with the shipped toy-face segmenter (``resources/toyfaces-segmenter``)."""
+    from .nets import load_segmenter
+    from .quality import SEGMENTER_DIR
+
+    return PartChecker(*load_segmenter(SEGMENTER_DIR))
+
+
+def shipped_part_term(attribute: str) -> Callable:
+    """:func:`part_loss` of ``attribute`` with the shipped segmenter; a ValueError names the
+    attributes that have a check when ``attribute`` has none."""
+    if attribute not in CHECKED:
+        raise ValueError(f"the segmenter checks the parts of {', '.join(CHECKED)} only, not '{attribute}'")
+    return part_loss(shipped_checker(), attribute)
