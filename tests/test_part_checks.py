@@ -48,12 +48,23 @@ def pairs():
     return out
 
 
+@pytest.fixture(scope="module")
+def before(pairs):
+    """The unedited images of ``pairs``."""
+    return as_pixels([img for _, _, img in pairs])
+
+
+@pytest.fixture(scope="module")
+def erased(pairs):
+    """The images of ``pairs`` with the mouth painted over."""
+    return as_pixels([painted_over(s, f, lambda lab: lab == PART_INDEX["mouth"]) for s, f, _ in pairs])
+
+
 def counterfactual(seed, f, **change):
     return render(seed, factors=dataclasses.replace(f, **change))[0]
 
 
-def test_glasses_drawn_or_removed_pass_and_one_lens_or_none_fails(checker, pairs):
-    before = as_pixels([img for _, _, img in pairs])
+def test_glasses_drawn_or_removed_pass_and_one_lens_or_none_fails(checker, pairs, before):
     towards = torch.tensor([not f.eyeglasses for _, f, _ in pairs])
     flipped = as_pixels([counterfactual(s, f, eyeglasses=not f.eyeglasses) for s, f, _ in pairs])
     assert 0 < int(towards.sum()) < len(pairs)
@@ -78,26 +89,22 @@ def test_glasses_drawn_or_removed_pass_and_one_lens_or_none_fails(checker, pairs
     assert checker.check("eyeglasses", before[idx], half, torch.zeros(len(idx), dtype=torch.bool)).mean() <= 0.05
 
 
-def test_an_opened_or_closed_mouth_passes_and_an_unchanged_or_erased_one_fails(checker, pairs):
-    before = as_pixels([img for _, _, img in pairs])
+def test_an_opened_or_closed_mouth_passes_and_an_unchanged_or_erased_one_fails(checker, pairs, before, erased):
     towards = torch.tensor([not f.mouth_open for _, f, _ in pairs])
     after = as_pixels([counterfactual(s, f, mouth_open=not f.mouth_open) for s, f, _ in pairs])
     assert 0 < int(towards.sum()) < len(pairs)
     assert checker.check("mouth_open", before, after, towards).mean() >= 0.95
     assert checker.check("mouth_open", before, before, towards).mean() <= 0.05  # nothing changed
-    erased = as_pixels([painted_over(s, f, lambda lab: lab == PART_INDEX["mouth"]) for s, f, _ in pairs])
     assert checker.check("mouth_open", before, erased, towards).mean() <= 0.05
 
 
-def test_a_mouth_bent_the_aimed_way_passes_and_a_wrong_or_erased_one_fails(checker, pairs):
-    before = as_pixels([img for _, _, img in pairs])
+def test_a_mouth_bent_the_aimed_way_passes_and_a_wrong_or_erased_one_fails(checker, pairs, before, erased):
     towards = torch.tensor([f.smile <= 0 for _, f, _ in pairs])
     # a clear smile where the edit aimed at one, a clear frown where it aimed away
     aimed = as_pixels([counterfactual(s, f, smile=0.7 if f.smile <= 0 else -0.7) for s, f, _ in pairs])
     wrong = as_pixels([counterfactual(s, f, smile=-0.7 if f.smile <= 0 else 0.7) for s, f, _ in pairs])
     assert checker.check("smiling", before, aimed, towards).mean() >= 0.95
     assert checker.check("smiling", before, wrong, towards).mean() <= 0.05
-    erased = as_pixels([painted_over(s, f, lambda lab: lab == PART_INDEX["mouth"]) for s, f, _ in pairs])
     assert checker.check("smiling", before, erased, towards).mean() <= 0.05
 
 
@@ -124,8 +131,7 @@ def test_the_mouths_bend_follows_the_true_smile(checker):
     assert 1.5 < float(b[0]) < 2.5 and -2.5 < float(b[1]) < -1.5
 
 
-def test_recoloured_hair_passes_and_cut_hair_fails(checker, pairs):
-    before = as_pixels([img for _, _, img in pairs])
+def test_recoloured_hair_passes_and_cut_hair_fails(checker, pairs, before):
     towards = torch.tensor([f.hair_colour != "blond" for _, f, _ in pairs])
     recoloured = as_pixels([counterfactual(s, f, hair_colour="blond" if f.hair_colour != "blond" else "red")
                             for s, f, _ in pairs])
@@ -138,8 +144,7 @@ def test_recoloured_hair_passes_and_cut_hair_fails(checker, pairs):
     assert checker.check("bald", before, before, towards) is None and part_loss(checker, "bald") is None
 
 
-def test_the_penalty_separates_passing_from_failing_edits_and_has_gradients(checker, pairs):
-    before = as_pixels([img for _, _, img in pairs])
+def test_the_penalty_separates_passing_from_failing_edits_and_has_gradients(checker, pairs, before, erased):
     idx = [i for i, (_, f, _) in enumerate(pairs) if not f.eyeglasses]
     signs = torch.ones(len(idx))
     drawn = as_pixels([counterfactual(pairs[i][0], pairs[i][1], eyeglasses=True) for i in idx])
@@ -152,7 +157,6 @@ def test_the_penalty_separates_passing_from_failing_edits_and_has_gradients(chec
     mouth = part_loss(checker, "mouth_open")
     aimed = torch.tensor([1.0 if not f.mouth_open else -1.0 for _, f, _ in pairs])
     changed = as_pixels([counterfactual(s, f, mouth_open=not f.mouth_open) for s, f, _ in pairs])
-    erased = as_pixels([painted_over(s, f, lambda lab: lab == PART_INDEX["mouth"]) for s, f, _ in pairs])
     with torch.no_grad():
         assert float(mouth(changed, before, aimed).mean()) < 0.2
         assert float(mouth(before, before, aimed).mean()) > 0.3  # left as it was

@@ -110,7 +110,9 @@ class PartChecker:
         ``towards``: True where the edit aimed to give the image the attribute."""
         if attribute not in CHECKED:
             return None
-        lb, la = self.labels(before), self.labels(after)
+        lb = self.labels(before)
+        qa = self.probabilities(after)  # one pass: the labels are its argmax, smiling reads it soft
+        la = qa.argmax(1)
         towards = torch.as_tensor(towards, dtype=torch.bool).view(-1)
         if attribute == "eyeglasses":
             glasses = la == self.index["glasses"]
@@ -120,7 +122,7 @@ class PartChecker:
             area = (la == self.index["mouth"]).flatten(1).sum(1)
             ok = (area >= MOUTH_PIXELS) & torch.where(towards, area >= OPEN_PIXELS, area < OPEN_PIXELS)
         elif attribute == "smiling":
-            bend = mouth_bend(self.probabilities(after)[:, self.index["mouth"]])
+            bend = mouth_bend(qa[:, self.index["mouth"]])
             ok = ((la == self.index["mouth"]).flatten(1).sum(1) >= MOUTH_PIXELS) & \
                 torch.where(towards, bend > 0, bend < 0)
         else:  # blond_hair

@@ -133,7 +133,7 @@ def objective(model: DiffusionModel, classifier: AttributeClassifier, trajs: Seq
               signs: torch.Tensor, p0: torch.Tensor, D: torch.Tensor, a: int, keep: float,
               margin: float, active: Optional[torch.Tensor] = None, still: float = 0.0,
               before: Optional[torch.Tensor] = None, free: Sequence[int] = (),
-              keep_in: Optional[Region] = None, part_term=None, part_weight: float = 0.0):
+              keep_in: Optional[Region] = None, part_term=None, part_weight: float = 1.0):
     """The module's objective summed (not averaged) over ``trajs``, and its parts (sums
     too): target loss, mean absolute off-target score change (of every other attribute),
     flipped samples, mean squared pixel change. ``before`` are the unedited samples' pixels
