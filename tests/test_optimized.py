@@ -122,6 +122,28 @@ def test_fitting_lowers_the_objective_and_records_its_recipe(model_b):
     assert [p.requires_grad for p in model_b.unet.parameters()] == before  # weights left as they were
 
 
+def test_a_falling_learning_rate_settles_the_last_steps(model_b):
+    """With ``lr_end`` the step falls along a cosine to that fraction of ``lr``: a two-step fit
+    whose second step is at 1/1000 of the rate ends where the one-step fit ended (Adam's
+    first steps are about the rate in size, per element), while at a constant rate the second
+    step moves the change by about the rate again."""
+    seeds = list(range(8))
+    clf = pixel_classifier(pixels_of(model_b, sample(model_b, seeds, steps=STEPS, eta=1.0)))
+    rms = float(sample(model_b, seeds[:4], steps=STEPS, eta=1.0)[0].hs.pow(2).mean().sqrt())
+    kw = dict(steps=STEPS, eta=1.0, lr=0.5, batch=4)
+    one = optimized_direction(model_b, clf, "bright", seeds, iters=1, **kw).directions
+    settled = optimized_direction(model_b, clf, "bright", seeds, iters=2, lr_end=1e-3, **kw).directions
+    constant = optimized_direction(model_b, clf, "bright", seeds, iters=2, **kw).directions
+    step = 0.5 * rms
+    assert float(one.delta_h.abs().max()) == pytest.approx(step, rel=0.05)  # the first step: the rate
+    assert float((settled.delta_h - one.delta_h).abs().max()) < 2e-3 * step
+    assert float((constant.delta_h - one.delta_h).abs().max()) > 0.5 * step
+    assert settled.params["lr_end"] == 1e-3 and constant.params["lr_end"] == 1.0
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="learning-rate fraction"):
+            optimized_direction(model_b, clf, "bright", seeds, iters=1, lr_end=bad, **kw)
+
+
 def test_window_and_shared_change(model_b):
     """A window leaves the steps outside it unedited (the chain is the engine's windowed
     edit), and a shared fit is one change of h, the same at every step of its window."""

@@ -24,6 +24,7 @@ mean difference of examples); it is measured beside it by ``hspace-studio evalua
 """
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -178,7 +179,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
                         still: float = 0.0, per_channel: bool = False, region=None,
                         free: Sequence[str] = (), keep_in: Optional[Region] = None,
                         part_term=None, part_weight: float = 1.0, part_name: Optional[str] = None,
-                        progress: Optional[ProgressFn] = None,
+                        lr_end: float = 1.0, progress: Optional[ProgressFn] = None,
                         cancel: Optional[CancelToken] = None) -> OptimizedResult:
     """Fit one direction for ``attribute`` on the samples of ``seeds`` (see the module).
 
@@ -203,7 +204,10 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     ``part_term`` (``fn(after, before, signs) -> (N,)`` on pixels in [-1, 1], with
     gradients) adds ``part_weight`` times its sum to the loss: a penalty the classifier
     cannot give, e.g. for an edit that erases the part it should change; ``part_name``
-    names it in the file's parameters.
+    names it in the file's parameters. ``lr_end`` (0-1] ends the step at that fraction of
+    ``lr`` along a cosine (1, the default, keeps it constant): Adam's steps stay about
+    ``lr`` in size to the end, so a constant step leaves the last iterate as noisy as one
+    minibatch makes it, and a falling one settles it.
     """
     t0 = time.perf_counter()
     a = classifier.index_of(attribute)
@@ -214,6 +218,8 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     if int(iters) < 1:
         raise ValueError("iterations must be at least 1")
     batch = min(max(1, int(batch)), len(seeds))
+    if not 0 < float(lr_end) <= 1:
+        raise ValueError(f"the final learning-rate fraction must lie in (0, 1], not {lr_end}")
     if region is not None:
         region_cells(region, (1, 1))  # refuse a bad mask before sampling
     prog = Progress((2 * int(iters) + 1) * steps, progress, cancel,
@@ -248,11 +254,18 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         return D if cells is None else D * cells
 
     opt = torch.optim.Adam([D], lr=float(lr) * rms)
+    n_it = int(iters)
+
+    def rate(it: int) -> float:  # the fraction of lr at iteration ``it``: a cosine to lr_end
+        return float(lr_end) + (1 - float(lr_end)) * 0.5 * (1 + math.cos(math.pi * it / max(1, n_it - 1)))
+
     history: List[dict] = []
     with _frozen(model.unet, model.vae, getattr(classifier, "module", None)):
         for it in range(int(iters)):
             trajs, p0, signs, pixels = first if it == 0 else draw(it * batch)
             opt.zero_grad(set_to_none=True)
+            for g in opt.param_groups:
+                g["lr"] = float(lr) * rms * rate(it)
             loss, stats = objective(model, classifier, trajs, signs, p0, change(), a, keep, margin, active,
                                     still, pixels, free_idx, keep_in, part_term, part_weight)
             (loss / len(trajs)).backward()
@@ -272,7 +285,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         "method": "supervised", "source": "optimized", "attribute": name, "steps": int(steps),
         "eta": _eta_json(eta),
         "h_space": h_space, "classifier": classifier.identity, "seeds": _seed_record(seeds), "batch": batch,
-        "samples_seen": int(iters) * batch, "iterations": int(iters), "lr": float(lr),
+        "samples_seen": int(iters) * batch, "iterations": int(iters), "lr": float(lr), "lr_end": float(lr_end),
         "keep": float(keep), "margin": float(margin), "score_change": gain,
         "window": None if window is None else [int(v) for v in window], "shared": bool(shared),
         "still": float(still), "per_channel": bool(per_channel),
