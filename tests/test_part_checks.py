@@ -132,10 +132,25 @@ def test_the_mouths_bend_follows_the_true_smile(checker):
 
 
 def test_recoloured_hair_passes_and_cut_hair_fails(checker, pairs, before):
-    towards = torch.tensor([f.hair_colour != "blond" for _, f, _ in pairs])
-    recoloured = as_pixels([counterfactual(s, f, hair_colour="blond" if f.hair_colour != "blond" else "red")
-                            for s, f, _ in pairs])
-    assert checker.check("blond_hair", before, recoloured, towards).mean() >= 0.95
+    towards = torch.tensor([f.hair_colour != "blond" or f.hair_style == "bald" for _, f, _ in pairs])
+    recoloured = as_pixels([counterfactual(s, f, hair_colour="blond" if t else "red") for (s, f, _), t in
+                            zip(pairs, towards.tolist())])
+    bald = [i for i, (_, f, _) in enumerate(pairs) if f.hair_style == "bald"]
+    assert len(bald) >= 5
+    ok = checker.check("blond_hair", before, recoloured, towards)
+    assert ok[[i for i in range(len(pairs)) if i not in bald]].mean() >= 0.95
+    # a bald head has no colour to change: towards blond the edit must grow hair
+    assert ok[bald].mean() <= 0.05
+    grown = as_pixels([counterfactual(pairs[i][0], pairs[i][1], hair_style=style, hair_colour="blond")
+                       for i in bald for style in ("short", "long")])
+    both = torch.ones(len(grown), dtype=torch.bool)
+    assert checker.check("blond_hair", before[[i for i in bald for _ in (0, 1)]], grown, both).mean() >= 0.95
+    assert checker.check("blond_hair", before[bald], before[bald], ~both[:len(bald)]).mean() >= 0.95
+    fn = part_loss(checker, "blond_hair")
+    with torch.no_grad():
+        still_bald = fn(before[bald], before[bald], torch.ones(len(bald)))
+        hair = fn(grown, before[[i for i in bald for _ in (0, 1)]], torch.ones(len(grown)))
+    assert float(still_bald.min()) > 0.9 and float(hair.max()) < 0.1
     long = [i for i, (_, f, _) in enumerate(pairs) if f.hair_style == "long"]
     assert len(long) >= 5
     cut = as_pixels([counterfactual(pairs[i][0], pairs[i][1], hair_style="short", hair_colour="blond")

@@ -13,7 +13,10 @@ with its unedited one:
 - ``mouth_open``: a mouth, open (at least ``OPEN_PIXELS`` mouth pixels) where the edit aimed
   at an open mouth and closed (fewer) where it aimed at a closed one.
 - ``blond_hair``: the hair keeps its area (edited / unedited hair pixels within
-  ``HAIR_RATIO``); a colour change must not cut or grow the hair.
+  ``HAIR_RATIO``); a colour change must not cut or grow the hair. A bald head (fewer than
+  ``BALD_PIXELS`` hair pixels) has no colour to change: an edit towards blond hair must
+  grow hair there (at least ``HAIR_GROWN`` pixels; short hair has 380 and more), one away
+  from it must leave the head bald.
 
 The thresholds sit between what the segmenter reads on counterfactual generator pairs
 (the same seed drawn with only the attribute changed) and on the broken cases: on 300
@@ -41,10 +44,12 @@ MOUTH_PIXELS = 12
 OPEN_PIXELS = 42
 BEND_MARGIN = 1.0  # pixels: the bend the smiling penalty asks for (a clear smile bends 0.6-1.5 and more)
 HAIR_RATIO = (0.8, 1.25)
+BALD_PIXELS = 50
+HAIR_GROWN = 200
 # what the check asks, per attribute (the table's wording)
 CHECKED = {"eyeglasses": "a lens at both eyes (towards) / at neither (away)",
            "smiling": "a mouth, bent the aimed way", "mouth_open": "a mouth, open or closed as aimed",
-           "blond_hair": "hair area kept"}
+           "blond_hair": "hair area kept (grown on a bald head)"}
 
 
 def mouth_bend(mouth: torch.Tensor) -> torch.Tensor:
@@ -129,7 +134,8 @@ class PartChecker:
             h0 = (lb == self.index["hair"]).flatten(1).sum(1).float()
             h1 = (la == self.index["hair"]).flatten(1).sum(1).float()
             ratio = h1 / h0.clamp(min=1)
-            ok = torch.where(h0 > 0, (ratio >= HAIR_RATIO[0]) & (ratio <= HAIR_RATIO[1]), h1 == 0)
+            grown = torch.where(towards, h1 >= HAIR_GROWN, h1 < BALD_PIXELS)
+            ok = torch.where(h0 >= BALD_PIXELS, (ratio >= HAIR_RATIO[0]) & (ratio <= HAIR_RATIO[1]), grown)
         return ok.cpu().numpy()
 
 
@@ -162,7 +168,8 @@ def part_loss(checker: PartChecker, attribute: str) -> Optional[Callable]:
         with torch.no_grad():
             h0 = (checker.labels(before) == h).flatten(1).sum(1).float()
         h1 = q[:, h].flatten(1).sum(1)
-        return (h1 - h0).abs() / h0.clamp(min=50)
+        bald = torch.where(signs.view(-1) > 0, F.relu(1 - h1 / HAIR_GROWN), h1 / HAIR_GROWN)
+        return torch.where(h0 >= BALD_PIXELS, (h1 - h0).abs() / h0.clamp(min=BALD_PIXELS), bald)
 
     return fn
 
