@@ -202,3 +202,11 @@ def test_attribute_shift_kept_in_a_region_reads_the_region_edits():
     flipped = ((p0[:, 0] < 0.5) != (p1[:, 0] < 0.5)).numpy()
     assert kept["part_check"] == float(ok.mean()) and kept["checked_flip_rate"] == float((ok & flipped).mean())
     assert "part_check" not in free
+    # a region per sample (each face's own mouth): the edits are those decoded with each one
+    own = checker.own_region(["mouth"], 3, tuple(model.sample_shape[1:]), 0)
+    mine = attribute_shift(model, clf, delta, "smiling", [1.0], [5, 6], steps=3, trajs=trajs, region=own)["1.0"]
+    x = torch.stack([edit_batch(model, t, [[EditSpec(delta, float(s))]], region=own(b[None])).x_0[0]
+                     for t, s, b in zip(trajs, signs, before)])
+    p1 = Q.classify(clf, model.to_pixels(x))[1]
+    assert mine["off_target_mean"] == pytest.approx(float((p1 - p0)[:, 1:].abs().mean()), abs=1e-6)
+    assert mine["off_target_mean"] != pytest.approx(kept["off_target_mean"], abs=1e-4)

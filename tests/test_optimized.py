@@ -280,6 +280,45 @@ def test_kept_in_chain_is_the_engines_region_edit(model_b, free_steps):
     assert res.history[-1]["loss"] < res.history[0]["loss"]
 
 
+def test_a_region_per_sample_keeps_each_edit_in_its_own(model_b):
+    """Weights (N, 1, h, w) keep each chain's edit inside its own region (the engine's region
+    edit with that sample's region), and a fit whose ``keep_in`` is a function of the batch's
+    pixels decodes every batch with the regions it returns."""
+    trajs = sample(model_b, [0, 1], steps=STEPS, eta=1.0)
+    H, W = trajs[0].x_0.shape[-2:]
+    masks = torch.zeros(2, 1, H, W)
+    masks[0, 0, : H // 2] = 1.0  # the top half for the first sample, the left half for the second
+    masks[1, 0, :, : W // 2] = 1.0
+    D = torch.randn(trajs[0].hs.shape, generator=torch.Generator().manual_seed(4))
+    D = D * trajs[0].hs.pow(2).mean().sqrt()
+    signs = torch.tensor([1.0, 1.0])
+    with torch.no_grad():
+        x = _edited_x0(model_b, trajs, signs, D, keep_in=Region(masks, 0))
+    for i, t in enumerate(trajs):
+        ref = edit_batch(model_b, t, [[EditSpec(D, 1.0)]], region=Region(masks[i, 0], 0)).x_0[0]
+        assert (x[i] - ref).abs().max() < 1e-6 * max(1.0, float(ref.abs().max()))
+        moved = (x[i] - t.x_0).abs()
+        assert moved[..., masks[i, 0] == 0].max() == 0 and moved[..., masks[i, 0] > 0].max() > 1e-3
+
+    seeds = list(range(8))
+    clf = pixel_classifier(pixels_of(model_b, sample(model_b, seeds, steps=STEPS, eta=1.0)))
+    seen = []
+
+    def own(pixels):  # each sample's brighter half
+        seen.append(pixels.shape[0])
+        top = pixels[:, :, : H // 2].mean((1, 2, 3)) > pixels[:, :, H // 2:].mean((1, 2, 3))
+        w = torch.zeros(pixels.shape[0], 1, H, W)
+        w[top, :, : H // 2] = 1.0
+        w[~top, :, H // 2:] = 1.0
+        return Region(w, 1)
+
+    res = optimized_direction(model_b, clf, "bright", seeds, steps=STEPS, eta=1.0, iters=3, lr=3.0,
+                              batch=4, keep_in=own)
+    assert seen == [4, 4, 4]  # one region per sample of each batch
+    assert res.directions.params["kept_in"] == {"per_sample": True, "free_steps": 1}
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+
+
 def test_cancel_stops_the_fit(model_b):
     token = CancelToken()
     model_b.unet.requires_grad_(True)

@@ -184,3 +184,20 @@ def test_the_penalty_separates_passing_from_failing_edits_and_has_gradients(chec
     x = erased.clone().requires_grad_(True)
     mouth(x, before, aimed).sum().backward()
     assert torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
+
+
+def test_own_region_is_each_faces_part_grown(checker, pairs, before):
+    """Each image's region covers its own mouth (the generator's ground truth) grown by the
+    dilation, and little else; an unknown part is refused."""
+    rows = [render(s, factors=f)[1] for s, f, _ in pairs[:12]]
+    fn = checker.own_region(["mouth"], 3, (64, 64), free_steps=1)
+    region = fn(before[:12])
+    assert tuple(region.weights.shape) == (12, 1, 64, 64) and region.free_steps == 1
+    for lab, w in zip(rows, region.weights[:, 0]):
+        truth = torch.from_numpy(lab == PART_INDEX["mouth"])
+        grown = torch.nn.functional.max_pool2d(truth[None, None].float(), 7, 1, 3)[0, 0] > 0
+        assert float(w[truth].mean()) >= 0.95  # the mouth lies inside its own region
+        assert float(w.sum()) <= 1.3 * float(grown.sum())  # and the region is the mouth grown by 3
+    assert tuple(checker.own_region(["mouth"], 3, (32, 32))(before[:2]).weights.shape) == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match="no part"):
+        checker.own_region(["tail"], 3, (64, 64))

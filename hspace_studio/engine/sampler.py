@@ -220,7 +220,7 @@ class Region:
     so that the network blends the border.
 
     ``weights`` is (H, W) or (1, 1, H, W) in [0, 1] at the resolution of x (see
-    :func:`region_weights`).
+    :func:`region_weights`), or (N, 1, H, W): one region per chain of a batch of N.
     """
 
     weights: torch.Tensor
@@ -246,7 +246,7 @@ def region_blend(trajs: Sequence[Trajectory], region: Region, dev):
         raise ValueError("keeping an edit in a region needs the trajectories' chains")
     T = trajs[0].steps
     w = region.weights.to(dev, torch.float32)
-    w = w.view(1, 1, *w.shape[-2:])
+    w = w.reshape(-1, 1, *w.shape[-2:])  # one region for all chains, or one per chain
     last = T - max(0, int(region.free_steps))  # steps i < last are blended
 
     def after_step(i, x):

@@ -29,7 +29,9 @@ def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, see
     edited samples it puts on the side the edit aimed at (``target_side``: the classifiers
     can read an unedited sample differently, where its attribute is borderline). With a
     ``region`` (:class:`~hspace_studio.engine.sampler.Region`) every edit is decoded kept
-    inside it, as ``edit --region`` does. With a ``checker``
+    inside it, as ``edit --region`` does; ``region`` may also be a function of one unedited
+    sample's pixels (1, C, H, W) returning its own Region (such as its mouth found by the
+    segmenter: :meth:`~hspace_studio.toyfaces.part_checks.PartChecker.own_region`). With a ``checker``
     (:class:`~hspace_studio.toyfaces.part_checks.PartChecker`) and an attribute it has a check
     for, each scale also holds the share of edits that pass it (``part_check``) and the
     share that flip by the classifier *and* pass it (``checked_flip_rate``)."""
@@ -42,10 +44,11 @@ def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, see
     pixels0 = _pixels(model, before)
     _, p0 = classify(clf, pixels0)
     after = []  # (n, S, C, H, W)
-    for t, p in zip(trajs, p0):
+    for i, (t, p) in enumerate(zip(trajs, p0)):
         sign = 1.0 if p[a] < 0.5 else -1.0
+        own = region(pixels0[i:i + 1]) if callable(region) else region
         after.append(edit_batch(model, t, [[EditSpec(delta, sign * s)] for s in scales], cancel=cancel,
-                                region=region).x_0)
+                                region=own).x_0)
     after = torch.stack(after)
     r0 = None if referee is None else classify(referee, pixels0)[1]
     out = {}

@@ -103,6 +103,29 @@ class PartChecker:
         """Part index per pixel (N, H, W)."""
         return self.segmenter(pixels.clamp(-1, 1).float()).argmax(1)
 
+    def own_region(self, parts: Sequence[str], dilate: int, size, free_steps: int = 1):
+        """A function of unedited images (N, 3, H, W) in [-1, 1] giving each image its own
+        :class:`~hspace_studio.engine.sampler.Region`: where the segmenter finds ``parts``,
+        grown by ``dilate`` pixels, at the resolution ``size`` (h, w) of the model's x (the
+        weights averaged over each cell when it is smaller). An image where none of the parts
+        is found gets an empty region: its edit is then decoded unchanged but for the last
+        ``free_steps`` steps."""
+        from ..engine.sampler import Region
+
+        unknown = [p for p in parts if p not in self.index]
+        if unknown or not parts:
+            raise ValueError(f"the segmenter has no part {unknown or parts}; it has {', '.join(self.index)}")
+        idx = torch.tensor([self.index[p] for p in parts])
+
+        def fn(pixels: torch.Tensor) -> Region:
+            lab = self.labels(pixels)
+            zone = _dilate(torch.isin(lab, idx.to(lab.device)), int(dilate)).float()[:, None]
+            if tuple(zone.shape[-2:]) != tuple(size):
+                zone = F.interpolate(zone, size=tuple(size), mode="area")
+            return Region(zone, int(free_steps))
+
+        return fn
+
     def eye_zones(self, before_labels: torch.Tensor):
         """Where each eye's lens belongs: the unedited image's eyes grown by ``EYE_REACH``."""
         return [_dilate(before_labels == self.index[e], EYE_REACH) for e in ("left_eye", "right_eye")]

@@ -200,7 +200,10 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     the other values of the same factor (the other hair colours for blond hair).
     ``keep_in`` (a :class:`~hspace_studio.engine.sampler.Region` at the resolution of x)
     fits the change for edits decoded kept inside that region of the image, as ``edit
-    --region`` decodes them: the direction is then meant to be used with that region.
+    --region`` decodes them: the direction is then meant to be used with that region. It may
+    also be a function of the unedited samples' pixels (N, C, H, W) in [-1, 1] returning a
+    Region with one region per sample (weights (N, 1, h, w)), such as each face's own mouth
+    found by a segmenter.
     ``part_term`` (``fn(after, before, signs) -> (N,)`` on pixels in [-1, 1], with
     gradients) adds ``part_weight`` times its sum to the loss: a penalty the classifier
     cannot give, e.g. for an edit that erases the part it should change; ``part_name``
@@ -235,8 +238,10 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         with torch.no_grad():
             pixels = model.to_pixels(torch.stack([t.x_0 for t in trajs]))
             p0 = classifier.differentiable_scores(pixels).float()
-        return trajs, p0, torch.where(p0[:, a] < thr, 1.0, -1.0), pixels
+            region = keep_in(pixels.clamp(-1, 1)) if per_sample else keep_in
+        return trajs, p0, torch.where(p0[:, a] < thr, 1.0, -1.0), pixels, region
 
+    per_sample = keep_in is not None and not isinstance(keep_in, Region)
     ts = timesteps_for(model, steps)
     active = steps_in_window(ts, window)
     if not bool(active.any()):
@@ -262,21 +267,21 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     history: List[dict] = []
     with _frozen(model.unet, model.vae, getattr(classifier, "module", None)):
         for it in range(int(iters)):
-            trajs, p0, signs, pixels = first if it == 0 else draw(it * batch)
+            trajs, p0, signs, pixels, region = first if it == 0 else draw(it * batch)
             opt.zero_grad(set_to_none=True)
             for g in opt.param_groups:
                 g["lr"] = float(lr) * rms * rate(it)
             loss, stats = objective(model, classifier, trajs, signs, p0, change(), a, keep, margin, active,
-                                    still, pixels, free_idx, keep_in, part_term, part_weight)
+                                    still, pixels, free_idx, region, part_term, part_weight)
             (loss / len(trajs)).backward()
             opt.step()
             prog.step(steps)
             history.append({k: v / len(trajs) for k, v in stats.items()})
     delta = change().detach().float().cpu().expand(shape).clone()
     delta[~active] = 0
-    trajs, p0, signs, _ = first  # the change the result makes on the first training samples
+    trajs, p0, signs, _, region = first  # the change the result makes on the first training samples
     with torch.no_grad():
-        x0 = _edited_x0(model, trajs, signs, delta.to(model.device), keep_in=keep_in)
+        x0 = _edited_x0(model, trajs, signs, delta.to(model.device), keep_in=region)
         p = classifier.differentiable_scores(model.to_pixels(x0)).float()
         gain = float((signs * (p[:, a] - p0[:, a])).mean())
     prog.step(steps)
@@ -291,8 +296,9 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         "still": float(still), "per_channel": bool(per_channel),
         "region_cells": None if cells is None else int(cells.sum()),
         "free": [classifier.attributes[b] for b in free_idx],
-        "kept_in": None if keep_in is None else {"pixels": int((keep_in.weights > 0).sum()),
-                                                 "free_steps": int(keep_in.free_steps)},
+        "kept_in": None if keep_in is None else (
+            {"per_sample": True, "free_steps": int(first[4].free_steps)} if per_sample else
+            {"pixels": int((keep_in.weights > 0).sum()), "free_steps": int(keep_in.free_steps)}),
         "part_term": None if part_term is None else {"name": part_name or "custom", "weight": float(part_weight)},
         "final": history[-1],
     }
