@@ -16,7 +16,7 @@ from .jobs import DiscoverJacobian, DiscoverPCA, DiscoverSupervised
 
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 DEFAULT_CLASSIFIER = RESOURCES / "toyfaces-classifier"
-PART_CHECK_WEIGHT = 8.0  # 'Check the part': the weight of the segmenter's part check in the fit
+PART_CHECK_WEIGHT = 16.0  # 'Check the part': the weight of the segmenter's part check in the fit
 FALLBACK_ATTRIBUTES = ("smiling", "mouth_open", "eyeglasses", "bald", "long_hair", "beard",
                        "black_hair", "blond_hair", "red_hair", "grey_hair", "dark_skin",
                        "big_eyes", "wide_face", "looking_right")
