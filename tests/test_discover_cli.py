@@ -233,6 +233,10 @@ def test_supervised_optimize(tiny_model_b_dir, clf_files, tmp_path, capsys):
                        (["--attribute", "red", *common, "--optimize", "1", "--keep-in", tmp_path / "no.png"], 1),
                        (["--attribute", "red", *common, "--optimize", "1", "--free-steps", "2"], 1),
                        (["--attribute", "red", *common, "--keep-in", tmp_path / "corner.png"], 1),
+                       (["--attribute", "red", *common, "--keep-in-part", "mouth"], 1),
+                       (["--attribute", "red", *common, "--optimize", "1", "--keep-in", tmp_path / "corner.png",
+                         "--keep-in-part", "mouth"], 1),
+                       (["--attribute", "red", *common, "--optimize", "1", "--keep-in-part", "tail"], 1),
                        (["--attribute", "red", *common, "--optimize", "1", "--part-check", "2"], 1),
                        (["--attribute", "red", *common, "--part-check", "2"], 1),
                        (["--attribute", "red", *common, "--optimize", "1", "--part-check", "-1"], 2),
@@ -253,6 +257,33 @@ def test_supervised_optimize_with_the_segmenter_part_check(tmp_path, capsys):
     ds = DirectionSet.load(out)
     assert ds.params["part_term"] == {"name": "toy-face segmenter part check", "weight": 2.0}
     assert float(ds.delta_h.abs().max()) > 0
+
+    # kept in each sample's own mouth, then applied with that image's own mouth
+    own = tmp_path / "own.safetensors"
+    rc, _, err = run(["supervised", "--attribute", "smiling", "--steps", "2", "--optimize", "1", "--batch", "2",
+                      "--keep-in-part", "mouth", "--grow", "2", "--out", own], capsys)
+    assert rc == 0, err
+    assert DirectionSet.load(own).params["kept_in"] == {"per_sample": True, "free_steps": 1}
+    assert "edit --region-part mouth --grow 2 --free-steps 1" in err
+    from hspace_studio.engine import load_model
+    from hspace_studio.engine.images import load_image, read_recipe
+    from hspace_studio.toyfaces.part_checks import shipped_checker
+
+    plain, kept = tmp_path / "plain.png", tmp_path / "kept.png"
+    assert run(["sample", "--seed", "7", "--steps", "2", "--out", plain], capsys)[0] == 0
+    rc, _, err = run(["edit", "--seed", "7", "--steps", "2", "--direction", own, "--scale", "8",
+                      "--region-part", "mouth", "--free-steps", "0", "--out", kept], capsys)
+    assert rc == 0, err
+    a, _ = load_image(plain, (64, 64))
+    b, _ = load_image(kept, (64, 64))
+    zone = shipped_checker().own_region(["mouth"], 3, (64, 64))(load_model("default").to_pixels(
+        torch.stack([a])).clamp(-1, 1)).weights[0, 0] > 0
+    changed = (a - b).abs().amax(0) > 1 / 127.5
+    assert bool(changed.any()) and not bool(changed[~zone].any())  # only inside the image's own mouth
+    assert read_recipe(kept)["region"] == {"parts": ["mouth"], "grow": 3, "free_steps": 0}
+    rc, _, err = run(["edit", "--seed", "7", "--steps", "2", "--direction", own, "--region-part", "mouth",
+                      "--region", plain, "--out", tmp_path / "x.png"], capsys)
+    assert rc == 1 and one_line_error(err) and not (tmp_path / "x.png").exists()
 
 
 def test_disentangle(pcs, tiny_model_b_dir, tmp_path, capsys):

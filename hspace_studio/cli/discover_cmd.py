@@ -188,6 +188,7 @@ def run_supervised(args) -> int:
                                    ("--per-channel", args.per_channel), ("--still", args.still > 0),
                                    ("--region", args.region is not None), ("--free", bool(args.free)),
                                    ("--keep-in", args.keep_in is not None),
+                                   ("--keep-in-part", bool(args.keep_in_part)),
                                    ("--free-steps", args.free_steps is not None),
                                    ("--part-check", args.part_check > 0))
              if on]
@@ -279,9 +280,13 @@ def _run_optimized(args) -> int:
           f"off-target score change {last['off_target']:.3f}; score change at scale 1 "
           f"{ds.params['score_change']:+.3f}", file=sys.stderr)
     _save(ds, args.out)
-    if keep_in is not None:
+    if args.keep_in is not None:
         print(f"fitted for edits kept inside {args.keep_in}: apply it with "
               f"edit --region {args.keep_in} --free-steps {keep_in.free_steps}", file=sys.stderr)
+    elif args.keep_in_part:
+        print(f"fitted for edits kept inside each face's {' '.join(args.keep_in_part)}: apply it with "
+              f"edit --region-part {' '.join(args.keep_in_part)} --grow {args.grow} "
+              f"--free-steps {ds.params['kept_in']['free_steps']}", file=sys.stderr)
     return 0
 
 
@@ -298,14 +303,22 @@ def _part_term(args):
 
 
 def _keep_in(args, model):
-    """The image region of ``--keep-in`` (with ``--free-steps``), or None."""
+    """The image region of ``--keep-in``, or the per-sample one of ``--keep-in-part`` (with
+    ``--free-steps``), or None."""
     from ..engine.sampler import Region, region_weights
 
+    free = 1 if args.free_steps is None else args.free_steps
+    if args.keep_in is not None and args.keep_in_part:
+        raise ValueError("--keep-in and --keep-in-part exclude each other: give one")
+    if args.keep_in_part:
+        from ..toyfaces.part_checks import shipped_part_region
+
+        return shipped_part_region(args.keep_in_part, args.grow, model, free)
     if args.keep_in is None:
         if args.free_steps is not None:
-            raise ValueError("--free-steps goes with --keep-in")
+            raise ValueError("--free-steps goes with --keep-in or --keep-in-part")
         return None
-    return Region(region_weights(model, args.keep_in), 1 if args.free_steps is None else args.free_steps)
+    return Region(region_weights(model, args.keep_in), free)
 
 
 # --------------------------------------------------------------------- disentangle
@@ -490,8 +503,15 @@ def add_parser(sub):
     p.add_argument("--keep-in", dest="keep_in", metavar="MASK.png",
                    help="with --optimize: fit the change for edits kept inside this mask (white = "
                         "inside), as edit --region MASK.png decodes them; use it with that region")
+    p.add_argument("--keep-in-part", dest="keep_in_part", nargs="+", metavar="PART",
+                   help="with --optimize, on toy faces: fit for edits kept inside each sample's own "
+                        "PART (e.g. mouth), found by the shipped segmenter and grown by --grow "
+                        "pixels; apply it with edit --region-part PART")
+    p.add_argument("--grow", type=_nonneg_int, default=3, metavar="N",
+                   help="with --keep-in-part: pixels to grow the part by (default 3)")
     p.add_argument("--free-steps", dest="free_steps", type=_nonneg_int, default=None, metavar="N",
-                   help="with --keep-in: the last N steps run without the mask (default 1)")
+                   help="with --keep-in or --keep-in-part: the last N steps run without the mask "
+                        "(default 1)")
     p.add_argument("--part-check", dest="part_check", type=_nonneg_float, default=0.0, metavar="W",
                    help="with --optimize, on toy faces: weight of the shipped segmenter's check of the "
                         "attribute's part, a penalty for edits that erase it or draw half of it "

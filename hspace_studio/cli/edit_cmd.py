@@ -62,9 +62,15 @@ def add_parser(sub):
     p.add_argument("--region", metavar="MASK.png",
                    help="keep the change inside this mask (white = inside): outside it the "
                         "image follows the unedited chain until the last --free-steps steps")
+    p.add_argument("--region-part", dest="region_part", nargs="+", metavar="PART",
+                   help="on toy faces: keep the change inside the image's own PART (e.g. mouth), "
+                        "found on the unedited image by the shipped segmenter and grown by --grow "
+                        "pixels (for directions fitted with supervised --keep-in-part)")
+    p.add_argument("--grow", type=_nonneg_int, default=3, metavar="N",
+                   help="with --region-part: pixels to grow the part by (default 3)")
     p.add_argument("--free-steps", type=_nonneg_int, default=1, metavar="N",
-                   help="with --region: the last N steps run without the mask, so the network "
-                        "blends its border (default 1; 0 keeps the outside exactly as it was)")
+                   help="with --region or --region-part: the last N steps run without the mask, so "
+                        "the network blends its border (default 1; 0 keeps the outside exactly as it was)")
     p.add_argument("--out", required=True)
     add_model_args(p)
     p.set_defaults(func=run, edits=None)
@@ -93,10 +99,13 @@ def run(args) -> int:
     with progress_and_cancel("editing") as (bar, token):
         traj = load_source(args, model, bar, token)
         specs = build_edits(model, traj, args.edits)
-        region = _region(args, model)
+        region = _region(args, model, traj)
         recipe = {"model": args.model, "fingerprint": model.fingerprint, "h_space": traj.h_space,
                   "source": _source_recipe(args, traj), "edits": args.edits}
-        if region is not None:
+        if args.region_part:
+            recipe["region"] = {"parts": list(args.region_part), "grow": int(args.grow),
+                                "free_steps": region.free_steps}
+        elif region is not None:
             recipe["region"] = {"mask": str(args.region), "free_steps": region.free_steps}
         if args.strip:
             xs = strip(model, traj, specs[0].delta, args.strip, specs[0].window, specs[1:],
@@ -111,9 +120,19 @@ def run(args) -> int:
     return 0
 
 
-def _region(args, model):
+def _region(args, model, traj):
     from ..engine.sampler import Region, region_weights
 
+    if args.region is not None and args.region_part:
+        raise ValueError("--region and --region-part exclude each other: give one")
+    if args.region_part:
+        from ..toyfaces.part_checks import shipped_part_region
+
+        own = shipped_part_region(args.region_part, args.grow, model, int(args.free_steps))
+        region = own(model.to_pixels(traj.x_0[None].to(model.device)).clamp(-1, 1))
+        if float(region.weights.sum()) == 0:
+            raise ValueError(f"the segmenter finds no {' or '.join(args.region_part)} in this image")
+        return region
     if args.region is None:
         return None
     return Region(region_weights(model, args.region), int(args.free_steps))

@@ -117,12 +117,14 @@ class PartChecker:
             raise ValueError(f"the segmenter has no part {unknown or parts}; it has {', '.join(self.index)}")
         idx = torch.tensor([self.index[p] for p in parts])
 
+        dev = next(self.segmenter.parameters()).device
+
         def fn(pixels: torch.Tensor) -> Region:
-            lab = self.labels(pixels)
-            zone = _dilate(torch.isin(lab, idx.to(lab.device)), int(dilate)).float()[:, None]
+            lab = self.labels(pixels.to(dev))
+            zone = _dilate(torch.isin(lab, idx.to(dev)), int(dilate)).float()[:, None]
             if tuple(zone.shape[-2:]) != tuple(size):
                 zone = F.interpolate(zone, size=tuple(size), mode="area")
-            return Region(zone, int(free_steps))
+            return Region(zone.to(pixels.device), int(free_steps))
 
         return fn
 
@@ -211,3 +213,11 @@ def shipped_part_term(attribute: str) -> Callable:
     if attribute not in CHECKED:
         raise ValueError(f"the segmenter checks the parts of {', '.join(CHECKED)} only, not '{attribute}'")
     return part_loss(shipped_checker(), attribute)
+
+
+def shipped_part_region(parts: Sequence[str], grow: int, model, free_steps: int = 1) -> Callable:
+    """:meth:`PartChecker.own_region` of ``parts`` with the shipped segmenter, at the
+    resolution of ``model``'s x; refused for a model whose images are not RGB."""
+    if int(model.sample_shape[0]) != 3 and getattr(model, "vae", None) is None:
+        raise ValueError("the toy-face segmenter reads RGB images; this model's are not")
+    return shipped_checker().own_region(list(parts), int(grow), tuple(model.sample_shape[1:]), free_steps)
