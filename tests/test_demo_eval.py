@@ -95,6 +95,15 @@ def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
     # and decoded kept inside the image region where the mouth can be
     assert r["kept_in"] == {"smiling": ["mouth"]} and 0 < r["fit"]["smiling"]["kept_in_pixels"] < 64 * 64
     assert f"kept inside the image region where the part can be (last 1 step free): smiling mouth (" in text
+    # or kept inside each sample's own mouth, as edit --region-part decodes it
+    assert main(["evaluate", "--sections", "optimized", "--optimize-iters", "1", "--train-samples", "2",
+                 "--seeds", "2", "--optimize-scale", "1", "--optimize-attributes", "smiling",
+                 "--optimize-keep-in-part", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    r = json.loads(out.read_text())["optimized"]
+    assert r["kept_in_own"] == {"smiling": ["mouth"]} and r["kept_in"] is None
+    assert "kept inside each sample's own part, grown by 3 px (last 1 step free): smiling mouth" in text
+    assert main(["evaluate", "--sections", "optimized", "--optimize-keep-in", "--optimize-keep-in-part"]) == 1
     assert main(["evaluate", "--optimize-attributes", "beard"]) == 2
     assert main(["evaluate", "--optimize-iters", "0"]) == 2
     assert main(["evaluate", "--optimize-scale", "-1"]) == 2

@@ -76,6 +76,10 @@ def add_parser(sub):
                         "region where its part can be (the same unions as --optimize-region), as "
                         "edit --region decodes it: outside, every step but the last follows the "
                         "unedited chain")
+    p.add_argument("--optimize-keep-in-part", dest="optimize_keep_in_part", action="store_true",
+                   help="fit and measure each classifier-optimised edit kept inside each sample's own "
+                        "part (found by the shipped segmenter, grown by 3 pixels), as edit "
+                        "--region-part decodes it; instead of --optimize-keep-in's union")
     p.add_argument("--optimize-part", dest="optimize_part", type=_nonneg_float, default=0.0, metavar="W",
                    help="weight of the segmenter's part check in the classifier-optimised fits: a "
                         "penalty for edits that erase the mouth or draw one lens (default 0: none)")

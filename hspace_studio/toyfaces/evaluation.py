@@ -57,6 +57,7 @@ ATTRIBUTE_PARTS = {"smiling": ("mouth",), "mouth_open": ("mouth",),
 
 CONTAINED_SCALES = (0.1, 0.25, 0.5)  # times the mean norm of h
 REGION_FREE_STEPS = 1  # kept-in-mask rows: the last step runs free and blends the border
+OWN_GROW = 3  # --optimize-keep-in-part: pixels each sample's own part is grown by
 
 
 def part_region(parts, labels) -> "np.ndarray":
@@ -119,6 +120,8 @@ def section_optimized(model, args, progress, cancel) -> dict:
     from .edit_metrics import attribute_shift
     from .part_checks import part_loss, shipped_checker
 
+    if getattr(args, "optimize_keep_in", False) and getattr(args, "optimize_keep_in_part", False):
+        raise ValueError("--optimize-keep-in and --optimize-keep-in-part exclude each other: give one")
     clf, _ = Q.load_shipped_classifier()
     referee, _ = Q.load_referee()
     checker = shipped_checker()
@@ -134,9 +137,11 @@ def section_optimized(model, args, progress, cancel) -> dict:
     attrs = list(getattr(args, "optimize_attributes", None) or SUPERVISED_ATTRS)
     regions = getattr(args, "optimize_region", False)
     kept = getattr(args, "optimize_keep_in", False)
+    own = getattr(args, "optimize_keep_in_part", False)
     res = {"train_samples": len(train), "iterations": args.optimize_iters, "keep": args.optimize_keep,
            "window": list(win), "regions": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if regions else None,
            "kept_in": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if kept else None,
+           "kept_in_own": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if own else None, "own_grow": OWN_GROW,
            "free_steps": REGION_FREE_STEPS, "scales": scales, "eta": eta,
            "h_space": _h_space(args), "part_weight": part, "directions": {}, "fit": {}}
     # the part masks, drawn once
@@ -144,6 +149,9 @@ def section_optimized(model, args, progress, cancel) -> dict:
     for a in attrs:
         mask = part_region(ATTRIBUTE_PARTS[a], labels) if regions or kept else None
         keep_in = Region(region_weights(model, mask.astype("float32")), REGION_FREE_STEPS) if kept else None
+        if own:
+            keep_in = checker.own_region(ATTRIBUTE_PARTS[a], OWN_GROW, tuple(model.sample_shape[1:]),
+                                         REGION_FREE_STEPS)
         fit = optimized_direction(model, fit_clf, a, train, steps=10, eta=eta, h_space=_h_space(args),
                                   iters=args.optimize_iters, keep=args.optimize_keep, window=win,
                                   region=mask if regions else None, keep_in=keep_in,
@@ -265,6 +273,10 @@ def _regions_text(r) -> str:
 
 
 def _kept_text(r) -> str:
+    if r.get("kept_in_own"):
+        return (f"; edits kept inside each sample's own part, grown by {r.get('own_grow', OWN_GROW)} px (last "
+                f"{r.get('free_steps', 1)} step free): " +
+                ", ".join(f"{a} {'+'.join(p)}" for a, p in r["kept_in_own"].items()))
     if not r.get("kept_in"):
         return ""
     return (f"; edits kept inside the image region where the part can be (last {r.get('free_steps', 1)} "
