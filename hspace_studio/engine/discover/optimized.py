@@ -28,7 +28,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -177,7 +177,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
                         keep: float = 30.0, margin: float = 2.0, batch: int = 16,
                         window: Optional[Tuple[int, int]] = None, shared: bool = False,
                         still: float = 0.0, per_channel: bool = False, region=None,
-                        free: Sequence[str] = (), keep_in: Optional[Region] = None,
+                        free: Sequence[str] = (), keep_in: Union[Region, Callable, None] = None,
                         part_term=None, part_weight: float = 1.0, part_name: Optional[str] = None,
                         lr_end: float = 1.0, progress: Optional[ProgressFn] = None,
                         cancel: Optional[CancelToken] = None) -> OptimizedResult:
