@@ -515,9 +515,9 @@ def add_parser(sub):
     p.add_argument("--part-check", dest="part_check", type=_nonneg_float, default=0.0, metavar="W",
                    help="with --optimize, on toy faces: weight of the shipped segmenter's check of the "
                         "attribute's part, a penalty for edits that erase it or draw half of it "
-                        "(eyeglasses: a lens at both eyes, or at neither; smiling: a mouth; "
-                        "mouth_open: a mouth open or closed as aimed; blond_hair: the hair keeps its "
-                        "area); default 0, none")
+                        "(eyeglasses: a lens at both eyes, or at neither; smiling: a mouth bent the "
+                        "aimed way; mouth_open: a mouth open or closed as aimed; blond_hair: the hair "
+                        "keeps its area, or grows on a bald head); default 0, none")
     p.add_argument("--batch", type=_positive_int, default=16, help="samples per batch (default 16)")
     p.add_argument("--seed-start", dest="seed_start", type=_nonneg_int, default=0,
                    help="the index (or --optimize's samples) uses seeds SEED_START .. "

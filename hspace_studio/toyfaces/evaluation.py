@@ -234,7 +234,7 @@ FLIP_HEADER = ["attribute", "scale", "flipped", "and part drawn", "mean off-targ
 PART_NOTE = ("'and part drawn': flipped by the classifier and passing the segmenter's check of the "
              "part (eyeglasses: a lens at both eyes, or at neither when removing them; smiling: a "
              "mouth whose upper edge bends the aimed way; mouth_open: a mouth, open or closed as "
-             "aimed; blond_hair: the hair keeps its area)")
+             "aimed; blond_hair: the hair keeps its area, or grows on a bald head)")
 
 
 def _flip_rows(directions):
