@@ -7,7 +7,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
 
-from ..engine.sampler import EditSpec, edit_batch, sample
+from ..engine.sampler import EditSpec, Region, edit_batch, sample
 from .generator import ATTRIBUTE_NAMES, factor_vector, render_batch
 from .quality import classify
 
@@ -29,9 +29,10 @@ def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, see
     edited samples it puts on the side the edit aimed at (``target_side``: the classifiers
     can read an unedited sample differently, where its attribute is borderline). With a
     ``region`` (:class:`~hspace_studio.engine.sampler.Region`) every edit is decoded kept
-    inside it, as ``edit --region`` does; ``region`` may also be a function of one unedited
-    sample's pixels (1, C, H, W) returning its own Region (such as its mouth found by the
-    segmenter: :meth:`~hspace_studio.toyfaces.part_checks.PartChecker.own_region`). With a ``checker``
+    inside it, as ``edit --region`` does; ``region`` may also be a function of the unedited
+    samples' pixels (N, C, H, W) returning one Region per sample, weights (N, 1, h, w) (such
+    as each face's mouth found by the segmenter:
+    :meth:`~hspace_studio.toyfaces.part_checks.PartChecker.own_region`). With a ``checker``
     (:class:`~hspace_studio.toyfaces.part_checks.PartChecker`) and an attribute it has a check
     for, each scale also holds the share of edits that pass it (``part_check``) and the
     share that flip by the classifier *and* pass it (``checked_flip_rate``)."""
@@ -44,9 +45,10 @@ def attribute_shift(model, clf, delta: torch.Tensor, attribute: str, scales, see
     pixels0 = _pixels(model, before)
     _, p0 = classify(clf, pixels0)
     after = []  # (n, S, C, H, W)
+    regions = region(pixels0) if callable(region) else None  # every sample's own, in one pass
     for i, (t, p) in enumerate(zip(trajs, p0)):
         sign = 1.0 if p[a] < 0.5 else -1.0
-        own = region(pixels0[i:i + 1]) if callable(region) else region
+        own = region if regions is None else Region(regions.weights[i:i + 1], regions.free_steps)
         after.append(edit_batch(model, t, [[EditSpec(delta, sign * s)] for s in scales], cancel=cancel,
                                 region=own).x_0)
     after = torch.stack(after)

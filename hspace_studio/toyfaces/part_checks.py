@@ -116,7 +116,6 @@ class PartChecker:
         if unknown or not parts:
             raise ValueError(f"the segmenter has no part {unknown or parts}; it has {', '.join(self.index)}")
         idx = torch.tensor([self.index[p] for p in parts])
-
         dev = next(self.segmenter.parameters()).device
 
         def fn(pixels: torch.Tensor) -> Region:
