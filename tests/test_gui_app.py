@@ -315,8 +315,22 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     assert res.value[0].name == "smiling (optimised on 3, for edits kept in the mask)"
     kept = win.worker.state.sets[res.value[0].set_id].params["kept_in"]
     assert kept["free_steps"] == 0 and kept["pixels"] >= 1
+    # ... for edits kept in each face's own part: not with the mask's; recorded with its growth
+    win.discovery.sup_own.setChecked(True)
+    with pytest.raises(ValueError, match="tick one"):
+        win.discovery.supervised_job()
     win.brush.keep_inside.setChecked(False)
     win.discovery.sup_keep_in.setChecked(False)
+    win.discovery.sup_own_part.setCurrentText("eyes")
+    win.discovery.sup_own_grow.setValue(2)
+    job = win.discovery.supervised_job()
+    assert job.keep_in_part == ("left_eye", "right_eye") and job.keep_in_grow == 2 and not job.keep_in
+    res = run_job(qtbot, win, win.run_discovery(job))
+    assert res.ok, res.error
+    assert res.value[0].name == "smiling (optimised on 3, for edits kept in each face's left_eye+right_eye (+2 px))"
+    kept = win.worker.state.sets[res.value[0].set_id].params["kept_in"]
+    assert kept == {"per_sample": True, "free_steps": 1, "parts": ["left_eye", "right_eye"], "grow": 2}
+    win.discovery.sup_own.setChecked(False)
     # ... with the segmenter's check of the part: recorded; refused for an attribute without one
     win.discovery.sup_part_check.setChecked(True)
     job = win.discovery.supervised_job()
@@ -332,7 +346,7 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     win.discovery.sup_part_check.setChecked(False)
     win.discovery.sup_optimize.setChecked(False)
     assert not win.discovery.sup_region.isEnabled() and not win.discovery.sup_keep_in.isEnabled()
-    assert not win.discovery.sup_part_check.isEnabled()
+    assert not win.discovery.sup_part_check.isEnabled() and not win.discovery.sup_own.isEnabled()
     # supervised from two folders of labelled images
     for name, v in (("pos", 200), ("neg", 50)):
         (tmp_path / name).mkdir()
@@ -344,7 +358,7 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     res = run_job(qtbot, win, win.run_discovery(win.discovery.supervised_job()))
     assert res.ok, res.error
     assert res.value[0].name == "pos vs neg"
-    assert [g.method for g in win.library.ordered_sets()] == ["pca"] + ["supervised"] * 6
+    assert [g.method for g in win.library.ordered_sets()] == ["pca"] + ["supervised"] * 7
 
 
 def test_cancel_stops_within_one_step(qtbot, win):

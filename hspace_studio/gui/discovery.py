@@ -17,6 +17,9 @@ from .jobs import DiscoverJacobian, DiscoverPCA, DiscoverSupervised
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 DEFAULT_CLASSIFIER = RESOURCES / "toyfaces-classifier"
 PART_CHECK_WEIGHT = 16.0  # 'Check the part': the weight of the segmenter's part check in the fit
+# 'Fit for edits kept in each face's own part': the choices and the segmenter parts they name
+OWN_PARTS = {"mouth": ("mouth",), "eyes": ("left_eye", "right_eye"), "eyes and glasses":
+             ("left_eye", "right_eye", "glasses"), "brows": ("brows",), "hair": ("hair",)}
 FALLBACK_ATTRIBUTES = ("smiling", "mouth_open", "eyeglasses", "bald", "long_hair", "beard",
                        "black_hair", "blond_hair", "red_hair", "grey_hair", "dark_skin",
                        "big_eyes", "wide_face", "looking_right")
@@ -170,6 +173,25 @@ class DiscoveryPanel(QTabWidget):
         self.sup_keep_in.setToolTip("Fit the change for edits decoded the way 'Keep edits inside the "
                                     "mask' decodes them (tick that first); use the direction with it")
         f.addRow(self.sup_keep_in)
+        self.sup_own = QCheckBox("Fit for edits kept in each face's own part")
+        self.sup_own.setToolTip(
+            "Toy faces: fit the change for edits kept inside each training sample's own part, found "
+            "by the shipped segmenter and grown by the pixels given (the last step runs free), as "
+            "supervised --keep-in-part does; apply it with Fill part, widened by as many pixels, and "
+            "'Keep edits inside the mask'")
+        self.sup_own_part = QComboBox()
+        self.sup_own_part.addItems(list(OWN_PARTS))
+        self.sup_own_grow = QSpinBox()
+        self.sup_own_grow.setRange(0, 16)
+        self.sup_own_grow.setValue(3)
+        self.sup_own_grow.setPrefix("+")
+        self.sup_own_grow.setSuffix(" px")
+        self.sup_own_grow.setToolTip("Pixels to grow each face's part by")
+        own_row = QHBoxLayout()
+        own_row.addWidget(self.sup_own_part, 1)
+        own_row.addWidget(self.sup_own_grow, 1)
+        f.addRow(self.sup_own)
+        f.addRow("Own part", own_row)
         self.sup_part_check = QCheckBox("Check the part with the toy-face segmenter")
         self.sup_part_check.setToolTip(
             "Toy faces (eyeglasses, smiling, mouth_open, blond_hair): also penalise edits that draw "
@@ -211,7 +233,8 @@ class DiscoveryPanel(QTabWidget):
             wdg.setEnabled(c)
         for wdg in (self.sup_index, self.sup_examples):
             wdg.setEnabled(c and not o)
-        for wdg in (self.sup_iters, self.sup_train, self.sup_region, self.sup_keep_in, self.sup_part_check):
+        for wdg in (self.sup_iters, self.sup_train, self.sup_region, self.sup_keep_in, self.sup_part_check,
+                    self.sup_own, self.sup_own_part, self.sup_own_grow):
             wdg.setEnabled(c and o)
         for wdg in (self.sup_pos, self.sup_neg):
             wdg.setEnabled(not c)
@@ -255,12 +278,19 @@ class DiscoveryPanel(QTabWidget):
             region = self._mask()
             if region is None or not region.any():
                 raise ValueError("'Change h only where the mask is painted' needs a painted mask")
+        own = ()
+        if optimize and self.sup_own.isChecked():
+            if self.sup_keep_in.isChecked():
+                raise ValueError("tick one of 'Fit for edits kept inside the mask' and 'Fit for edits "
+                                 "kept in each face's own part'")
+            own = OWN_PARTS[self.sup_own_part.currentText()]
         return DiscoverSupervised(attribute=self.sup_attr.currentText().strip(),
                                   index_size=self.sup_index.value(), examples=self.sup_examples.value(),
                                   classifier=self.sup_classifier.text().strip() or None,
                                   steps=steps, eta=eta,
                                   optimize=optimize, train_samples=self.sup_train.value(), region=region,
                                   keep_in=bool(optimize) and self.sup_keep_in.isChecked(),
+                                  keep_in_part=own, keep_in_grow=self.sup_own_grow.value(),
                                   part_check=PART_CHECK_WEIGHT if optimize and self.sup_part_check.isChecked() else 0.0)
 
     def _emit_supervised(self) -> None:

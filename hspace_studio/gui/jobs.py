@@ -121,6 +121,8 @@ class DiscoverSupervised:
     region: Optional[np.ndarray] = None  # with optimize: bool (H, W), change h only where it meets this
     keep_in: bool = False  # with optimize: fit for edits kept in the edit region in force (SetRegion)
     part_check: float = 0.0  # with optimize: weight of the toy-face segmenter's part check
+    keep_in_part: Tuple[str, ...] = ()  # with optimize: fit for edits kept in each sample's own part
+    keep_in_grow: int = 3  # ... found by the toy-face segmenter and grown by this many pixels
     label: ClassVar[str] = "Supervised"
 
 
@@ -767,12 +769,24 @@ def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
         if job.keep_in and keep_in is None:
             raise HSpaceError("fitting for edits kept inside the mask needs 'Keep edits inside the "
                               "mask' ticked, with a painted mask")
-        return opt.optimized_direction(model, clf, job.attribute, list(range(int(job.train_samples))),
+        if job.keep_in_part:
+            if job.keep_in:
+                raise HSpaceError("fit for edits kept inside the mask or in each face's own part, not both")
+            from ..toyfaces.part_checks import shipped_part_region
+
+            try:
+                keep_in = shipped_part_region(job.keep_in_part, int(job.keep_in_grow), model)
+            except (ValueError, OSError) as e:
+                raise HSpaceError(f"cannot keep the edits in each face's {' '.join(job.keep_in_part)}: {e}") from None
+        res = opt.optimized_direction(model, clf, job.attribute, list(range(int(job.train_samples))),
                                        steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
                                        iters=int(job.optimize), window=opt.default_window(model),
                                        region=job.region, keep_in=keep_in, part_term=_part_term(job),
                                        part_weight=float(job.part_check),
                                        part_name="toy-face segmenter part check", progress=progress, cancel=cancel)
+        if job.keep_in_part:  # how to apply it: the same parts, grown as much
+            res.directions.params["kept_in"].update(parts=list(job.keep_in_part), grow=int(job.keep_in_grow))
+        return res
     seeds = list(range(int(job.index_size)))
     path = None
     if job.index_dir:
@@ -833,6 +847,8 @@ def _sup(state, job, progress, cancel):
         name = f"{Path(job.positive_folder).name} vs {Path(job.negative_folder or '').name}"
     elif job.optimize > 0:
         where = (", in the mask" if job.region is not None else "") + (", for edits kept in the mask" if job.keep_in else "")
+        if job.keep_in_part:
+            where += f", for edits kept in each face's {'+'.join(job.keep_in_part)} (+{job.keep_in_grow} px)"
         where += ", part checked" if job.part_check > 0 else ""
         name = f"{job.attribute} (optimised on {job.train_samples}{where})"
     else:
