@@ -263,7 +263,8 @@ def test_supervised_optimize_with_the_segmenter_part_check(tmp_path, capsys):
     rc, _, err = run(["supervised", "--attribute", "smiling", "--steps", "2", "--optimize", "1", "--batch", "2",
                       "--keep-in-part", "mouth", "--grow", "2", "--out", own], capsys)
     assert rc == 0, err
-    assert DirectionSet.load(own).params["kept_in"] == {"per_sample": True, "free_steps": 1}
+    assert DirectionSet.load(own).params["kept_in"] == {"per_sample": True, "free_steps": 1, "parts": ["mouth"],
+                                                        "grow": 2}
     assert "edit --region-part mouth --grow 2 --free-steps 1" in err
     from hspace_studio.engine import load_model
     from hspace_studio.engine.images import load_image, read_recipe
