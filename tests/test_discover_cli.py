@@ -272,6 +272,9 @@ def test_supervised_optimize_with_the_segmenter_part_check(tmp_path, capsys):
 
     plain, kept = tmp_path / "plain.png", tmp_path / "kept.png"
     assert run(["sample", "--seed", "7", "--steps", "2", "--out", plain], capsys)[0] == 0
+    rc, _, err = run(["edit", "--seed", "7", "--steps", "2", "--direction", own, "--out", tmp_path / "free.png"],
+                     capsys)  # applied without the region: edit says how the fit meant it
+    assert rc == 0 and "add --region-part mouth --grow 2 --free-steps 1" in err
     rc, _, err = run(["edit", "--seed", "7", "--steps", "2", "--direction", own, "--scale", "8",
                       "--region-part", "mouth", "--free-steps", "0", "--out", kept], capsys)
     assert rc == 0, err
@@ -347,3 +350,23 @@ def test_ctrl_c_leaves_no_file(tiny_model_dir, tmp_path, capsys):
     _, err = capsys.readouterr()
     assert rc == 130 and "cancelled" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_edit_hints_how_a_kept_in_fit_is_applied(tmp_path):
+    from hspace_studio.cli.edit_cmd import kept_in_hints
+
+    def save(name, params):
+        ds = DirectionSet(delta_h=torch.zeros(1, 2, 1, 1, 1), timesteps=torch.tensor([9, 0]),
+                          fingerprint="f", h_space="after", params=params)
+        ds.save(tmp_path / name)
+        return tmp_path / name
+
+    plain = save("plain.safetensors", {"attribute": "smiling"})
+    mask = save("mask.safetensors", {"kept_in": {"pixels": 40, "free_steps": 0}})
+    own = save("own.safetensors", {"kept_in": {"per_sample": True, "free_steps": 1, "parts": ["left_eye", "right_eye"],
+                                               "grow": 2}})
+    assert kept_in_hints([plain]) == []
+    (m,) = kept_in_hints([mask, mask])  # one line per file
+    assert "--region MASK.png --free-steps 0" in m
+    (o,) = kept_in_hints([own])
+    assert "--region-part left_eye right_eye --grow 2 --free-steps 1" in o

@@ -100,6 +100,9 @@ def run(args) -> int:
         traj = load_source(args, model, bar, token)
         specs = build_edits(model, traj, args.edits)
         region = _region(args, model, traj)
+        if region is None:
+            for line in kept_in_hints([e["direction"] for e in args.edits]):
+                print(f"note: {line}", file=sys.stderr)
         recipe = {"model": args.model, "fingerprint": model.fingerprint, "h_space": traj.h_space,
                   "source": _source_recipe(args, traj), "edits": args.edits}
         if args.region_part:
@@ -118,6 +121,26 @@ def run(args) -> int:
             save_image(model, x0, args.out, recipe)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def kept_in_hints(paths) -> list:
+    """For each direction file fitted for edits kept in a region, how to apply it that way."""
+    from ..engine.directions import DirectionSet
+
+    out = []
+    for path in dict.fromkeys(str(p) for p in paths):
+        kept = (DirectionSet.load(path).params or {}).get("kept_in")
+        if not isinstance(kept, dict):
+            continue
+        free = kept.get("free_steps", 1)
+        if kept.get("parts"):
+            parts = " ".join(kept["parts"])
+            out.append(f"{path} was fitted for edits kept in each face's own {parts}: add "
+                       f"--region-part {parts} --grow {kept.get('grow', 3)} --free-steps {free}")
+        elif kept.get("pixels"):
+            out.append(f"{path} was fitted for edits kept inside a mask: add --region MASK.png "
+                       f"--free-steps {free} with that mask")
+    return out
 
 
 def _region(args, model, traj):
