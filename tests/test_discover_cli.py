@@ -365,7 +365,8 @@ def test_edit_hints_how_a_kept_in_fit_is_applied(tmp_path):
     mask = save("mask.safetensors", {"kept_in": {"pixels": 40, "free_steps": 0}})
     own = save("own.safetensors", {"kept_in": {"per_sample": True, "free_steps": 1, "parts": ["left_eye", "right_eye"],
                                                "grow": 2}})
-    assert kept_in_hints([plain]) == []
+    odd = save("odd.safetensors", {"kept_in": {"parts": 7, "grow": "x"}})  # hand-edited: no note, no error
+    assert kept_in_hints([plain, odd]) == []
     (m,) = kept_in_hints([mask, mask])  # one line per file
     assert "--region MASK.png --free-steps 0" in m
     (o,) = kept_in_hints([own])

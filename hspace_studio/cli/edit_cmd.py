@@ -133,8 +133,8 @@ def kept_in_hints(paths) -> list:
         if not isinstance(kept, dict):
             continue
         free = kept.get("free_steps", 1)
-        if kept.get("parts"):
-            parts = " ".join(kept["parts"])
+        if isinstance(kept.get("parts"), list) and kept["parts"]:
+            parts = " ".join(str(v) for v in kept["parts"])
             out.append(f"{path} was fitted for edits kept in each face's own {parts}: add "
                        f"--region-part {parts} --grow {kept.get('grow', 3)} --free-steps {free}")
         elif kept.get("pixels"):
