@@ -274,8 +274,6 @@ def _run_optimized(args) -> int:
                                   part_name="toy-face segmenter part check", progress=bar, cancel=token)
     ds = res.directions
     ds.params.update(_model_params(args, model))
-    if args.keep_in_part:  # how to apply it: the same parts, grown as much
-        ds.params["kept_in"].update(parts=list(args.keep_in_part), grow=int(args.grow))
     last = res.history[-1]
     print(f"{ds.params['attribute']} (optimised, {args.optimize} iterations, {res.seconds:.0f} s): on the "
           f"last batch of {args.batch} training samples it flipped {last['flipped']:.0%}, mean "

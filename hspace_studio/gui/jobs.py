@@ -778,15 +778,12 @@ def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
                 keep_in = shipped_part_region(job.keep_in_part, int(job.keep_in_grow), model)
             except (ValueError, OSError) as e:
                 raise HSpaceError(f"cannot keep the edits in each face's {' '.join(job.keep_in_part)}: {e}") from None
-        res = opt.optimized_direction(model, clf, job.attribute, list(range(int(job.train_samples))),
-                                      steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
-                                      iters=int(job.optimize), window=opt.default_window(model),
-                                      region=job.region, keep_in=keep_in, part_term=_part_term(job),
-                                      part_weight=float(job.part_check),
-                                      part_name="toy-face segmenter part check", progress=progress, cancel=cancel)
-        if job.keep_in_part:  # how to apply it: the same parts, grown as much
-            res.directions.params["kept_in"].update(parts=list(job.keep_in_part), grow=int(job.keep_in_grow))
-        return res
+        return opt.optimized_direction(model, clf, job.attribute, list(range(int(job.train_samples))),
+                                       steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
+                                       iters=int(job.optimize), window=opt.default_window(model),
+                                       region=job.region, keep_in=keep_in, part_term=_part_term(job),
+                                       part_weight=float(job.part_check),
+                                       part_name="toy-face segmenter part check", progress=progress, cancel=cancel)
     seeds = list(range(int(job.index_size)))
     path = None
     if job.index_dir:

@@ -125,6 +125,7 @@ class PartChecker:
                 zone = F.interpolate(zone, size=tuple(size), mode="area")
             return Region(zone.to(pixels.device), int(free_steps))
 
+        fn.recipe = {"parts": list(parts), "grow": int(dilate)}  # recorded by the fits that use it
         return fn
 
     def eye_zones(self, before_labels: torch.Tensor):

@@ -203,7 +203,8 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     --region`` decodes them: the direction is then meant to be used with that region. It may
     also be a function of the unedited samples' pixels (N, C, H, W) in [-1, 1] returning a
     Region with one region per sample (weights (N, 1, h, w)), such as each face's own mouth
-    found by a segmenter.
+    found by a segmenter; a dict in its ``recipe`` attribute (how to rebuild it) is added to
+    the file's ``kept_in`` parameters.
     ``part_term`` (``fn(after, before, signs) -> (N,)`` on pixels in [-1, 1], with
     gradients) adds ``part_weight`` times its sum to the loss: a penalty the classifier
     cannot give, e.g. for an edit that erases the part it should change; ``part_name``
@@ -297,7 +298,8 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         "region_cells": None if cells is None else int(cells.sum()),
         "free": [classifier.attributes[b] for b in free_idx],
         "kept_in": None if keep_in is None else (
-            {"per_sample": True, "free_steps": int(first[4].free_steps)} if per_sample else
+            {"per_sample": True, "free_steps": int(first[4].free_steps), **getattr(keep_in, "recipe", {})}
+            if per_sample else
             {"pixels": int((keep_in.weights > 0).sum()), "free_steps": int(keep_in.free_steps)}),
         "part_term": None if part_term is None else {"name": part_name or "custom", "weight": float(part_weight)},
         "final": history[-1],
