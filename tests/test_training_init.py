@@ -23,3 +23,36 @@ def test_init_from_a_model_folder(tmp_path):
     a = UNet2DModel.from_pretrained(first).state_dict()
     b = UNet2DModel.from_pretrained(second).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_slow_ema_starts_from_the_ema_and_is_kept(tmp_path):
+    from diffusers import UNet2DModel
+
+    from hspace_studio.training import ddpm
+
+    common = ["--checkpoint", str(tmp_path / "ck"), "--batch", "2", "--size", "16",
+              "--channels", "16,16,32,32", "--threads", "1", "--no-bf16"]
+    out = tmp_path / "m"
+    ddpm.main(["--out", str(out), "--max-steps", "2", *common])
+    assert "ema_slow" not in torch.load(tmp_path / "ck" / "state.pt", weights_only=True)
+    assert not (tmp_path / "m-slow").exists()
+    # started at step 2 from the EMA; a decay near 0 makes it follow the trained weights
+    ddpm.main(["--out", str(out), "--max-steps", "3", "--slow-ema", "1e-9", *common])
+    st = torch.load(tmp_path / "ck" / "state.pt", weights_only=True)
+    slow = UNet2DModel.from_pretrained(tmp_path / "m-slow")
+    info = json.loads((tmp_path / "m-slow" / "training.json").read_text())
+    assert info["step"] == 3 and info["ema"] == 1e-9
+    sd = slow.state_dict()
+    params = dict(slow.named_parameters())
+    for k in params:
+        assert torch.allclose(sd[k], st["model"][k], atol=1e-6)
+        assert torch.equal(sd[k], st["ema_slow"][k])
+    # a run without --slow-ema keeps the slow EMA in the checkpoint for a later run
+    ddpm.main(["--out", str(out), "--max-steps", "4", *common])
+    st4 = torch.load(tmp_path / "ck" / "state.pt", weights_only=True)
+    assert st4["step"] == 4 and all(torch.equal(st4["ema_slow"][k], st["ema_slow"][k]) for k in params)
+    # a decay of 1 freezes it: resumed, not restarted from the (moved) EMA
+    ddpm.main(["--out", str(out), "--max-steps", "5", "--slow-ema", "1.0", *common])
+    st5 = torch.load(tmp_path / "ck" / "state.pt", weights_only=True)
+    assert all(torch.equal(st5["ema_slow"][k], st["ema_slow"][k]) for k in params)
+    assert not all(torch.equal(st5["ema"][k], st["ema"][k]) for k in params)

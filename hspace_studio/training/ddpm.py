@@ -91,6 +91,11 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--channels", default="32,64,96,128")
     ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--slow-ema", type=float, default=0.0, metavar="DECAY",
+                    help="also keep a slower EMA of the weights (e.g. 0.9998), exported to "
+                         "--slow-ema-out; started from the EMA weights when the checkpoint has none")
+    ap.add_argument("--slow-ema-out", metavar="FOLDER",
+                    help="where the slow EMA is exported (default: --out with '-slow' appended)")
     ap.add_argument("--save-every", type=float, default=10.0, help="minutes between checkpoints")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-bf16", action="store_true")
@@ -113,6 +118,7 @@ def main(argv=None):
     sched = build_scheduler()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     step, seed_pos = 0, 0
+    slow_state = None
     warm_from = 0  # the step this optimiser's state started at: its learning rate warms up from there
     ckdir = Path(args.checkpoint)
     ckdir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +129,7 @@ def main(argv=None):
         ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["opt"])
         step, seed_pos = int(st["step"]), int(st["seed_pos"])
+        slow_state = st.get("ema_slow")
         print(f"resumed at step {step}", flush=True)
     elif args.init:
         from diffusers import UNet2DModel
@@ -136,6 +143,15 @@ def main(argv=None):
             seed_pos = step * args.batch  # fresh training images, past those already seen
         warm_from = step  # a fresh optimiser: warm up again rather than jolt the loaded weights
         print(f"started from the weights in {args.init} (step {step})", flush=True)
+    slow = None
+    if args.slow_ema > 0:
+        slow = copy.deepcopy(ema)
+        if slow_state is not None:
+            slow.load_state_dict(slow_state)
+            print(f"slow EMA ({args.slow_ema}) resumed", flush=True)
+        else:
+            print(f"slow EMA ({args.slow_ema}) started from the EMA weights", flush=True)
+    slow_out = Path(args.slow_ema_out or str(args.out).rstrip("/\\") + "-slow")
     nparams = sum(p.numel() for p in model.parameters())
     print(f"UNet {nparams/1e6:.2f}M parameters, device {device}", flush=True)
 
@@ -148,12 +164,19 @@ def main(argv=None):
 
     def save():
         tmp = state_file.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                    "step": step, "seed_pos": seed_pos}, tmp)
+        st = {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+              "step": step, "seed_pos": seed_pos}
+        if slow is not None:
+            st["ema_slow"] = slow.state_dict()
+        elif slow_state is not None:
+            st["ema_slow"] = slow_state  # kept for a later run that asks for it again
+        torch.save(st, tmp)
         os.replace(tmp, state_file)
-        export(ema, sched, Path(args.out), {"step": step, "batch": args.batch, "lr": args.lr,
-                                            "channels": list(channels), "ema": args.ema,
-                                            "size": args.size})
+        info = {"step": step, "batch": args.batch, "lr": args.lr, "channels": list(channels),
+                "ema": args.ema, "size": args.size}
+        export(ema, sched, Path(args.out), info)
+        if slow is not None:
+            export(slow, sched, slow_out, {**info, "ema": args.slow_ema})
         print(f"checkpoint at step {step}", flush=True)
 
     model.train()
@@ -183,6 +206,9 @@ def main(argv=None):
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1 - decay)
+            if slow is not None:
+                for pe, pm in zip(slow.parameters(), model.parameters()):
+                    pe.lerp_(pm, 1 - args.slow_ema)
         step += 1
         losses.append(loss.item())
         if step % 100 == 0:
