@@ -56,3 +56,26 @@ def test_slow_ema_starts_from_the_ema_and_is_kept(tmp_path):
     st5 = torch.load(tmp_path / "ck" / "state.pt", weights_only=True)
     assert all(torch.equal(st5["ema_slow"][k], st["ema_slow"][k]) for k in params)
     assert not all(torch.equal(st5["ema"][k], st["ema"][k]) for k in params)
+
+
+def test_min_snr_loss_is_the_weighted_x0_error():
+    from hspace_studio.training import ddpm
+
+    sched = ddpm.build_scheduler()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(6, 3, 8, 8, generator=g) * 2 - 1
+    noise = torch.randn(6, 3, 8, 8, generator=g)
+    t = torch.tensor([0, 10, 200, 500, 900, 999])
+    ab = sched.alphas_cumprod[t].view(-1, 1, 1, 1).double()
+    x0, noise = x0.double(), noise.double()
+    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    v = ab.sqrt() * noise - (1 - ab).sqrt() * x0
+    v_hat = v + 0.1 * torch.randn(6, 3, 8, 8, generator=g).double()
+    x0_hat = ab.sqrt() * xt - (1 - ab).sqrt() * v_hat
+    snr = ab / (1 - ab)
+    want = (snr.clamp(max=5.0) * (x0 - x0_hat) ** 2).mean()
+    assert torch.allclose(ddpm.v_loss(v_hat, v, ab, 5.0), want)
+    assert torch.allclose(ddpm.v_loss(v_hat, v, ab), ((v_hat - v) ** 2).mean())
+    # high and low noise both weigh less than in the plain v-loss
+    w = snr.clamp(max=5.0) / (snr + 1)
+    assert w[0] < 0.01 and w[-1] < 0.01 and w[3] > 0.4

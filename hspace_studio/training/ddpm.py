@@ -64,6 +64,17 @@ def _v_target(sched, x0, noise, t):
     return sched.get_velocity(x0, noise, t)
 
 
+def v_loss(pred, target, ab, min_snr: float = 0.0):
+    """Mean squared error of predicted v; with ``min_snr`` > 0 each sample is weighted by
+    min(SNR, min_snr) / (SNR + 1), which is the min-SNR loss min(SNR, gamma) |x0 - x0_hat|^2
+    written in v (the x_0 error is sqrt(1 - ab) times the v error). ``ab``: alpha-bar per
+    sample, broadcastable to ``pred``."""
+    if min_snr <= 0:
+        return F.mse_loss(pred, target)
+    snr = ab / (1 - ab)
+    return (snr.clamp(max=min_snr) / (snr + 1) * (pred - target) ** 2).mean()
+
+
 def export(model, sched, out: Path, extra: dict):
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
@@ -101,6 +112,9 @@ def main(argv=None):
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--decay", type=float, default=0.0,
                     help="decay the learning rate linearly by this fraction over this run's minutes")
+    ap.add_argument("--min-snr", type=float, default=0.0, metavar="GAMMA",
+                    help="weight each sample's v-loss by min(SNR, GAMMA) / (SNR + 1), the "
+                         "min-SNR weighting (e.g. 5); 0: the plain v-loss")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     ap.add_argument("--init", metavar="FOLDER",
                     help="start from these weights (e.g. resources/default-model) when the "
@@ -197,7 +211,7 @@ def main(argv=None):
             g["lr"] = args.lr * warm * (1 - args.decay * frac)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             pred = model(xt, t).sample
-        loss = F.mse_loss(pred.float(), target)
+        loss = v_loss(pred.float(), target, ab, args.min_snr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
