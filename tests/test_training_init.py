@@ -79,3 +79,15 @@ def test_min_snr_loss_is_the_weighted_x0_error():
     # high and low noise both weigh less than in the plain v-loss
     w = snr.clamp(max=5.0) / (snr + 1)
     assert w[0] < 0.01 and w[-1] < 0.01 and w[3] > 0.4
+
+
+def test_bad_ema_and_gamma_are_refused(tmp_path, capsys):
+    import pytest
+
+    from hspace_studio.training import ddpm
+
+    for bad in (["--slow-ema", "1.5"], ["--slow-ema", "-0.1"], ["--min-snr", "-1"]):
+        with pytest.raises(SystemExit):
+            ddpm.main(["--out", str(tmp_path / "m"), "--checkpoint", str(tmp_path / "ck"), *bad])
+        assert "--" in capsys.readouterr().err
+    assert not (tmp_path / "ck").exists()

@@ -121,6 +121,10 @@ def main(argv=None):
                          "checkpoint folder has no state yet; the step count continues from "
                          "the folder's training.json")
     args = ap.parse_args(argv)
+    if not 0.0 <= args.slow_ema <= 1.0:
+        ap.error("--slow-ema is a decay between 0 and 1 (e.g. 0.9995)")
+    if args.min_snr < 0:
+        ap.error("--min-snr is a gamma of 0 (off) or more (e.g. 5)")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
