@@ -75,6 +75,13 @@ def v_loss(pred, target, ab, min_snr: float = 0.0):
     return (snr.clamp(max=min_snr) / (snr + 1) * (pred - target) ** 2).mean()
 
 
+@torch.no_grad()
+def _ema_update(avg, model, decay: float):
+    """Move each parameter of ``avg`` towards ``model``'s by 1 - decay."""
+    for pe, pm in zip(avg.parameters(), model.parameters()):
+        pe.lerp_(pm, 1 - decay)
+
+
 def export(model, sched, out: Path, extra: dict):
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
@@ -103,7 +110,7 @@ def main(argv=None):
     ap.add_argument("--channels", default="32,64,96,128")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--slow-ema", type=float, default=0.0, metavar="DECAY",
-                    help="also keep a slower EMA of the weights (e.g. 0.9998), exported to "
+                    help="also keep a slower EMA of the weights (e.g. 0.9995), exported to "
                          "--slow-ema-out; started from the EMA weights when the checkpoint has none")
     ap.add_argument("--slow-ema-out", metavar="FOLDER",
                     help="where the slow EMA is exported (default: --out with '-slow' appended)")
@@ -221,12 +228,9 @@ def main(argv=None):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - decay)
-            if slow is not None:
-                for pe, pm in zip(slow.parameters(), model.parameters()):
-                    pe.lerp_(pm, 1 - args.slow_ema)
+        _ema_update(ema, model, decay)
+        if slow is not None:
+            _ema_update(slow, model, args.slow_ema)
         step += 1
         losses.append(loss.item())
         if step % 100 == 0:
