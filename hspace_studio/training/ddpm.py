@@ -60,10 +60,6 @@ def build_scheduler():
     )
 
 
-def _v_target(sched, x0, noise, t):
-    return sched.get_velocity(x0, noise, t)
-
-
 def v_loss(pred, target, ab, min_snr: float = 0.0):
     """Mean squared error of predicted v; with ``min_snr`` > 0 each sample is weighted by
     min(SNR, min_snr) / (SNR + 1), which is the min-SNR loss min(SNR, gamma) |x0 - x0_hat|^2
