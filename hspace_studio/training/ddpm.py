@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..toyfaces.generator import render_batch
+from .stream import batches
 
 
 def build_unet(size: int = 64, channels=(32, 64, 96, 128)):
@@ -119,6 +119,9 @@ def main(argv=None):
                     help="weight each sample's v-loss by min(SNR, GAMMA) / (SNR + 1), the "
                          "min-SNR weighting (e.g. 5); 0: the plain v-loss")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes rendering training images ahead (0: render in this process; "
+                         "on a GPU, about the CPU cores less one)")
     ap.add_argument("--init", metavar="FOLDER",
                     help="start from these weights (e.g. resources/default-model) when the "
                          "checkpoint folder has no state yet; the step count continues from "
@@ -128,6 +131,10 @@ def main(argv=None):
         ap.error("--slow-ema is a decay between 0 and 1 (e.g. 0.9995)")
     if args.min_snr < 0:
         ap.error("--min-snr is a gamma of 0 (off) or more (e.g. 5)")
+    if args.workers < 0:
+        ap.error("--workers is a number of processes, 0 or more")
+    if args.batch < 1:
+        ap.error("--batch is at least 1")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
@@ -201,10 +208,9 @@ def main(argv=None):
         print(f"checkpoint at step {step}", flush=True)
 
     model.train()
+    data = batches(seed_pos, args.batch, args.size, args.workers)
     while step < args.max_steps and (time.time() - t_start) < args.minutes * 60:
-        seeds = range(10_000_000 + seed_pos, 10_000_000 + seed_pos + args.batch)
-        seed_pos += args.batch
-        x0, _, _ = render_batch(seeds, args.size)
+        seed_pos, x0 = next(data)
         x0 = torch.from_numpy(x0).to(device)
         gen.manual_seed(step)
         noise = torch.randn(x0.shape, generator=gen).to(device)
@@ -236,6 +242,7 @@ def main(argv=None):
         if time.time() - t_save > args.save_every * 60:
             save()
             t_save = time.time()
+    data.close()
     save()
 
 
