@@ -9,6 +9,8 @@
 # OUT/quality-model*.json; the resumable run state goes to $CHECKPOINT (runs/ddpm-gpu).
 # Run it again with the same OUT to continue. DEVICE, BATCH, LR, SAMPLES and PYTHON override
 # the defaults (cuda, 256, 2e-4, 1000, python3); DEVICE=cpu with tiny figures checks the script.
+# INIT= (empty) trains from scratch instead, e.g. a wider model:
+#   INIT= sh bench/train_ddpm_gpu.sh OUT 8 --channels 64,128,192,256
 set -eu
 [ $# -ge 1 ] || { echo "usage: sh bench/train_ddpm_gpu.sh OUT [MINUTES] [training options]" >&2; exit 2; }
 out=$1
@@ -18,10 +20,11 @@ shift
 py=${PYTHON:-python3}
 dev=${DEVICE:-cuda}
 ck=${CHECKPOINT:-runs/ddpm-gpu}
+init=${INIT-resources/default-model}
 workers=$(( $(nproc) - 1 ))
 mkdir -p "$out"
 PYTHONUNBUFFERED=1 "$py" -m hspace_studio.training.ddpm --out "$out/model" --checkpoint "$ck" \
-    --init resources/default-model --device "$dev" --batch "${BATCH:-256}" --lr "${LR:-2e-4}" \
+    ${init:+--init "$init"} --device "$dev" --batch "${BATCH:-256}" --lr "${LR:-2e-4}" \
     --decay 0.9 --workers "$workers" --minutes "$minutes" --save-every 2 \
     --slow-ema 0.9995 --slow-ema-out "$out/model-slow" "$@" 2>&1 | tee -a "$out/train.log"
 for m in model model-slow; do
