@@ -209,6 +209,11 @@ def render(seed: int, size: int = 64, factors: Factors | None = None):
     return rgb, lab, f
 
 
+def to_model_range(rgb: np.ndarray) -> np.ndarray:
+    """Rendered images (N, H, W, 3) uint8 as float32 (N, 3, H, W) in [-1, 1]."""
+    return rgb.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
+
+
 def render_batch(seeds, size: int = 64):
     """Images as float32 (N, 3, size, size) in [-1, 1], labels (N, size, size), factors list."""
     imgs, labs, facs = [], [], []
@@ -217,8 +222,7 @@ def render_batch(seeds, size: int = 64):
         imgs.append(rgb)
         labs.append(lab)
         facs.append(f)
-    x = np.stack(imgs).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
-    return x, np.stack(labs), facs
+    return to_model_range(np.stack(imgs)), np.stack(labs), facs
 
 
 # Binary attributes the shipped classifier predicts, as functions of the ground truth.

@@ -13,18 +13,13 @@ from collections import deque
 
 import numpy as np
 
-from ..toyfaces.generator import render
+from ..toyfaces.generator import render, to_model_range
 
 SEED_BASE = 10_000_000  # training seeds start here, away from the held-out seeds
 
 
 def _render_uint8(first: int, count: int, size: int) -> np.ndarray:
     return np.stack([render(s, size)[0] for s in range(first, first + count)])
-
-
-def _to_model_range(rgb: np.ndarray) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1], as ``render_batch`` gives."""
-    return rgb.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
 
 
 def batches(pos: int, batch: int, size: int = 64, workers: int = 0, base: int = SEED_BASE):
@@ -38,7 +33,7 @@ def batches(pos: int, batch: int, size: int = 64, workers: int = 0, base: int = 
         raise ValueError("batch must be at least 1")
     if workers <= 0:
         while True:
-            x = _to_model_range(_render_uint8(base + pos, batch, size))
+            x = to_model_range(_render_uint8(base + pos, batch, size))
             pos += batch
             yield pos, x
     # spawn, not fork: the parent holds torch's thread pools, which a forked child can inherit
@@ -52,4 +47,4 @@ def batches(pos: int, batch: int, size: int = 64, workers: int = 0, base: int = 
                 nxt += batch
             rgb = ahead.popleft().get()
             pos += batch
-            yield pos, _to_model_range(rgb)
+            yield pos, to_model_range(rgb)
