@@ -91,3 +91,27 @@ def test_bad_ema_and_gamma_are_refused(tmp_path, capsys):
             ddpm.main(["--out", str(tmp_path / "m"), "--checkpoint", str(tmp_path / "ck"), *bad])
         assert "--" in capsys.readouterr().err
     assert not (tmp_path / "ck").exists()
+
+
+def test_ctrl_c_saves_a_checkpoint_the_same_command_resumes(tmp_path, monkeypatch, capsys):
+    from hspace_studio.training import ddpm
+
+    calls = []
+    real = ddpm.v_loss
+
+    def loss_then_interrupt(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(ddpm, "v_loss", loss_then_interrupt)
+    args = ["--out", str(tmp_path / "m"), "--checkpoint", str(tmp_path / "ck"), "--max-steps", "4",
+            "--batch", "2", "--size", "16", "--channels", "16,16,32,32", "--threads", "1", "--no-bf16"]
+    assert ddpm.main(args) == 130
+    assert "interrupted at step 2" in capsys.readouterr().out
+    st = torch.load(tmp_path / "ck" / "state.pt", weights_only=True)
+    assert st["step"] == 2 and st["seed_pos"] == 6  # the third batch was drawn, not trained on
+    assert json.loads((tmp_path / "m" / "training.json").read_text())["step"] == 2
+    assert ddpm.main(args) == 0  # resumed: steps 3 and 4
+    assert torch.load(tmp_path / "ck" / "state.pt", weights_only=True)["step"] == 4

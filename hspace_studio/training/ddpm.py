@@ -209,42 +209,52 @@ def main(argv=None):
 
     model.train()
     data = batches(seed_pos, args.batch, args.size, args.workers)
-    while step < args.max_steps and (time.time() - t_start) < args.minutes * 60:
-        seed_pos, x0 = next(data)
-        x0 = torch.from_numpy(x0).to(device)
-        gen.manual_seed(step)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
-        t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=gen).to(device)
-        ab = acs[t].view(-1, 1, 1, 1)
-        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-        target = ab.sqrt() * noise - (1 - ab).sqrt() * x0  # v
-        warm = min(1.0, (step - warm_from + 1) / 500)
-        frac = min(1.0, (time.time() - t_start) / (args.minutes * 60))
-        for g in opt.param_groups:
-            g["lr"] = args.lr * warm * (1 - args.decay * frac)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            pred = model(xt, t).sample
-        loss = v_loss(pred.float(), target, ab, args.min_snr)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        decay = min(args.ema, (1 + step) / (10 + step))
-        _ema_update(ema, model, decay)
-        if slow is not None:
-            _ema_update(slow, model, args.slow_ema)
-        step += 1
-        losses.append(loss.item())
-        if step % 100 == 0:
-            el = time.time() - t_start
-            print(f"step {step} loss {sum(losses)/len(losses):.4f} {el/60:.1f} min", flush=True)
-            losses = []
-        if time.time() - t_save > args.save_every * 60:
-            save()
-            t_save = time.time()
-    data.close()
+    interrupted = False
+    try:
+        while step < args.max_steps and (time.time() - t_start) < args.minutes * 60:
+            seed_pos, x0 = next(data)
+            x0 = torch.from_numpy(x0).to(device)
+            gen.manual_seed(step)
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=gen).to(device)
+            ab = acs[t].view(-1, 1, 1, 1)
+            xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+            target = ab.sqrt() * noise - (1 - ab).sqrt() * x0  # v
+            warm = min(1.0, (step - warm_from + 1) / 500)
+            frac = min(1.0, (time.time() - t_start) / (args.minutes * 60))
+            for g in opt.param_groups:
+                g["lr"] = args.lr * warm * (1 - args.decay * frac)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                pred = model(xt, t).sample
+            loss = v_loss(pred.float(), target, ab, args.min_snr)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            decay = min(args.ema, (1 + step) / (10 + step))
+            _ema_update(ema, model, decay)
+            if slow is not None:
+                _ema_update(slow, model, args.slow_ema)
+            step += 1
+            losses.append(loss.item())
+            if step % 100 == 0:
+                el = time.time() - t_start
+                print(f"step {step} loss {sum(losses)/len(losses):.4f} {el/60:.1f} min", flush=True)
+                losses = []
+            if time.time() - t_save > args.save_every * 60:
+                save()
+                t_save = time.time()
+    except KeyboardInterrupt:  # Ctrl-C: keep what was trained
+        interrupted = True
+    finally:
+        data.close()  # stops the worker processes, also when a step fails
     save()
+    if interrupted:
+        print(f"interrupted at step {step}: checkpoint saved; the same command continues the run",
+              flush=True)
+        return 130
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
