@@ -17,6 +17,13 @@ def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     g.add_argument("--half", action="store_true", help="half precision (CUDA only)")
     g.add_argument("--h-space", dest="h_space", default="after", choices=("before", "middle", "after"),
                    help="where h is read and edited (default: after the mid-block)")
+    g.add_argument("--guide", default=None, metavar="FOLDER",
+                   help="guide the model by a weaker one of the same kind (autoguidance): "
+                        "'default' (the default model's shipped guide) or a model folder")
+    g.add_argument("--guide-weight", dest="guide_weight", type=_finite_float, default=None, metavar="W",
+                   help="guidance weight: output = guide + W (model - guide) (default 4; 1 = none)")
+    g.add_argument("--guide-interval", dest="guide_interval", type=window, default=None, metavar="LO:HI",
+                   help="guide only at timesteps LO..HI (default: at every step)")
     if sampling:
         g.add_argument("--steps", type=_positive_int, default=None, help="diffusion steps (default 10)")
         g.add_argument("--eta", type=_eta, default=None,
@@ -50,6 +57,16 @@ def _nonneg_float(s: str) -> float:
     return v
 
 
+def _finite_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{s}'")
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{s}'")
+    return v
+
+
 def split_index(value: str):
     """'file.safetensors:3' -> ('file.safetensors', 3); 'file.safetensors' -> (file, None)."""
     head, sep, tail = value.rpartition(":")
@@ -80,7 +97,9 @@ def window(s: str):
 def open_model(args):
     from ..engine.model import load_model
 
-    return load_model(args.model, device=args.device, half=getattr(args, "half", False))
+    return load_model(args.model, device=args.device, half=getattr(args, "half", False),
+                      guide=getattr(args, "guide", None), guide_weight=getattr(args, "guide_weight", None),
+                      guide_interval=getattr(args, "guide_interval", None))
 
 
 def steps_eta(args, default_steps: int = 10, default_eta=1.0):
@@ -172,8 +191,18 @@ def add_source_args(p: argparse.ArgumentParser, image: bool = True) -> None:
         src.add_argument("--image", help="a real image, inverted first")
 
 
+def with_guide(recipe: dict, model) -> dict:
+    """The recipe with the model's guidance settings (if it is guided), so that the image's
+    command line re-creates it."""
+    info = getattr(model, "info", None) or {}
+    if info.get("guide") is None:
+        return recipe
+    return {**recipe, "guide": {"model": info["guide"], "weight": info["guide_weight"],
+                                "interval": info.get("guide_interval")}}
+
+
 def save_image(model, x0, path, recipe) -> None:
     from ..engine.images import save_png, to_pil
 
     img = model.to_pixels(x0[None])[0].cpu()
-    save_png(path, to_pil(img), recipe)
+    save_png(path, to_pil(img), with_guide(recipe, model))

@@ -7,7 +7,8 @@ The recipe format is the one ``hspace-studio edit`` writes::
                                                               # or {..., "trajectory": path}
      "edits": [{"direction": "d.safetensors", "index": 2, "scale": 3.0,
                 "window": [999, 400] or null, "at_step": null or J}],
-     "strip": [..scales..]  (only for strips)}
+     "strip": [..scales..]  (only for strips),
+     "guide": {"model": "default", "weight": 4.0, "interval": [lo, hi] or null}  (only if guided)}
 
 :func:`recipe_to_cli_args` turns it back into the arguments that re-create the image.
 """
@@ -31,6 +32,12 @@ def recipe_to_cli_args(recipe: dict, out: Optional[str] = None) -> List[str]:
     cmd = "edit" if edits else "sample"
     args: List[str] = [cmd, f"--model={recipe.get('model', 'default')}",
                        f"--h-space={recipe.get('h_space', 'after')}"]
+    guide = recipe.get("guide")
+    if isinstance(guide, dict) and guide.get("model") is not None:
+        args += [f"--guide={guide['model']}", f"--guide-weight={repr(float(guide.get('weight', 1.0)))}"]
+        if guide.get("interval"):
+            lo, hi = guide["interval"]
+            args.append(f"--guide-interval={int(lo)}:{int(hi)}")
     if src.get("trajectory"):
         args.append(f"--trajectory={src['trajectory']}")
     elif src.get("image") is not None:

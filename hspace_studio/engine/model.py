@@ -30,6 +30,9 @@ from ..core.errors import ModelLoadError
 
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 DEFAULT_MODEL_DIR = RESOURCES / "default-model"
+# the default model's guide (autoguidance, :mod:`.guidance`): an earlier checkpoint of its run
+DEFAULT_GUIDE_DIR = RESOURCES / "default-model-guide"
+DEFAULT_GUIDE_WEIGHT = 4.0
 
 
 def pick_device(device: Optional[str] = None) -> torch.device:
@@ -115,17 +118,25 @@ class DiffusionModel:
     def describe(self) -> str:
         c, h, w = self.sample_shape
         kind = "latent" if self.is_latent else "pixel"
-        return (f"{self.source} ({kind}, {c}x{h}x{w}, {self.prediction_type}, "
+        guided = ""
+        if self.info.get("guide") is not None:
+            iv = self.info.get("guide_interval")
+            guided = (f", guided by {self.info['guide']} at weight {self.info['guide_weight']:g}"
+                      + (f" on timesteps {iv[0]}:{iv[1]}" if iv else ""))
+        return (f"{self.source} ({kind}, {c}x{h}x{w}, {self.prediction_type}{guided}, "
                 f"fingerprint {self.fingerprint}, {self.device})")
 
 
-def _fingerprint(modules, scheduler_config: dict) -> str:
-    """Stable id of a model: its weights and the noise schedule, not device or dtype."""
+def _fingerprint(modules, scheduler_config: dict, extra: Optional[dict] = None) -> str:
+    """Stable id of a model: its weights and the noise schedule (and ``extra``, e.g. the
+    guidance settings), not device or dtype."""
     h = hashlib.sha256()
     keys = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
             "prediction_type", "trained_betas")
     h.update(json.dumps({k: scheduler_config.get(k) for k in keys}, sort_keys=True,
                         default=str).encode())
+    if extra:
+        h.update(json.dumps(extra, sort_keys=True, default=str).encode())
     for mod in modules:
         if mod is None:
             continue
@@ -226,11 +237,7 @@ def make_scheduler(config: dict, clip_sample: bool = False):
     return DDIMScheduler.from_config(cfg)
 
 
-def load_model(source: str = "default", device: Optional[str] = None, half: bool = False,
-               clip_sample: bool = False) -> DiffusionModel:
-    """Load a model by name, folder or hub id. See the module docstring."""
-    dev = pick_device(device)
-    src = str(source)
+def _model_root(src: str) -> Path:
     if src == "default":
         root = DEFAULT_MODEL_DIR
         if not root.is_dir():
@@ -244,11 +251,49 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
         root = _download(src)
     else:
         raise ModelLoadError(f"no model folder '{src}' (pass 'default', a local folder or a hub id)")
+    return root
+
+
+def _load_guide(guide: str, unet, scfg: dict):
+    from .guidance import check_guide
+
+    if guide == "default":
+        root = DEFAULT_GUIDE_DIR
+        if not root.is_dir():
+            raise ModelLoadError(f"the default model's guide is missing ({root})")
+    else:
+        root = Path(guide).expanduser()
+        if not root.is_dir():
+            raise ModelLoadError(f"no guide model folder '{guide}' (pass 'default' or a local folder)")
+    g_unet, g_scfg, g_vae = _load_folder(root)
+    check_guide(unet, g_unet, scfg, g_scfg, str(guide))
+    return g_unet
+
+
+def load_model(source: str = "default", device: Optional[str] = None, half: bool = False,
+               clip_sample: bool = False, guide: Optional[str] = None,
+               guide_weight: Optional[float] = None, guide_interval=None) -> DiffusionModel:
+    """Load a model by name, folder or hub id. See the module docstring.
+
+    ``guide``: a folder (or ``"default"``: the default model's shipped guide) of a weaker
+    model of the same kind; sampling then uses ``g + guide_weight (m - g)``
+    (:mod:`.guidance`), at the timesteps ``guide_interval`` = (lo, hi) or at all."""
+    dev = pick_device(device)
+    src = str(source)
+    root = _model_root(src)
     unet, scfg, vae = _load_folder(root)
     if unet.mid_block is None:
         raise ModelLoadError(f"{src}: the UNet has no mid-block, so it has no h-space")
+    g_unet, extra = None, None
+    if guide is not None:
+        g_unet = _load_guide(str(guide), unet, scfg)
+        weight = DEFAULT_GUIDE_WEIGHT if guide_weight is None else float(guide_weight)
+        extra = {"guide_weight": weight,
+                 "guide_interval": list(guide_interval) if guide_interval is not None else None}
+    elif guide_weight is not None or guide_interval is not None:
+        raise ModelLoadError("a guidance weight or interval needs a guide model (--guide)")
     try:
-        fp = _fingerprint([unet, vae], scfg)
+        fp = _fingerprint([unet, vae, g_unet], scfg, extra)
     except (TypeError, ValueError) as e:
         raise ModelLoadError(f"{src}: unusable scheduler config ({e})") from e
     dtype = torch.float32
@@ -258,6 +303,17 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
         dtype = torch.float16
     unet = unet.to(dev, dtype).eval().requires_grad_(False)
     _own_memory(unet)
+    info = {"root": str(root)}
+    if g_unet is not None:
+        from .guidance import GuidedUNet
+
+        g_unet = g_unet.to(dev, dtype).eval().requires_grad_(False)
+        _own_memory(g_unet)
+        try:
+            unet = GuidedUNet(unet, g_unet, extra["guide_weight"], guide_interval)
+        except ValueError as e:
+            raise ModelLoadError(str(e)) from e
+        info.update(guide=str(guide), **extra)
     if vae is not None:
         vae = vae.to(dev, dtype).eval().requires_grad_(False)
         _own_memory(vae)
@@ -269,4 +325,4 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
     if sched.config.prediction_type not in ("epsilon", "v_prediction", "sample"):
         raise ModelLoadError(f"{src}: unsupported prediction type '{sched.config.prediction_type}'")
     return DiffusionModel(unet=unet, scheduler=sched, vae=vae, fingerprint=fp, source=src,
-                          device=dev, dtype=dtype, info={"root": str(root)})
+                          device=dev, dtype=dtype, info=info)
