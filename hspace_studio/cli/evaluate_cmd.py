@@ -115,6 +115,7 @@ def run(args) -> int:
         raise ValueError(f"unknown section(s) {', '.join(bad)} (choose from {', '.join(SECTIONS)})")
     model = open_model(args)
     results = {"model": model.describe()}
+    print(f"Model: {results['model']}\n", flush=True)
     with progress_and_cancel("evaluating") as (bar, token):
         for s in sections:
             t = time.time()
