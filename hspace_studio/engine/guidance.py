@@ -21,10 +21,9 @@ import torch
 
 from ..core.errors import ModelLoadError
 
-# what a guide must share with the main UNet for their outputs to be combined
+# what a guide must share with the main UNet for their outputs to be combined (and the
+# noise schedule: model.SCHEDULE_KEYS)
 SAME_CONFIG = ("sample_size", "in_channels", "out_channels")
-SAME_SCHEDULE = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
-                 "prediction_type", "trained_betas")
 
 
 class _Output:
@@ -82,12 +81,14 @@ class GuidedUNet(torch.nn.Module):
 
 def check_guide(main, guide, main_schedule: dict, guide_schedule: dict, name: str) -> None:
     """Refuse a guide whose outputs cannot be combined with the main UNet's."""
+    from .model import SCHEDULE_KEYS
+
     for k in SAME_CONFIG:
         a, b = main.config.get(k), guide.config.get(k)
         if a != b:
             raise ModelLoadError(f"the guide {name} has {k} {b}, the model {a}: a guide must "
                                  "be the same kind of model (an earlier or smaller one)")
-    for k in SAME_SCHEDULE:
+    for k in SCHEDULE_KEYS:
         a, b = main_schedule.get(k), guide_schedule.get(k)
         if a != b:
             raise ModelLoadError(f"the guide {name} has {k} {b!r}, the model {a!r}: a guide "

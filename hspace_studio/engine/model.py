@@ -33,6 +33,9 @@ DEFAULT_MODEL_DIR = RESOURCES / "default-model"
 # the default model's guide (autoguidance, :mod:`.guidance`): an earlier checkpoint of its run
 DEFAULT_GUIDE_DIR = RESOURCES / "default-model-guide"
 DEFAULT_GUIDE_WEIGHT = 4.0
+# the scheduler settings that define the noise schedule (part of a model's fingerprint)
+SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
+                 "prediction_type", "trained_betas")
 
 
 def pick_device(device: Optional[str] = None) -> torch.device:
@@ -131,9 +134,7 @@ def _fingerprint(modules, scheduler_config: dict, extra: Optional[dict] = None) 
     """Stable id of a model: its weights and the noise schedule (and ``extra``, e.g. the
     guidance settings), not device or dtype."""
     h = hashlib.sha256()
-    keys = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
-            "prediction_type", "trained_betas")
-    h.update(json.dumps({k: scheduler_config.get(k) for k in keys}, sort_keys=True,
+    h.update(json.dumps({k: scheduler_config.get(k) for k in SCHEDULE_KEYS}, sort_keys=True,
                         default=str).encode())
     if extra:
         h.update(json.dumps(extra, sort_keys=True, default=str).encode())
@@ -265,7 +266,7 @@ def _load_guide(guide: str, unet, scfg: dict):
         root = Path(guide).expanduser()
         if not root.is_dir():
             raise ModelLoadError(f"no guide model folder '{guide}' (pass 'default' or a local folder)")
-    g_unet, g_scfg, g_vae = _load_folder(root)
+    g_unet, g_scfg, _ = _load_folder(root)
     check_guide(unet, g_unet, scfg, g_scfg, str(guide))
     return g_unet
 
