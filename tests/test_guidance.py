@@ -185,3 +185,47 @@ def test_default_model_loads_with_its_shipped_guide():
     b = sample(guided, [7], steps=4, eta=0.0)[0].x_0
     assert torch.isfinite(b).all() and b.abs().max() < 2
     assert not torch.allclose(a, b, atol=1e-2)
+
+
+def test_directions_belong_to_the_weights_and_trajectories_to_the_guided_chain(tmp_path, tiny_model_dir,
+                                                                                 guide_dir, capsys):
+    """A direction file found without a guide edits with one (it lives in the same network's
+    h-space), while a trajectory sampled without the guide is refused by the guided model
+    (its chain is another one)."""
+    from hspace_studio.cli import main
+    from hspace_studio.engine.directions import DirectionSet
+
+    m = load_model(str(tiny_model_dir), device="cpu")
+    guided = load_model(str(tiny_model_dir), device="cpu", guide=str(guide_dir), guide_weight=3.0)
+    assert guided.weights_fingerprint == m.fingerprint == m.weights_fingerprint
+    assert guided.fingerprint != m.fingerprint and f"weights {m.fingerprint}" in guided.describe()
+    pcs, traj = tmp_path / "pcs.safetensors", tmp_path / "face.safetensors"
+    model = ["--model", str(tiny_model_dir)]
+    guide = ["--guide", str(guide_dir), "--guide-weight", "3"]
+    assert main(["pca", *model, "--samples", "6", "--steps", "4", "--components", "2", "--out", str(pcs)]) == 0
+    assert DirectionSet.load(pcs).fingerprint == m.fingerprint
+    edit = ["edit", "--seed", "5", "--steps", "4", "--direction", f"{pcs}:0", "--scale", "3"]
+    outs = {}
+    for name, extra in (("plain", []), ("guided", guide)):
+        outs[name] = tmp_path / f"{name}.png"
+        assert main([*edit, *model, *extra, "--out", str(outs[name])]) == 0, capsys.readouterr().err
+    import numpy as np
+    from PIL import Image
+
+    plain, with_guide = (np.asarray(Image.open(outs[k])) for k in ("plain", "guided"))
+    assert not np.array_equal(plain, with_guide)
+    # the same edit on the guided model, by the engine: the direction file's change of h
+    from hspace_studio.engine.sampler import EditSpec
+    from hspace_studio.engine.sampler import edit as run_edit
+
+    t = sample(guided, [5], steps=4, eta=1.0)[0]
+    ds = DirectionSet.load(pcs).for_timesteps(t.timesteps)
+    x0 = run_edit(guided, t, [EditSpec(ds.steps_delta(0), 3.0)])
+    assert not torch.allclose(x0, t.x_0, atol=1e-4)
+    # a trajectory sampled without the guide does not replay on the guided chain
+    assert main(["sample", *model, "--seed", "5", "--steps", "4", "--out", str(tmp_path / "s.png"),
+                 "--trajectory", str(traj)]) == 0
+    capsys.readouterr()
+    assert main(["edit", "--trajectory", str(traj), "--direction", f"{pcs}:0", "--scale", "3", *model, *guide,
+                 "--out", str(tmp_path / "x.png")]) != 0
+    assert "model" in capsys.readouterr().err and not (tmp_path / "x.png").exists()

@@ -47,21 +47,22 @@ _positive_int = _int_at_least(1, "a positive number")
 _nonneg_int = _int_at_least(0, "a number >= 0")
 
 
-def _nonneg_float(s: str) -> float:
+def _number(s: str) -> float:
     try:
-        v = float(s)
+        return float(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{s}'")
+        raise argparse.ArgumentTypeError(f"expected a number, got '{s}'") from None
+
+
+def _nonneg_float(s: str) -> float:
+    v = _number(s)
     if not 0 <= v < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got '{s}'")
     return v
 
 
 def _finite_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{s}'")
+    v = _number(s)
     if v != v or v in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number, got '{s}'")
     return v

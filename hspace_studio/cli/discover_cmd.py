@@ -340,7 +340,7 @@ def run_disentangle(args) -> int:
             recs.append({"file": str(path), "index": j, "label": s.labels[j], "method": s.method})
     if getattr(args, "model", None):
         model = open_model(args)
-        target.check_model(model.fingerprint, target.h_space, None, tpath)
+        target.check_model(model.weights_fingerprint, target.h_space, None, tpath)
     ks = [tidx] if tidx is not None else list(range(len(target)))
     deltas, labels = [], []
     for k in ks:

@@ -84,7 +84,7 @@ def build_edits(model, traj, edits):
     specs = []
     for e in edits:
         ds = DirectionSet.load(e["direction"])
-        ds.check_model(model.fingerprint, traj.h_space, tuple(traj.hs.shape[1:]), e["direction"])
+        ds.check_model(model.weights_fingerprint, traj.h_space, tuple(traj.hs.shape[1:]), e["direction"])
         ds = ds.for_timesteps(traj.timesteps)
         delta = ds.steps_delta(e["index"], e["at_step"])
         specs.append(EditSpec(delta, float(e["scale"]), e["window"]))

@@ -62,6 +62,13 @@ class DiffusionModel:
     device: torch.device
     dtype: torch.dtype
     info: dict = field(default_factory=dict)
+    # the weights and noise schedule alone (no guide): what a direction file is made for,
+    # since directions live in the model's own h-space whether or not a guide steers it
+    weights_fingerprint: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.weights_fingerprint is None:
+            self.weights_fingerprint = self.fingerprint
 
     @property
     def is_latent(self) -> bool:
@@ -126,8 +133,9 @@ class DiffusionModel:
             iv = self.info.get("guide_interval")
             guided = (f", guided by {self.info['guide']} at weight {self.info['guide_weight']:g}"
                       + (f" on timesteps {iv[0]}:{iv[1]}" if iv else ""))
+        weights = f", weights {self.weights_fingerprint}" if self.weights_fingerprint != self.fingerprint else ""
         return (f"{self.source} ({kind}, {c}x{h}x{w}, {self.prediction_type}{guided}, "
-                f"fingerprint {self.fingerprint}, {self.device})")
+                f"fingerprint {self.fingerprint}{weights}, {self.device})")
 
 
 def _fingerprint(modules, scheduler_config: dict, extra: Optional[dict] = None) -> str:
@@ -295,6 +303,7 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
         raise ModelLoadError("a guidance weight or interval needs a guide model (--guide)")
     try:
         fp = _fingerprint([unet, vae, g_unet], scfg, extra)
+        weights_fp = fp if g_unet is None else _fingerprint([unet, vae], scfg)
     except (TypeError, ValueError) as e:
         raise ModelLoadError(f"{src}: unusable scheduler config ({e})") from e
     dtype = torch.float32
@@ -326,4 +335,4 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
     if sched.config.prediction_type not in ("epsilon", "v_prediction", "sample"):
         raise ModelLoadError(f"{src}: unsupported prediction type '{sched.config.prediction_type}'")
     return DiffusionModel(unet=unet, scheduler=sched, vae=vae, fingerprint=fp, source=src,
-                          device=dev, dtype=dtype, info=info)
+                          device=dev, dtype=dtype, info=info, weights_fingerprint=weights_fp)

@@ -229,6 +229,7 @@ class ModelInfo:
     h_shape: Tuple[int, ...]
     is_latent: bool
     num_train_timesteps: int
+    weights_fingerprint: str = ""  # what direction files are made for (no guide)
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,8 @@ class EngineState:
             source=source, fingerprint=model.fingerprint, description=model.describe(),
             image_size=tuple(model.image_size), sample_shape=tuple(model.sample_shape),
             h_space=h_space, h_shape=tuple(shape), is_latent=model.is_latent,
-            num_train_timesteps=int(model.scheduler.config.num_train_timesteps))
+            num_train_timesteps=int(model.scheduler.config.num_train_timesteps),
+            weights_fingerprint=model.weights_fingerprint)
         self.traj = None
         self._invalidate()
         return self.model_info
@@ -391,7 +393,7 @@ class EngineState:
         if info is None:
             return "mismatch", "no model loaded"
         try:
-            ds.check_model(info.fingerprint, info.h_space, info.h_shape)
+            ds.check_model(info.weights_fingerprint, info.h_space, info.h_shape)
         except ModelMismatchError as e:
             return "mismatch", str(e)
         if self.traj is not None and not np.array_equal(ds.timesteps.numpy(), self.traj.timesteps.numpy()):
@@ -425,7 +427,7 @@ class EngineState:
         if d is None:
             ds = self.get_set(set_id)
             info = self.model_info
-            ds.check_model(info.fingerprint, traj.h_space, tuple(traj.hs.shape[1:]),
+            ds.check_model(info.weights_fingerprint, traj.h_space, tuple(traj.hs.shape[1:]),
                            f"direction set '{ds.labels[0] if len(ds) else set_id}'")
             mapped = ds.for_timesteps(traj.timesteps)
             d = mapped.steps_delta(int(index), self.at_step(at_timestep))
@@ -528,7 +530,7 @@ class EngineState:
             import torch
 
             DirectionSet(delta_h=torch.stack(deltas), timesteps=traj.timesteps.clone(),
-                         fingerprint=self.model.fingerprint, h_space=traj.h_space, method="custom",
+                         fingerprint=self.model.weights_fingerprint, h_space=traj.h_space, method="custom",
                          labels=labels, params={"exported_for": Path(png_path).name}).save(side)
         rec = {"model": self.model_info.source, "fingerprint": self.model.fingerprint,
                "h_space": traj.h_space, "source": src, "edits": out, "app": "hspace-studio gui"}
@@ -683,7 +685,7 @@ def _import(state, job, progress, cancel):
     for i, p in enumerate(job.paths):
         ds = DirectionSet.load(p)
         if info is not None:
-            ds.check_model(info.fingerprint, info.h_space, info.h_shape, Path(p).name)
+            ds.check_model(info.weights_fingerprint, info.h_space, info.h_shape, Path(p).name)
         out.append(state.add_set(ds, Path(p).stem, str(Path(p).resolve())))
         progress(i + 1, len(job.paths), f"imported {Path(p).name}")
     return out

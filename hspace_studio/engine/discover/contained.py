@@ -97,7 +97,7 @@ def contained_jacobian_directions(model: DiffusionModel, traj: Trajectory, mask,
               "convergence": {"iterations": r.iterations, "residual": float(r.residual),
                               "converged": bool(r.converged)}}
     ds = DirectionSet(delta_h=delta, timesteps=traj.timesteps.clone().long(),
-                      fingerprint=model.fingerprint, h_space=traj.h_space, method="jacobian",
+                      fingerprint=model.weights_fingerprint, h_space=traj.h_space, method="jacobian",
                       labels=[f"J {j} (contained, step {step})" for j in range(k)],
                       values=[[v] * traj.steps for v in ratios], params=params)
     return ContainedJacobianResult(directions=ds, step=int(step), ratios=ratios, inside=inside, outside=outside,

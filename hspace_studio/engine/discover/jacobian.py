@@ -594,7 +594,7 @@ def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mas
         params["batching"] = "batch (vmap unavailable)"
     labels = [f"J {j}" + (" (masked)" if mask_info else "") for j in range(k)]
     ds = DirectionSet(delta_h=delta.cpu(), timesteps=traj.timesteps[steps].clone().long(),
-                      fingerprint=model.fingerprint, h_space=traj.h_space, method="jacobian",
+                      fingerprint=model.weights_fingerprint, h_space=traj.h_space, method="jacobian",
                       labels=labels, values=sig.T.tolist(), params=params)
     return JacobianResult(directions=ds, singular_values=sig.float(), step_indices=steps,
                           iterations=iters, residuals=resids, converged=conv,

@@ -121,7 +121,7 @@ def name_directions(model: DiffusionModel, directions: DirectionSet, classifier:
     prog = Progress(steps * (n_batches + len(seeds) * per_traj), progress, cancel, "naming: sampling")
     trajs = sample(model, seeds, steps=steps, eta=eta, h_space=ds.h_space, batch_size=batch,
                    keep_chain=True, progress=lambda d, t, m: prog.step(), cancel=cancel)
-    ds.check_model(model.fingerprint, ds.h_space, tuple(trajs[0].hs.shape[1:]))
+    ds.check_model(model.weights_fingerprint, ds.h_space, tuple(trajs[0].hs.shape[1:]))
     dst = ds.for_timesteps(trajs[0].timesteps)
     h_norm = float(torch.stack([t.hs.flatten(1).norm(dim=1).mean() for t in trajs]).mean())
     base_imgs = model.to_pixels(torch.stack([t.x_0 for t in trajs])).cpu()

@@ -304,7 +304,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         "part_term": None if part_term is None else {"name": part_name or "custom", "weight": float(part_weight)},
         "final": history[-1],
     }
-    ds = DirectionSet(delta_h=delta[None], timesteps=ts.clone().long(), fingerprint=model.fingerprint,
+    ds = DirectionSet(delta_h=delta[None], timesteps=ts.clone().long(), fingerprint=model.weights_fingerprint,
                       h_space=h_space, method="supervised", labels=[f"{name} (optimised)"],
                       values=[[gain] * int(ts.shape[0])], params=params_out)
     return OptimizedResult(ds, history, time.perf_counter() - t0)

@@ -498,7 +498,7 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
         "h_space": h_space, "batch": batch, "memory_mb": float(memory_mb), "solver": plan.solver,
         "kept_components": plan.kept, "units": "sigma",
     }
-    ds = DirectionSet(delta_h=delta, timesteps=timesteps.clone().long(), fingerprint=model.fingerprint,
+    ds = DirectionSet(delta_h=delta, timesteps=timesteps.clone().long(), fingerprint=model.weights_fingerprint,
                       h_space=h_space, method="pca", labels=labels, values=values, params=params)
     notes = [f"sampled on {nproc} processes"] if nproc > 1 else []
     return PCAResult(directions=ds, explained_variance=ev, explained_variance_ratio=ratio, plan=plan,

@@ -428,7 +428,7 @@ def supervised_directions(model: DiffusionModel, index: AnnotationIndex,
         params.update(attribute=names[0], positive_seeds=ex[0].positive, negative_seeds=ex[0].negative,
                       score_gap=ex[0].gap)
     ds = DirectionSet(delta_h=torch.stack(deltas), timesteps=timesteps.clone().long(),
-                      fingerprint=model.fingerprint, h_space=h_space, method="supervised",
+                      fingerprint=model.weights_fingerprint, h_space=h_space, method="supervised",
                       labels=labels, values=[[e.gap] * steps for e in ex[:len(names)]], params=params)
     return SupervisedResult(ds, ex, time.perf_counter() - t0)
 
@@ -512,6 +512,6 @@ def supervised_from_images(model: DiffusionModel, positive, negative, steps: int
     if notes:
         params["notes"] = notes[:20]
     ds = DirectionSet(delta_h=delta[None], timesteps=timesteps.clone().long(),
-                      fingerprint=model.fingerprint, h_space=h_space, method="supervised",
+                      fingerprint=model.weights_fingerprint, h_space=h_space, method="supervised",
                       labels=[attribute], values=values, params=params)
     return SupervisedResult(ds, [], time.perf_counter() - t0)
