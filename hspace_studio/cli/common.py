@@ -7,6 +7,7 @@ import sys
 from contextlib import contextmanager
 
 from ..core.progress import CancelToken
+from ..core.recipe import with_guide  # noqa: F401 (used by the commands)
 
 
 def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
@@ -190,16 +191,6 @@ def add_source_args(p: argparse.ArgumentParser, image: bool = True) -> None:
     src.add_argument("--trajectory", help="a saved trajectory (.safetensors)")
     if image:
         src.add_argument("--image", help="a real image, inverted first")
-
-
-def with_guide(recipe: dict, model) -> dict:
-    """The recipe with the model's guidance settings (if it is guided), so that the image's
-    command line re-creates it."""
-    info = getattr(model, "info", None) or {}
-    if info.get("guide") is None:
-        return recipe
-    return {**recipe, "guide": {"model": info["guide"], "weight": info["guide_weight"],
-                                "interval": info.get("guide_interval")}}
 
 
 def save_image(model, x0, path, recipe) -> None:

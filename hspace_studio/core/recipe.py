@@ -73,3 +73,13 @@ def cli_command_line(recipe: dict, out: str = "out.png") -> str:
     import shlex
 
     return "hspace-studio " + " ".join(shlex.quote(a) for a in recipe_to_cli_args(recipe, out))
+
+
+def with_guide(recipe: dict, model) -> dict:
+    """The recipe with the model's guidance settings (if it is guided), so that the image's
+    command line re-creates it."""
+    info = getattr(model, "info", None) or {}
+    if info.get("guide") is None:
+        return recipe
+    return {**recipe, "guide": {"model": info["guide"], "weight": info["guide_weight"],
+                                "interval": info.get("guide_interval")}}

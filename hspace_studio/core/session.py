@@ -285,8 +285,11 @@ def check_session(doc: dict, arrays: Dict[str, np.ndarray], where: str = "sessio
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise FileFormatError(f"{where}: tensor '{k}' contains NaN or infinite values")
     model = _opt(doc, "model", dict, where) or {}
-    for key in ("source", "h_space", "fingerprint"):
+    for key in ("source", "h_space", "fingerprint", "guide"):
         _opt(model, key, str, f"{where}: model")
+    w = model.get("guide_weight")
+    if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)):
+        raise FileFormatError(f"{where}: the model's guide weight {w!r} is not a finite number"[:200])
     if model.get("h_space") is not None and model["h_space"] not in ("before", "middle", "after"):
         raise FileFormatError(f"{where}: unknown h-space point {model['h_space']!r}"[:200])
     for part in ("source", "controls", "view", "trajectory", "set_meta"):

@@ -21,6 +21,7 @@ from typing import Callable, ClassVar, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..core.errors import FileFormatError, HSpaceError, ModelLoadError, ModelMismatchError
+from ..core.recipe import with_guide
 from ..core.session import SetState, DirectionState, default_range, read_session, write_session
 
 H_SPACE_POINTS = ("before", "middle", "after")
@@ -33,6 +34,8 @@ class LoadModel:
     source: str
     h_space: str = "after"
     device: Optional[str] = None
+    guide: Optional[str] = None  # a guide folder or "default" (autoguidance; engine/guidance.py)
+    guide_weight: Optional[float] = None
     coalesce: ClassVar[str] = "model"
     label: ClassVar[str] = "Loading model"
 
@@ -230,6 +233,8 @@ class ModelInfo:
     is_latent: bool
     num_train_timesteps: int
     weights_fingerprint: str = ""  # what direction files are made for (no guide)
+    guide: Optional[str] = None
+    guide_weight: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -286,16 +291,20 @@ class EngineState:
         self._region = None  # (model fingerprint, Region) built from region_mask
 
     # -- model and trajectory --------------------------------------------------------
-    def load_model(self, source: str, h_space: str, device=None) -> ModelInfo:
+    def load_model(self, source: str, h_space: str, device=None, guide: Optional[str] = None,
+                   guide_weight: Optional[float] = None) -> ModelInfo:
         from ..engine.hspace import h_shape
         from ..engine.model import load_model
 
         if h_space not in H_SPACE_POINTS:
             raise ValueError(f"unknown h-space point '{h_space}'")
-        if self.model is not None and self.model_info.source == source and self.h_space == h_space:
+        if guide is None:
+            guide_weight = None
+        same = (self.model is not None and self.model_info.source == source
+                and (self.model_info.guide, self.model_info.guide_weight) == (guide, guide_weight))
+        if same and self.h_space == h_space:
             return self.model_info
-        model = self.model if (self.model is not None and self.model_info.source == source) \
-            else load_model(source, device=device)
+        model = self.model if same else load_model(source, device=device, guide=guide, guide_weight=guide_weight)
         shape = h_shape(model.unet, h_space, model.sample_shape)
         self.model, self.h_space = model, h_space
         self.model_info = ModelInfo(
@@ -303,7 +312,8 @@ class EngineState:
             image_size=tuple(model.image_size), sample_shape=tuple(model.sample_shape),
             h_space=h_space, h_shape=tuple(shape), is_latent=model.is_latent,
             num_train_timesteps=int(model.scheduler.config.num_train_timesteps),
-            weights_fingerprint=model.weights_fingerprint)
+            weights_fingerprint=model.weights_fingerprint, guide=model.info.get("guide"),
+            guide_weight=model.info.get("guide_weight"))
         self.traj = None
         self._invalidate()
         return self.model_info
@@ -532,8 +542,9 @@ class EngineState:
             DirectionSet(delta_h=torch.stack(deltas), timesteps=traj.timesteps.clone(),
                          fingerprint=self.model.weights_fingerprint, h_space=traj.h_space, method="custom",
                          labels=labels, params={"exported_for": Path(png_path).name}).save(side)
-        rec = {"model": self.model_info.source, "fingerprint": self.model.fingerprint,
-               "h_space": traj.h_space, "source": src, "edits": out, "app": "hspace-studio gui"}
+        rec = with_guide({"model": self.model_info.source, "fingerprint": self.model.fingerprint,
+                          "h_space": traj.h_space, "source": src, "edits": out, "app": "hspace-studio gui"},
+                         self.model)
         if self.region_mask is not None:
             rec["region"] = {"free_steps": self.region_free_steps,
                              "coverage": float(self.region_mask.mean())}
@@ -626,7 +637,7 @@ def _sleep(state, job, progress, cancel):
 @handler(LoadModel)
 def _load_model(state, job, progress, cancel):
     progress(0, 1, f"loading {job.source}")
-    info = state.load_model(job.source, job.h_space, job.device)
+    info = state.load_model(job.source, job.h_space, job.device, job.guide, job.guide_weight)
     progress(1, 1, "model loaded")
     return info
 
@@ -1000,7 +1011,8 @@ def _load_session_now(state, job, progress, cancel):
     model_info = None
     if m.get("source"):
         try:
-            model_info = state.load_model(str(m["source"]), str(m.get("h_space", "after")), job.device)
+            model_info = state.load_model(str(m["source"]), str(m.get("h_space", "after")), job.device,
+                                          m.get("guide"), m.get("guide_weight"))
         except HSpaceError as e:
             warnings.append(f"model: {e}")
     if model_info is not None and m.get("fingerprint") and m["fingerprint"] != model_info.fingerprint:

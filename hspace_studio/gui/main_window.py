@@ -312,6 +312,8 @@ class MainWindow(QMainWindow):
 
         sp = self.source_panel
         sp.loadModelRequested.connect(self.load_model)
+        sp.guidanceChanged.connect(lambda: self.load_model(self.model_info.source if self.model_info
+                                                           else sp.model_source()))
         sp.sampleRequested.connect(self.sample_current_seed)
         sp.samplingChanged.connect(self.remake_source)
         sp.openImageRequested.connect(self.open_image_dialog)
@@ -516,12 +518,15 @@ class MainWindow(QMainWindow):
         h_space = h_space or self.source_panel.h_space.currentText()
         self.canvas.placeholder = f"Loading model {source}…"
         self.canvas.update()
-        return self.submit(J.LoadModel(str(source), h_space, self.device))
+        guide, weight = self.source_panel.guidance(str(source))
+        return self.submit(J.LoadModel(str(source), h_space, self.device, guide, weight))
 
     def _model_failed(self, job: J.LoadModel, error: str) -> None:
         if self.model_info is not None:  # keep the previous model
             self.source_panel.set_model_source(self.model_info.source, self.recent.get("models"))
             self.source_panel.set_values(h_space=self.model_info.h_space)
+            self.source_panel.set_guidance(self.model_info.source, self.model_info.guide,
+                                           self.model_info.guide_weight)
         else:
             self.canvas.placeholder = f"No model loaded.\n{error}\nChoose a model in 'Image source'."
             self.canvas.update()
@@ -534,6 +539,7 @@ class MainWindow(QMainWindow):
             self.recent.add("models", info.source)
         self.source_panel.set_model_source(info.source, self.recent.get("models"))
         self.source_panel.set_values(h_space=info.h_space)
+        self.source_panel.set_guidance(info.source, info.guide, info.guide_weight)
         self.mask.reset(info.image_size)
         self.canvas.placeholder = "Sampling…"
         self._update_title()
@@ -1034,7 +1040,8 @@ class MainWindow(QMainWindow):
             "app": "hspace-studio",
             "model": {"source": info.source if info else self.source_panel.model_source(),
                       "h_space": info.h_space if info else self.source_panel.h_space.currentText(),
-                      "fingerprint": info.fingerprint if info else None},
+                      "fingerprint": info.fingerprint if info else None,
+                      **({"guide": info.guide, "guide_weight": info.guide_weight} if info and info.guide else {})},
             "source": dict(self.traj_info.source) if self.traj_info else dict(self._source),
             "controls": {"seed": self.source_panel.seed.value(), "steps": steps, "eta": eta},
             "library": [s.to_json() for s in self.library.sets],
@@ -1104,6 +1111,7 @@ class MainWindow(QMainWindow):
         if pl.model is not None:
             self.model_info = pl.model
             self.source_panel.set_model_source(pl.model.source, self.recent.get("models"))
+            self.source_panel.set_guidance(pl.model.source, pl.model.guide, pl.model.guide_weight)
             self.mask.reset(pl.model.image_size)
         c = doc.get("controls") or {}
         self.source_panel.set_values(seed=c.get("seed"), steps=c.get("steps"), eta=c.get("eta"),
