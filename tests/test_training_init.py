@@ -115,3 +115,30 @@ def test_ctrl_c_saves_a_checkpoint_the_same_command_resumes(tmp_path, monkeypatc
     assert json.loads((tmp_path / "m" / "training.json").read_text())["step"] == 2
     assert ddpm.main(args) == 0  # resumed: steps 3 and 4
     assert torch.load(tmp_path / "ck" / "state.pt", weights_only=True)["step"] == 4
+
+
+def test_sigterm_stops_the_run_with_a_checkpoint(tmp_path, monkeypatch, capsys):
+    """A background run ignores Ctrl-C; ``kill`` (SIGTERM) stops it as Ctrl-C would."""
+    import os
+    import signal
+
+    from hspace_studio.training import ddpm
+
+    calls = []
+    real = ddpm.v_loss
+
+    def loss_then_kill(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ddpm, "v_loss", loss_then_kill)
+    before = signal.getsignal(signal.SIGTERM)
+    args = ["--out", str(tmp_path / "m"), "--checkpoint", str(tmp_path / "ck"), "--max-steps", "6",
+            "--batch", "2", "--size", "16", "--channels", "16,16,32,32", "--threads", "1", "--no-bf16"]
+    assert ddpm.main(args) == 130
+    assert "interrupted at step" in capsys.readouterr().out
+    step = torch.load(tmp_path / "ck" / "state.pt", weights_only=True)["step"]
+    assert 2 <= step <= 3 and json.loads((tmp_path / "m" / "training.json").read_text())["step"] == step
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back

@@ -19,6 +19,8 @@ import copy
 import json
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -92,6 +94,20 @@ def export(model, sched, out: Path, extra: dict):
 
         shutil.rmtree(out)
     os.replace(tmp, out)
+
+
+def _interrupt_on_sigterm():
+    """Make SIGTERM (``kill``'s default) stop the run as Ctrl-C does, with a checkpoint: a run
+    started in the background by a shell script ignores Ctrl-C's SIGINT, so ``kill`` is how
+    it is stopped. Returns the previous handler (None off the main thread, where Python
+    cannot set one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def main(argv=None):
@@ -210,6 +226,7 @@ def main(argv=None):
     model.train()
     data = batches(seed_pos, args.batch, args.size, args.workers)
     interrupted = False
+    previous = _interrupt_on_sigterm()
     try:
         while step < args.max_steps and (time.time() - t_start) < args.minutes * 60:
             seed_pos, x0 = next(data)
@@ -244,9 +261,11 @@ def main(argv=None):
             if time.time() - t_save > args.save_every * 60:
                 save()
                 t_save = time.time()
-    except KeyboardInterrupt:  # Ctrl-C: keep what was trained
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep what was trained
         interrupted = True
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         data.close()  # stops the worker processes, also when a step fails
     save()
     if interrupted:
