@@ -93,6 +93,12 @@ def test_bad_ema_and_gamma_are_refused(tmp_path, capsys):
     assert not (tmp_path / "ck").exists()
 
 
+def _tiny_run(tmp_path, max_steps: int) -> list:
+    """Arguments of a DDPM run of a few steps on a tiny UNet, in tmp_path."""
+    return ["--out", str(tmp_path / "m"), "--checkpoint", str(tmp_path / "ck"), "--max-steps", str(max_steps),
+            "--batch", "2", "--size", "16", "--channels", "16,16,32,32", "--threads", "1", "--no-bf16"]
+
+
 def test_ctrl_c_saves_a_checkpoint_the_same_command_resumes(tmp_path, monkeypatch, capsys):
     from hspace_studio.training import ddpm
 
@@ -106,8 +112,7 @@ def test_ctrl_c_saves_a_checkpoint_the_same_command_resumes(tmp_path, monkeypatc
         return real(*a, **k)
 
     monkeypatch.setattr(ddpm, "v_loss", loss_then_interrupt)
-    args = ["--out", str(tmp_path / "m"), "--checkpoint", str(tmp_path / "ck"), "--max-steps", "4",
-            "--batch", "2", "--size", "16", "--channels", "16,16,32,32", "--threads", "1", "--no-bf16"]
+    args = _tiny_run(tmp_path, 4)
     assert ddpm.main(args) == 130
     assert "interrupted at step 2" in capsys.readouterr().out
     st = torch.load(tmp_path / "ck" / "state.pt", weights_only=True)
@@ -135,8 +140,7 @@ def test_sigterm_stops_the_run_with_a_checkpoint(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(ddpm, "v_loss", loss_then_kill)
     before = signal.getsignal(signal.SIGTERM)
-    args = ["--out", str(tmp_path / "m"), "--checkpoint", str(tmp_path / "ck"), "--max-steps", "6",
-            "--batch", "2", "--size", "16", "--channels", "16,16,32,32", "--threads", "1", "--no-bf16"]
+    args = _tiny_run(tmp_path, 6)
     assert ddpm.main(args) == 130
     assert "interrupted at step" in capsys.readouterr().out
     step = torch.load(tmp_path / "ck" / "state.pt", weights_only=True)["step"]

@@ -7,7 +7,7 @@ import sys
 from contextlib import contextmanager
 
 from ..core.progress import CancelToken
-from ..core.recipe import with_guide  # noqa: F401 (used by the commands)
+from ..core.recipe import with_guide
 
 
 def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:

@@ -521,12 +521,15 @@ class MainWindow(QMainWindow):
         guide, weight = self.source_panel.guidance(str(source))
         return self.submit(J.LoadModel(str(source), h_space, self.device, guide, weight))
 
+    def _show_model(self, info: J.ModelInfo) -> None:
+        """The image source's model, h-space point and guidance as ``info`` has them."""
+        self.source_panel.set_model_source(info.source, self.recent.get("models"))
+        self.source_panel.set_values(h_space=info.h_space)
+        self.source_panel.set_guidance(info.source, info.guide, info.guide_weight)
+
     def _model_failed(self, job: J.LoadModel, error: str) -> None:
         if self.model_info is not None:  # keep the previous model
-            self.source_panel.set_model_source(self.model_info.source, self.recent.get("models"))
-            self.source_panel.set_values(h_space=self.model_info.h_space)
-            self.source_panel.set_guidance(self.model_info.source, self.model_info.guide,
-                                           self.model_info.guide_weight)
+            self._show_model(self.model_info)
         else:
             self.canvas.placeholder = f"No model loaded.\n{error}\nChoose a model in 'Image source'."
             self.canvas.update()
@@ -537,9 +540,7 @@ class MainWindow(QMainWindow):
         self.model_info = info
         if info.source != "default":
             self.recent.add("models", info.source)
-        self.source_panel.set_model_source(info.source, self.recent.get("models"))
-        self.source_panel.set_values(h_space=info.h_space)
-        self.source_panel.set_guidance(info.source, info.guide, info.guide_weight)
+        self._show_model(info)
         self.mask.reset(info.image_size)
         self.canvas.placeholder = "Sampling…"
         self._update_title()
