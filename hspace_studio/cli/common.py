@@ -7,7 +7,8 @@ import sys
 from contextlib import contextmanager
 
 from ..core.progress import CancelToken
-from ..core.recipe import with_guide
+from ..core.recipe import with_model_settings
+from ..core.spacing import SPACINGS_HELP, parse_spacing
 
 
 def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
@@ -25,6 +26,8 @@ def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
                    help="guidance weight: output = guide + W (model - guide) (default 4; 1 = none)")
     g.add_argument("--guide-interval", dest="guide_interval", type=window, default=None, metavar="LO:HI",
                    help="guide only at timesteps LO..HI (default: at every step)")
+    g.add_argument("--timesteps", type=_spacing, default=None, metavar="SPACING",
+                   help="where the sampling steps fall: " + SPACINGS_HELP)
     if sampling:
         g.add_argument("--steps", type=_positive_int, default=None, help="diffusion steps (default 10)")
         g.add_argument("--eta", type=_eta, default=None,
@@ -87,6 +90,14 @@ def _eta(s: str):
     return vals[0] if len(vals) == 1 else vals
 
 
+def _spacing(s: str) -> str:
+    try:
+        parse_spacing(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return s.strip()
+
+
 def window(s: str):
     """'T0:T1' -> (T0, T1) diffusion timesteps."""
     try:
@@ -101,7 +112,8 @@ def open_model(args):
 
     return load_model(args.model, device=args.device, half=getattr(args, "half", False),
                       guide=getattr(args, "guide", None), guide_weight=getattr(args, "guide_weight", None),
-                      guide_interval=getattr(args, "guide_interval", None))
+                      guide_interval=getattr(args, "guide_interval", None),
+                      timesteps=getattr(args, "timesteps", None))
 
 
 def steps_eta(args, default_steps: int = 10, default_eta=1.0):
@@ -197,4 +209,4 @@ def save_image(model, x0, path, recipe) -> None:
     from ..engine.images import save_png, to_pil
 
     img = model.to_pixels(x0[None])[0].cpu()
-    save_png(path, to_pil(img), with_guide(recipe, model))
+    save_png(path, to_pil(img), with_model_settings(recipe, model))

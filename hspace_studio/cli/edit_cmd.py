@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import (_nonneg_int, add_model_args, with_guide, split_index, add_source_args, load_source, open_model,
+from .common import (_nonneg_int, add_model_args, with_model_settings, split_index, add_source_args, load_source, open_model,
                      progress_and_cancel, save_image, window)
 
 
@@ -115,7 +115,7 @@ def run(args) -> int:
                        progress=bar, cancel=token, region=region)
             imgs = [to_pil(model.to_pixels(x[None])[0]) for x in xs]
             recipe["strip"] = args.strip
-            save_png(args.out, grid(imgs, cols=len(imgs)), with_guide(recipe, model))
+            save_png(args.out, grid(imgs, cols=len(imgs)), with_model_settings(recipe, model))
         else:
             x0 = edit(model, traj, specs, progress=bar, cancel=token, region=region)
             save_image(model, x0, args.out, recipe)

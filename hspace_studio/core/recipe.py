@@ -8,7 +8,8 @@ The recipe format is the one ``hspace-studio edit`` writes::
      "edits": [{"direction": "d.safetensors", "index": 2, "scale": 3.0,
                 "window": [999, 400] or null, "at_step": null or J}],
      "strip": [..scales..]  (only for strips),
-     "guide": {"model": "default", "weight": 4.0, "interval": [lo, hi] or null}  (only if guided)}
+     "guide": {"model": "default", "weight": 4.0, "interval": [lo, hi] or null}  (only if guided),
+     "timesteps": "power:0.8"  (only if not the scheduler's own spacing)}
 
 :func:`recipe_to_cli_args` turns it back into the arguments that re-create the image.
 """
@@ -38,6 +39,8 @@ def recipe_to_cli_args(recipe: dict, out: Optional[str] = None) -> List[str]:
         if guide.get("interval"):
             lo, hi = guide["interval"]
             args.append(f"--guide-interval={int(lo)}:{int(hi)}")
+    if recipe.get("timesteps"):
+        args.append(f"--timesteps={recipe['timesteps']}")
     if src.get("trajectory"):
         args.append(f"--trajectory={src['trajectory']}")
     elif src.get("image") is not None:
@@ -75,11 +78,14 @@ def cli_command_line(recipe: dict, out: str = "out.png") -> str:
     return "hspace-studio " + " ".join(shlex.quote(a) for a in recipe_to_cli_args(recipe, out))
 
 
-def with_guide(recipe: dict, model) -> dict:
-    """The recipe with the model's guidance settings (if it is guided), so that the image's
-    command line re-creates it."""
+def with_model_settings(recipe: dict, model) -> dict:
+    """The recipe with the model's guidance and timestep spacing (where not the defaults),
+    so that the image's command line re-creates it."""
     info = getattr(model, "info", None) or {}
-    if info.get("guide") is None:
-        return recipe
-    return {**recipe, "guide": {"model": info["guide"], "weight": info["guide_weight"],
-                                "interval": info.get("guide_interval")}}
+    out = dict(recipe)
+    if info.get("guide") is not None:
+        out["guide"] = {"model": info["guide"], "weight": info["guide_weight"],
+                        "interval": info.get("guide_interval")}
+    if info.get("timesteps"):
+        out["timesteps"] = info["timesteps"]
+    return out

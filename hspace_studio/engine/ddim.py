@@ -17,12 +17,21 @@ from typing import Optional, Tuple
 import torch
 
 
+def previous_timestep(scheduler, t) -> int:
+    """The timestep a step from ``t`` goes to (negative: to x_0). diffusers' DDIM takes one
+    fixed stride, T // steps, whatever its spacing; a power-spaced scheduler
+    (:mod:`.timesteps`) goes to the next timestep of its list."""
+    if hasattr(scheduler, "prev_timestep"):
+        return scheduler.prev_timestep(int(t))
+    return int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+
+
 def ddim_step(scheduler, model_output: torch.Tensor, t, x: torch.Tensor, eta: float,
               noise: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """(x of the next step, predicted x_0) from the UNet's output at timestep ``t``."""
     t = int(t)
     cfg = scheduler.config
-    prev_t = t - cfg.num_train_timesteps // scheduler.num_inference_steps
+    prev_t = previous_timestep(scheduler, t)
     ab_t = scheduler.alphas_cumprod[t]
     ab_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
     beta_t = 1 - ab_t

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from ..core.progress import CancelToken, Progress, ProgressFn
-from .ddim import ddim_step
+from .ddim import ddim_step, previous_timestep
 from .hspace import hspace_hook
 from .model import DiffusionModel
 from .sampler import EtaLike, decode, etas_tensor, noise_levels, prepare_scheduler, timesteps_for
@@ -88,11 +88,10 @@ def invert_ddim(model: DiffusionModel, x0: torch.Tensor, steps: int, h_space: st
     sched = model.scheduler
     acs = sched.alphas_cumprod
     dev = model.device
-    stride = sched.config.num_train_timesteps // steps
     x = x0.to(dev, torch.float32)[None]
     for i in reversed(range(steps)):
         t = ts[i]
-        prev = int(t) - stride
+        prev = previous_timestep(sched, t)
         ab_prev = acs[prev] if prev >= 0 else sched.final_alpha_cumprod
         ab_prev, ab_t = ab_prev.to(dev), acs[int(t)].to(dev)
         out = _model_out(model, x, t, h_space, None)

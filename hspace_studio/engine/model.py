@@ -134,6 +134,8 @@ class DiffusionModel:
             guided = (f", guided by {self.info['guide']} at weight {self.info['guide_weight']:g}"
                       + (f" on timesteps {iv[0]}:{iv[1]}" if iv else ""))
         weights = f", weights {self.weights_fingerprint}" if self.weights_fingerprint != self.fingerprint else ""
+        if self.info.get("timesteps"):
+            guided += f", timesteps {self.info['timesteps']}"
         return (f"{self.source} ({kind}, {c}x{h}x{w}, {self.prediction_type}{guided}, "
                 f"fingerprint {self.fingerprint}{weights}, {self.device})")
 
@@ -238,12 +240,20 @@ def _download(repo_id: str) -> Path:
                              f"download it elsewhere and pass its local folder instead") from e
 
 
-def make_scheduler(config: dict, clip_sample: bool = False):
+def make_scheduler(config: dict, clip_sample: bool = False, power: Optional[float] = None):
+    """The sampling scheduler: diffusers' ``DDIMScheduler`` from ``config``, or with
+    ``power`` its power-spaced form (:mod:`.timesteps`)."""
     from diffusers import DDIMScheduler
+
+    from .timesteps import spaced_scheduler_class
 
     cfg = {k: v for k, v in config.items() if not k.startswith("_")}
     cfg.update(clip_sample=bool(clip_sample), thresholding=False, set_alpha_to_one=False)
-    return DDIMScheduler.from_config(cfg)
+    if power is None:
+        return DDIMScheduler.from_config(cfg)
+    sched = spaced_scheduler_class().from_config(cfg)
+    sched.timestep_power = float(power)
+    return sched
 
 
 def _model_root(src: str) -> Path:
@@ -281,12 +291,22 @@ def _load_guide(guide: str, unet, scfg: dict):
 
 def load_model(source: str = "default", device: Optional[str] = None, half: bool = False,
                clip_sample: bool = False, guide: Optional[str] = None,
-               guide_weight: Optional[float] = None, guide_interval=None) -> DiffusionModel:
+               guide_weight: Optional[float] = None, guide_interval=None,
+               timesteps: Optional[str] = None) -> DiffusionModel:
     """Load a model by name, folder or hub id. See the module docstring.
+
+    ``timesteps``: where the sampling steps fall, ``"scheduler"`` (default) or
+    ``"power:P"`` (:mod:`.timesteps`).
 
     ``guide``: a folder (or ``"default"``: the default model's shipped guide) of a weaker
     model of the same kind; sampling then uses ``g + guide_weight (m - g)``
     (:mod:`.guidance`), at the timesteps ``guide_interval`` = (lo, hi) or at all."""
+    from ..core.spacing import parse_spacing, spacing_name
+
+    try:
+        power = parse_spacing(timesteps)
+    except ValueError as e:
+        raise ModelLoadError(str(e)) from e
     dev = pick_device(device)
     src = str(source)
     root = _model_root(src)
@@ -314,6 +334,8 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
     unet = unet.to(dev, dtype).eval().requires_grad_(False)
     _own_memory(unet)
     info = {"root": str(root)}
+    if power is not None:
+        info["timesteps"] = spacing_name(power)
     if g_unet is not None:
         from .guidance import GuidedUNet
 
@@ -328,7 +350,7 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
         vae = vae.to(dev, dtype).eval().requires_grad_(False)
         _own_memory(vae)
     try:
-        sched = make_scheduler(scfg, clip_sample)
+        sched = make_scheduler(scfg, clip_sample, power)
         sched.set_timesteps(10)
     except Exception as e:  # a scheduler config diffusers cannot use
         raise ModelLoadError(f"{src}: unusable scheduler config ({str(e).splitlines()[0][:120]})") from e

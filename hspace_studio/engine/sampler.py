@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..core.progress import CancelToken, Progress, ProgressFn
-from .ddim import ddim_step
+from .ddim import ddim_step, previous_timestep
 from .hspace import hspace_hook
 from .model import DiffusionModel
 from .trajectory import Trajectory
@@ -50,7 +50,7 @@ def prepare_scheduler(model: DiffusionModel, timesteps: torch.Tensor) -> None:
     ts = timesteps_for(model, timesteps.shape[0])
     if not torch.equal(ts.cpu(), timesteps.cpu().to(ts.dtype)):
         raise ValueError("the trajectory's timesteps do not match this model's scheduler "
-                         f"at {timesteps.shape[0]} steps")
+                         f"at {timesteps.shape[0]} steps (made with another timestep spacing?)")
 
 
 def noise_levels(model: DiffusionModel, timesteps: torch.Tensor) -> torch.Tensor:
@@ -61,11 +61,12 @@ def noise_levels(model: DiffusionModel, timesteps: torch.Tensor) -> torch.Tensor
     residual that makes edit-friendly inversion exact (zero for sampled trajectories).
     """
     sched = model.scheduler
-    stride = sched.config.num_train_timesteps // timesteps.shape[0]
+    prepare_scheduler(model, timesteps)
     out = []
     for t in timesteps.tolist():
         ab_t = sched.alphas_cumprod[t]
-        ab_prev = sched.alphas_cumprod[t - stride] if t - stride >= 0 else sched.final_alpha_cumprod
+        prev = previous_timestep(sched, t)
+        ab_prev = sched.alphas_cumprod[prev] if prev >= 0 else sched.final_alpha_cumprod
         var = (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)
         out.append(float(var.clamp(min=0).sqrt()))
     return torch.tensor(out)

@@ -21,7 +21,7 @@ from typing import Callable, ClassVar, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..core.errors import FileFormatError, HSpaceError, ModelLoadError, ModelMismatchError
-from ..core.recipe import with_guide
+from ..core.recipe import with_model_settings
 from ..core.session import SetState, DirectionState, default_range, read_session, write_session
 
 H_SPACE_POINTS = ("before", "middle", "after")
@@ -542,7 +542,7 @@ class EngineState:
             DirectionSet(delta_h=torch.stack(deltas), timesteps=traj.timesteps.clone(),
                          fingerprint=self.model.weights_fingerprint, h_space=traj.h_space, method="custom",
                          labels=labels, params={"exported_for": Path(png_path).name}).save(side)
-        rec = with_guide({"model": self.model_info.source, "fingerprint": self.model.fingerprint,
+        rec = with_model_settings({"model": self.model_info.source, "fingerprint": self.model.fingerprint,
                           "h_space": traj.h_space, "source": src, "edits": out, "app": "hspace-studio gui"},
                          self.model)
         if self.region_mask is not None:
