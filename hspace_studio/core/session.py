@@ -24,6 +24,7 @@ import numpy as np
 
 from .atomic import atomic_path, write_text
 from .errors import FileFormatError
+from .spacing import parse_spacing
 
 SESSION_KIND = "hspace-session"
 SESSION_FORMAT = 1
@@ -285,8 +286,12 @@ def check_session(doc: dict, arrays: Dict[str, np.ndarray], where: str = "sessio
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise FileFormatError(f"{where}: tensor '{k}' contains NaN or infinite values")
     model = _opt(doc, "model", dict, where) or {}
-    for key in ("source", "h_space", "fingerprint", "guide"):
+    for key in ("source", "h_space", "fingerprint", "guide", "timesteps"):
         _opt(model, key, str, f"{where}: model")
+    try:
+        parse_spacing(model.get("timesteps"))
+    except ValueError as e:
+        raise FileFormatError(f"{where}: the model's {e}"[:200]) from None
     w = model.get("guide_weight")
     if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)):
         raise FileFormatError(f"{where}: the model's guide weight {w!r} is not a finite number"[:200])

@@ -28,3 +28,13 @@ def parse_spacing(spec: Optional[str]) -> Optional[float]:
 
 def spacing_name(power: Optional[float]) -> str:
     return "scheduler" if power is None else f"power:{power:g}"
+
+
+def spacing_key(spec: Optional[str]) -> Optional[str]:
+    """The canonical name of ``spec`` (None for the scheduler's own), to compare spacings;
+    a bad one is returned as it is (loading it reports the error)."""
+    try:
+        p = parse_spacing(spec)
+    except ValueError:
+        return spec
+    return None if p is None else spacing_name(p)

@@ -23,6 +23,7 @@ import numpy as np
 from ..core.errors import FileFormatError, HSpaceError, ModelLoadError, ModelMismatchError
 from ..core.recipe import with_model_settings
 from ..core.session import SetState, DirectionState, default_range, read_session, write_session
+from ..core.spacing import spacing_key
 
 H_SPACE_POINTS = ("before", "middle", "after")
 
@@ -36,6 +37,7 @@ class LoadModel:
     device: Optional[str] = None
     guide: Optional[str] = None  # a guide folder or "default" (autoguidance; engine/guidance.py)
     guide_weight: Optional[float] = None
+    timesteps: Optional[str] = None  # a timestep spacing ("power:0.8"), None: the scheduler's own
     coalesce: ClassVar[str] = "model"
     label: ClassVar[str] = "Loading model"
 
@@ -235,6 +237,7 @@ class ModelInfo:
     weights_fingerprint: str = ""  # what direction files are made for (no guide)
     guide: Optional[str] = None
     guide_weight: Optional[float] = None
+    timesteps: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -292,7 +295,7 @@ class EngineState:
 
     # -- model and trajectory --------------------------------------------------------
     def load_model(self, source: str, h_space: str, device=None, guide: Optional[str] = None,
-                   guide_weight: Optional[float] = None) -> ModelInfo:
+                   guide_weight: Optional[float] = None, timesteps: Optional[str] = None) -> ModelInfo:
         from ..engine.hspace import h_shape
         from ..engine.model import load_model
 
@@ -301,10 +304,12 @@ class EngineState:
         if guide is None:
             guide_weight = None
         same = (self.model is not None and self.model_info.source == source
-                and (self.model_info.guide, self.model_info.guide_weight) == (guide, guide_weight))
+                and (self.model_info.guide, self.model_info.guide_weight) == (guide, guide_weight)
+                and self.model_info.timesteps == spacing_key(timesteps))
         if same and self.h_space == h_space:
             return self.model_info
-        model = self.model if same else load_model(source, device=device, guide=guide, guide_weight=guide_weight)
+        model = self.model if same else load_model(source, device=device, guide=guide, guide_weight=guide_weight,
+                                                   timesteps=timesteps)
         shape = h_shape(model.unet, h_space, model.sample_shape)
         self.model, self.h_space = model, h_space
         self.model_info = ModelInfo(
@@ -313,7 +318,7 @@ class EngineState:
             h_space=h_space, h_shape=tuple(shape), is_latent=model.is_latent,
             num_train_timesteps=int(model.scheduler.config.num_train_timesteps),
             weights_fingerprint=model.weights_fingerprint, guide=model.info.get("guide"),
-            guide_weight=model.info.get("guide_weight"))
+            guide_weight=model.info.get("guide_weight"), timesteps=model.info.get("timesteps"))
         self.traj = None
         self._invalidate()
         return self.model_info
@@ -637,7 +642,7 @@ def _sleep(state, job, progress, cancel):
 @handler(LoadModel)
 def _load_model(state, job, progress, cancel):
     progress(0, 1, f"loading {job.source}")
-    info = state.load_model(job.source, job.h_space, job.device, job.guide, job.guide_weight)
+    info = state.load_model(job.source, job.h_space, job.device, job.guide, job.guide_weight, job.timesteps)
     progress(1, 1, "model loaded")
     return info
 
@@ -1012,7 +1017,7 @@ def _load_session_now(state, job, progress, cancel):
     if m.get("source"):
         try:
             model_info = state.load_model(str(m["source"]), str(m.get("h_space", "after")), job.device,
-                                          m.get("guide"), m.get("guide_weight"))
+                                          m.get("guide"), m.get("guide_weight"), m.get("timesteps"))
         except HSpaceError as e:
             warnings.append(f"model: {e}")
     if model_info is not None and m.get("fingerprint") and m["fingerprint"] != model_info.fingerprint:

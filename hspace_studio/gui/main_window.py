@@ -312,8 +312,9 @@ class MainWindow(QMainWindow):
 
         sp = self.source_panel
         sp.loadModelRequested.connect(self.load_model)
-        sp.guidanceChanged.connect(lambda: self.load_model(self.model_info.source if self.model_info
-                                                           else sp.model_source()))
+        for changed in (sp.guidanceChanged, sp.spacingChanged):
+            changed.connect(lambda: self.load_model(self.model_info.source if self.model_info
+                                                    else sp.model_source()))
         sp.sampleRequested.connect(self.sample_current_seed)
         sp.samplingChanged.connect(self.remake_source)
         sp.openImageRequested.connect(self.open_image_dialog)
@@ -519,13 +520,15 @@ class MainWindow(QMainWindow):
         self.canvas.placeholder = f"Loading model {source}…"
         self.canvas.update()
         guide, weight = self.source_panel.guidance(str(source))
-        return self.submit(J.LoadModel(str(source), h_space, self.device, guide, weight))
+        return self.submit(J.LoadModel(str(source), h_space, self.device, guide, weight,
+                                       self.source_panel.timesteps()))
 
     def _show_model(self, info: J.ModelInfo) -> None:
-        """The image source's model, h-space point and guidance as ``info`` has them."""
+        """The image source's model, h-space point, guidance and spacing as ``info`` has them."""
         self.source_panel.set_model_source(info.source, self.recent.get("models"))
         self.source_panel.set_values(h_space=info.h_space)
         self.source_panel.set_guidance(info.source, info.guide, info.guide_weight)
+        self.source_panel.set_timesteps(info.timesteps)
 
     def _model_failed(self, job: J.LoadModel, error: str) -> None:
         if self.model_info is not None:  # keep the previous model
@@ -536,7 +539,8 @@ class MainWindow(QMainWindow):
 
     def _model_loaded(self, info: J.ModelInfo) -> None:
         first = self.model_info is None
-        changed = first or info.fingerprint != self.model_info.fingerprint or info.h_space != self.model_info.h_space
+        changed = first or (info.fingerprint, info.h_space, info.timesteps) != (
+            self.model_info.fingerprint, self.model_info.h_space, self.model_info.timesteps)
         self.model_info = info
         if info.source != "default":
             self.recent.add("models", info.source)
@@ -1042,7 +1046,8 @@ class MainWindow(QMainWindow):
             "model": {"source": info.source if info else self.source_panel.model_source(),
                       "h_space": info.h_space if info else self.source_panel.h_space.currentText(),
                       "fingerprint": info.fingerprint if info else None,
-                      **({"guide": info.guide, "guide_weight": info.guide_weight} if info and info.guide else {})},
+                      **({"guide": info.guide, "guide_weight": info.guide_weight} if info and info.guide else {}),
+                      **({"timesteps": info.timesteps} if info and info.timesteps else {})},
             "source": dict(self.traj_info.source) if self.traj_info else dict(self._source),
             "controls": {"seed": self.source_panel.seed.value(), "steps": steps, "eta": eta},
             "library": [s.to_json() for s in self.library.sets],
@@ -1113,6 +1118,7 @@ class MainWindow(QMainWindow):
             self.model_info = pl.model
             self.source_panel.set_model_source(pl.model.source, self.recent.get("models"))
             self.source_panel.set_guidance(pl.model.source, pl.model.guide, pl.model.guide_weight)
+            self.source_panel.set_timesteps(pl.model.timesteps)
             self.mask.reset(pl.model.image_size)
         c = doc.get("controls") or {}
         self.source_panel.set_values(seed=c.get("seed"), steps=c.get("steps"), eta=c.get("eta"),

@@ -1,5 +1,5 @@
 """The image source: model (default / local folder / hub id), h-space point, guidance (the
-default model's shipped guide), steps, eta, seed (with a random button) and "Open image…"
+default model's shipped guide), steps, eta, timestep spacing, seed (with a random button) and "Open image…"
 (inversion)."""
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QLabel, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 SEED_MAX = 2 ** 31 - 1
+# (label, spacing) of the timestep choices; None: the model's scheduler's own spacing
+SPACINGS = (("scheduler's own", None), ("power 0.8", "power:0.8"))
 
 
 class SourcePanel(QWidget):
     loadModelRequested = Signal(str, str)  # source, h-space point
     guidanceChanged = Signal()  # guided on/off or its weight changed: load the model again
+    spacingChanged = Signal()  # the timestep spacing changed: load the model again
     sampleRequested = Signal()  # seed changed or Generate pressed
     samplingChanged = Signal()  # steps or eta changed: make the current image again
     openImageRequested = Signal()
@@ -91,12 +94,21 @@ class SourcePanel(QWidget):
         self.eta.setValue(1.0)
         self.eta.setKeyboardTracking(False)
         self.eta.setToolTip("0 = DDIM (deterministic), 1 = DDPM")
+        self.spacing = QComboBox()
+        self.spacing.setObjectName("timestepSpacing")
+        for label, spec in SPACINGS:
+            self.spacing.addItem(label, spec)
+        self.spacing.setToolTip("Where the steps fall. 'power 0.8' puts more of them at high noise "
+                                "(t = 999 (1 - i/N)^0.8): at 10 steps the default model's samples come "
+                                "closer to real toy faces. Changing it loads the model again and makes "
+                                "the image again.")
         row = QHBoxLayout()
         row.addWidget(QLabel("steps"))
         row.addWidget(self.steps)
         row.addWidget(QLabel("eta"))
         row.addWidget(self.eta)
         form.addRow("Sampling", row)
+        form.addRow("Timesteps", self.spacing)
 
         self.seed = QSpinBox()
         self.seed.setObjectName("seed")
@@ -131,6 +143,7 @@ class SourcePanel(QWidget):
         self.guided.toggled.connect(self.guide_weight.setEnabled)
         self.guided.toggled.connect(lambda _on: self.guidanceChanged.emit())
         self.guide_weight.valueChanged.connect(lambda _v: self.guidanceChanged.emit())
+        self.spacing.currentIndexChanged.connect(lambda _i: self.spacingChanged.emit())
         self.seed.valueChanged.connect(lambda _v: self.sampleRequested.emit())
         self.steps.valueChanged.connect(lambda _v: self.samplingChanged.emit())
         self.eta.valueChanged.connect(lambda _v: self.samplingChanged.emit())
@@ -183,6 +196,21 @@ class SourcePanel(QWidget):
         self.guide_weight.setEnabled(guide is not None)
         for w in (self.guided, self.guide_weight):
             w.blockSignals(False)
+
+    def timesteps(self):
+        """The chosen timestep spacing ("power:0.8"), or None for the scheduler's own."""
+        return self.spacing.currentData()
+
+    def set_timesteps(self, spec) -> None:
+        """Show a loaded model's spacing without asking for a reload (one not in the list,
+        from a session or a recipe, is added to it)."""
+        i = self.spacing.findData(spec)
+        self.spacing.blockSignals(True)
+        if i < 0:
+            self.spacing.addItem(str(spec).replace(":", " "), spec)
+            i = self.spacing.count() - 1
+        self.spacing.setCurrentIndex(i)
+        self.spacing.blockSignals(False)
 
     def randomize(self) -> None:
         self.seed.setValue(random.randint(0, 999_999))
