@@ -100,6 +100,24 @@ def import_and_activate(qtbot, w, path, rows=(0,)):
     return s
 
 
+def export_and_replay(qtbot, w, folder, name="export.png"):
+    """Export the window's image, replay its recipe through the CLI and check that the CLI
+    writes the same pixels; returns the recipe."""
+    from PIL import Image
+
+    from hspace_studio.cli import main as cli_main
+    from hspace_studio.core.recipe import recipe_to_cli_args
+    from hspace_studio.engine.images import read_recipe
+
+    out, again = folder / name, folder / f"again-{name}"
+    res = run_job(qtbot, w, w.export_image(str(out)))
+    assert res.ok, res.error
+    recipe = read_recipe(out)
+    assert cli_main(recipe_to_cli_args(recipe, str(again))) == 0
+    assert np.array_equal(np.asarray(Image.open(again).convert("RGB")), np.asarray(Image.open(out).convert("RGB")))
+    return recipe
+
+
 def image_of(w):
     return w.canvas.edited_array()
 

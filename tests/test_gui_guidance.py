@@ -11,8 +11,8 @@ pytest.importorskip("pytestqt")
 from hspace_studio.engine.directions import DirectionSet  # noqa: E402
 from hspace_studio.engine.model import load_model  # noqa: E402
 from hspace_studio.engine.sampler import sample  # noqa: E402
-from tests.test_gui_app import (SEED, TIMEOUT, direct_edit, image_of, import_and_activate,  # noqa: E402
-                                make_window, run_job, to_u8, wait_idle)
+from tests.test_gui_app import (SEED, TIMEOUT, direct_edit, export_and_replay, image_of,  # noqa: E402
+                                import_and_activate, make_window, run_job, to_u8, wait_idle)
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +42,6 @@ def _reloaded(qtbot, w, guide):
 
 
 def test_guided_switch_samples_edits_exports_and_keeps_it_in_sessions(qtbot, tmp_path, models, default_dirs):
-    from PIL import Image
-
-    from hspace_studio.cli import main as cli_main
-    from hspace_studio.core.recipe import recipe_to_cli_args
-    from hspace_studio.engine.images import read_recipe
-
     plain_model, guided_model = models
     w = make_window(qtbot, "default", tmp_path)
     try:
@@ -75,15 +69,8 @@ def test_guided_switch_samples_edits_exports_and_keeps_it_in_sessions(qtbot, tmp
         wait_idle(qtbot, w)
         assert np.array_equal(image_of(w), direct_edit(guided_model, traj, default_dirs, 0, 2.0))
 
-        out = tmp_path / "guided.png"
-        res = run_job(qtbot, w, w.export_image(str(out)))
-        assert res.ok, res.error
-        recipe = read_recipe(out)
+        recipe = export_and_replay(qtbot, w, tmp_path, "guided.png")
         assert recipe["guide"] == {"model": "default", "weight": 3.0, "interval": None}
-        again = tmp_path / "again.png"
-        assert cli_main(recipe_to_cli_args(recipe, str(again))) == 0
-        assert np.array_equal(np.asarray(Image.open(again).convert("RGB")),
-                              np.asarray(Image.open(out).convert("RGB")))
 
         path = tmp_path / "guided.json"
         res = run_job(qtbot, w, w.save_session(str(path)))

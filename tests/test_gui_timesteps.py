@@ -12,7 +12,8 @@ from hspace_studio.core.session import check_session  # noqa: E402
 from hspace_studio.engine.model import load_model  # noqa: E402
 from hspace_studio.engine.sampler import sample  # noqa: E402
 from hspace_studio.engine.timesteps import power_timesteps  # noqa: E402
-from tests.test_gui_app import SEED, TIMEOUT, image_of, make_window, run_job, to_u8, wait_idle  # noqa: E402
+from tests.test_gui_app import (SEED, TIMEOUT, export_and_replay, image_of, make_window, run_job,  # noqa: E402
+                                to_u8, wait_idle)
 
 
 def _reloaded(qtbot, w, spacing):
@@ -22,12 +23,6 @@ def _reloaded(qtbot, w, spacing):
 
 
 def test_spacing_choice_samples_exports_and_keeps_it_in_sessions(qtbot, tmp_path, tiny_model_b_dir):
-    from PIL import Image
-
-    from hspace_studio.cli import main as cli_main
-    from hspace_studio.core.recipe import recipe_to_cli_args
-    from hspace_studio.engine.images import read_recipe
-
     src = str(tiny_model_b_dir)
     plain = to_u8(sample(load_model(src, device="cpu"), [SEED], steps=10, eta=1.0)[0].x_0)
     spaced = to_u8(sample(load_model(src, device="cpu", timesteps="power:0.8"), [SEED], steps=10,
@@ -44,15 +39,7 @@ def test_spacing_choice_samples_exports_and_keeps_it_in_sessions(qtbot, tmp_path
         assert list(w.traj_info.timesteps) == power_timesteps(1000, 10, 0.8).tolist()
         assert np.array_equal(image_of(w), spaced)
 
-        out = tmp_path / "spaced.png"
-        res = run_job(qtbot, w, w.export_image(str(out)))
-        assert res.ok, res.error
-        recipe = read_recipe(out)
-        assert recipe["timesteps"] == "power:0.8"
-        again = tmp_path / "again.png"
-        assert cli_main(recipe_to_cli_args(recipe, str(again))) == 0
-        assert np.array_equal(np.asarray(Image.open(again).convert("RGB")),
-                              np.asarray(Image.open(out).convert("RGB")))
+        assert export_and_replay(qtbot, w, tmp_path, "spaced.png")["timesteps"] == "power:0.8"
 
         path = tmp_path / "spaced.json"
         res = run_job(qtbot, w, w.save_session(str(path)))
