@@ -4,12 +4,12 @@
 (``leading``, ``trailing`` or ``linspace``), stepped exactly as diffusers' DDIM does.
 
 ``"power:P"`` places N steps at t_i = (T - 1) (1 - i / N)^P, i = 0 .. N-1, rounded to
-whole timesteps (T: the training timesteps). P = 1 spaces them evenly (within a
-timestep of ``trailing``); P < 1
-puts more steps at high noise, where a few-step chain of a cosine-schedule model loses
-the most (the default model samples better at 10 steps with P = 0.8). Each step goes to
-the next timestep of the list (the last one to the scheduler's final alpha-bar, as in
-diffusers' DDIM), so a DDIM update spans uneven intervals; ``eta`` still sets the share of the posterior noise at each step.
+whole timesteps (T: the training timesteps). P = 1 spaces them evenly (within a timestep
+of ``trailing``); P < 1 puts more steps at high noise, where a few-step chain of a
+cosine-schedule model loses the most (the default model samples better at 10 steps with
+P = 0.8). Each step goes to the next timestep of the list (the last one to the
+scheduler's final alpha-bar, as in diffusers' DDIM), so a DDIM update spans uneven
+intervals; ``eta`` still sets the share of the posterior noise at each step.
 """
 from __future__ import annotations
 
