@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import (_nonneg_int, add_model_args, with_model_settings, split_index, add_source_args, load_source, open_model,
-                     progress_and_cancel, save_image, window)
+from .common import (_nonneg_int, add_model_args, add_source_args, load_source, open_model, progress_and_cancel,
+                     save_image, split_index, window, with_model_settings)
 
 
 class _EditAction(argparse.Action):

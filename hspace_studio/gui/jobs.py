@@ -548,8 +548,8 @@ class EngineState:
                          fingerprint=self.model.weights_fingerprint, h_space=traj.h_space, method="custom",
                          labels=labels, params={"exported_for": Path(png_path).name}).save(side)
         rec = with_model_settings({"model": self.model_info.source, "fingerprint": self.model.fingerprint,
-                          "h_space": traj.h_space, "source": src, "edits": out, "app": "hspace-studio gui"},
-                         self.model)
+                                   "h_space": traj.h_space, "source": src, "edits": out,
+                                   "app": "hspace-studio gui"}, self.model)
         if self.region_mask is not None:
             rec["region"] = {"free_steps": self.region_free_steps,
                              "coverage": float(self.region_mask.mean())}
