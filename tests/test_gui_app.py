@@ -362,9 +362,23 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     res = run_job(qtbot, win, win.run_discovery(dataclasses.replace(job, attribute="bald")))
     assert not res.ok and "checks the parts of" in res.error
     win.discovery.sup_part_check.setChecked(False)
+    # ... at every step: the fitted change reaches the first steps, which the default window leaves
+    win.discovery.sup_every_step.setChecked(True)
+    job = win.discovery.supervised_job()
+    assert job.every_step
+    res = run_job(qtbot, win, win.run_discovery(job))
+    assert res.ok, res.error
+    assert res.value[0].name == "smiling (optimised on 3, every step)"
+    fitted = win.worker.state.sets[res.value[0].set_id]
+    assert fitted.params["window"] == [999, 0]
+    assert torch.count_nonzero(fitted.delta_h[:, 0]) > 0  # step 0 (t = 999) changed
+    default = win.worker.state.sets[win.library.ordered_sets()[-2].set_id]
+    assert default.params["window"] == [699, 0] and torch.count_nonzero(default.delta_h[:, 0]) == 0
+    win.discovery.sup_every_step.setChecked(False)
     win.discovery.sup_optimize.setChecked(False)
     assert not win.discovery.sup_region.isEnabled() and not win.discovery.sup_keep_in.isEnabled()
     assert not win.discovery.sup_part_check.isEnabled() and not win.discovery.sup_own.isEnabled()
+    assert not win.discovery.sup_every_step.isEnabled()
     # supervised from two folders of labelled images
     for name, v in (("pos", 200), ("neg", 50)):
         (tmp_path / name).mkdir()
@@ -376,7 +390,7 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     res = run_job(qtbot, win, win.run_discovery(win.discovery.supervised_job()))
     assert res.ok, res.error
     assert res.value[0].name == "pos vs neg"
-    assert [g.method for g in win.library.ordered_sets()] == ["pca"] + ["supervised"] * 7
+    assert [g.method for g in win.library.ordered_sets()] == ["pca"] + ["supervised"] * 8
 
 
 def test_cancel_stops_within_one_step(qtbot, win):

@@ -168,6 +168,12 @@ class DiscoveryPanel(QTabWidget):
                                    "the painted mask (each covers a block of pixels); zero elsewhere")
         f.addRow(self.sup_optimize, self.sup_iters)
         f.addRow("Training samples", self.sup_train)
+        self.sup_every_step = QCheckBox("Fit at every step")
+        self.sup_every_step.setToolTip(
+            "Change h at every step instead of the last 70% of the steps. The first steps lay down "
+            "a face's position, pose and width, which a change there can move too; on the default "
+            "model, eyeglasses and mouth open are fitted best this way (model card)")
+        f.addRow(self.sup_every_step)
         f.addRow(self.sup_region)
         self.sup_keep_in = QCheckBox("Fit for edits kept inside the mask")
         self.sup_keep_in.setToolTip("Fit the change for edits decoded the way 'Keep edits inside the "
@@ -233,8 +239,8 @@ class DiscoveryPanel(QTabWidget):
             wdg.setEnabled(c)
         for wdg in (self.sup_index, self.sup_examples):
             wdg.setEnabled(c and not o)
-        for wdg in (self.sup_iters, self.sup_train, self.sup_region, self.sup_keep_in, self.sup_part_check,
-                    self.sup_own, self.sup_own_part, self.sup_own_grow):
+        for wdg in (self.sup_iters, self.sup_train, self.sup_every_step, self.sup_region, self.sup_keep_in,
+                    self.sup_part_check, self.sup_own, self.sup_own_part, self.sup_own_grow):
             wdg.setEnabled(c and o)
         for wdg in (self.sup_pos, self.sup_neg):
             wdg.setEnabled(not c)
@@ -291,6 +297,7 @@ class DiscoveryPanel(QTabWidget):
                                   optimize=optimize, train_samples=self.sup_train.value(), region=region,
                                   keep_in=bool(optimize) and self.sup_keep_in.isChecked(),
                                   keep_in_part=own, keep_in_grow=self.sup_own_grow.value(),
+                                  every_step=bool(optimize) and self.sup_every_step.isChecked(),
                                   part_check=PART_CHECK_WEIGHT if optimize and self.sup_part_check.isChecked() else 0.0)
 
     def _emit_supervised(self) -> None:

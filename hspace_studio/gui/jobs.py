@@ -128,6 +128,7 @@ class DiscoverSupervised:
     part_check: float = 0.0  # with optimize: weight of the toy-face segmenter's part check
     keep_in_part: Tuple[str, ...] = ()  # with optimize: fit for edits kept in each sample's own part
     keep_in_grow: int = 3  # ... found by the toy-face segmenter and grown by this many pixels
+    every_step: bool = False  # with optimize: fit at every step, not at the default window's
     label: ClassVar[str] = "Supervised"
 
 
@@ -798,7 +799,7 @@ def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
                 raise HSpaceError(f"cannot keep the edits in each face's {' '.join(job.keep_in_part)}: {e}") from None
         return opt.optimized_direction(model, clf, job.attribute, list(range(int(job.train_samples))),
                                        steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
-                                       iters=int(job.optimize), window=opt.default_window(model),
+                                       iters=int(job.optimize), window=_fit_window(opt, model, job),
                                        region=job.region, keep_in=keep_in, part_term=_part_term(job),
                                        part_weight=float(job.part_check),
                                        part_name="toy-face segmenter part check", progress=progress, cancel=cancel)
@@ -812,6 +813,14 @@ def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
                             h_space=state.h_space, seeds=seeds, progress=progress, cancel=cancel)
     return sup.supervised_directions(model, index.subset(seeds), job.attribute, examples=int(job.examples),
                                      progress=progress, cancel=cancel)
+
+
+def _fit_window(opt, model, job: DiscoverSupervised):
+    """The timesteps a fit changes h at: every step (as ``--window 999:0`` on a 1000-step
+    model), or the engine's default window."""
+    if job.every_step:
+        return (int(model.scheduler.config.num_train_timesteps) - 1, 0)
+    return opt.default_window(model)
 
 
 def _part_term(job: DiscoverSupervised):
@@ -865,6 +874,7 @@ def _sup(state, job, progress, cancel):
         if job.keep_in_part:
             where += f", for edits kept in each face's {'+'.join(job.keep_in_part)} (+{job.keep_in_grow} px)"
         where += ", part checked" if job.part_check > 0 else ""
+        where += ", every step" if job.every_step else ""
         name = f"{job.attribute} (optimised on {job.train_samples}{where})"
     else:
         name = f"{job.attribute} ({job.examples} of {job.index_size})"
