@@ -68,3 +68,34 @@ def test_sessions_with_a_bad_spacing_are_refused():
     for bad in ("power:nan", "power", 3):
         with pytest.raises(FileFormatError):
             check_session({"model": {"source": "default", "timesteps": bad}}, {})
+
+
+def test_a_model_that_records_its_spacing_opens_at_it(qtbot, tmp_path, tiny_model_b_dir):
+    """A distilled model's folder names the spacing it was trained for (training.json): the
+    window samples at it, shows it, and keeps it when asked for it by name."""
+    import json
+    import shutil
+
+    src = tmp_path / "distilled"
+    shutil.copytree(tiny_model_b_dir, src)
+    (src / "training.json").write_text(json.dumps({"sampling_timesteps": "power:0.8"}))
+    spaced = to_u8(sample(load_model(str(tiny_model_b_dir), device="cpu", timesteps="power:0.8"),
+                          [SEED], steps=10, eta=1.0)[0].x_0)
+    w = make_window(qtbot, src, tmp_path)
+    try:
+        sp = w.source_panel
+        assert [sp.model.itemText(i) for i in range(2)] == ["default", "default-10step"]
+        assert w.model_info.timesteps == "power:0.8" and sp.timesteps() == "power:0.8"
+        assert np.array_equal(image_of(w), spaced)
+        # another spacing, chosen, wins over the recorded one; 'model's own' brings it back
+        sp.set_timesteps("power:1.2")  # as a session would add it
+        sp.spacing.setCurrentIndex(sp.spacing.findData("power:0.8"))
+        sp.spacing.setCurrentIndex(sp.spacing.findData("power:1.2"))
+        _reloaded(qtbot, w, "power:1.2")
+        assert list(w.traj_info.timesteps) == power_timesteps(1000, 10, 1.2).tolist()
+        sp.spacing.setCurrentIndex(sp.spacing.findData(None))
+        _reloaded(qtbot, w, "power:0.8")
+        assert sp.timesteps() == "power:0.8"
+        assert np.array_equal(image_of(w), spaced)
+    finally:
+        w.shutdown()

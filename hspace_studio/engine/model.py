@@ -3,6 +3,9 @@
 ``load_model(source)`` accepts:
 
 - ``"default"``: the embedded toyfaces model in ``resources/default-model``;
+- ``"default-10step"``: its ten-step variant in ``resources/default-model-10step``, distilled
+  from the guided 50-step sampler (:mod:`..training.distill`) for 10 steps at its recorded
+  timesteps, unguided;
 - a local diffusers folder: a pixel ``UNet2DModel`` (weights and ``config.json`` at
   the top, or in ``unet/``) with its scheduler config (``scheduler_config.json`` at
   the top, or ``scheduler/``), or a latent model: ``unet/`` plus ``vqvae/`` or
@@ -33,6 +36,8 @@ DEFAULT_MODEL_DIR = RESOURCES / "default-model"
 # the default model's guide (autoguidance, :mod:`.guidance`): an earlier checkpoint of its run
 DEFAULT_GUIDE_DIR = RESOURCES / "default-model-guide"
 DEFAULT_GUIDE_WEIGHT = 4.0
+# the default model distilled for ten steps (training.distill); samples well only at 10 steps
+DEFAULT_10STEP_DIR = RESOURCES / "default-model-10step"
 # the scheduler settings that define the noise schedule (part of a model's fingerprint)
 SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
                  "prediction_type", "trained_betas")
@@ -262,6 +267,11 @@ def _model_root(src: str) -> Path:
         if not root.is_dir():
             raise ModelLoadError(f"the embedded default model is missing ({root}); "
                                  f"train it with `python -m hspace_studio.training.ddpm`")
+    elif src == "default-10step":
+        root = DEFAULT_10STEP_DIR
+        if not root.is_dir():
+            raise ModelLoadError(f"the default model's ten-step variant is missing ({root}); "
+                                 f"distil it with `python -m hspace_studio.training.distill`")
     elif Path(src).expanduser().exists():
         root = Path(src).expanduser()
         if not root.is_dir():
@@ -271,6 +281,16 @@ def _model_root(src: str) -> Path:
     else:
         raise ModelLoadError(f"no model folder '{src}' (pass 'default', a local folder or a hub id)")
     return root
+
+
+def recorded_timesteps(root: Path) -> Optional[str]:
+    """The timestep spacing a model folder was trained to sample at (``sampling_timesteps``
+    in its ``training.json``, written by :mod:`..training.distill`); None if it names none."""
+    info = root / "training.json"
+    if not info.is_file():
+        return None
+    value = _read_json(info).get("sampling_timesteps")
+    return str(value) if value else None
 
 
 def _load_guide(guide: str, unet, scfg: dict):
@@ -295,8 +315,9 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
                timesteps: Optional[str] = None) -> DiffusionModel:
     """Load a model by name, folder or hub id. See the module docstring.
 
-    ``timesteps``: where the sampling steps fall, ``"scheduler"`` (default) or
-    ``"power:P"`` (:mod:`.timesteps`).
+    ``timesteps``: where the sampling steps fall, ``"scheduler"`` or ``"power:P"``
+    (:mod:`.timesteps`); None: the spacing the folder records (:func:`recorded_timesteps`,
+    a distilled model's), else the scheduler's.
 
     ``guide``: a folder (or ``"default"``: the default model's shipped guide) of a weaker
     model of the same kind; sampling then uses ``g + guide_weight (m - g)``
@@ -310,6 +331,11 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
     dev = pick_device(device)
     src = str(source)
     root = _model_root(src)
+    if timesteps is None and (recorded := recorded_timesteps(root)) is not None:
+        try:
+            power = parse_spacing(recorded)
+        except ValueError as e:
+            raise ModelLoadError(f"{root / 'training.json'}: {e}") from e
     unet, scfg, vae = _load_folder(root)
     if unet.mid_block is None:
         raise ModelLoadError(f"{src}: the UNet has no mid-block, so it has no h-space")

@@ -37,7 +37,7 @@ class LoadModel:
     device: Optional[str] = None
     guide: Optional[str] = None  # a guide folder or "default" (autoguidance; engine/guidance.py)
     guide_weight: Optional[float] = None
-    timesteps: Optional[str] = None  # a timestep spacing ("power:0.8"), None: the scheduler's own
+    timesteps: Optional[str] = None  # the timestep spacing sampled at ("power:0.8"), None: the scheduler's own
     coalesce: ClassVar[str] = "model"
     label: ClassVar[str] = "Loading model"
 
@@ -281,6 +281,7 @@ class EngineState:
     def __init__(self) -> None:
         self.model = None
         self.model_info: Optional[ModelInfo] = None
+        self._asked_timesteps: Optional[str] = None  # see load_model
         self.h_space = "after"
         self.traj = None
         self.source: dict = {}
@@ -306,13 +307,16 @@ class EngineState:
             guide_weight = None
         same = (self.model is not None and self.model_info.source == source
                 and (self.model_info.guide, self.model_info.guide_weight) == (guide, guide_weight)
-                and self.model_info.timesteps == spacing_key(timesteps))
+                and spacing_key(timesteps) in (self._asked_timesteps, self.model_info.timesteps))
         if same and self.h_space == h_space:
             return self.model_info
         model = self.model if same else load_model(source, device=device, guide=guide, guide_weight=guide_weight,
                                                    timesteps=timesteps)
         shape = h_shape(model.unet, h_space, model.sample_shape)
         self.model, self.h_space = model, h_space
+        # the spacing asked for (None: the model's recorded or its scheduler's): a request
+        # for it, or for the spacing it gave, needs no reload
+        self._asked_timesteps = spacing_key(timesteps)
         self.model_info = ModelInfo(
             source=source, fingerprint=model.fingerprint, description=model.describe(),
             image_size=tuple(model.image_size), sample_shape=tuple(model.sample_shape),

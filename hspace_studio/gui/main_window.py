@@ -32,7 +32,7 @@ from .library import DirectionLibrary
 from .plots import PlotPanel
 from .session import Autosave, RecentFiles
 from .sliders import ActiveSliders
-from .source_panel import SourcePanel
+from .source_panel import BUILT_IN, SourcePanel
 from .worker import EditItem, EngineThread, JobHandle, JobResult, PreviewRequest, StripRequest
 
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
@@ -542,7 +542,7 @@ class MainWindow(QMainWindow):
         changed = first or (info.fingerprint, info.h_space, info.timesteps) != (
             self.model_info.fingerprint, self.model_info.h_space, self.model_info.timesteps)
         self.model_info = info
-        if info.source != "default":
+        if info.source not in BUILT_IN:
             self.recent.add("models", info.source)
         self._show_model(info)
         self.mask.reset(info.image_size)

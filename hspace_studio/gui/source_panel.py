@@ -11,8 +11,11 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QLabel, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 SEED_MAX = 2 ** 31 - 1
-# (label, spacing) of the timestep choices; None: the model's scheduler's own spacing
-SPACINGS = (("scheduler's own", None), ("power 0.8", "power:0.8"))
+# the models every install has: the embedded one and its ten-step variant
+BUILT_IN = ("default", "default-10step")
+# (label, spacing) of the timestep choices; None: the model's own (the spacing its folder
+# records, as a distilled model's does, else its scheduler's)
+SPACINGS = (("model's own", None), ("power 0.8", "power:0.8"))
 
 
 class SourcePanel(QWidget):
@@ -35,9 +38,11 @@ class SourcePanel(QWidget):
         self.model.setObjectName("modelChoice")
         self.model.setEditable(True)
         self.model.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.model.addItem("default")
-        self.model.setToolTip("'default' (the embedded toy-faces model), a local diffusers folder "
-                              "or a Hugging Face hub id such as google/ddpm-ema-celebahq-256")
+        self.model.addItems(BUILT_IN)
+        self.model.setToolTip("'default' (the embedded toy-faces model), 'default-10step' (its "
+                              "variant distilled for 10 steps: sharper previews at 10 steps, "
+                              "unguided), a local diffusers folder or a Hugging Face hub id such "
+                              "as google/ddpm-ema-celebahq-256")
         self.browse = QToolButton()
         self.browse.setText("…")
         self.browse.setToolTip("Choose a local model folder")
@@ -101,7 +106,8 @@ class SourcePanel(QWidget):
         self.spacing.setToolTip("Where the steps fall. 'power 0.8' puts more of them at high noise "
                                 "(t = 999 (1 - i/N)^0.8): at 10 steps the default model's samples come "
                                 "closer to real toy faces. Changing it loads the model again and makes "
-                                "the image again.")
+                                "the image again. 'model's own' is the scheduler's spacing, or the one a "
+                                "distilled model was trained for (default-10step: power 0.7).")
         row = QHBoxLayout()
         row.addWidget(QLabel("steps"))
         row.addWidget(self.steps)
@@ -157,9 +163,9 @@ class SourcePanel(QWidget):
 
     def set_model_source(self, source: str, recent: Sequence[str] = ()) -> None:
         self.model.blockSignals(True)
-        items = ["default", *[r for r in recent if r != "default"]]
+        items = [*BUILT_IN, *[r for r in recent if r not in BUILT_IN]]
         if source not in items:
-            items.insert(1, source)
+            items.insert(len(BUILT_IN), source)
         self.model.clear()
         self.model.addItems(items)
         self.model.setCurrentText(source)
@@ -198,7 +204,7 @@ class SourcePanel(QWidget):
             w.blockSignals(False)
 
     def timesteps(self):
-        """The chosen timestep spacing ("power:0.8"), or None for the scheduler's own."""
+        """The chosen timestep spacing ("power:0.8"), or None for the model's own."""
         return self.spacing.currentData()
 
     def set_timesteps(self, spec) -> None:

@@ -141,7 +141,9 @@ def main(argv=None):
     info = {"distilled_from": str(args.init), "guide": str(args.guide),
             "guide_weight": args.guide_weight, "guide_interval": [lo, hi],
             "steps": args.steps, "power": args.power, "substeps": args.substeps,
-            "plain_share": args.plain_share, "lr": args.lr, "batch": args.batch}
+            "plain_share": args.plain_share, "lr": args.lr, "batch": args.batch,
+            # what load_model samples it at when the caller names no spacing
+            "sampling_timesteps": f"power:{args.power:g}", "sampling_steps": args.steps}
 
     def save():
         tmp = state_file.with_suffix(".tmp")
