@@ -14,7 +14,8 @@ from ..core.spacing import SPACINGS_HELP, parse_spacing
 def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="default",
-                   help="'default' (embedded toyfaces model), a local diffusers folder or a hub id")
+                   help="'default' (embedded toyfaces model), 'default-10step' (its variant distilled "
+                        "for 10 steps, unguided), a local diffusers folder or a hub id")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
     g.add_argument("--half", action="store_true", help="half precision (CUDA only)")
     g.add_argument("--h-space", dest="h_space", default="after", choices=("before", "middle", "after"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-SPACINGS_HELP = "'scheduler' (the model's own, default) or 'power:P' (t = 999 (1 - i/N)^P, e.g. power:0.8)"
+SPACINGS_HELP = ("'scheduler' (the scheduler's own; the default, unless the model folder records "
+                 "the spacing it was distilled for) or 'power:P' (t = 999 (1 - i/N)^P, e.g. power:0.8)")
 POWER_RANGE = (0.25, 4.0)
 
 
