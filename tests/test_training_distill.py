@@ -89,3 +89,21 @@ def test_distilling_brings_the_one_step_chain_to_the_teachers_walk(tmp_path):
     # resumed from the checkpoint: continues the step count
     assert distill.main(args + ["--max-steps", "102"]) == 0
     assert json.loads((out / "training.json").read_text())["distill_step"] == 102
+
+
+def test_bad_arguments_end_with_a_usage_error(tmp_path, capsys):
+    import pytest
+
+    from hspace_studio.training import distill
+
+    init = tmp_path / "init"
+    tiny_unet("a").save_pretrained(init)
+    base = ["--init", str(init), "--guide", str(init), "--checkpoint", str(tmp_path / "ck"),
+            "--out", str(tmp_path / "out")]
+    for bad, says in ((["--guide-interval", "300"], "LO:HI"), (["--guide-interval", "900:300"], "LO"),
+                      (["--plain-share", "1"], "--plain-share"), (["--substeps", "0"], "at least 1"),
+                      (["--init", str(tmp_path / "nowhere")], "not a UNet2DModel folder")):
+        with pytest.raises(SystemExit) as e:
+            distill.main(base + bad)
+        assert e.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "ck" / "state.pt").exists()

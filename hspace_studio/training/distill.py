@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import time
 from pathlib import Path
@@ -99,12 +98,26 @@ def main(argv=None):
     ap.add_argument("--minutes", type=float, default=100.0, help="wall-clock budget of this run")
     ap.add_argument("--max-steps", type=int, default=10**9)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--ema", type=float, default=0.998)
     ap.add_argument("--save-every", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--no-bf16", action="store_true")
     args = ap.parse_args(argv)
+    try:
+        lo, hi = (int(v) for v in args.guide_interval.split(":"))
+    except ValueError:
+        ap.error(f"--guide-interval is LO:HI (two timesteps), got '{args.guide_interval}'")
+    if not 0 <= lo <= hi:
+        ap.error("--guide-interval: LO must be 0 or more and not above HI")
+    if args.steps < 1 or args.substeps < 1 or args.batch < 1:
+        ap.error("--steps, --substeps and --batch are at least 1")
+    if not 0.0 <= args.plain_share < 1.0:
+        ap.error("--plain-share is a fraction from 0 up to (not including) 1")
+    for name in ("init", "guide"):
+        folder = Path(getattr(args, name))
+        if not (folder / "config.json").is_file():
+            ap.error(f"--{name} {folder}: not a UNet2DModel folder (no config.json)")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     from diffusers import UNet2DModel
@@ -117,7 +130,6 @@ def main(argv=None):
     acs = sched.alphas_cumprod.float()
     main_w = UNet2DModel.from_pretrained(args.init).eval().requires_grad_(False)
     guide = UNet2DModel.from_pretrained(args.guide).eval().requires_grad_(False)
-    lo, hi = (int(v) for v in args.guide_interval.split(":"))
     teacher = GuidedUNet(main_w, guide, args.guide_weight, (lo, hi))
     student = copy.deepcopy(main_w).train().requires_grad_(True)
     ema = copy.deepcopy(main_w)
