@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -183,7 +184,6 @@ def main(argv=None):
             # distilled part: one sampler interval per image
             idx = torch.randint(0, args.steps, (nd,), generator=gen)
             t = torch.tensor([ts[i] for i in idx.tolist()], dtype=torch.long)
-            tn = [ts[i + 1] for i in idx.tolist()]
             # plain part: uniform timesteps
             tp = torch.randint(0, 1000, (n_plain,), generator=gen)
             t_all = torch.cat([t, tp])
@@ -220,8 +220,6 @@ def main(argv=None):
         interrupted = True
     finally:
         if previous is not None:
-            import signal
-
             signal.signal(signal.SIGTERM, previous)
         data.close()
     save()
