@@ -217,6 +217,29 @@ def test_a_part_term_adds_to_the_objective_and_steers_the_fit(model_b):
     assert left_share(held) < 0.85 * left_share(free)
 
 
+def test_skip_leaves_out_the_samples_read_with_an_attribute(model_b):
+    """``skip`` fits on the samples the classifier reads without the named attribute only:
+    the same change as a fit given just those seeds."""
+    seeds = list(range(10))
+    trajs = sample(model_b, seeds, steps=STEPS, eta=1.0)
+    clf = pixel_classifier(pixels_of(model_b, trajs))
+    with torch.no_grad():
+        red = clf.differentiable_scores(pixels_of(model_b, trajs))[:, 1] >= clf.threshold
+    rest = [s for s, r in zip(seeds, red.tolist()) if not r]
+    assert 0 < len(rest) < len(seeds)
+    kw = dict(steps=STEPS, eta=1.0, iters=3, lr=3.0)
+    skipped = optimized_direction(model_b, clf, "bright", seeds, batch=len(seeds), skip=["red"], **kw)
+    subset = optimized_direction(model_b, clf, "bright", rest, batch=len(rest), **kw)
+    a, b = skipped.directions.delta_h, subset.directions.delta_h
+    assert float((a - b).abs().max()) <= 1e-4 * float(b.abs().max()) and float(b.abs().max()) > 0
+    assert skipped.directions.params["skip"] == ["red"] and subset.directions.params["skip"] == []
+    with pytest.raises(ValueError, match="attribute it fits"):
+        optimized_direction(model_b, clf, "bright", seeds, skip=["bright"], **kw)
+    only_red = [s for s, r in zip(seeds, red.tolist()) if r]
+    with pytest.raises(ValueError, match="nothing left to fit on"):
+        optimized_direction(model_b, clf, "bright", only_red, batch=len(only_red), skip=["red"], **kw)
+
+
 def test_region_limits_the_change_to_the_positions_it_meets(model_b):
     """h positions whose part of the image meets the mask may change; the rest stay zero."""
     seeds = list(range(8))

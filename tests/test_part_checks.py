@@ -201,3 +201,30 @@ def test_own_region_is_each_faces_part_grown(checker, pairs, before):
     assert tuple(checker.own_region(["mouth"], 3, (32, 32))(before[:2]).weights.shape) == (2, 1, 32, 32)
     with pytest.raises(ValueError, match="no part"):
         checker.own_region(["tail"], 3, (64, 64))
+
+
+def test_the_hair_colour_pull_is_low_on_the_aimed_colour_and_zero_without_hair(checker, pairs, before):
+    """The pull of a hair-colour fit (``hair_colour_loss``): an image whose hair the generator
+    drew in the aimed colour (blond towards, brown away) costs far less than the unedited one;
+    a bald head costs nothing; the gradient reaches the pixels; other attributes get none."""
+    from hspace_studio.toyfaces.part_checks import hair_colour_attribute, hair_colour_loss
+
+    fn = hair_colour_loss(checker, "blond_hair")
+    hair = [i for i, (_, f, _) in enumerate(pairs) if f.hair_style != "bald" and f.hair_colour not in ("blond", "brown")]
+    assert len(hair) >= 10
+    signs = torch.ones(len(hair))
+    blond = as_pixels([counterfactual(pairs[i][0], pairs[i][1], hair_colour="blond") for i in hair])
+    brown = as_pixels([counterfactual(pairs[i][0], pairs[i][1], hair_colour="brown") for i in hair])
+    with torch.no_grad():
+        aimed, unedited = fn(blond, before[hair], signs), fn(before[hair], before[hair], signs)
+        away_aimed, away_wrong = fn(brown, before[hair], -signs), fn(blond, before[hair], -signs)
+    assert float(aimed.mean()) < 0.1 * float(unedited.mean()) and float(unedited.min()) > 0.1
+    assert float(away_aimed.mean()) < 0.1 * float(away_wrong.mean())
+    bald = [i for i, (_, f, _) in enumerate(pairs) if f.hair_style == "bald"]
+    with torch.no_grad():
+        assert float(fn(before[bald], before[bald], torch.ones(len(bald))).abs().max()) == 0.0
+    x = before[hair[:2]].clone().requires_grad_(True)
+    fn(x, before[hair[:2]], signs[:2]).sum().backward()
+    assert float(x.grad.abs().sum()) > 0
+    assert hair_colour_attribute("blond_hair") == "blond" and hair_colour_attribute("grey_hair") == "grey"
+    assert hair_colour_loss(checker, "smiling") is None and hair_colour_loss(checker, "bald") is None

@@ -190,7 +190,8 @@ def run_supervised(args) -> int:
                                    ("--keep-in", args.keep_in is not None),
                                    ("--keep-in-part", bool(args.keep_in_part)),
                                    ("--free-steps", args.free_steps is not None),
-                                   ("--part-check", args.part_check > 0))
+                                   ("--part-check", args.part_check > 0),
+                                   ("--hair-colour", args.hair_colour > 0), ("--skip", bool(args.skip)))
              if on]
     if given:
         raise ValueError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --optimize")
@@ -270,8 +271,8 @@ def _run_optimized(args) -> int:
                                   keep=args.keep, batch=args.batch, still=args.still, shared=args.shared,
                                   per_channel=args.per_channel, region=region, free=args.free,
                                   keep_in=keep_in, window=args.window or default_window(model),
-                                  part_term=part, part_weight=args.part_check,
-                                  part_name="toy-face segmenter part check", progress=bar, cancel=token)
+                                  part_term=part[0], part_weight=part[1], part_name=part[2], skip=args.skip,
+                                  progress=bar, cancel=token)
     ds = res.directions
     ds.params.update(_model_params(args, model))
     last = res.history[-1]
@@ -291,15 +292,33 @@ def _run_optimized(args) -> int:
 
 
 def _part_term(args):
-    """The toy-face segmenter's part check of ``--attribute`` as the fit's penalty, or None."""
-    if not args.part_check > 0:
-        return None
-    from ..toyfaces.part_checks import shipped_part_term
+    """The fit's penalty read by the toy-face segmenter as (term, weight, name): the part check
+    of ``--attribute`` (``--part-check W``), the pull of the hair to its colour (``--hair-colour
+    W``), or both, weighted and summed (weight 1, the name giving each weight); (None, 0, None)
+    without either."""
+    if not (args.part_check > 0 or args.hair_colour > 0):
+        return None, 0.0, None
+    from ..toyfaces.part_checks import shipped_hair_colour_term, shipped_part_term
 
+    terms = []
     try:
-        return shipped_part_term(args.attribute)
+        if args.part_check > 0:
+            terms.append((args.part_check, shipped_part_term(args.attribute), "toy-face segmenter part check"))
     except ValueError as e:
         raise ValueError(f"--part-check: {e}") from None
+    try:
+        if args.hair_colour > 0:
+            terms.append((args.hair_colour, shipped_hair_colour_term(args.attribute),
+                          "hair pulled to its palette colour"))
+    except ValueError as e:
+        raise ValueError(f"--hair-colour: {e}") from None
+    if len(terms) == 1:
+        return terms[0][1], terms[0][0], terms[0][2]
+
+    def fn(after, before, signs):
+        return sum(w * t(after, before, signs) for w, t, _ in terms)
+
+    return fn, 1.0, " + ".join(f"{name} x{w:g}" for w, _, name in terms)
 
 
 def _keep_in(args, model):
@@ -518,6 +537,14 @@ def add_parser(sub):
                         "(eyeglasses: a lens at both eyes, or at neither; smiling: a mouth bent the "
                         "aimed way; mouth_open: a mouth open or closed as aimed; blond_hair: the hair "
                         "keeps its area, or grows on a bald head); default 0, none")
+    p.add_argument("--hair-colour", dest="hair_colour", type=_nonneg_float, default=0.0, metavar="W",
+                   help="with --optimize, on toy faces, for a hair colour (blond_hair, black_hair, "
+                        "red_hair, grey_hair): weight of a pull of the hair's pixels towards the "
+                        "generator's colour (away from it: towards brown, which no attribute names); "
+                        "default 0, none")
+    p.add_argument("--skip", nargs="+", metavar="ATTR", default=[],
+                   help="with --optimize: leave out the training samples the classifier reads with "
+                        "ATTR (e.g. --skip bald for a hair colour: a bald head has no hair to recolour)")
     p.add_argument("--batch", type=_positive_int, default=16, help="samples per batch (default 16)")
     p.add_argument("--seed-start", dest="seed_start", type=_nonneg_int, default=0,
                    help="the index (or --optimize's samples) uses seeds SEED_START .. "

@@ -31,6 +31,16 @@ def _attributes(text: str):
     return vals
 
 
+def _any_attributes(text: str):
+    from ..toyfaces.generator import ATTRIBUTE_NAMES
+
+    vals = [v.strip() for v in str(text).split(",") if v.strip()]
+    bad = [v for v in vals if v not in ATTRIBUTE_NAMES]
+    if not vals or bad:
+        raise argparse.ArgumentTypeError(f"'{text}': choose from {','.join(ATTRIBUTE_NAMES)}")
+    return vals
+
+
 def _eta(text: str) -> float:
     try:
         v = float(text)
@@ -83,6 +93,19 @@ def add_parser(sub):
     p.add_argument("--optimize-part", dest="optimize_part", type=_nonneg_float, default=0.0, metavar="W",
                    help="weight of the segmenter's part check in the classifier-optimised fits: a "
                         "penalty for edits that erase the mouth or draw one lens (default 0: none)")
+    p.add_argument("--optimize-free", dest="optimize_free", type=_any_attributes, default=None,
+                   metavar="A[,A...]", help="attributes the classifier-optimised fits may move (left out "
+                                            "of the keep term, as supervised --free; a fit never lists "
+                                            "its own), e.g. black_hair,red_hair,grey_hair for blond_hair")
+    p.add_argument("--optimize-hair-colour", dest="optimize_hair_colour", type=_nonneg_float, default=0.0,
+                   metavar="W", help="weight of the pull of the hair towards its palette colour in the "
+                                     "fits of hair colours (blond_hair), as supervised --hair-colour "
+                                     "(default 0: none)")
+    p.add_argument("--optimize-skip", dest="optimize_skip", type=_any_attributes, default=None,
+                   metavar="A[,A...]", help="leave out of the classifier-optimised fits and of their "
+                                            "held-out samples the samples the shipped classifier reads "
+                                            "with these attributes (e.g. bald for blond_hair: a bald head "
+                                            "has no hair to recolour)")
     p.add_argument("--optimize-attributes", dest="optimize_attributes", type=_attributes, default=None,
                    metavar="A[,A...]", help="the attributes of the optimized section (default: "
                                             "smiling,eyeglasses,blond_hair,mouth_open)")

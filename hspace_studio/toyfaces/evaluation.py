@@ -118,7 +118,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
     from ..engine.discover.optimized import default_window, optimized_direction
     from ..engine.sampler import Region, region_weights, sample
     from .edit_metrics import attribute_shift
-    from .part_checks import part_loss, shipped_checker
+    from .part_checks import hair_colour_loss, part_loss, shipped_checker
 
     if getattr(args, "optimize_keep_in", False) and getattr(args, "optimize_keep_in_part", False):
         raise ValueError("--optimize-keep-in and --optimize-keep-in-part exclude each other: give one")
@@ -133,6 +133,16 @@ def section_optimized(model, args, progress, cancel) -> dict:
     scales = list(args.optimize_scale)
     trajs = sample(model, seeds, steps=10, eta=eta, h_space=_h_space(args), batch_size=min(len(seeds), 50),
                    cancel=cancel)
+    skip = list(getattr(args, "optimize_skip", None) or [])
+    free = list(getattr(args, "optimize_free", None) or [])
+    colour = float(getattr(args, "optimize_hair_colour", 0.0) or 0.0)
+    if skip:  # held out as the fits leave them out: by the shipped classifier's reading
+        import torch
+
+        _, p = Q.classify(clf, model.to_pixels(torch.stack([t.x_0 for t in trajs])))
+        kept = (p[:, [ATTRIBUTE_NAMES.index(a) for a in skip]] < 0.5).all(1).tolist()
+        seeds = [s for s, k in zip(seeds, kept) if k]
+        trajs = [t for t, k in zip(trajs, kept) if k]
     win = getattr(args, "optimize_window", None) or default_window(model)
     attrs = list(getattr(args, "optimize_attributes", None) or SUPERVISED_ATTRS)
     regions = getattr(args, "optimize_region", False)
@@ -143,7 +153,8 @@ def section_optimized(model, args, progress, cancel) -> dict:
            "kept_in": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if kept else None,
            "kept_in_own": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if own else None, "own_grow": OWN_GROW,
            "free_steps": REGION_FREE_STEPS, "scales": scales, "eta": eta,
-           "h_space": _h_space(args), "part_weight": part, "directions": {}, "fit": {}}
+           "h_space": _h_space(args), "part_weight": part, "directions": {}, "fit": {},
+           "skip": skip, "free": free, "hair_colour": colour}
     # the part masks, drawn once
     labels = render_batch(train[:256])[1] if regions or kept else None
     for a in attrs:
@@ -152,11 +163,16 @@ def section_optimized(model, args, progress, cancel) -> dict:
         if own:
             keep_in = checker.own_region(ATTRIBUTE_PARTS[a], OWN_GROW, tuple(model.sample_shape[1:]),
                                          REGION_FREE_STEPS)
+        term, weight, name = part_loss(checker, a) if part > 0 else None, part, "toy-face segmenter part check"
+        pull = hair_colour_loss(checker, a) if colour > 0 else None
+        if pull is not None:
+            term, weight, name = _summed(((part, term), (colour, pull))), 1.0, (
+                (f"{name} x{part:g} + " if term is not None else "") + f"hair pulled to its palette colour x{colour:g}")
         fit = optimized_direction(model, fit_clf, a, train, steps=10, eta=eta, h_space=_h_space(args),
                                   iters=args.optimize_iters, keep=args.optimize_keep, window=win,
-                                  region=mask if regions else None, keep_in=keep_in,
-                                  part_term=part_loss(checker, a) if part > 0 else None, part_weight=part,
-                                  part_name="toy-face segmenter part check", progress=progress, cancel=cancel)
+                                  region=mask if regions else None, keep_in=keep_in, free=[f for f in free if f != a],
+                                  part_term=term, part_weight=weight, part_name=name, skip=skip,
+                                  progress=progress, cancel=cancel)
         res["fit"][a] = {"seconds": round(fit.seconds, 1), "region_cells": fit.directions.params["region_cells"],
                          "kept_in_pixels": int(mask.sum()) if kept else None, **fit.history[-1]}
         res["batch"] = fit.directions.params["batch"]
@@ -164,6 +180,17 @@ def section_optimized(model, args, progress, cancel) -> dict:
                                                trajs=trajs, referee=referee, region=keep_in, checker=checker,
                                                progress=progress, cancel=cancel)
     return res
+
+
+def _summed(terms):
+    """One penalty ``fn(after, before, signs)``: the weighted sum of the ``(weight, fn)`` pairs
+    whose fn is not None."""
+    terms = [(w, t) for w, t in terms if t is not None]
+
+    def fn(after, before, signs):
+        return sum(w * t(after, before, signs) for w, t in terms)
+
+    return fn
 
 
 def section_pca(model, args, progress, cancel) -> dict:
@@ -292,6 +319,12 @@ def _render_optimized(r) -> str:
                        f"{f['off_target_mean']:.3f}"] for row, f in zip(rows, refs)]
     fits = ", ".join(f"{a} {f['seconds']:.0f} s" for a, f in r["fit"].items())
     part = (f"; segmenter part term, weight {r['part_weight']:g}" if r.get("part_weight") else "")
+    if r.get("hair_colour"):
+        part += f"; hair pulled to its palette colour, weight {r['hair_colour']:g}"
+    if r.get("free"):
+        part += f"; free: {', '.join(r['free'])}"
+    if r.get("skip"):
+        part += f"; samples read as {' or '.join(r['skip'])} left out of fitting and measuring"
     return (f"Classifier-optimised directions ({r['iterations']} iterations of {r['batch']} of "
             f"{r['train_samples']} training samples, keep {r['keep']:g}, timesteps {_window_text(r)}{_regions_text(r)}{_kept_text(r)}{part}; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
             f"scale 1 = the fitted change; fitting took {fits}"

@@ -199,6 +199,47 @@ def part_loss(checker: PartChecker, attribute: str) -> Optional[Callable]:
     return fn
 
 
+HAIR_AWAY = "brown"  # the palette colour no attribute names: where an edit away from a hair colour aims
+
+
+def hair_colour_attribute(attribute: str) -> Optional[str]:
+    """The palette colour a hair-colour attribute names (``blond_hair`` -> ``blond``), or None."""
+    from .generator import HAIR_COLOURS
+
+    name = attribute[:-len("_hair")] if attribute.endswith("_hair") else None
+    return name if name in HAIR_COLOURS and name != HAIR_AWAY else None
+
+
+def hair_colour_loss(checker: PartChecker, attribute: str) -> Optional[Callable]:
+    """A pull of the hair towards the generator's palette colour, for fits of a hair-colour
+    attribute (``blond_hair``, ``black_hair``, ``red_hair``, ``grey_hair``), as
+    ``fn(after, before, signs) -> (N,)``: the mean squared RGB distance (images in [-1, 1])
+    of the edited image's pixels, over the unedited image's hair, to the attribute's colour
+    where ``signs`` > 0 and to brown (the colour that no attribute names, so leaving the
+    attribute moves no other one) where ``signs`` < 0. 0 on an image without hair. The
+    classifier's score alone gives a weak signal on the way between two hair colours (an
+    edit from red towards blond stalls at brown); this one pulls through it. None for an
+    attribute that is not a hair colour."""
+    from .generator import HAIR_COLOURS
+
+    colour = hair_colour_attribute(attribute)
+    if colour is None:
+        return None
+    h = checker.index["hair"]
+    towards = torch.tensor(HAIR_COLOURS[colour], dtype=torch.float32) / 127.5 - 1.0
+    away = torch.tensor(HAIR_COLOURS[HAIR_AWAY], dtype=torch.float32) / 127.5 - 1.0
+
+    def fn(after: torch.Tensor, before: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            hair = (checker.labels(before) == h).float()[:, None]
+        target = torch.where(signs.view(-1, 1).to(after.device) > 0, towards.to(after.device),
+                             away.to(after.device))[:, :, None, None]
+        dist = (after.clamp(-1, 1).float() - target).pow(2).sum(1, keepdim=True)
+        return (dist * hair).flatten(1).sum(1) / hair.flatten(1).sum(1).clamp(min=1.0)
+
+    return fn
+
+
 def shipped_checker() -> PartChecker:
     """The checks with the shipped toy-face segmenter (``resources/toyfaces-segmenter``)."""
     from .nets import load_segmenter
@@ -221,3 +262,14 @@ def shipped_part_region(parts: Sequence[str], grow: int, model, free_steps: int 
     if int(model.sample_shape[0]) != 3 and getattr(model, "vae", None) is None:
         raise ValueError("the toy-face segmenter reads RGB images; this model's are not")
     return shipped_checker().own_region(list(parts), int(grow), tuple(model.sample_shape[1:]), free_steps)
+
+
+def shipped_hair_colour_term(attribute: str) -> Callable:
+    """:func:`hair_colour_loss` of ``attribute`` with the shipped segmenter; a ValueError names
+    the hair colours when ``attribute`` is not one."""
+    from .generator import HAIR_COLOURS
+
+    if hair_colour_attribute(attribute) is None:
+        names = [f"{c}_hair" for c in HAIR_COLOURS if c != HAIR_AWAY]
+        raise ValueError(f"the hair's colour pull is for the hair colours {', '.join(names)}, not '{attribute}'")
+    return hair_colour_loss(shipped_checker(), attribute)

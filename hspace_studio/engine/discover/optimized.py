@@ -179,7 +179,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
                         still: float = 0.0, per_channel: bool = False, region=None,
                         free: Sequence[str] = (), keep_in: Union[Region, Callable, None] = None,
                         part_term=None, part_weight: float = 1.0, part_name: Optional[str] = None,
-                        lr_end: float = 1.0, progress: Optional[ProgressFn] = None,
+                        lr_end: float = 1.0, skip: Sequence[str] = (), progress: Optional[ProgressFn] = None,
                         cancel: Optional[CancelToken] = None) -> OptimizedResult:
     """Fit one direction for ``attribute`` on the samples of ``seeds`` (see the module).
 
@@ -211,11 +211,19 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     names it in the file's parameters. ``lr_end`` (0-1] ends the step at that fraction of
     ``lr`` along a cosine (1, the default, keeps it constant): Adam's steps stay about
     ``lr`` in size to the end, so a constant step leaves the last iterate as noisy as one
-    minibatch makes it, and a falling one settles it.
+    minibatch makes it, and a falling one settles it. ``skip`` names attributes whose
+    samples the fit leaves out (read by ``classifier`` on each unedited sample, so a batch
+    may hold fewer than ``batch``): e.g. ``bald`` for a hair colour, which a bald head has no
+    hair to show.
     """
     t0 = time.perf_counter()
     a = classifier.index_of(attribute)
     free_idx = sorted({classifier.index_of(n) for n in free} - {a})
+    skip = [str(n) for n in skip]
+    skip_idx = sorted({classifier.index_of(n) for n in skip})
+    if a in skip_idx:
+        raise ValueError(f"the fit cannot leave out the samples read as {classifier.attributes[a]}, "
+                         "the attribute it fits")
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("the optimised direction needs at least one training sample")
@@ -239,6 +247,13 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         with torch.no_grad():
             pixels = model.to_pixels(torch.stack([t.x_0 for t in trajs]))
             p0 = classifier.differentiable_scores(pixels).float()
+            if skip_idx:
+                kept = (p0[:, skip_idx] < thr).all(1)
+                if not bool(kept.any()):
+                    raise ValueError(f"every sample of a batch of {batch} was read as "
+                                     f"{' or '.join(skip)}: nothing left to fit on")
+                trajs = [t for t, k in zip(trajs, kept.tolist()) if k]
+                p0, pixels = p0[kept], pixels[kept]
             region = keep_in(pixels.clamp(-1, 1)) if per_sample else keep_in
         return trajs, p0, torch.where(p0[:, a] < thr, 1.0, -1.0), pixels, region
 
@@ -297,6 +312,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         "still": float(still), "per_channel": bool(per_channel),
         "region_cells": None if cells is None else int(cells.sum()),
         "free": [classifier.attributes[b] for b in free_idx],
+        "skip": [classifier.attributes[b] for b in skip_idx],
         "kept_in": None if keep_in is None else (
             {"per_sample": True, "free_steps": int(first[4].free_steps), **getattr(keep_in, "recipe", {})}
             if per_sample else
