@@ -103,6 +103,28 @@ def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
     r = json.loads(out.read_text())["optimized"]
     assert r["kept_in_own"] == {"smiling": ["mouth"]} and r["kept_in"] is None
     assert "kept inside each sample's own part, grown by 3 px (last 1 step free): smiling mouth" in text
+    # a hair colour: pulled to its palette colour, the other colours free, bald heads left out of
+    # the fit and of the held-out samples (read by the shipped classifier)
+    assert main(["evaluate", "--sections", "optimized", "--optimize-iters", "1", "--train-samples", "4",
+                 "--seeds", "10", "--optimize-scale", "1", "--optimize-attributes", "blond_hair",
+                 "--optimize-hair-colour", "4", "--optimize-free", "black_hair,red_hair,grey_hair,blond_hair",
+                 "--optimize-skip", "bald", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    r = json.loads(out.read_text())["optimized"]
+    assert r["skip"] == ["bald"] and r["hair_colour"] == 4 and r["free"][:3] == ["black_hair", "red_hair", "grey_hair"]
+    assert "hair pulled to its palette colour, weight 4; free: black_hair" in text
+    assert "samples read as bald left out of fitting and measuring" in text
+    import torch
+
+    from hspace_studio.engine import load_model, sample
+    from hspace_studio.toyfaces import quality as Q
+
+    model = load_model("default")
+    held = sample(model, list(range(1000, 1010)), steps=10, eta=1.0)
+    _, p = Q.classify(Q.load_shipped_classifier()[0], model.to_pixels(torch.stack([t.x_0 for t in held])))
+    with_hair = int((p[:, 3] < 0.5).sum())
+    assert 0 < with_hair < 10 and r["directions"]["blond_hair"]["1.0"]["n"] == with_hair
+    assert main(["evaluate", "--optimize-skip", "nose"]) == 2 and main(["evaluate", "--optimize-hair-colour", "-1"]) == 2
     assert main(["evaluate", "--sections", "optimized", "--optimize-keep-in", "--optimize-keep-in-part"]) == 1
     assert main(["evaluate", "--optimize-attributes", "beard"]) == 2
     assert main(["evaluate", "--optimize-iters", "0"]) == 2
