@@ -298,7 +298,7 @@ def _part_term(args):
     without either."""
     if not (args.part_check > 0 or args.hair_colour > 0):
         return None, 0.0, None
-    from ..toyfaces.part_checks import shipped_hair_colour_term, shipped_part_term
+    from ..toyfaces.part_checks import shipped_hair_colour_term, shipped_part_term, weighted_sum
 
     terms = []
     try:
@@ -315,10 +315,8 @@ def _part_term(args):
     if len(terms) == 1:
         return terms[0][1], terms[0][0], terms[0][2]
 
-    def fn(after, before, signs):
-        return sum(w * t(after, before, signs) for w, t, _ in terms)
-
-    return fn, 1.0, " + ".join(f"{name} x{w:g}" for w, _, name in terms)
+    return (weighted_sum((w, t) for w, t, _ in terms), 1.0,
+            " + ".join(f"{name} x{w:g}" for w, _, name in terms))
 
 
 def _keep_in(args, model):

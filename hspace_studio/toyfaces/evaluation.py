@@ -118,7 +118,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
     from ..engine.discover.optimized import default_window, optimized_direction
     from ..engine.sampler import Region, region_weights, sample
     from .edit_metrics import attribute_shift
-    from .part_checks import hair_colour_loss, part_loss, shipped_checker
+    from .part_checks import hair_colour_loss, part_loss, shipped_checker, weighted_sum
 
     if getattr(args, "optimize_keep_in", False) and getattr(args, "optimize_keep_in_part", False):
         raise ValueError("--optimize-keep-in and --optimize-keep-in-part exclude each other: give one")
@@ -166,7 +166,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
         term, weight, name = part_loss(checker, a) if part > 0 else None, part, "toy-face segmenter part check"
         pull = hair_colour_loss(checker, a) if colour > 0 else None
         if pull is not None:
-            term, weight, name = _summed(((part, term), (colour, pull))), 1.0, (
+            term, weight, name = weighted_sum(((part, term), (colour, pull))), 1.0, (
                 (f"{name} x{part:g} + " if term is not None else "") + f"hair pulled to its palette colour x{colour:g}")
         fit = optimized_direction(model, fit_clf, a, train, steps=10, eta=eta, h_space=_h_space(args),
                                   iters=args.optimize_iters, keep=args.optimize_keep, window=win,
@@ -180,17 +180,6 @@ def section_optimized(model, args, progress, cancel) -> dict:
                                                trajs=trajs, referee=referee, region=keep_in, checker=checker,
                                                progress=progress, cancel=cancel)
     return res
-
-
-def _summed(terms):
-    """One penalty ``fn(after, before, signs)``: the weighted sum of the ``(weight, fn)`` pairs
-    whose fn is not None."""
-    terms = [(w, t) for w, t in terms if t is not None]
-
-    def fn(after, before, signs):
-        return sum(w * t(after, before, signs) for w, t in terms)
-
-    return fn
 
 
 def section_pca(model, args, progress, cancel) -> dict:

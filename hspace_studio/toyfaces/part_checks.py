@@ -29,6 +29,8 @@ these).
 
 :func:`part_loss` is the differentiable counterpart used by fits (``optimized_direction``'s
 ``part_term``): the segmenter's soft probabilities in place of its counted pixels.
+:func:`hair_colour_loss` is a second term for fits of a hair colour: it pulls the pixels of
+the unedited image's hair towards the generator's colour of that hair.
 """
 from __future__ import annotations
 
@@ -273,3 +275,15 @@ def shipped_hair_colour_term(attribute: str) -> Callable:
         names = [f"{c}_hair" for c in HAIR_COLOURS if c != HAIR_AWAY]
         raise ValueError(f"the hair's colour pull is for the hair colours {', '.join(names)}, not '{attribute}'")
     return hair_colour_loss(shipped_checker(), attribute)
+
+
+def weighted_sum(terms) -> Callable:
+    """One penalty ``fn(after, before, signs)``: the sum of ``weight * fn`` over the
+    ``(weight, fn)`` pairs of ``terms`` whose fn is not None (a fit's part check and hair
+    colour pull together)."""
+    terms = [(float(w), t) for w, t in terms if t is not None]
+
+    def fn(after: torch.Tensor, before: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+        return sum(w * t(after, before, signs) for w, t in terms)
+
+    return fn
