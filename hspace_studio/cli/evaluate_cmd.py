@@ -21,24 +21,32 @@ def _scales(text: str):
     return vals
 
 
-def _attributes(text: str):
+def _names_from(choices):
+    """An argparse type: a comma-separated list of names, each one of ``choices()``."""
+    def parse(text: str):
+        allowed = list(choices())
+        vals = [v.strip() for v in str(text).split(",") if v.strip()]
+        if not vals or any(v not in allowed for v in vals):
+            raise argparse.ArgumentTypeError(f"'{text}': choose from {','.join(allowed)}")
+        return vals
+
+    return parse
+
+
+def _supervised_names():
     from ..toyfaces.evaluation import SUPERVISED_ATTRS
 
-    vals = [v.strip() for v in str(text).split(",") if v.strip()]
-    bad = [v for v in vals if v not in SUPERVISED_ATTRS]
-    if not vals or bad:
-        raise argparse.ArgumentTypeError(f"'{text}': choose from {','.join(SUPERVISED_ATTRS)}")
-    return vals
+    return SUPERVISED_ATTRS
 
 
-def _any_attributes(text: str):
+def _all_names():
     from ..toyfaces.generator import ATTRIBUTE_NAMES
 
-    vals = [v.strip() for v in str(text).split(",") if v.strip()]
-    bad = [v for v in vals if v not in ATTRIBUTE_NAMES]
-    if not vals or bad:
-        raise argparse.ArgumentTypeError(f"'{text}': choose from {','.join(ATTRIBUTE_NAMES)}")
-    return vals
+    return ATTRIBUTE_NAMES
+
+
+_attributes = _names_from(_supervised_names)
+_any_attributes = _names_from(_all_names)
 
 
 def _eta(text: str) -> float:
