@@ -98,11 +98,11 @@ def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
     # or kept inside each sample's own mouth, as edit --region-part decodes it
     assert main(["evaluate", "--sections", "optimized", "--optimize-iters", "1", "--train-samples", "2",
                  "--seeds", "2", "--optimize-scale", "1", "--optimize-attributes", "smiling",
-                 "--optimize-keep-in-part", "--json", str(out)]) == 0
+                 "--optimize-keep-in-part", "--optimize-grow", "1", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     r = json.loads(out.read_text())["optimized"]
-    assert r["kept_in_own"] == {"smiling": ["mouth"]} and r["kept_in"] is None
-    assert "kept inside each sample's own part, grown by 3 px (last 1 step free): smiling mouth" in text
+    assert r["kept_in_own"] == {"smiling": ["mouth"]} and r["kept_in"] is None and r["own_grow"] == 1
+    assert "kept inside each sample's own part, grown by 1 px (last 1 step free): smiling mouth" in text
     # a hair colour: pulled to its palette colour, the other colours free, bald heads left out of
     # the fit and of the held-out samples (read by the shipped classifier)
     assert main(["evaluate", "--sections", "optimized", "--optimize-iters", "1", "--train-samples", "4",
@@ -126,6 +126,8 @@ def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
     assert 0 < with_hair < 10 and r["directions"]["blond_hair"]["1.0"]["n"] == with_hair
     assert main(["evaluate", "--optimize-skip", "nose"]) == 2 and main(["evaluate", "--optimize-hair-colour", "-1"]) == 2
     assert main(["evaluate", "--sections", "optimized", "--optimize-keep-in", "--optimize-keep-in-part"]) == 1
+    assert main(["evaluate", "--sections", "optimized", "--optimize-grow", "1"]) == 1  # without keep-in-part
+    assert main(["evaluate", "--optimize-grow", "-1"]) == 2
     assert main(["evaluate", "--optimize-attributes", "beard"]) == 2
     assert main(["evaluate", "--optimize-iters", "0"]) == 2
     assert main(["evaluate", "--optimize-scale", "-1"]) == 2

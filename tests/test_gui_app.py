@@ -362,6 +362,27 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     res = run_job(qtbot, win, win.run_discovery(dataclasses.replace(job, attribute="bald")))
     assert not res.ok and "checks the parts of" in res.error
     win.discovery.sup_part_check.setChecked(False)
+    # ... recolouring the hair: for hair colours only; pulls the hair to its colour, frees the
+    # other colours and leaves bald faces out, all recorded
+    win.discovery.sup_hair_colour.setChecked(True)
+    with pytest.raises(ValueError, match="for the hair colours"):
+        win.discovery.supervised_job()
+    win.discovery.sup_classifier.setText("")  # the shipped classifier, which reads hair colours
+    win.discovery._reload_attributes()
+    win.discovery.sup_attr.setCurrentText("blond_hair")
+    job = win.discovery.supervised_job()
+    assert job.hair_colour > 0 and job.skip == ("bald",)
+    assert sorted(job.free) == ["black_hair", "grey_hair", "red_hair"]
+    res = run_job(qtbot, win, win.run_discovery(job))
+    assert res.ok, res.error
+    assert res.value[0].name == "blond_hair (optimised on 3, hair pulled to its colour, bald left out)"
+    params = win.worker.state.sets[res.value[0].set_id].params
+    assert params["part_term"] == {"name": "hair pulled to its palette colour", "weight": job.hair_colour}
+    assert params["skip"] == ["bald"] and sorted(params["free"]) == ["black_hair", "grey_hair", "red_hair"]
+    win.discovery.sup_hair_colour.setChecked(False)
+    win.discovery.sup_classifier.setText(str(clf))
+    win.discovery._reload_attributes()
+    win.discovery.sup_attr.setCurrentText("smiling")
     # ... at every step: the fitted change reaches the first steps, which the default window leaves
     win.discovery.sup_every_step.setChecked(True)
     job = win.discovery.supervised_job()
@@ -378,6 +399,7 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     win.discovery.sup_optimize.setChecked(False)
     assert not win.discovery.sup_region.isEnabled() and not win.discovery.sup_keep_in.isEnabled()
     assert not win.discovery.sup_part_check.isEnabled() and not win.discovery.sup_own.isEnabled()
+    assert not win.discovery.sup_hair_colour.isEnabled()
     assert not win.discovery.sup_every_step.isEnabled()
     # supervised from two folders of labelled images
     for name, v in (("pos", 200), ("neg", 50)):
@@ -390,7 +412,7 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     res = run_job(qtbot, win, win.run_discovery(win.discovery.supervised_job()))
     assert res.ok, res.error
     assert res.value[0].name == "pos vs neg"
-    assert [g.method for g in win.library.ordered_sets()] == ["pca"] + ["supervised"] * 8
+    assert [g.method for g in win.library.ordered_sets()] == ["pca"] + ["supervised"] * 9
 
 
 def test_cancel_stops_within_one_step(qtbot, win):

@@ -298,25 +298,21 @@ def _part_term(args):
     without either."""
     if not (args.part_check > 0 or args.hair_colour > 0):
         return None, 0.0, None
-    from ..toyfaces.part_checks import shipped_hair_colour_term, shipped_part_term, weighted_sum
+    from ..toyfaces.part_checks import (HAIR_COLOUR_NAME, PART_CHECK_NAME, combined_term,
+                                        shipped_hair_colour_term, shipped_part_term)
 
     terms = []
     try:
         if args.part_check > 0:
-            terms.append((args.part_check, shipped_part_term(args.attribute), "toy-face segmenter part check"))
+            terms.append((args.part_check, shipped_part_term(args.attribute), PART_CHECK_NAME))
     except ValueError as e:
         raise ValueError(f"--part-check: {e}") from None
     try:
         if args.hair_colour > 0:
-            terms.append((args.hair_colour, shipped_hair_colour_term(args.attribute),
-                          "hair pulled to its palette colour"))
+            terms.append((args.hair_colour, shipped_hair_colour_term(args.attribute), HAIR_COLOUR_NAME))
     except ValueError as e:
         raise ValueError(f"--hair-colour: {e}") from None
-    if len(terms) == 1:
-        return terms[0][1], terms[0][0], terms[0][2]
-
-    return (weighted_sum((w, t) for w, t, _ in terms), 1.0,
-            " + ".join(f"{name} x{w:g}" for w, _, name in terms))
+    return combined_term(terms)
 
 
 def _keep_in(args, model):

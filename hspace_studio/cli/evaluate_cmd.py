@@ -6,7 +6,8 @@ import json
 import sys
 import time
 
-from .common import _int_at_least, _nonneg_float, _positive_int, add_model_args, open_model, progress_and_cancel, window
+from .common import (_int_at_least, _nonneg_float, _nonneg_int, _positive_int, add_model_args, open_model,
+                     progress_and_cancel, window)
 
 SECTIONS = ("quality", "inversion", "supervised", "optimized", "pca", "jacobian")
 
@@ -96,8 +97,11 @@ def add_parser(sub):
                         "unedited chain")
     p.add_argument("--optimize-keep-in-part", dest="optimize_keep_in_part", action="store_true",
                    help="fit and measure each classifier-optimised edit kept inside each sample's own "
-                        "part (found by the shipped segmenter, grown by 3 pixels), as edit "
-                        "--region-part decodes it; instead of --optimize-keep-in's union")
+                        "part (found by the shipped segmenter, grown by --optimize-grow pixels), as "
+                        "edit --region-part decodes it; instead of --optimize-keep-in's union")
+    p.add_argument("--optimize-grow", dest="optimize_grow", type=_nonneg_int, default=None, metavar="N",
+                   help="with --optimize-keep-in-part: pixels each sample's own part is grown by "
+                        "(default 3)")
     p.add_argument("--optimize-part", dest="optimize_part", type=_nonneg_float, default=0.0, metavar="W",
                    help="weight of the segmenter's part check in the classifier-optimised fits: a "
                         "penalty for edits that erase the mouth or draw one lens (default 0: none)")

@@ -17,6 +17,7 @@ from .jobs import DiscoverJacobian, DiscoverPCA, DiscoverSupervised
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 DEFAULT_CLASSIFIER = RESOURCES / "toyfaces-classifier"
 PART_CHECK_WEIGHT = 16.0  # 'Check the part': the weight of the segmenter's part check in the fit
+HAIR_COLOUR_WEIGHT = 48.0  # 'Recolour the hair': the weight of the pull of the hair to its colour
 # 'Fit for edits kept in each face's own part': the choices and the segmenter parts they name
 OWN_PARTS = {"mouth": ("mouth",), "eyes": ("left_eye", "right_eye"), "eyes and glasses":
              ("left_eye", "right_eye", "glasses"), "brows": ("brows",), "hair": ("hair",)}
@@ -204,6 +205,14 @@ class DiscoveryPanel(QTabWidget):
             "one lens, erase the mouth or cut the hair, as the shipped segmenter reads them "
             f"(weight {PART_CHECK_WEIGHT:g})")
         f.addRow(self.sup_part_check)
+        self.sup_hair_colour = QCheckBox("Recolour the hair")
+        self.sup_hair_colour.setToolTip(
+            "Toy faces, hair colours (blond_hair, black_hair, red_hair, grey_hair): pull the hair's "
+            "pixels to the generator's colour (away from it: to brown), let the other hair colours "
+            f"move and leave bald faces out of the fit (weight {HAIR_COLOUR_WEIGHT:g}), as "
+            "supervised --hair-colour, --free and --skip bald do; best with the own part 'hair' "
+            "and 'Check the part' (model card)")
+        f.addRow(self.sup_hair_colour)
         self.sup_pos = QLineEdit()
         self.sup_neg = QLineEdit()
         f.addRow("Positive folder", _folder_row(self.sup_pos, "Folder of positive images", self))
@@ -240,7 +249,8 @@ class DiscoveryPanel(QTabWidget):
         for wdg in (self.sup_index, self.sup_examples):
             wdg.setEnabled(c and not o)
         for wdg in (self.sup_iters, self.sup_train, self.sup_every_step, self.sup_region, self.sup_keep_in,
-                    self.sup_part_check, self.sup_own, self.sup_own_part, self.sup_own_grow):
+                    self.sup_part_check, self.sup_hair_colour, self.sup_own, self.sup_own_part,
+                    self.sup_own_grow):
             wdg.setEnabled(c and o)
         for wdg in (self.sup_pos, self.sup_neg):
             wdg.setEnabled(not c)
@@ -290,7 +300,19 @@ class DiscoveryPanel(QTabWidget):
                 raise ValueError("tick one of 'Fit for edits kept inside the mask' and 'Fit for edits "
                                  "kept in each face's own part'")
             own = OWN_PARTS[self.sup_own_part.currentText()]
-        return DiscoverSupervised(attribute=self.sup_attr.currentText().strip(),
+        attribute = self.sup_attr.currentText().strip()
+        colour, free, skip = 0.0, (), ()
+        if optimize and self.sup_hair_colour.isChecked():
+            from ..toyfaces.part_checks import hair_colour_attribute
+
+            if hair_colour_attribute(attribute) is None:
+                raise ValueError(f"'Recolour the hair' is for the hair colours (blond_hair, black_hair, "
+                                 f"red_hair, grey_hair), not '{attribute}'")
+            names = [self.sup_attr.itemText(i) for i in range(self.sup_attr.count())]
+            colour = HAIR_COLOUR_WEIGHT
+            free = tuple(n for n in names if n != attribute and hair_colour_attribute(n) is not None)
+            skip = ("bald",) if "bald" in names else ()
+        return DiscoverSupervised(attribute=attribute,
                                   index_size=self.sup_index.value(), examples=self.sup_examples.value(),
                                   classifier=self.sup_classifier.text().strip() or None,
                                   steps=steps, eta=eta,
@@ -298,7 +320,8 @@ class DiscoveryPanel(QTabWidget):
                                   keep_in=bool(optimize) and self.sup_keep_in.isChecked(),
                                   keep_in_part=own, keep_in_grow=self.sup_own_grow.value(),
                                   every_step=bool(optimize) and self.sup_every_step.isChecked(),
-                                  part_check=PART_CHECK_WEIGHT if optimize and self.sup_part_check.isChecked() else 0.0)
+                                  part_check=PART_CHECK_WEIGHT if optimize and self.sup_part_check.isChecked() else 0.0,
+                                  hair_colour=colour, free=free, skip=skip)
 
     def _emit_supervised(self) -> None:
         try:

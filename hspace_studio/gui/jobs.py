@@ -129,6 +129,9 @@ class DiscoverSupervised:
     keep_in_part: Tuple[str, ...] = ()  # with optimize: fit for edits kept in each sample's own part
     keep_in_grow: int = 3  # ... found by the toy-face segmenter and grown by this many pixels
     every_step: bool = False  # with optimize: fit at every step, not at the default window's
+    hair_colour: float = 0.0  # with optimize: weight of the pull of the hair to its palette colour
+    free: Tuple[str, ...] = ()  # with optimize: attributes the fit may move
+    skip: Tuple[str, ...] = ()  # with optimize: leave out the samples the classifier reads with these
     label: ClassVar[str] = "Supervised"
 
 
@@ -804,9 +807,8 @@ def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
         return opt.optimized_direction(model, clf, job.attribute, list(range(int(job.train_samples))),
                                        steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
                                        iters=int(job.optimize), window=_fit_window(opt, model, job),
-                                       region=job.region, keep_in=keep_in, part_term=_part_term(job),
-                                       part_weight=float(job.part_check),
-                                       part_name="toy-face segmenter part check", progress=progress, cancel=cancel)
+                                       region=job.region, keep_in=keep_in, free=list(job.free),
+                                       skip=list(job.skip), **_part_term(job), progress=progress, cancel=cancel)
     seeds = list(range(int(job.index_size)))
     path = None
     if job.index_dir:
@@ -827,16 +829,23 @@ def _fit_window(opt, model, job: DiscoverSupervised):
     return opt.default_window(model)
 
 
-def _part_term(job: DiscoverSupervised):
-    """The toy-face segmenter's check of the job's attribute as the fit's penalty, or None."""
-    if not job.part_check > 0:
-        return None
-    from ..toyfaces.part_checks import shipped_part_term
+def _part_term(job: DiscoverSupervised) -> dict:
+    """The fit's toy-face segmenter penalty (the part check, the hair's colour pull, or both) as
+    the ``part_term``, ``part_weight`` and ``part_name`` arguments of the fit."""
+    from ..toyfaces.part_checks import (HAIR_COLOUR_NAME, PART_CHECK_NAME, combined_term,
+                                        shipped_hair_colour_term, shipped_part_term)
 
-    try:
-        return shipped_part_term(job.attribute)
-    except ValueError as e:
-        raise HSpaceError(f"{e}: untick 'Check the part'") from None
+    terms = []
+    for weight, make, name, box in ((job.part_check, shipped_part_term, PART_CHECK_NAME, "Check the part"),
+                                    (job.hair_colour, shipped_hair_colour_term, HAIR_COLOUR_NAME,
+                                     "Recolour the hair")):
+        if weight > 0:
+            try:
+                terms.append((weight, make(job.attribute), name))
+            except ValueError as e:
+                raise HSpaceError(f"{e}: untick '{box}'") from None
+    term, weight, name = combined_term(terms)
+    return {"part_term": term, "part_weight": weight, "part_name": name}
 
 
 def _add_discovered(state, result, default_name: str) -> List[SetState]:
@@ -878,6 +887,8 @@ def _sup(state, job, progress, cancel):
         if job.keep_in_part:
             where += f", for edits kept in each face's {'+'.join(job.keep_in_part)} (+{job.keep_in_grow} px)"
         where += ", part checked" if job.part_check > 0 else ""
+        where += ", hair pulled to its colour" if job.hair_colour > 0 else ""
+        where += f", {'+'.join(job.skip)} left out" if job.skip else ""
         where += ", every step" if job.every_step else ""
         name = f"{job.attribute} (optimised on {job.train_samples}{where})"
     else:

@@ -57,7 +57,7 @@ ATTRIBUTE_PARTS = {"smiling": ("mouth",), "mouth_open": ("mouth",),
 
 CONTAINED_SCALES = (0.1, 0.25, 0.5)  # times the mean norm of h
 REGION_FREE_STEPS = 1  # kept-in-mask rows: the last step runs free and blends the border
-OWN_GROW = 3  # --optimize-keep-in-part: pixels each sample's own part is grown by
+OWN_GROW = 3  # --optimize-keep-in-part: pixels each sample's own part is grown by (--optimize-grow)
 
 
 def part_region(parts, labels) -> "np.ndarray":
@@ -118,10 +118,15 @@ def section_optimized(model, args, progress, cancel) -> dict:
     from ..engine.discover.optimized import default_window, optimized_direction
     from ..engine.sampler import Region, region_weights, sample
     from .edit_metrics import attribute_shift
-    from .part_checks import hair_colour_loss, part_loss, shipped_checker, weighted_sum
+    from .part_checks import (HAIR_COLOUR_NAME, PART_CHECK_NAME, combined_term, hair_colour_loss, part_loss,
+                              shipped_checker)
 
     if getattr(args, "optimize_keep_in", False) and getattr(args, "optimize_keep_in_part", False):
         raise ValueError("--optimize-keep-in and --optimize-keep-in-part exclude each other: give one")
+    grow = getattr(args, "optimize_grow", None)
+    if grow is not None and not getattr(args, "optimize_keep_in_part", False):
+        raise ValueError("--optimize-grow goes with --optimize-keep-in-part")
+    grow = OWN_GROW if grow is None else int(grow)
     clf, _ = Q.load_shipped_classifier()
     referee, _ = Q.load_referee()
     checker = shipped_checker()
@@ -151,7 +156,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
     res = {"train_samples": len(train), "iterations": args.optimize_iters, "keep": args.optimize_keep,
            "window": list(win), "regions": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if regions else None,
            "kept_in": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if kept else None,
-           "kept_in_own": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if own else None, "own_grow": OWN_GROW,
+           "kept_in_own": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if own else None, "own_grow": grow,
            "free_steps": REGION_FREE_STEPS, "scales": scales, "eta": eta,
            "h_space": _h_space(args), "part_weight": part, "directions": {}, "fit": {},
            "skip": skip, "free": free, "hair_colour": colour}
@@ -161,13 +166,10 @@ def section_optimized(model, args, progress, cancel) -> dict:
         mask = part_region(ATTRIBUTE_PARTS[a], labels) if regions or kept else None
         keep_in = Region(region_weights(model, mask.astype("float32")), REGION_FREE_STEPS) if kept else None
         if own:
-            keep_in = checker.own_region(ATTRIBUTE_PARTS[a], OWN_GROW, tuple(model.sample_shape[1:]),
+            keep_in = checker.own_region(ATTRIBUTE_PARTS[a], grow, tuple(model.sample_shape[1:]),
                                          REGION_FREE_STEPS)
-        term, weight, name = part_loss(checker, a) if part > 0 else None, part, "toy-face segmenter part check"
-        pull = hair_colour_loss(checker, a) if colour > 0 else None
-        if pull is not None:
-            term, weight, name = weighted_sum(((part, term), (colour, pull))), 1.0, (
-                (f"{name} x{part:g} + " if term is not None else "") + f"hair pulled to its palette colour x{colour:g}")
+        term, weight, name = combined_term(((part, part_loss(checker, a), PART_CHECK_NAME),
+                                            (colour, hair_colour_loss(checker, a), HAIR_COLOUR_NAME)))
         fit = optimized_direction(model, fit_clf, a, train, steps=10, eta=eta, h_space=_h_space(args),
                                   iters=args.optimize_iters, keep=args.optimize_keep, window=win,
                                   region=mask if regions else None, keep_in=keep_in, free=[f for f in free if f != a],

@@ -201,6 +201,8 @@ def part_loss(checker: PartChecker, attribute: str) -> Optional[Callable]:
     return fn
 
 
+PART_CHECK_NAME = "toy-face segmenter part check"  # the names a fit records for its terms
+HAIR_COLOUR_NAME = "hair pulled to its palette colour"
 HAIR_AWAY = "brown"  # the palette colour no attribute names: where an edit away from a hair colour aims
 
 
@@ -287,3 +289,17 @@ def weighted_sum(terms) -> Callable:
         return sum(w * t(after, before, signs) for w, t in terms)
 
     return fn
+
+
+def combined_term(terms) -> tuple:
+    """A fit's segmenter penalty as ``(fn, weight, name)`` from ``(weight, fn, name)`` triples
+    (those with weight 0 or fn None left out): one term as it is; several as their
+    :func:`weighted_sum`, weight 1, the name giving each weight; ``(None, 0.0, None)`` for none."""
+    terms = [(float(w), t, n) for w, t, n in terms if t is not None and w > 0]
+    if not terms:
+        return None, 0.0, None
+    if len(terms) == 1:
+        return terms[0][1], terms[0][0], terms[0][2]
+    return (weighted_sum((w, t) for w, t, _ in terms), 1.0,
+            " + ".join(f"{name} x{w:g}" for w, _, name in terms))
+
