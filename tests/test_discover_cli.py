@@ -242,6 +242,8 @@ def test_supervised_optimize(tiny_model_b_dir, clf_files, tmp_path, capsys):
                        (["--attribute", "red", *common, "--optimize", "1", "--part-check", "-1"], 2),
                        (["--attribute", "red", *common, "--optimize", "1", "--hair-colour", "2"], 1),
                        (["--attribute", "red", *common, "--hair-colour", "2"], 1),
+                       (["--attribute", "red", *common, "--outside-hair", "2"], 1),
+                       (["--attribute", "red", *common, "--optimize", "1", "--outside-hair", "-2"], 2),
                        (["--attribute", "red", *common, "--skip", "green"], 1),
                        (["--attribute", "red", *common, "--optimize", "1", "--skip", "nose"], 1),
                        (["--attribute", "red", *common, "--optimize", "1", "--skip", "red"], 1),
@@ -265,15 +267,19 @@ def test_supervised_optimize_with_the_segmenter_part_check(tmp_path, capsys):
     # a hair colour with the pull to its palette colour, bald heads left out
     hair = tmp_path / "blond.safetensors"
     rc, _, err = run(["supervised", "--attribute", "blond_hair", "--steps", "2", "--optimize", "1", "--batch", "4",
-                      "--part-check", "2", "--hair-colour", "3", "--skip", "bald", "--out", hair], capsys)
+                      "--part-check", "2", "--hair-colour", "3", "--outside-hair", "5", "--skip", "bald",
+                      "--out", hair], capsys)
     assert rc == 0, err
     params = DirectionSet.load(hair).params
-    assert params["part_term"] == {"name": "toy-face segmenter part check x2 + hair pulled to its palette colour x3",
-                                   "weight": 1.0}
+    assert params["part_term"] == {"name": "toy-face segmenter part check x2 + hair pulled to its palette colour x3"
+                                           " + pixels outside the hair held x5", "weight": 1.0}
     assert params["skip"] == ["bald"]
     rc, _, err = run(["supervised", "--attribute", "smiling", "--steps", "2", "--optimize", "1",
                       "--hair-colour", "3", "--out", tmp_path / "no.safetensors"], capsys)
     assert rc == 1 and "--hair-colour" in err and "blond_hair" in err and one_line_error(err)
+    rc, _, err = run(["supervised", "--attribute", "smiling", "--steps", "2", "--optimize", "1",
+                      "--outside-hair", "3", "--out", tmp_path / "no.safetensors"], capsys)
+    assert rc == 1 and "--outside-hair" in err and "blond_hair" in err and one_line_error(err)
 
     # kept in each sample's own mouth, then applied with that image's own mouth
     own = tmp_path / "own.safetensors"

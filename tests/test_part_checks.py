@@ -228,3 +228,33 @@ def test_the_hair_colour_pull_is_low_on_the_aimed_colour_and_zero_without_hair(c
     assert float(x.grad.abs().sum()) > 0
     assert hair_colour_attribute("blond_hair") == "blond" and hair_colour_attribute("grey_hair") == "grey"
     assert hair_colour_loss(checker, "smiling") is None and hair_colour_loss(checker, "bald") is None
+
+
+def test_holding_the_pixels_outside_the_hair_spares_a_recolouring_and_not_a_wider_face(checker, pairs, before):
+    """The third term of a hair-colour fit (``outside_hair_loss``): the generator's own
+    recolouring of the hair changes little outside the segmenter's hair (its antialiased
+    edge), a wider or narrower face changes much more there; an unedited image and a bald
+    head cost nothing; the gradient reaches the pixels; only hair colours get the term."""
+    from hspace_studio.toyfaces.part_checks import outside_hair_loss, shipped_outside_hair_term
+
+    fn = outside_hair_loss(checker)
+    hair = [i for i, (_, f, _) in enumerate(pairs) if f.hair_style != "bald" and f.hair_colour != "blond"]
+    assert len(hair) >= 10
+    signs = torch.ones(len(hair))
+    blond = as_pixels([counterfactual(pairs[i][0], pairs[i][1], hair_colour="blond") for i in hair])
+    wider = as_pixels([counterfactual(pairs[i][0], pairs[i][1], hair_colour="blond",
+                                      face_width=-pairs[i][1].face_width if abs(pairs[i][1].face_width) > 0.2 else 0.6)
+                       for i in hair])
+    with torch.no_grad():
+        recoloured, reshaped = fn(blond, before[hair], signs), fn(wider, before[hair], signs)
+        assert float(fn(before[hair], before[hair], signs).abs().max()) == 0.0
+    assert float(recoloured.mean()) < 0.25 * float(reshaped.mean())
+    bald = [i for i, (_, f, _) in enumerate(pairs) if f.hair_style == "bald"]
+    grown = as_pixels([counterfactual(pairs[i][0], pairs[i][1], hair_style="short", hair_colour="blond") for i in bald])
+    with torch.no_grad():
+        assert float(fn(grown, before[bald], torch.ones(len(bald))).abs().max()) == 0.0
+    x = wider[:2].clone().requires_grad_(True)
+    fn(x, before[hair[:2]], signs[:2]).sum().backward()
+    assert float(x.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="for the hair colours"):
+        shipped_outside_hair_term("smiling")

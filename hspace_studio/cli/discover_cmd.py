@@ -191,7 +191,8 @@ def run_supervised(args) -> int:
                                    ("--keep-in-part", bool(args.keep_in_part)),
                                    ("--free-steps", args.free_steps is not None),
                                    ("--part-check", args.part_check > 0),
-                                   ("--hair-colour", args.hair_colour > 0), ("--skip", bool(args.skip)))
+                                   ("--hair-colour", args.hair_colour > 0),
+                                   ("--outside-hair", args.outside_hair > 0), ("--skip", bool(args.skip)))
              if on]
     if given:
         raise ValueError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --optimize")
@@ -294,12 +295,12 @@ def _run_optimized(args) -> int:
 def _part_term(args):
     """The fit's penalty read by the toy-face segmenter as (term, weight, name): the part check
     of ``--attribute`` (``--part-check W``), the pull of the hair to its colour (``--hair-colour
-    W``), or both, weighted and summed (weight 1, the name giving each weight); (None, 0, None)
-    without either."""
-    if not (args.part_check > 0 or args.hair_colour > 0):
+    W``), the hold on the pixels outside the hair (``--outside-hair W``), one as it is or several
+    weighted and summed (weight 1, the name giving each weight); (None, 0, None) without any."""
+    if not (args.part_check > 0 or args.hair_colour > 0 or args.outside_hair > 0):
         return None, 0.0, None
-    from ..toyfaces.part_checks import (HAIR_COLOUR_NAME, PART_CHECK_NAME, combined_term,
-                                        shipped_hair_colour_term, shipped_part_term)
+    from ..toyfaces.part_checks import (HAIR_COLOUR_NAME, OUTSIDE_HAIR_NAME, PART_CHECK_NAME, combined_term,
+                                        shipped_hair_colour_term, shipped_outside_hair_term, shipped_part_term)
 
     terms = []
     try:
@@ -312,6 +313,11 @@ def _part_term(args):
             terms.append((args.hair_colour, shipped_hair_colour_term(args.attribute), HAIR_COLOUR_NAME))
     except ValueError as e:
         raise ValueError(f"--hair-colour: {e}") from None
+    try:
+        if args.outside_hair > 0:
+            terms.append((args.outside_hair, shipped_outside_hair_term(args.attribute), OUTSIDE_HAIR_NAME))
+    except ValueError as e:
+        raise ValueError(f"--outside-hair: {e}") from None
     return combined_term(terms)
 
 
@@ -535,6 +541,11 @@ def add_parser(sub):
                    help="with --optimize, on toy faces, for a hair colour (blond_hair, black_hair, "
                         "red_hair, grey_hair): weight of a pull of the hair's pixels towards the "
                         "generator's colour (away from it: towards brown, which no attribute names); "
+                        "default 0, none")
+    p.add_argument("--outside-hair", dest="outside_hair", type=_nonneg_float, default=0.0, metavar="W",
+                   help="with --optimize, on toy faces, for a hair colour: weight of a penalty on "
+                        "changing the pixels outside the unedited image's hair (the face's outline, "
+                        "the mouth by a beard), so that a recolouring changes the hair alone; "
                         "default 0, none")
     p.add_argument("--skip", nargs="+", metavar="ATTR", default=[],
                    help="with --optimize: leave out the training samples the classifier reads with "

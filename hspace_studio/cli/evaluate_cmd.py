@@ -113,6 +113,9 @@ def add_parser(sub):
                    metavar="W", help="weight of the pull of the hair towards its palette colour in the "
                                      "fits of hair colours (blond_hair), as supervised --hair-colour "
                                      "(default 0: none)")
+    p.add_argument("--optimize-outside-hair", dest="optimize_outside_hair", type=_nonneg_float, default=0.0,
+                   metavar="W", help="weight of holding the pixels outside the unedited hair in the fits of "
+                                     "hair colours, as supervised --outside-hair (default 0: none)")
     p.add_argument("--optimize-skip", dest="optimize_skip", type=_any_attributes, default=None,
                    metavar="A[,A...]", help="leave out of the classifier-optimised fits and of their "
                                             "held-out samples the samples the shipped classifier reads "

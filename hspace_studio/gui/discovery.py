@@ -18,6 +18,7 @@ RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 DEFAULT_CLASSIFIER = RESOURCES / "toyfaces-classifier"
 PART_CHECK_WEIGHT = 16.0  # 'Check the part': the weight of the segmenter's part check in the fit
 HAIR_COLOUR_WEIGHT = 48.0  # 'Recolour the hair': the weight of the pull of the hair to its colour
+OUTSIDE_HAIR_WEIGHT = 8.0  # ... and of holding the pixels outside the hair
 # 'Fit for edits kept in each face's own part': the choices and the segmenter parts they name
 OWN_PARTS = {"mouth": ("mouth",), "eyes": ("left_eye", "right_eye"), "eyes and glasses":
              ("left_eye", "right_eye", "glasses"), "brows": ("brows",), "hair": ("hair",)}
@@ -208,10 +209,11 @@ class DiscoveryPanel(QTabWidget):
         self.sup_hair_colour = QCheckBox("Recolour the hair")
         self.sup_hair_colour.setToolTip(
             "Toy faces, hair colours (blond_hair, black_hair, red_hair, grey_hair): pull the hair's "
-            "pixels to the generator's colour (away from it: to brown), let the other hair colours "
-            f"move and leave bald faces out of the fit (weight {HAIR_COLOUR_WEIGHT:g}), as "
-            "supervised --hair-colour, --free and --skip bald do; best with the own part 'hair' "
-            "and 'Check the part' (model card)")
+            "pixels to the generator's colour (away from it: to brown), hold the pixels outside the "
+            "hair, let the other hair colours move and leave bald faces out of the fit (weights "
+            f"{HAIR_COLOUR_WEIGHT:g} and {OUTSIDE_HAIR_WEIGHT:g}), as supervised --hair-colour, "
+            "--outside-hair, --free and --skip bald do; best with the own part 'hair' and 'Check "
+            "the part' (model card)")
         f.addRow(self.sup_hair_colour)
         self.sup_pos = QLineEdit()
         self.sup_neg = QLineEdit()
@@ -301,7 +303,7 @@ class DiscoveryPanel(QTabWidget):
                                  "kept in each face's own part'")
             own = OWN_PARTS[self.sup_own_part.currentText()]
         attribute = self.sup_attr.currentText().strip()
-        colour, free, skip = 0.0, (), ()
+        colour, outside, free, skip = 0.0, 0.0, (), ()
         if optimize and self.sup_hair_colour.isChecked():
             from ..toyfaces.part_checks import hair_colour_attribute
 
@@ -309,7 +311,7 @@ class DiscoveryPanel(QTabWidget):
                 raise ValueError(f"'Recolour the hair' is for the hair colours (blond_hair, black_hair, "
                                  f"red_hair, grey_hair), not '{attribute}'")
             names = [self.sup_attr.itemText(i) for i in range(self.sup_attr.count())]
-            colour = HAIR_COLOUR_WEIGHT
+            colour, outside = HAIR_COLOUR_WEIGHT, OUTSIDE_HAIR_WEIGHT
             free = tuple(n for n in names if n != attribute and hair_colour_attribute(n) is not None)
             skip = ("bald",) if "bald" in names else ()
         return DiscoverSupervised(attribute=attribute,
@@ -321,7 +323,7 @@ class DiscoveryPanel(QTabWidget):
                                   keep_in_part=own, keep_in_grow=self.sup_own_grow.value(),
                                   every_step=bool(optimize) and self.sup_every_step.isChecked(),
                                   part_check=PART_CHECK_WEIGHT if optimize and self.sup_part_check.isChecked() else 0.0,
-                                  hair_colour=colour, free=free, skip=skip)
+                                  hair_colour=colour, outside_hair=outside, free=free, skip=skip)
 
     def _emit_supervised(self) -> None:
         try:

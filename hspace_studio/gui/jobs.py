@@ -130,6 +130,7 @@ class DiscoverSupervised:
     keep_in_grow: int = 3  # ... found by the toy-face segmenter and grown by this many pixels
     every_step: bool = False  # with optimize: fit at every step, not at the default window's
     hair_colour: float = 0.0  # with optimize: weight of the pull of the hair to its palette colour
+    outside_hair: float = 0.0  # with optimize: weight of holding the pixels outside the hair
     free: Tuple[str, ...] = ()  # with optimize: attributes the fit may move
     skip: Tuple[str, ...] = ()  # with optimize: leave out the samples the classifier reads with these
     label: ClassVar[str] = "Supervised"
@@ -830,14 +831,17 @@ def _fit_window(opt, model, job: DiscoverSupervised):
 
 
 def _part_term(job: DiscoverSupervised) -> dict:
-    """The fit's toy-face segmenter penalty (the part check, the hair's colour pull, or both) as
-    the ``part_term``, ``part_weight`` and ``part_name`` arguments of the fit."""
-    from ..toyfaces.part_checks import (HAIR_COLOUR_NAME, PART_CHECK_NAME, combined_term,
-                                        shipped_hair_colour_term, shipped_part_term)
+    """The fit's toy-face segmenter penalty (those asked for of the part check, the hair's colour
+    pull and the hold on the pixels outside the hair) as the ``part_term``, ``part_weight`` and
+    ``part_name`` arguments of the fit."""
+    from ..toyfaces.part_checks import (HAIR_COLOUR_NAME, OUTSIDE_HAIR_NAME, PART_CHECK_NAME, combined_term,
+                                        shipped_hair_colour_term, shipped_outside_hair_term, shipped_part_term)
 
     terms = []
     for weight, make, name, box in ((job.part_check, shipped_part_term, PART_CHECK_NAME, "Check the part"),
                                     (job.hair_colour, shipped_hair_colour_term, HAIR_COLOUR_NAME,
+                                     "Recolour the hair"),
+                                    (job.outside_hair, shipped_outside_hair_term, OUTSIDE_HAIR_NAME,
                                      "Recolour the hair")):
         if weight > 0:
             try:

@@ -118,7 +118,8 @@ def section_optimized(model, args, progress, cancel) -> dict:
     from ..engine.discover.optimized import default_window, optimized_direction
     from ..engine.sampler import Region, region_weights, sample
     from .edit_metrics import attribute_shift
-    from .part_checks import (HAIR_COLOUR_NAME, PART_CHECK_NAME, combined_term, hair_colour_loss, part_loss,
+    from .part_checks import (HAIR_COLOUR_NAME, OUTSIDE_HAIR_NAME, PART_CHECK_NAME, combined_term,
+                              hair_colour_attribute, hair_colour_loss, outside_hair_loss, part_loss,
                               shipped_checker)
 
     if getattr(args, "optimize_keep_in", False) and getattr(args, "optimize_keep_in_part", False):
@@ -141,6 +142,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
     skip = list(getattr(args, "optimize_skip", None) or [])
     free = list(getattr(args, "optimize_free", None) or [])
     colour = float(getattr(args, "optimize_hair_colour", 0.0) or 0.0)
+    outside = float(getattr(args, "optimize_outside_hair", 0.0) or 0.0)
     if skip:  # held out as the fits leave them out: by the shipped classifier's reading
         import torch
 
@@ -159,7 +161,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
            "kept_in_own": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if own else None, "own_grow": grow,
            "free_steps": REGION_FREE_STEPS, "scales": scales, "eta": eta,
            "h_space": _h_space(args), "part_weight": part, "directions": {}, "fit": {},
-           "skip": skip, "free": free, "hair_colour": colour}
+           "skip": skip, "free": free, "hair_colour": colour, "outside_hair": outside}
     # the part masks, drawn once
     labels = render_batch(train[:256])[1] if regions or kept else None
     for a in attrs:
@@ -168,8 +170,10 @@ def section_optimized(model, args, progress, cancel) -> dict:
         if own:
             keep_in = checker.own_region(ATTRIBUTE_PARTS[a], grow, tuple(model.sample_shape[1:]),
                                          REGION_FREE_STEPS)
+        held = outside_hair_loss(checker) if hair_colour_attribute(a) is not None else None
         term, weight, name = combined_term(((part, part_loss(checker, a), PART_CHECK_NAME),
-                                            (colour, hair_colour_loss(checker, a), HAIR_COLOUR_NAME)))
+                                            (colour, hair_colour_loss(checker, a), HAIR_COLOUR_NAME),
+                                            (outside, held, OUTSIDE_HAIR_NAME)))
         fit = optimized_direction(model, fit_clf, a, train, steps=10, eta=eta, h_space=_h_space(args),
                                   iters=args.optimize_iters, keep=args.optimize_keep, window=win,
                                   region=mask if regions else None, keep_in=keep_in, free=[f for f in free if f != a],
@@ -312,6 +316,8 @@ def _render_optimized(r) -> str:
     part = (f"; segmenter part term, weight {r['part_weight']:g}" if r.get("part_weight") else "")
     if r.get("hair_colour"):
         part += f"; hair pulled to its palette colour, weight {r['hair_colour']:g}"
+    if r.get("outside_hair"):
+        part += f"; pixels outside the hair held, weight {r['outside_hair']:g}"
     if r.get("free"):
         part += f"; free: {', '.join(r['free'])}"
     if r.get("skip"):

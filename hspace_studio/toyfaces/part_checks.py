@@ -30,7 +30,9 @@ these).
 :func:`part_loss` is the differentiable counterpart used by fits (``optimized_direction``'s
 ``part_term``): the segmenter's soft probabilities in place of its counted pixels.
 :func:`hair_colour_loss` is a second term for fits of a hair colour: it pulls the pixels of
-the unedited image's hair towards the generator's colour of that hair.
+the unedited image's hair towards the generator's colour of that hair;
+:func:`outside_hair_loss` a third, which holds the pixels outside that hair (so that a
+recolouring moves neither the face's outline nor a beard's surroundings).
 """
 from __future__ import annotations
 
@@ -203,6 +205,7 @@ def part_loss(checker: PartChecker, attribute: str) -> Optional[Callable]:
 
 PART_CHECK_NAME = "toy-face segmenter part check"  # the names a fit records for its terms
 HAIR_COLOUR_NAME = "hair pulled to its palette colour"
+OUTSIDE_HAIR_NAME = "pixels outside the hair held"
 HAIR_AWAY = "brown"  # the palette colour no attribute names: where an edit away from a hair colour aims
 
 
@@ -244,6 +247,26 @@ def hair_colour_loss(checker: PartChecker, attribute: str) -> Optional[Callable]
     return fn
 
 
+def outside_hair_loss(checker: PartChecker) -> Callable:
+    """A penalty on changing the image outside the unedited image's hair, for fits of a hair
+    colour, as ``fn(after, before, signs) -> (N,)``: the squared RGB change (images in
+    [-1, 1]) summed over the pixels the segmenter does not read as hair in ``before``, per
+    hair pixel (so that it weighs a changed pixel as :func:`hair_colour_loss` weighs one
+    off its colour). 0 on a bald head (fewer than ``BALD_PIXELS`` hair pixels), where an edit
+    towards a hair colour must grow hair."""
+    h = checker.index["hair"]
+
+    def fn(after: torch.Tensor, before: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            hair = (checker.labels(before) == h).float()[:, None]
+            count = hair.flatten(1).sum(1)
+        change = (after.clamp(-1, 1).float() - before.clamp(-1, 1).float()).pow(2).sum(1, keepdim=True)
+        out = (change * (1.0 - hair)).flatten(1).sum(1) / count.clamp(min=1.0)
+        return torch.where(count >= BALD_PIXELS, out, torch.zeros_like(out))
+
+    return fn
+
+
 def shipped_checker() -> PartChecker:
     """The checks with the shipped toy-face segmenter (``resources/toyfaces-segmenter``)."""
     from .nets import load_segmenter
@@ -268,15 +291,26 @@ def shipped_part_region(parts: Sequence[str], grow: int, model, free_steps: int 
     return shipped_checker().own_region(list(parts), int(grow), tuple(model.sample_shape[1:]), free_steps)
 
 
-def shipped_hair_colour_term(attribute: str) -> Callable:
-    """:func:`hair_colour_loss` of ``attribute`` with the shipped segmenter; a ValueError names
-    the hair colours when ``attribute`` is not one."""
+def _require_hair_colour(attribute: str, what: str) -> None:
     from .generator import HAIR_COLOURS
 
     if hair_colour_attribute(attribute) is None:
         names = [f"{c}_hair" for c in HAIR_COLOURS if c != HAIR_AWAY]
-        raise ValueError(f"the hair's colour pull is for the hair colours {', '.join(names)}, not '{attribute}'")
+        raise ValueError(f"{what} is for the hair colours {', '.join(names)}, not '{attribute}'")
+
+
+def shipped_hair_colour_term(attribute: str) -> Callable:
+    """:func:`hair_colour_loss` of ``attribute`` with the shipped segmenter; a ValueError names
+    the hair colours when ``attribute`` is not one."""
+    _require_hair_colour(attribute, "the hair's colour pull")
     return hair_colour_loss(shipped_checker(), attribute)
+
+
+def shipped_outside_hair_term(attribute: str) -> Callable:
+    """:func:`outside_hair_loss` with the shipped segmenter, for fits of a hair colour only (a
+    ValueError names them for another ``attribute``)."""
+    _require_hair_colour(attribute, "holding the pixels outside the hair")
+    return outside_hair_loss(shipped_checker())
 
 
 def weighted_sum(terms) -> Callable:
