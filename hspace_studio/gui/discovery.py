@@ -18,7 +18,7 @@ RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 DEFAULT_CLASSIFIER = RESOURCES / "toyfaces-classifier"
 PART_CHECK_WEIGHT = 16.0  # 'Check the part': the weight of the segmenter's part check in the fit
 HAIR_COLOUR_WEIGHT = 48.0  # 'Recolour the hair': the weight of the pull of the hair to its colour
-OUTSIDE_HAIR_WEIGHT = 8.0  # ... and of holding the pixels outside the hair
+OUTSIDE_HAIR_WEIGHT = 16.0  # ... and of holding the pixels outside the hair
 # 'Fit for edits kept in each face's own part': the choices and the segmenter parts they name
 OWN_PARTS = {"mouth": ("mouth",), "eyes": ("left_eye", "right_eye"), "eyes and glasses":
              ("left_eye", "right_eye", "glasses"), "brows": ("brows",), "hair": ("hair",)}
