@@ -107,12 +107,13 @@ def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
     # the fit and of the held-out samples (read by the shipped classifier)
     assert main(["evaluate", "--sections", "optimized", "--optimize-iters", "1", "--train-samples", "4",
                  "--seeds", "10", "--optimize-scale", "1", "--optimize-attributes", "blond_hair",
-                 "--optimize-hair-colour", "4", "--optimize-free", "black_hair,red_hair,grey_hair,blond_hair",
-                 "--optimize-skip", "bald", "--json", str(out)]) == 0
+                 "--optimize-hair-colour", "4", "--optimize-outside-hair", "2", "--optimize-free",
+                 "black_hair,red_hair,grey_hair,blond_hair", "--optimize-skip", "bald", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     r = json.loads(out.read_text())["optimized"]
     assert r["skip"] == ["bald"] and r["hair_colour"] == 4 and r["free"][:3] == ["black_hair", "red_hair", "grey_hair"]
-    assert "hair pulled to its palette colour, weight 4; free: black_hair" in text
+    assert r["outside_hair"] == 2
+    assert "hair pulled to its palette colour, weight 4; pixels outside the hair held, weight 2; free: black_hair" in text
     assert "samples read as bald left out of fitting and measuring" in text
     import torch
 
@@ -127,7 +128,7 @@ def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
     assert main(["evaluate", "--optimize-skip", "nose"]) == 2 and main(["evaluate", "--optimize-hair-colour", "-1"]) == 2
     assert main(["evaluate", "--sections", "optimized", "--optimize-keep-in", "--optimize-keep-in-part"]) == 1
     assert main(["evaluate", "--sections", "optimized", "--optimize-grow", "1"]) == 1  # without keep-in-part
-    assert main(["evaluate", "--optimize-grow", "-1"]) == 2
+    assert main(["evaluate", "--optimize-grow", "-1"]) == 2 and main(["evaluate", "--optimize-outside-hair", "-1"]) == 2
     assert main(["evaluate", "--optimize-attributes", "beard"]) == 2
     assert main(["evaluate", "--optimize-iters", "0"]) == 2
     assert main(["evaluate", "--optimize-scale", "-1"]) == 2
