@@ -235,7 +235,7 @@ def test_holding_the_pixels_outside_the_hair_spares_a_recolouring_and_not_a_wide
     recolouring of the hair changes little outside the segmenter's hair (its antialiased
     edge), a wider or narrower face changes much more there; an unedited image and a bald
     head cost nothing; the gradient reaches the pixels; only hair colours get the term."""
-    from hspace_studio.toyfaces.part_checks import outside_hair_loss, shipped_outside_hair_term
+    from hspace_studio.toyfaces.part_checks import outside_hair_loss
 
     fn = outside_hair_loss(checker)
     hair = [i for i, (_, f, _) in enumerate(pairs) if f.hair_style != "bald" and f.hair_colour != "blond"]
@@ -256,5 +256,38 @@ def test_holding_the_pixels_outside_the_hair_spares_a_recolouring_and_not_a_wide
     x = wider[:2].clone().requires_grad_(True)
     fn(x, before[hair[:2]], signs[:2]).sum().backward()
     assert float(x.grad.abs().sum()) > 0
-    with pytest.raises(ValueError, match="for the hair colours"):
-        shipped_outside_hair_term("smiling")
+
+
+
+def test_shipped_terms_weigh_the_three_losses_and_name_the_one_refused(checker, pairs, before):
+    """``shipped_terms``, the one place the CLI, the GUI and ``evaluate`` build a fit's
+    segmenter penalty: the three terms of a hair-colour fit sum to the losses computed one by
+    one with their weights; one term keeps its own weight; none gives no term; a term asked
+    for an attribute it does not apply to is refused, naming that term."""
+    from hspace_studio.toyfaces.part_checks import (HAIR_COLOUR_NAME, OUTSIDE_HAIR_NAME, PART_CHECK_NAME,
+                                                    TermRefused, hair_colour_attributes, hair_colour_loss,
+                                                    outside_hair_loss, shipped_terms)
+
+    hair = [i for i, (_, f, _) in enumerate(pairs) if f.hair_style != "bald" and f.hair_colour != "blond"][:6]
+    after = as_pixels([counterfactual(pairs[i][0], pairs[i][1], hair_colour="blond",
+                                      face_width=0.6 if pairs[i][1].face_width < 0 else -0.6) for i in hair])
+    signs = torch.tensor([1.0, -1.0] * (len(hair) // 2))
+    fn, weight, name = shipped_terms("blond_hair", 16, 48, 8, checker=checker)
+    assert weight == 1.0 and name == f"{PART_CHECK_NAME} x16 + {HAIR_COLOUR_NAME} x48 + {OUTSIDE_HAIR_NAME} x8"
+    with torch.no_grad():
+        want = (16 * part_loss(checker, "blond_hair")(after, before[hair], signs)
+                + 48 * hair_colour_loss(checker, "blond_hair")(after, before[hair], signs)
+                + 8 * outside_hair_loss(checker)(after, before[hair], signs))
+        got = fn(after, before[hair], signs)
+    assert float(want.abs().min()) > 0
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    fn, weight, name = shipped_terms("eyeglasses", part_check=16, checker=checker)
+    assert (weight, name) == (16.0, PART_CHECK_NAME)
+    assert shipped_terms("smiling", checker=checker) == (None, 0.0, None)
+    assert set(hair_colour_attributes()) == {"blond_hair", "black_hair", "red_hair", "grey_hair"}
+    for attribute, weights, refused in (("smiling", (0, 48, 0), HAIR_COLOUR_NAME),
+                                        ("eyeglasses", (16, 0, 8), OUTSIDE_HAIR_NAME),
+                                        ("bald", (16, 0, 0), PART_CHECK_NAME)):
+        with pytest.raises(TermRefused) as e:
+            shipped_terms(attribute, *weights, checker=checker)
+        assert e.value.term == refused and f"'{attribute}'" in str(e.value)

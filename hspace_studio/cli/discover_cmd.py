@@ -297,28 +297,13 @@ def _part_term(args):
     of ``--attribute`` (``--part-check W``), the pull of the hair to its colour (``--hair-colour
     W``), the hold on the pixels outside the hair (``--outside-hair W``), one as it is or several
     weighted and summed (weight 1, the name giving each weight); (None, 0, None) without any."""
-    if not (args.part_check > 0 or args.hair_colour > 0 or args.outside_hair > 0):
-        return None, 0.0, None
-    from ..toyfaces.part_checks import (HAIR_COLOUR_NAME, OUTSIDE_HAIR_NAME, PART_CHECK_NAME, combined_term,
-                                        shipped_hair_colour_term, shipped_outside_hair_term, shipped_part_term)
+    from ..toyfaces.part_checks import HAIR_COLOUR_NAME, OUTSIDE_HAIR_NAME, TermRefused, shipped_terms
 
-    terms = []
     try:
-        if args.part_check > 0:
-            terms.append((args.part_check, shipped_part_term(args.attribute), PART_CHECK_NAME))
-    except ValueError as e:
-        raise ValueError(f"--part-check: {e}") from None
-    try:
-        if args.hair_colour > 0:
-            terms.append((args.hair_colour, shipped_hair_colour_term(args.attribute), HAIR_COLOUR_NAME))
-    except ValueError as e:
-        raise ValueError(f"--hair-colour: {e}") from None
-    try:
-        if args.outside_hair > 0:
-            terms.append((args.outside_hair, shipped_outside_hair_term(args.attribute), OUTSIDE_HAIR_NAME))
-    except ValueError as e:
-        raise ValueError(f"--outside-hair: {e}") from None
-    return combined_term(terms)
+        return shipped_terms(args.attribute, args.part_check, args.hair_colour, args.outside_hair)
+    except TermRefused as e:
+        flag = {HAIR_COLOUR_NAME: "--hair-colour", OUTSIDE_HAIR_NAME: "--outside-hair"}.get(e.term, "--part-check")
+        raise ValueError(f"{flag}: {e}") from None
 
 
 def _keep_in(args, model):

@@ -305,11 +305,11 @@ class DiscoveryPanel(QTabWidget):
         attribute = self.sup_attr.currentText().strip()
         colour, outside, free, skip = 0.0, 0.0, (), ()
         if optimize and self.sup_hair_colour.isChecked():
-            from ..toyfaces.part_checks import hair_colour_attribute
+            from ..toyfaces.part_checks import hair_colour_attribute, hair_colour_attributes
 
             if hair_colour_attribute(attribute) is None:
-                raise ValueError(f"'Recolour the hair' is for the hair colours (blond_hair, black_hair, "
-                                 f"red_hair, grey_hair), not '{attribute}'")
+                raise ValueError(f"'Recolour the hair' is for the hair colours "
+                                 f"({', '.join(hair_colour_attributes())}), not '{attribute}'")
             names = [self.sup_attr.itemText(i) for i in range(self.sup_attr.count())]
             colour, outside = HAIR_COLOUR_WEIGHT, OUTSIDE_HAIR_WEIGHT
             free = tuple(n for n in names if n != attribute and hair_colour_attribute(n) is not None)

@@ -834,21 +834,13 @@ def _part_term(job: DiscoverSupervised) -> dict:
     """The fit's toy-face segmenter penalty (those asked for of the part check, the hair's colour
     pull and the hold on the pixels outside the hair) as the ``part_term``, ``part_weight`` and
     ``part_name`` arguments of the fit."""
-    from ..toyfaces.part_checks import (HAIR_COLOUR_NAME, OUTSIDE_HAIR_NAME, PART_CHECK_NAME, combined_term,
-                                        shipped_hair_colour_term, shipped_outside_hair_term, shipped_part_term)
+    from ..toyfaces.part_checks import PART_CHECK_NAME, TermRefused, shipped_terms
 
-    terms = []
-    for weight, make, name, box in ((job.part_check, shipped_part_term, PART_CHECK_NAME, "Check the part"),
-                                    (job.hair_colour, shipped_hair_colour_term, HAIR_COLOUR_NAME,
-                                     "Recolour the hair"),
-                                    (job.outside_hair, shipped_outside_hair_term, OUTSIDE_HAIR_NAME,
-                                     "Recolour the hair")):
-        if weight > 0:
-            try:
-                terms.append((weight, make(job.attribute), name))
-            except ValueError as e:
-                raise HSpaceError(f"{e}: untick '{box}'") from None
-    term, weight, name = combined_term(terms)
+    try:
+        term, weight, name = shipped_terms(job.attribute, job.part_check, job.hair_colour, job.outside_hair)
+    except TermRefused as e:
+        box = "Check the part" if e.term == PART_CHECK_NAME else "Recolour the hair"
+        raise HSpaceError(f"{e}: untick '{box}'") from None
     return {"part_term": term, "part_weight": weight, "part_name": name}
 
 

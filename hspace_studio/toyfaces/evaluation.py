@@ -118,9 +118,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
     from ..engine.discover.optimized import default_window, optimized_direction
     from ..engine.sampler import Region, region_weights, sample
     from .edit_metrics import attribute_shift
-    from .part_checks import (HAIR_COLOUR_NAME, OUTSIDE_HAIR_NAME, PART_CHECK_NAME, combined_term,
-                              hair_colour_attribute, hair_colour_loss, outside_hair_loss, part_loss,
-                              shipped_checker)
+    from .part_checks import CHECKED, hair_colour_attribute, shipped_checker, shipped_terms
 
     if getattr(args, "optimize_keep_in", False) and getattr(args, "optimize_keep_in_part", False):
         raise ValueError("--optimize-keep-in and --optimize-keep-in-part exclude each other: give one")
@@ -170,10 +168,9 @@ def section_optimized(model, args, progress, cancel) -> dict:
         if own:
             keep_in = checker.own_region(ATTRIBUTE_PARTS[a], grow, tuple(model.sample_shape[1:]),
                                          REGION_FREE_STEPS)
-        held = outside_hair_loss(checker) if hair_colour_attribute(a) is not None else None
-        term, weight, name = combined_term(((part, part_loss(checker, a), PART_CHECK_NAME),
-                                            (colour, hair_colour_loss(checker, a), HAIR_COLOUR_NAME),
-                                            (outside, held, OUTSIDE_HAIR_NAME)))
+        hair = hair_colour_attribute(a) is not None  # each term where it applies
+        term, weight, name = shipped_terms(a, part if a in CHECKED else 0.0, colour if hair else 0.0,
+                                           outside if hair else 0.0, checker=checker)
         fit = optimized_direction(model, fit_clf, a, train, steps=10, eta=eta, h_space=_h_space(args),
                                   iters=args.optimize_iters, keep=args.optimize_keep, window=win,
                                   region=mask if regions else None, keep_in=keep_in, free=[f for f in free if f != a],

@@ -36,7 +36,7 @@ recolouring moves neither the face's outline nor a beard's surroundings).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -275,14 +275,6 @@ def shipped_checker() -> PartChecker:
     return PartChecker(*load_segmenter(SEGMENTER_DIR))
 
 
-def shipped_part_term(attribute: str) -> Callable:
-    """:func:`part_loss` of ``attribute`` with the shipped segmenter; a ValueError names the
-    attributes that have a check when ``attribute`` has none."""
-    if attribute not in CHECKED:
-        raise ValueError(f"the segmenter checks the parts of {', '.join(CHECKED)} only, not '{attribute}'")
-    return part_loss(shipped_checker(), attribute)
-
-
 def shipped_part_region(parts: Sequence[str], grow: int, model, free_steps: int = 1) -> Callable:
     """:meth:`PartChecker.own_region` of ``parts`` with the shipped segmenter, at the
     resolution of ``model``'s x; refused for a model whose images are not RGB."""
@@ -291,26 +283,47 @@ def shipped_part_region(parts: Sequence[str], grow: int, model, free_steps: int 
     return shipped_checker().own_region(list(parts), int(grow), tuple(model.sample_shape[1:]), free_steps)
 
 
-def _require_hair_colour(attribute: str, what: str) -> None:
+def hair_colour_attributes() -> List[str]:
+    """The attributes :func:`hair_colour_loss` pulls towards: ``<colour>_hair`` for each palette
+    colour but brown."""
     from .generator import HAIR_COLOURS
 
-    if hair_colour_attribute(attribute) is None:
-        names = [f"{c}_hair" for c in HAIR_COLOURS if c != HAIR_AWAY]
-        raise ValueError(f"{what} is for the hair colours {', '.join(names)}, not '{attribute}'")
+    return [f"{c}_hair" for c in HAIR_COLOURS if c != HAIR_AWAY]
 
 
-def shipped_hair_colour_term(attribute: str) -> Callable:
-    """:func:`hair_colour_loss` of ``attribute`` with the shipped segmenter; a ValueError names
-    the hair colours when ``attribute`` is not one."""
-    _require_hair_colour(attribute, "the hair's colour pull")
-    return hair_colour_loss(shipped_checker(), attribute)
+class TermRefused(ValueError):
+    """A segmenter term asked for an attribute it does not apply to; ``term`` is its name
+    (:data:`PART_CHECK_NAME`, :data:`HAIR_COLOUR_NAME` or :data:`OUTSIDE_HAIR_NAME`)."""
+
+    def __init__(self, term: str, message: str):
+        super().__init__(message)
+        self.term = term
 
 
-def shipped_outside_hair_term(attribute: str) -> Callable:
-    """:func:`outside_hair_loss` with the shipped segmenter, for fits of a hair colour only (a
-    ValueError names them for another ``attribute``)."""
-    _require_hair_colour(attribute, "holding the pixels outside the hair")
-    return outside_hair_loss(shipped_checker())
+def shipped_terms(attribute: str, part_check: float = 0.0, hair_colour: float = 0.0,
+                  outside_hair: float = 0.0, checker: Optional[PartChecker] = None) -> tuple:
+    """A fit's segmenter penalty as :func:`combined_term` gives it, from the weights of the part
+    check, the pull of the hair to its colour and the hold on the pixels outside the hair (0
+    leaves a term out), read by ``checker`` (the shipped segmenter, loaded once, when None).
+    :class:`TermRefused` names the first term asked for that ``attribute`` has none of: the part
+    check exists for :data:`CHECKED` only, the other two for :func:`hair_colour_attributes`."""
+    asked = [(w, n) for w, n in ((part_check, PART_CHECK_NAME), (hair_colour, HAIR_COLOUR_NAME),
+                                 (outside_hair, OUTSIDE_HAIR_NAME)) if w > 0]
+    if not asked:
+        return None, 0.0, None
+    for _, name in asked:
+        if name == PART_CHECK_NAME and attribute not in CHECKED:
+            raise TermRefused(name, f"the segmenter checks the parts of {', '.join(CHECKED)} only, "
+                                    f"not '{attribute}'")
+        if name != PART_CHECK_NAME and hair_colour_attribute(attribute) is None:
+            what = "the hair's colour pull" if name == HAIR_COLOUR_NAME else "holding the pixels outside the hair"
+            raise TermRefused(name, f"{what} is for the hair colours {', '.join(hair_colour_attributes())}, "
+                                    f"not '{attribute}'")
+    checker = checker or shipped_checker()
+    make = {PART_CHECK_NAME: lambda: part_loss(checker, attribute),
+            HAIR_COLOUR_NAME: lambda: hair_colour_loss(checker, attribute),
+            OUTSIDE_HAIR_NAME: lambda: outside_hair_loss(checker)}
+    return combined_term([(w, make[n](), n) for w, n in asked])
 
 
 def weighted_sum(terms) -> Callable:
