@@ -389,8 +389,11 @@ def test_edit_hints_how_a_kept_in_fit_is_applied(tmp_path):
     own = save("own.safetensors", {"kept_in": {"per_sample": True, "free_steps": 1, "parts": ["left_eye", "right_eye"],
                                                "grow": 2}})
     odd = save("odd.safetensors", {"kept_in": {"parts": 7, "grow": "x"}})  # hand-edited: no note, no error
-    assert kept_in_hints([plain, odd]) == []
-    (m,) = kept_in_hints([mask, mask])  # one line per file
+    def read(*paths):
+        return [(p, DirectionSet.load(p).params) for p in paths]
+
+    assert kept_in_hints(read(plain, odd)) == []
+    (m,) = kept_in_hints(read(mask, mask))  # one line per file
     assert "--region MASK.png --free-steps 0" in m
-    (o,) = kept_in_hints([own])
+    (o,) = kept_in_hints(read(own))
     assert "--region-part left_eye right_eye --grow 2 --free-steps 1" in o

@@ -77,18 +77,20 @@ def add_parser(sub):
 
 
 def build_edits(model, traj, edits):
-    """EditSpecs from the parsed edit dicts, each direction checked against the model."""
+    """EditSpecs from the parsed edit dicts, each direction checked against the model, and the
+    ``(path, params)`` of each direction file, read once."""
     from ..engine.directions import DirectionSet
     from ..engine.sampler import EditSpec
 
-    specs = []
+    specs, files = [], []
     for e in edits:
         ds = DirectionSet.load(e["direction"])
+        files.append((e["direction"], ds.params))
         ds.check_model(model.weights_fingerprint, traj.h_space, tuple(traj.hs.shape[1:]), e["direction"])
         ds = ds.for_timesteps(traj.timesteps)
         delta = ds.steps_delta(e["index"], e["at_step"])
         specs.append(EditSpec(delta, float(e["scale"]), e["window"]))
-    return specs
+    return specs, files
 
 
 def run(args) -> int:
@@ -98,10 +100,10 @@ def run(args) -> int:
     model = open_model(args)
     with progress_and_cancel("editing") as (bar, token):
         traj = load_source(args, model, bar, token)
-        specs = build_edits(model, traj, args.edits)
+        specs, files = build_edits(model, traj, args.edits)
         region = _region(args, model, traj)
         if region is None:
-            for line in kept_in_hints([e["direction"] for e in args.edits]):
+            for line in kept_in_hints(files):
                 print(f"note: {line}", file=sys.stderr)
         recipe = {"model": args.model, "fingerprint": model.fingerprint, "h_space": traj.h_space,
                   "source": _source_recipe(args, traj), "edits": args.edits}
@@ -123,13 +125,12 @@ def run(args) -> int:
     return 0
 
 
-def kept_in_hints(paths) -> list:
-    """For each direction file fitted for edits kept in a region, how to apply it that way."""
-    from ..engine.directions import DirectionSet
-
+def kept_in_hints(files) -> list:
+    """For each direction file, given as ``(path, params)``, fitted for edits kept in a region:
+    how to apply it that way (one line per path)."""
     out = []
-    for path in dict.fromkeys(str(p) for p in paths):
-        kept = (DirectionSet.load(path).params or {}).get("kept_in")
+    for path, params in dict((str(p), q) for p, q in files).items():
+        kept = (params or {}).get("kept_in")
         if not isinstance(kept, dict):
             continue
         free = kept.get("free_steps", 1)
