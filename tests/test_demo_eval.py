@@ -244,3 +244,30 @@ def test_attribute_shift_kept_in_a_region_reads_the_region_edits():
     p1 = Q.classify(clf, model.to_pixels(x))[1]
     assert mine["off_target_mean"] == pytest.approx(float((p1 - p0)[:, 1:].abs().mean()), abs=1e-6)
     assert mine["off_target_mean"] != pytest.approx(kept["off_target_mean"], abs=1e-4)
+
+
+def test_evaluate_fits_on_the_training_seeds_asked_for(tmp_path, capsys):
+    """``--train-seed``: the optimised fit draws its training samples from that seed on (so
+    its loss differs from the default seeds' fit), records it, names it; seeds overlapping the
+    held-out ones are refused before the model loads."""
+    import json
+
+    from hspace_studio.cli import main
+
+    runs = {}
+    for start in (None, 5000):
+        out = tmp_path / f"{start}.json"
+        args = ["evaluate", "--sections", "optimized", "--optimize-iters", "1", "--train-samples", "2",
+                "--seeds", "2", "--optimize-scale", "1", "--optimize-attributes", "smiling", "--json", str(out)]
+        assert main(args + ([] if start is None else ["--train-seed", str(start)])) == 0
+        runs[start] = (capsys.readouterr().out, json.loads(out.read_text())["optimized"])
+    assert runs[None][1]["train_seed"] == 300000 and "training samples from seed" not in runs[None][0]
+    assert runs[5000][1]["train_seed"] == 5000 and "2 training samples from seed 5000," in runs[5000][0]
+    fits = [runs[s][1]["fit"]["smiling"] for s in (None, 5000)]
+    assert fits[0]["loss"] != fits[1]["loss"]
+    for args in (["--sections", "optimized", "--train-seed", "990", "--train-samples", "20", "--seeds", "5"],
+                 ["--sections", "supervised", "--train-seed", "1050", "--index-size", "8", "--seeds", "100"]):
+        assert main(["evaluate", *args]) == 1
+        cap = capsys.readouterr()
+        assert "overlap the held-out seeds" in cap.err and "Model:" not in cap.out
+    assert main(["evaluate", "--train-seed", "-1"]) == 2

@@ -80,6 +80,10 @@ def add_parser(sub):
     p.add_argument("--train-samples", dest="train_samples", type=_positive_int, default=None,
                    help="samples each classifier-optimised direction is fitted on, 16 per "
                         "iteration (default: 16 x iterations, all fresh)")
+    p.add_argument("--train-seed", dest="train_seed", type=_nonneg_int, default=None, metavar="N",
+                   help="first seed of the training samples of the supervised and optimised sections "
+                        "(default 300000); another one fits on other samples, to see how much a fit "
+                        "varies. They may not overlap the held-out seeds (from 1000, --seeds of them)")
     p.add_argument("--optimize-keep", dest="optimize_keep", type=_nonneg_float, default=30.0,
                    help="weight of the other attributes' squared score change in the classifier-"
                         "optimised fits (default 30, as supervised --keep)")
@@ -151,6 +155,10 @@ def run(args) -> int:
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
         raise ValueError(f"unknown section(s) {', '.join(bad)} (choose from {', '.join(SECTIONS)})")
+    if "supervised" in sections:  # refused before the model loads
+        evaluation.train_seeds(args, args.index_size)
+    if "optimized" in sections:
+        evaluation.train_seeds(args, args.train_samples or 16 * args.optimize_iters)
     model = open_model(args)
     results = {"model": model.describe()}
     print(f"Model: {results['model']}\n", flush=True)

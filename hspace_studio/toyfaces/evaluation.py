@@ -56,6 +56,21 @@ ATTRIBUTE_PARTS = {"smiling": ("mouth",), "mouth_open": ("mouth",),
                    "eyeglasses": ("glasses", "left_eye", "right_eye"), "blond_hair": ("hair",)}
 
 CONTAINED_SCALES = (0.1, 0.25, 0.5)  # times the mean norm of h
+TRAIN_SEED = 300_000  # the first training seed of the supervised and optimised sections (--train-seed)
+HELD_OUT_SEED = 1_000  # their held-out seeds: HELD_OUT_SEED .. + --seeds
+
+
+def train_seeds(args, count: int) -> list:
+    """``count`` training seeds from ``--train-seed`` (default :data:`TRAIN_SEED`); a ValueError
+    when they would overlap the held-out seeds the edits are measured on."""
+    start = getattr(args, "train_seed", None)
+    start = TRAIN_SEED if start is None else int(start)
+    if start < HELD_OUT_SEED + args.seeds and HELD_OUT_SEED < start + count:
+        raise ValueError(f"--train-seed {start}: training seeds {start}..{start + count - 1} overlap the "
+                         f"held-out seeds {HELD_OUT_SEED}..{HELD_OUT_SEED + args.seeds - 1}")
+    return list(range(start, start + count))
+
+
 REGION_FREE_STEPS = 1  # kept-in-mask rows: the last step runs free and blends the border
 OWN_GROW = 3  # --optimize-keep-in-part: pixels each sample's own part is grown by (--optimize-grow)
 
@@ -77,14 +92,15 @@ def section_supervised(model, args, progress, cancel) -> dict:
     from .edit_metrics import attribute_shift
     from .part_checks import shipped_checker
 
+    start = train_seeds(args, args.index_size)[0]
     clf, _ = Q.load_shipped_classifier()
     eta = float(args.eta)
     index = build_index(model, load_classifier("toyfaces"), args.index_size, steps=10, eta=eta,
-                        h_space=_h_space(args), seed_start=300_000, progress=progress, cancel=cancel)
-    seeds = list(range(1_000, 1_000 + args.seeds))
+                        h_space=_h_space(args), seed_start=start, progress=progress, cancel=cancel)
+    seeds = list(range(HELD_OUT_SEED, HELD_OUT_SEED + args.seeds))
     scales = list(args.scale)
     res = {"index_size": args.index_size, "examples": args.examples, "scales": scales, "eta": eta,
-           "directions": {}}
+           "train_seed": start, "directions": {}}
     ds = supervised_directions(model, index, list(SUPERVISED_ATTRS), examples=args.examples,
                                progress=progress, cancel=cancel).directions
     trajs = sample(model, seeds, steps=10, eta=eta, h_space=_h_space(args), batch_size=min(len(seeds), 50),
@@ -132,8 +148,8 @@ def section_optimized(model, args, progress, cancel) -> dict:
     part = float(getattr(args, "optimize_part", 0.0) or 0.0)
     fit_clf = load_classifier("toyfaces", device=model.device)
     eta = float(args.eta)
-    train = list(range(300_000, 300_000 + (args.train_samples or 16 * args.optimize_iters)))
-    seeds = list(range(1_000, 1_000 + args.seeds))
+    train = train_seeds(args, args.train_samples or 16 * args.optimize_iters)
+    seeds = list(range(HELD_OUT_SEED, HELD_OUT_SEED + args.seeds))
     scales = list(args.optimize_scale)
     trajs = sample(model, seeds, steps=10, eta=eta, h_space=_h_space(args), batch_size=min(len(seeds), 50),
                    cancel=cancel)
@@ -153,7 +169,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
     regions = getattr(args, "optimize_region", False)
     kept = getattr(args, "optimize_keep_in", False)
     own = getattr(args, "optimize_keep_in_part", False)
-    res = {"train_samples": len(train), "iterations": args.optimize_iters, "keep": args.optimize_keep,
+    res = {"train_samples": len(train), "train_seed": train[0], "iterations": args.optimize_iters, "keep": args.optimize_keep,
            "window": list(win), "regions": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if regions else None,
            "kept_in": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if kept else None,
            "kept_in_own": {a: list(ATTRIBUTE_PARTS[a]) for a in attrs} if own else None, "own_grow": grow,
@@ -265,9 +281,14 @@ def _flip_rows(directions):
     return rows, next(iter(next(iter(directions.values())).values()))["n"]
 
 
+def _from_seed(r) -> str:
+    start = r.get("train_seed", TRAIN_SEED)
+    return "" if start == TRAIN_SEED else f" from seed {start}"
+
+
 def _render_supervised(r) -> str:
     rows, n = _flip_rows(r["directions"])
-    out = [f"Supervised directions (index {r['index_size']}, {r['examples']} examples each side; "
+    out = [f"Supervised directions (index {r['index_size']}{_from_seed(r)}, {r['examples']} examples each side; "
            f"{n} held-out samples, eta {r.get('eta', 1.0):g}, h-space {r.get('h_space', 'after')}; "
            "scale 1 = the mean-to-mean shift)",
            Q.format_table(rows, FLIP_HEADER), PART_NOTE]
@@ -320,7 +341,7 @@ def _render_optimized(r) -> str:
     if r.get("skip"):
         part += f"; samples read as {' or '.join(r['skip'])} left out of fitting and measuring"
     return (f"Classifier-optimised directions ({r['iterations']} iterations of {r['batch']} of "
-            f"{r['train_samples']} training samples, keep {r['keep']:g}, timesteps {_window_text(r)}{_regions_text(r)}{_kept_text(r)}{part}; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
+            f"{r['train_samples']} training samples{_from_seed(r)}, keep {r['keep']:g}, timesteps {_window_text(r)}{_regions_text(r)}{_kept_text(r)}{part}; {n} held-out samples, eta {r['eta']:g}, h-space {r['h_space']}; "
             f"scale 1 = the fitted change; fitting took {fits}"
             + ("; referee: the same edits read by an independently trained classifier, and the share it "
                              "puts on the side each edit aimed at)\n" if all(refs) else ")\n")
