@@ -603,6 +603,24 @@ def test_invert_image_export_and_fill_part(qtbot, win, tmp_path, dir_file):
         assert "segmenter" in win.messages.last
 
 
+def test_filling_a_part_the_image_lacks_keeps_the_mask(qtbot, win, tmp_path):
+    """A part the segmenter does not find (hair on a bald head; here anything on a flat light
+    image, all background to it) leaves the painted mask as it was and says so."""
+    from PIL import Image
+
+    img = tmp_path / "flat.png"
+    Image.new("RGB", (64, 64), (191, 191, 191)).save(img)
+    assert run_job(qtbot, win, win.open_image(str(img))).ok
+    painted = np.zeros(win.mask.array.shape, bool)
+    painted[2:6, 3:9] = True
+    win.mask.set_array(painted)
+    res = run_job(qtbot, win, win.fill_part("hair", "replace"))
+    assert res.ok, res.error
+    assert not res.value["mask"].any()
+    assert np.array_equal(win.mask.array, painted)
+    assert "finds no hair in this image: the mask is unchanged" in win.messages.last
+
+
 def test_autosave_is_offered_after_a_crash(qtbot, tiny_model_dir, tmp_path, dir_file):
     w = make_window(qtbot, tiny_model_dir, tmp_path, name="a")
     import_and_activate(qtbot, w, dir_file)

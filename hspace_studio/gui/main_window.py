@@ -864,7 +864,10 @@ class MainWindow(QMainWindow):
         parts = PART_GROUPS.get(part, (part,))
 
         def done(res: JobResult):
-            if res.ok:
+            if res.ok and not res.value["mask"].any():  # e.g. hair on a bald head: keep the mask
+                self.show_info(f"The segmenter finds no {part.replace('_', ' ')} in this image: "
+                               "the mask is unchanged", level="warning")
+            elif res.ok:
                 self.mask.combine(res.value["mask"], mode, f"Fill {part.replace('_', ' ')}")
             elif not res.cancelled:
                 self.show_error(f"Fill from part failed: {res.error}")
