@@ -34,6 +34,23 @@ def test_sample_writes_image_and_trajectory(tiny_model_dir, tmp_path):
     assert rec["source"]["seed"] == 3 and rec["fingerprint"] == t.fingerprint
 
 
+def test_progress_goes_to_a_log_as_plain_lines(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """With stderr not a terminal (here captured), a job writes plain progress lines, at most
+    one per PLAIN_PROGRESS_EVERY_S seconds: none at the default for a short job, one per step
+    at 0."""
+    import re
+
+    from hspace_studio.cli import common
+
+    assert _run("sample", "--seed", 3, "--model", tiny_model_dir, "--steps", 5, "--out", tmp_path / "a.png") == 0
+    assert "after" not in capsys.readouterr().err
+    monkeypatch.setattr(common, "PLAIN_PROGRESS_EVERY_S", 0.0)
+    assert _run("sample", "--seed", 3, "--model", tiny_model_dir, "--steps", 5, "--out", tmp_path / "b.png") == 0
+    lines = re.findall(r"(\d+)/(\d+) \((\d+)%\) after \d+ s", capsys.readouterr().err)
+    assert len(lines) >= 5 and lines[-1][0] == lines[-1][1] and lines[-1][2] == "100"
+    assert [int(d) for d, _, _ in lines] == sorted(int(d) for d, _, _ in lines)
+
+
 def test_edit_from_seed_equals_edit_from_saved_trajectory(tiny_model_dir, dirs_file, tmp_path):
     assert _run("sample", "--seed", 4, "--model", tiny_model_dir, "--out", tmp_path / "s.png",
                 "--trajectory", tmp_path / "t.safetensors") == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from contextlib import contextmanager
 
 from ..core.progress import CancelToken
@@ -123,14 +124,32 @@ def steps_eta(args, default_steps: int = 10, default_eta=1.0):
     return steps, eta
 
 
-class Bar:
-    """A terminal progress bar (tqdm on stderr) usable as an engine progress callback."""
+PLAIN_PROGRESS_EVERY_S = 60.0  # how often a job logs a progress line when stderr is not a terminal
 
-    def __init__(self, desc: str = ""):
+
+class Bar:
+    """A terminal progress bar (tqdm on stderr) usable as an engine progress callback. When
+    stderr is not a terminal (a log file, a pipe) it writes a plain line instead, at most every
+    ``every`` seconds (default :data:`PLAIN_PROGRESS_EVERY_S`), the first after ``every``
+    seconds, so short jobs write none."""
+
+    def __init__(self, desc: str = "", every=None):
         self.desc = desc
         self.bar = None
+        isatty = getattr(sys.stderr, "isatty", None)
+        self.plain = not (callable(isatty) and isatty())
+        self.every = float(PLAIN_PROGRESS_EVERY_S if every is None else every)
+        self.start = self.last = time.monotonic()
 
     def __call__(self, done: int, total: int, message: str = "") -> None:
+        if self.plain:
+            now = time.monotonic()
+            if now - self.last >= self.every:
+                self.last = now
+                share = f" ({100 * done / total:.0f}%)" if total else ""
+                print(f"{message or self.desc}: {done}/{total}{share} after {now - self.start:.0f} s",
+                      file=sys.stderr, flush=True)
+            return
         from tqdm import tqdm
 
         if self.bar is None or self.bar.total != total:
