@@ -156,9 +156,9 @@ def run(args) -> int:
     if bad:
         raise ValueError(f"unknown section(s) {', '.join(bad)} (choose from {', '.join(SECTIONS)})")
     if "supervised" in sections:  # refused before the model loads
-        evaluation.train_seeds(args, args.index_size)
+        evaluation.train_start(args, args.index_size)
     if "optimized" in sections:
-        evaluation.train_seeds(args, args.train_samples or 16 * args.optimize_iters)
+        evaluation.train_start(args, args.train_samples or 16 * args.optimize_iters)
     model = open_model(args)
     results = {"model": model.describe()}
     print(f"Model: {results['model']}\n", flush=True)

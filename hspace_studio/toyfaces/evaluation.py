@@ -60,15 +60,15 @@ TRAIN_SEED = 300_000  # the first training seed of the supervised and optimised 
 HELD_OUT_SEED = 1_000  # their held-out seeds: HELD_OUT_SEED .. + --seeds
 
 
-def train_seeds(args, count: int) -> list:
-    """``count`` training seeds from ``--train-seed`` (default :data:`TRAIN_SEED`); a ValueError
-    when they would overlap the held-out seeds the edits are measured on."""
+def train_start(args, count: int) -> int:
+    """The first of ``count`` training seeds: ``--train-seed`` (default :data:`TRAIN_SEED`); a
+    ValueError when they would overlap the held-out seeds the edits are measured on."""
     start = getattr(args, "train_seed", None)
     start = TRAIN_SEED if start is None else int(start)
     if start < HELD_OUT_SEED + args.seeds and HELD_OUT_SEED < start + count:
         raise ValueError(f"--train-seed {start}: training seeds {start}..{start + count - 1} overlap the "
                          f"held-out seeds {HELD_OUT_SEED}..{HELD_OUT_SEED + args.seeds - 1}")
-    return list(range(start, start + count))
+    return start
 
 
 REGION_FREE_STEPS = 1  # kept-in-mask rows: the last step runs free and blends the border
@@ -92,7 +92,7 @@ def section_supervised(model, args, progress, cancel) -> dict:
     from .edit_metrics import attribute_shift
     from .part_checks import shipped_checker
 
-    start = train_seeds(args, args.index_size)[0]
+    start = train_start(args, args.index_size)
     clf, _ = Q.load_shipped_classifier()
     eta = float(args.eta)
     index = build_index(model, load_classifier("toyfaces"), args.index_size, steps=10, eta=eta,
@@ -148,7 +148,9 @@ def section_optimized(model, args, progress, cancel) -> dict:
     part = float(getattr(args, "optimize_part", 0.0) or 0.0)
     fit_clf = load_classifier("toyfaces", device=model.device)
     eta = float(args.eta)
-    train = train_seeds(args, args.train_samples or 16 * args.optimize_iters)
+    count = args.train_samples or 16 * args.optimize_iters
+    first = train_start(args, count)
+    train = list(range(first, first + count))
     seeds = list(range(HELD_OUT_SEED, HELD_OUT_SEED + args.seeds))
     scales = list(args.optimize_scale)
     trajs = sample(model, seeds, steps=10, eta=eta, h_space=_h_space(args), batch_size=min(len(seeds), 50),
