@@ -291,3 +291,7 @@ def test_shipped_terms_weigh_the_three_losses_and_name_the_one_refused(checker, 
         with pytest.raises(TermRefused) as e:
             shipped_terms(attribute, *weights, checker=checker)
         assert e.value.term == refused and f"'{attribute}'" in str(e.value)
+    # not strict (evaluate, one set of weights for every attribute): those terms are left out
+    fn, weight, name = shipped_terms("smiling", 16, 48, 8, checker=checker, strict=False)
+    assert (weight, name) == (16.0, PART_CHECK_NAME)
+    assert shipped_terms("bald", 16, 48, 8, checker=checker, strict=False) == (None, 0.0, None)

@@ -158,7 +158,7 @@ def run(args) -> int:
     if "supervised" in sections:  # refused before the model loads
         evaluation.train_start(args, args.index_size)
     if "optimized" in sections:
-        evaluation.train_start(args, args.train_samples or 16 * args.optimize_iters)
+        evaluation.train_start(args, evaluation.optimized_train_count(args))
     model = open_model(args)
     results = {"model": model.describe()}
     print(f"Model: {results['model']}\n", flush=True)

@@ -71,6 +71,11 @@ def train_start(args, count: int) -> int:
     return start
 
 
+def optimized_train_count(args) -> int:
+    """The training samples of each optimised fit: ``--train-samples``, or 16 per iteration."""
+    return args.train_samples or 16 * args.optimize_iters
+
+
 REGION_FREE_STEPS = 1  # kept-in-mask rows: the last step runs free and blends the border
 OWN_GROW = 3  # --optimize-keep-in-part: pixels each sample's own part is grown by (--optimize-grow)
 
@@ -134,7 +139,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
     from ..engine.discover.optimized import default_window, optimized_direction
     from ..engine.sampler import Region, region_weights, sample
     from .edit_metrics import attribute_shift
-    from .part_checks import CHECKED, hair_colour_attribute, shipped_checker, shipped_terms
+    from .part_checks import shipped_checker, shipped_terms
 
     if getattr(args, "optimize_keep_in", False) and getattr(args, "optimize_keep_in_part", False):
         raise ValueError("--optimize-keep-in and --optimize-keep-in-part exclude each other: give one")
@@ -148,7 +153,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
     part = float(getattr(args, "optimize_part", 0.0) or 0.0)
     fit_clf = load_classifier("toyfaces", device=model.device)
     eta = float(args.eta)
-    count = args.train_samples or 16 * args.optimize_iters
+    count = optimized_train_count(args)
     first = train_start(args, count)
     train = list(range(first, first + count))
     seeds = list(range(HELD_OUT_SEED, HELD_OUT_SEED + args.seeds))
@@ -186,9 +191,7 @@ def section_optimized(model, args, progress, cancel) -> dict:
         if own:
             keep_in = checker.own_region(ATTRIBUTE_PARTS[a], grow, tuple(model.sample_shape[1:]),
                                          REGION_FREE_STEPS)
-        hair = hair_colour_attribute(a) is not None  # each term where it applies
-        term, weight, name = shipped_terms(a, part if a in CHECKED else 0.0, colour if hair else 0.0,
-                                           outside if hair else 0.0, checker=checker)
+        term, weight, name = shipped_terms(a, part, colour, outside, checker=checker, strict=False)
         fit = optimized_direction(model, fit_clf, a, train, steps=10, eta=eta, h_space=_h_space(args),
                                   iters=args.optimize_iters, keep=args.optimize_keep, window=win,
                                   region=mask if regions else None, keep_in=keep_in, free=[f for f in free if f != a],

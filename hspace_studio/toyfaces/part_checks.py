@@ -209,12 +209,17 @@ OUTSIDE_HAIR_NAME = "pixels outside the hair held"
 HAIR_AWAY = "brown"  # the palette colour no attribute names: where an edit away from a hair colour aims
 
 
-def hair_colour_attribute(attribute: str) -> Optional[str]:
-    """The palette colour a hair-colour attribute names (``blond_hair`` -> ``blond``), or None."""
+def hair_colour_attributes() -> List[str]:
+    """The attributes :func:`hair_colour_loss` pulls towards: ``<colour>_hair`` for each palette
+    colour but brown."""
     from .generator import HAIR_COLOURS
 
-    name = attribute[:-len("_hair")] if attribute.endswith("_hair") else None
-    return name if name in HAIR_COLOURS and name != HAIR_AWAY else None
+    return [f"{c}_hair" for c in HAIR_COLOURS if c != HAIR_AWAY]
+
+
+def hair_colour_attribute(attribute: str) -> Optional[str]:
+    """The palette colour a hair-colour attribute names (``blond_hair`` -> ``blond``), or None."""
+    return attribute[:-len("_hair")] if attribute in hair_colour_attributes() else None
 
 
 def hair_colour_loss(checker: PartChecker, attribute: str) -> Optional[Callable]:
@@ -283,14 +288,6 @@ def shipped_part_region(parts: Sequence[str], grow: int, model, free_steps: int 
     return shipped_checker().own_region(list(parts), int(grow), tuple(model.sample_shape[1:]), free_steps)
 
 
-def hair_colour_attributes() -> List[str]:
-    """The attributes :func:`hair_colour_loss` pulls towards: ``<colour>_hair`` for each palette
-    colour but brown."""
-    from .generator import HAIR_COLOURS
-
-    return [f"{c}_hair" for c in HAIR_COLOURS if c != HAIR_AWAY]
-
-
 class TermRefused(ValueError):
     """A segmenter term asked for an attribute it does not apply to; ``term`` is its name
     (:data:`PART_CHECK_NAME`, :data:`HAIR_COLOUR_NAME` or :data:`OUTSIDE_HAIR_NAME`)."""
@@ -301,24 +298,32 @@ class TermRefused(ValueError):
 
 
 def shipped_terms(attribute: str, part_check: float = 0.0, hair_colour: float = 0.0,
-                  outside_hair: float = 0.0, checker: Optional[PartChecker] = None) -> tuple:
+                  outside_hair: float = 0.0, checker: Optional[PartChecker] = None,
+                  strict: bool = True) -> tuple:
     """A fit's segmenter penalty as :func:`combined_term` gives it, from the weights of the part
     check, the pull of the hair to its colour and the hold on the pixels outside the hair (0
     leaves a term out), read by ``checker`` (the shipped segmenter, loaded once, when None).
-    :class:`TermRefused` names the first term asked for that ``attribute`` has none of: the part
-    check exists for :data:`CHECKED` only, the other two for :func:`hair_colour_attributes`."""
-    asked = [(w, n) for w, n in ((part_check, PART_CHECK_NAME), (hair_colour, HAIR_COLOUR_NAME),
-                                 (outside_hair, OUTSIDE_HAIR_NAME)) if w > 0]
+    The part check exists for :data:`CHECKED` only, the other two for
+    :func:`hair_colour_attributes`: a term asked for an ``attribute`` it does not apply to
+    raises :class:`TermRefused` naming it, or with ``strict`` False is left out (``evaluate``,
+    whose weights hold for all the attributes it fits)."""
+    asked = []
+    for weight, name in ((part_check, PART_CHECK_NAME), (hair_colour, HAIR_COLOUR_NAME),
+                         (outside_hair, OUTSIDE_HAIR_NAME)):
+        if not weight > 0:
+            continue
+        if name == PART_CHECK_NAME and attribute not in CHECKED:
+            refusal = f"the segmenter checks the parts of {', '.join(CHECKED)} only, not '{attribute}'"
+        elif name != PART_CHECK_NAME and hair_colour_attribute(attribute) is None:
+            what = "the hair's colour pull" if name == HAIR_COLOUR_NAME else "holding the pixels outside the hair"
+            refusal = f"{what} is for the hair colours {', '.join(hair_colour_attributes())}, not '{attribute}'"
+        else:
+            asked.append((weight, name))
+            continue
+        if strict:
+            raise TermRefused(name, refusal)
     if not asked:
         return None, 0.0, None
-    for _, name in asked:
-        if name == PART_CHECK_NAME and attribute not in CHECKED:
-            raise TermRefused(name, f"the segmenter checks the parts of {', '.join(CHECKED)} only, "
-                                    f"not '{attribute}'")
-        if name != PART_CHECK_NAME and hair_colour_attribute(attribute) is None:
-            what = "the hair's colour pull" if name == HAIR_COLOUR_NAME else "holding the pixels outside the hair"
-            raise TermRefused(name, f"{what} is for the hair colours {', '.join(hair_colour_attributes())}, "
-                                    f"not '{attribute}'")
     checker = checker or shipped_checker()
     make = {PART_CHECK_NAME: lambda: part_loss(checker, attribute),
             HAIR_COLOUR_NAME: lambda: hair_colour_loss(checker, attribute),
