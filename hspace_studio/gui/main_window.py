@@ -1,7 +1,7 @@
 """The main window: canvas in the middle, panels in docks, the engine on its own thread.
 
 ``MainWindow(model)`` takes ``"default"``, a local diffusers folder or a hub id. Key
-widgets carry object names (DESIGN.md, contract): ``canvas``, ``brush``,
+widgets carry object names (docs/architecture.md, contract): ``canvas``, ``brush``,
 ``directionLibrary``, ``spectrumPlot``, ``jobProgress`` and one ``directionSlider``
 per active direction.
 
