@@ -34,7 +34,7 @@ a ``reduce`` of float64 statistics; gram: a ``gather`` of the rows), so the resu
 matches one process's to float tolerance; rank 0 decomposes and broadcasts the result.
 The incremental solver is refused there.
 
-Direction values (DESIGN.md): ``delta_h[k, t]`` is the component at one standard
+Direction values (docs/architecture.md): ``delta_h[k, t]`` is the component at one standard
 deviation (slider units are sigma), ``values`` the explained-variance ratios (per step;
 the global ratio repeated over T). Per-step signs are aligned across timesteps so a
 direction points the same way at every step.
