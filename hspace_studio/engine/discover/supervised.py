@@ -13,7 +13,7 @@ Two sources of examples:
 - **labelled real images**: two sets of images (with / without the attribute) are
   inverted and the mean h of their trajectories differenced.
 
-Direction values (DESIGN.md): ``delta_h`` is the raw mean difference (scale 1 moves
+Direction values (docs/architecture.md): ``delta_h`` is the raw mean difference (scale 1 moves
 from the negative mean to the positive mean); ``values`` the classifier's score gap
 between the positive and negative sets, repeated over T.
 
