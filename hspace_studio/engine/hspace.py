@@ -1,6 +1,6 @@
 """Capture h and add a delta to it, by module hooks on a diffusers ``UNet2DModel``.
 
-Three points (DESIGN.md):
+Three points (docs/architecture.md):
 
 - ``before``: the input of the mid-block (a forward pre-hook on ``mid_block``);
 - ``middle``: inside the mid-block's second resnet, the output of its ``norm2``;
