@@ -1,6 +1,6 @@
 """Directions in h-space: the DirectionSet record, its file format, disentangling.
 
-File format (DESIGN.md, contract): a safetensors file with tensors ``delta_h``
+File format (docs/architecture.md, contract): a safetensors file with tensors ``delta_h``
 (K, T, C, H, W) and ``timesteps`` (T,), and JSON metadata ``fingerprint``,
 ``h_space``, ``method``, ``params`` (the recipe), ``labels`` (K strings) and
 ``values`` (K lists of T numbers, or null).
