@@ -80,9 +80,12 @@ def test_flat_folder_layout_loads(tmp_path):
     assert m.sample_shape == (3, 16, 16)
 
 
-def test_clip_sample_is_switched_off(tiny_model):
+def test_clip_sample_is_switched_off_and_set_alpha_to_one_follows_the_config(tiny_model):
     assert tiny_model.scheduler.config.clip_sample is False
-    assert tiny_model.scheduler.config.set_alpha_to_one is False
+    # the tiny model's DDPM config names no set_alpha_to_one: DDIM's default (true) applies
+    assert tiny_model.scheduler.config.set_alpha_to_one is True
+    default = load_model("default", device="cpu")  # its config records false
+    assert default.scheduler.config.set_alpha_to_one is False
 
 
 def test_load_errors(tmp_path):

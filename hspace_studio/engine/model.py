@@ -15,8 +15,10 @@
 Whatever scheduler the checkpoint names, sampling uses a ``DDIMScheduler`` built from
 its config (``eta`` = 0 is DDIM, ``eta`` = 1 is DDPM). ``clip_sample`` and
 ``thresholding`` are switched off unless asked for: clipping x_0 is not invertible
-(DDIM inversion) and has zero gradient (Jacobian). ``set_alpha_to_one`` is off so the
-last step keeps a small noise level, which makes edit-friendly inversion exact.
+(DDIM inversion) and has zero gradient (Jacobian). ``set_alpha_to_one`` is the config's
+(diffusers' default, true, where the config does not name it), so a chain equals
+``DDIMPipeline``'s; a last step into alpha-bar 1 carries no noise, and edit-friendly
+inversion stores its residual instead (:func:`.sampler.noise_levels`).
 """
 from __future__ import annotations
 
@@ -253,7 +255,7 @@ def make_scheduler(config: dict, clip_sample: bool = False, power: Optional[floa
     from .timesteps import spaced_scheduler_class
 
     cfg = {k: v for k, v in config.items() if not k.startswith("_")}
-    cfg.update(clip_sample=bool(clip_sample), thresholding=False, set_alpha_to_one=False)
+    cfg.update(clip_sample=bool(clip_sample), thresholding=False)
     if power is None:
         return DDIMScheduler.from_config(cfg)
     sched = spaced_scheduler_class().from_config(cfg)

@@ -88,6 +88,10 @@ def export(model, sched, out: Path, extra: dict):
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
     sched.save_pretrained(tmp)
+    # sampled (and measured) with the last step into alpha-bar(0), not 1: say so in the config
+    cfg_path = tmp / "scheduler_config.json"
+    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "set_alpha_to_one": False},
+                                   indent=2, sort_keys=True) + "\n")
     (tmp / "training.json").write_text(json.dumps(extra, indent=2))
     if out.exists():
         import shutil
