@@ -10,7 +10,9 @@ strip request handed to :class:`~hspace_studio.gui.worker.EngineWorker`.
 """
 from __future__ import annotations
 
+import atexit
 import time
+import weakref
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -94,6 +96,15 @@ class MainWindow(QMainWindow):
         main_thread_gc.acquire()  # cycles holding Qt objects die in this thread, not the worker's
         self.engine = EngineThread()
         self.worker = self.engine.worker
+        self._torn_down = False
+        self._stop_engine = _engine_stopper(self.engine)
+        # the engine thread stops however the window ends: closed, destroyed, the
+        # application quitting with it open, or the interpreter exiting (a script)
+        self.destroyed.connect(lambda *_a, stop=self._stop_engine: stop())
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self._teardown)
+        _windows.add(self)
 
         self._build_widgets(seed, steps, eta, h_space, model)
         self._build_menus()
@@ -1262,18 +1273,61 @@ class MainWindow(QMainWindow):
                 while h.id in self._handles and time.monotonic() < deadline:
                     QApplication.processEvents()
                     time.sleep(0.01)
-        self._closing = True
-        self._save_settings()
-        self.worker.cancel_all()
-        if self.engine.shutdown():
-            main_thread_gc.release()
-        self.autosave.finish()
+        self._teardown()
         e.accept()
+
+    def _teardown(self) -> None:
+        """Save settings, stop the engine thread, remove the autosave lock (once): on close,
+        when the application quits with the window open, or at interpreter exit."""
+        if self._torn_down:
+            return
+        self._torn_down = True
+        self._closing = True
+        try:
+            self._save_settings()
+        except RuntimeError:  # the Qt side is already gone
+            pass
+        self.worker.cancel_all()
+        self._stop_engine()
+        try:
+            self.autosave.finish()
+        except RuntimeError:
+            pass
 
     def shutdown(self) -> None:
         """Close without questions (tests, scripts)."""
         self.confirm_close = False
         self.close()
+
+
+_windows: "weakref.WeakSet[MainWindow]" = weakref.WeakSet()
+
+
+def _engine_stopper(engine: EngineThread) -> Callable[[], None]:
+    """A call that stops ``engine`` and gives the cycle collector back, once. It holds no
+    reference to the window, so it can run while the window is being destroyed."""
+    state = {"released": False}
+
+    def stop() -> None:
+        if engine.shutdown() and not state["released"]:
+            state["released"] = True
+            main_thread_gc.release()
+
+    return stop
+
+
+@atexit.register
+def _teardown_windows() -> None:
+    """A program that ends with windows still open (a script, a notebook) stops their
+    engine threads here, before Python destroys them (which would abort the process)."""
+    for w in list(_windows):
+        try:
+            if QApplication.instance() is not None:
+                w._teardown()
+            else:
+                w._stop_engine()
+        except RuntimeError:  # the C++ window is gone; the worker module's handler stops it
+            pass
 
 
 def _safetensors_keys(path: str) -> set:

@@ -22,15 +22,17 @@ than its newest request.
 """
 from __future__ import annotations
 
+import atexit
 import sys
 import threading
+import weakref
 import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
 
 from ..core.errors import Cancelled, HSpaceError
 from ..core.progress import CancelToken
@@ -300,7 +302,8 @@ class EngineWorker(QObject):
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             res = JobResult(h.id, h.job, False, error=msg, seconds=time.perf_counter() - t0)
         except Exception as e:  # noqa: BLE001 - report, keep running
-            traceback.print_exc(file=sys.stderr)
+            if not self._stop:  # failures of a job interrupted by exit are noise
+                traceback.print_exc(file=sys.stderr)
             msg = str(e).splitlines()[0] if str(e) else ""
             res = JobResult(h.id, h.job, False, error=f"unexpected {type(e).__name__}: {msg}",
                             seconds=time.perf_counter() - t0)
@@ -376,8 +379,27 @@ def _message(e: BaseException) -> str:
     return f"unexpected {type(e).__name__}: {text}"
 
 
+_live_threads: set = set()  # EngineThreads whose thread may still run (strong references:
+# a running QThread must never be garbage collected, Qt aborts the process if it is)
+
+
+def shutdown_all(timeout_ms: int = 30000) -> None:
+    """Stop every engine thread still running (at interpreter exit; idempotent)."""
+    for eng in list(_live_threads):
+        eng.shutdown(timeout_ms)
+
+
+atexit.register(shutdown_all)
+
+
 class EngineThread:
-    """Owns the QThread and the worker living on it."""
+    """Owns the QThread and the worker living on it.
+
+    The thread stops when :meth:`shutdown` is called, when the application quits
+    (``QCoreApplication.aboutToQuit``) and, as a last resort, at interpreter exit, so that
+    a program that never closes its window does not die with "QThread: Destroyed while
+    thread ... is still running".
+    """
 
     def __init__(self, state=None) -> None:
         self.thread = QThread()
@@ -385,13 +407,25 @@ class EngineThread:
         self.worker = EngineWorker(state)
         self.worker.moveToThread(self.thread)
         self.thread.started.connect(self.worker.run)
+        _live_threads.add(self)
+        app = QCoreApplication.instance()
+        if app is not None:
+            ref = weakref.ref(self)
+
+            def on_quit():
+                eng = ref()
+                if eng is not None:
+                    eng.shutdown()
+
+            app.aboutToQuit.connect(on_quit)
         self.thread.start()
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
-        """Stop the worker; returns whether its thread has ended."""
+        """Stop the worker; returns whether its thread has ended. Safe to call again."""
         self.worker.stop()
         self.thread.quit()
         if not self.thread.wait(timeout_ms):
             print("warning: the engine worker did not stop in time", file=sys.stderr)
             return False
+        _live_threads.discard(self)
         return True
