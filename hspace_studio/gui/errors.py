@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton
@@ -26,6 +26,7 @@ class MessageArea(QFrame):
         super().__init__(parent)
         self.setObjectName("messageArea")
         self.history: List[Tuple[float, str, str]] = []  # (time, level, text)
+        self.level, self.key = "", ""  # of the message shown last
         lay = QHBoxLayout(self)
         lay.setContentsMargins(8, 4, 4, 4)
         self.label = QLabel()
@@ -48,9 +49,11 @@ class MessageArea(QFrame):
         self.hide()
 
     def show_message(self, text: str, level: str = "error", timeout_s: float = 0,
-                     action=None) -> None:
-        """Show ``text``; ``action`` = (button text, callable) adds a button (e.g. Restore)."""
+                     action=None, key: str = "") -> None:
+        """Show ``text``; ``action`` = (button text, callable) adds a button (e.g. Restore);
+        ``key`` names where an error came from, for :meth:`clear_error`."""
         self.history.append((time.time(), level, text))
+        self.level, self.key = level, key
         self._action = action[1] if action else None
         self.action_btn.setText(action[0] if action else "")
         self.action_btn.setVisible(bool(action))
@@ -62,6 +65,15 @@ class MessageArea(QFrame):
             self._timer.start(int(timeout_s * 1000))
         else:
             self._timer.stop()
+
+    def clear_error(self, key: Optional[str] = None) -> bool:
+        """Hide the banner if it shows an error (of ``key``, when given): a later success
+        makes it stale. Warnings and offers (Restore) stay. Returns whether it hid it."""
+        if self.isHidden() or self.level != "error" or (key is not None and self.key != key):
+            return False
+        self._timer.stop()
+        self.hide()
+        return True
 
     def _run_action(self) -> None:
         fn, self._action = self._action, None

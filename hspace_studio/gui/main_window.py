@@ -396,7 +396,11 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(text, 10000)
 
     def show_info(self, message: str, timeout_s: float = 6.0, level: str = "info", action=None) -> None:
+        """A success or a hint: in the status bar; warnings and offers also in the banner.
+        An info message clears an error banner (the error is stale once something works)."""
         self.statusBar().showMessage(message, int(timeout_s * 1000))
+        if level == "info":
+            self.messages.clear_error()
         if level != "info" or action is not None:
             self.messages.show_message(message, level, 0 if action else timeout_s, action)
 
@@ -549,6 +553,7 @@ class MainWindow(QMainWindow):
             self.canvas.update()
 
     def _model_loaded(self, info: J.ModelInfo) -> None:
+        self.messages.clear_error()
         first = self.model_info is None
         changed = first or (info.fingerprint, info.h_space, info.timesteps) != (
             self.model_info.fingerprint, self.model_info.h_space, self.model_info.timesteps)
@@ -604,6 +609,7 @@ class MainWindow(QMainWindow):
         return self.submit(J.OpenTrajectory(str(path)))
 
     def _trajectory_loaded(self, info: J.TrajectoryInfo, job=None) -> None:
+        self.messages.clear_error()  # a new image is on the canvas: an earlier failure is stale
         self.traj_info = info
         self._source = dict(info.source)
         src = info.source
@@ -659,7 +665,7 @@ class MainWindow(QMainWindow):
             self.shown_preview_id = res.id
         if res.error:
             self.statusBar().showMessage(f"preview failed: {res.error}", 8000)
-            self.messages.show_message(f"Preview failed: {res.error}", "error")
+            self.messages.show_message(f"Preview failed: {res.error}", "error", key="preview")
             return
         if res.image is None:
             return
@@ -668,6 +674,7 @@ class MainWindow(QMainWindow):
                 self.canvas.set_edited(res.image, interim=True, text=f"step {res.step}/{res.steps}")
             return
         self.canvas.set_edited(res.image)
+        self.messages.clear_error("preview")  # only a preview's own error: others stay to be read
         now = time.perf_counter()
         self.last_latency = now - self._preview_req.sent_at if self._preview_req else None
         self.last_render = res.render_s
