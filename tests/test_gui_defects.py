@@ -43,3 +43,75 @@ def test_error_bar_is_cleared_by_a_later_success(qtbot, win, tmp_path):
     assert not win.messages.isHidden()
     win.messages.close_btn.click()
     assert win.messages.isHidden()
+
+
+# ----------------------------------------------------------------------------- window size
+
+FIT_SCRIPT = """
+import json, sys, tempfile, pathlib
+from PySide6.QtCore import QPoint, QRect, QSettings
+from PySide6.QtWidgets import QApplication
+app = QApplication(sys.argv[:1])
+from hspace_studio.gui.main_window import MainWindow
+d = pathlib.Path(tempfile.mkdtemp())
+w = MainWindow(sys.argv[1], settings=QSettings(str(d / "s.ini"), QSettings.Format.IniFormat),
+               state_dir=d / "state", autosave_s=0)
+w.show()
+for _ in range(10):
+    app.processEvents()
+w.discovery.setCurrentIndex(2)
+app.processEvents()
+def glob(wd):
+    r = QRect(wd.mapToGlobal(QPoint(0, 0)), wd.size())
+    return [r.x(), r.y(), r.width(), r.height()]
+a, f = app.primaryScreen().availableGeometry(), w.frameGeometry()
+print(json.dumps({"avail": [a.x(), a.y(), a.width(), a.height()], "frame": [f.x(), f.y(), f.width(), f.height()],
+                  "status": glob(w.statusBar()), "run": glob(w.discovery.sup_run),
+                  "run_visible": w.discovery.sup_run.visibleRegion().boundingRect().height(),
+                  "run_height": w.discovery.sup_run.height()}))
+w.shutdown()
+"""
+
+
+def _inside(inner, outer):
+    x, y, wd, h = inner
+    X, Y, W, H = outer
+    return X <= x and Y <= y and x + wd <= X + W and y + h <= Y + H
+
+
+@pytest.mark.parametrize("screen", [(1366, 768), (1600, 1000)])
+def test_window_fits_the_screen_with_its_status_bar(tmp_path, tiny_model_dir, screen):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "screen.json"
+    cfg.write_text(json.dumps({"windowFrameMargins": True, "screens": [
+        {"name": "S", "x": 0, "y": 0, "width": screen[0], "height": screen[1],
+         "logicalDpi": 96, "logicalBaseDpi": 96, "dpr": 1}]}))
+    env = dict(os.environ, QT_QPA_PLATFORM=f"offscreen:configfile={cfg}", HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-c", FIT_SCRIPT, str(tiny_model_dir)], env=env,
+                       capture_output=True, text=True, timeout=300,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout.strip().splitlines()[-1])
+    assert m["avail"] == [0, 0, *screen]  # the offscreen plugin took the configured screen
+    assert _inside(m["frame"], m["avail"]), m
+    assert _inside(m["status"], m["avail"]), m  # progress and Cancel live there
+    assert _inside(m["run"], m["avail"]) and m["run_visible"] == m["run_height"], m
+
+
+def test_caption_wrapping_does_not_move_the_plot(qtbot):
+    from hspace_studio.gui.plots import PlotPanel
+
+    p = PlotPanel()
+    qtbot.addWidget(p)
+    p.resize(300, 400)
+    p.show()
+    p.caption.setText("short")
+    qtbot.wait(20)
+    y = p.plot.geometry().top()
+    p.caption.setText("a much longer caption that certainly wraps onto a second line at this width")
+    qtbot.wait(20)
+    assert p.plot.geometry().top() == y

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
                                QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from .jobs import DiscoverJacobian, DiscoverPCA, DiscoverSupervised
+from .layout import scrolled
 
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 DEFAULT_CLASSIFIER = RESOURCES / "toyfaces-classifier"
@@ -54,6 +55,17 @@ def _folder_row(edit: QLineEdit, title: str, parent) -> QHBoxLayout:
     return row
 
 
+def _page(content: QWidget, run: QPushButton) -> QWidget:
+    """A tab: its settings in a scroll area (the tab may be taller than a small screen
+    leaves it) and its Run button below them, always in view."""
+    page = QWidget()
+    v = QVBoxLayout(page)
+    v.setContentsMargins(0, 0, 0, 4)
+    v.addWidget(scrolled(content), 1)
+    v.addWidget(run)
+    return page
+
+
 class DiscoveryPanel(QTabWidget):
     runRequested = Signal(object)  # a job
 
@@ -90,8 +102,7 @@ class DiscoveryPanel(QTabWidget):
         f.addRow("Solver", self.pca_solver)
         f.addRow("Components", self.pca_k)
         f.addRow("First seed", self.pca_seed)
-        f.addRow(self.pca_run)
-        self.addTab(w, "PCA")
+        self.addTab(_page(w, self.pca_run), "PCA")
 
         # Jacobian
         w = QWidget()
@@ -120,8 +131,7 @@ class DiscoveryPanel(QTabWidget):
         f.addRow("Max iterations", self.jac_iter)
         f.addRow(self.jac_mask)
         f.addRow(self.jac_contained, self.jac_contained_step)
-        f.addRow(self.jac_run)
-        self.addTab(w, "Jacobian")
+        self.addTab(_page(w, self.jac_run), "Jacobian")
 
         # supervised
         w = QWidget()
@@ -221,9 +231,8 @@ class DiscoveryPanel(QTabWidget):
         f.addRow("Negative folder", _folder_row(self.sup_neg, "Folder of negative images", self))
         v.addLayout(f)
         self.sup_run = QPushButton("Run supervised")
-        v.addWidget(self.sup_run)
         v.addStretch(1)
-        self.addTab(w, "Supervised")
+        self.addTab(_page(w, self.sup_run), "Supervised")
         self._reload_attributes()
         self.sup_by_classifier.toggled.connect(self._mode)
         self.sup_optimize.toggled.connect(self._mode)

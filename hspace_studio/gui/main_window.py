@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QDockWidget,
                                QFileDialog, QLabel, QListWidget, QListWidgetItem, QMainWindow,
@@ -30,6 +30,7 @@ from .brush import PART_GROUPS, BrushPanel, MaskController
 from .canvas import Canvas
 from .discovery import DiscoveryPanel
 from .errors import MessageArea
+from .layout import fit_to_screen, frame_fits, scrolled
 from .library import DirectionLibrary
 from .plots import PlotPanel
 from .session import Autosave, RecentFiles
@@ -149,10 +150,10 @@ class MainWindow(QMainWindow):
 
         self.docks: Dict[str, QDockWidget] = {}
 
-        def dock(name, title, widget, area):
+        def dock(name, title, widget, area, scroll=False):
             d = QDockWidget(title, self)
             d.setObjectName(f"dock_{name}")
-            d.setWidget(widget)
+            d.setWidget(scrolled(widget) if scroll else widget)
             d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                           | QDockWidget.DockWidgetFeature.DockWidgetFloatable
                           | QDockWidget.DockWidgetFeature.DockWidgetClosable)
@@ -161,15 +162,16 @@ class MainWindow(QMainWindow):
             return d
 
         L, R = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
-        dock("source", "Image source", self.source_panel, L)
-        dock("brush", "Mask brush", self.brush, L)
+        # tall panels scroll: they must not make the window taller than a laptop screen
+        dock("source", "Image source", self.source_panel, L, scroll=True)
+        dock("brush", "Mask brush", self.brush, L, scroll=True)
         dock("discover", "Discover", self.discovery, L)
         dock("library", "Direction library", self.library, R)
         dock("sliders", "Active directions", self.sliders, R)
         dock("plots", "Spectrum", self.plots, R)
-        self.resize(1500, 940)
-        self.resizeDocks([self.docks["source"], self.docks["library"]], [320, 400],
-                         Qt.Orientation.Horizontal)
+        fit_to_screen(self, QSize(1500, 940))  # or less, on a smaller screen
+        self.resizeDocks([self.docks["source"], self.docks["library"]],
+                         [460 if self.width() >= 1400 else 400, 400], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["source"], self.docks["brush"], self.docks["discover"]],
                          [300, 220, 300], Qt.Orientation.Vertical)
         self.resizeDocks([self.docks["library"], self.docks["sliders"], self.docks["plots"]],
@@ -361,6 +363,8 @@ class MainWindow(QMainWindow):
         geo = s.value("window/geometry")
         if isinstance(geo, QByteArray) and not geo.isEmpty():
             self.restoreGeometry(geo)
+            if not self.isMaximized() and not frame_fits(self):  # saved on a larger screen
+                fit_to_screen(self, self.size())
         st = s.value("window/state")
         if isinstance(st, QByteArray) and not st.isEmpty():
             self.restoreState(st)

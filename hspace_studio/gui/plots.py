@@ -9,10 +9,10 @@ from typing import Dict, List, Optional
 
 import pyqtgraph as pg
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QVBoxLayout, QWidget
 
 from ..core.session import SetState
+from .layout import LinesLabel
 
 pg.setConfigOptions(antialias=True, background="w", foreground="k")
 
@@ -54,10 +54,8 @@ class PlotPanel(QWidget):
         self.at.setToolTip("Average over timesteps, or one timestep")
         self.logy = QCheckBox("log")
         self.logy.setToolTip("Logarithmic value axis")
-        self.caption = QLabel()
+        self.caption = LinesLabel(2)  # a fixed two lines: the plot does not jump as it wraps
         self.caption.setStyleSheet("color: gray;")
-        self.caption.setWordWrap(True)
-        self.caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         bar.addWidget(self.mode)
         bar.addWidget(self.at)
         bar.addStretch(1)
