@@ -115,3 +115,35 @@ def test_caption_wrapping_does_not_move_the_plot(qtbot):
     p.caption.setText("a much longer caption that certainly wraps onto a second line at this width")
     qtbot.wait(20)
     assert p.plot.geometry().top() == y
+
+
+# ----------------------------------------------------------------------------- progress
+
+def test_progress_shows_percentage_step_and_time_left(qtbot, win):
+    import time
+
+    from hspace_studio.gui import jobs as J
+    from hspace_studio.gui.progress_text import duration
+
+    # a known report: 3 of 10 steps after 30 s -> 30%, step 3 of 10, 70 s left
+    win._job_started(10_000, "Jacobian")
+    win._job_t0 = time.monotonic() - 30
+    win._job_progress(10_000, 3, 10, "jacobian: step 3/10 (12 iterations)")
+    text = win.job_progress.text()
+    assert "30%" in text and "step 3 of 10" in text, text
+    assert "left" in text and win._job_left == pytest.approx(70, abs=2)
+    assert "1 min 1" in text or "1 min 09 s" in text, text  # ~70 s
+    assert "jacobian: step 3/10" in win.job_label.text() and "30 s" in win.job_label.text()
+    win._running = None
+    win._update_job_ui()
+    assert duration(0.2) == "< 1 s" and duration(42) == "42 s" and duration(185) == "3 min 05 s"
+    assert duration(4320) == "1 h 12 min"
+
+    # a real job: the bar reports its steps while it runs
+    h = win.submit(J.Sleep(steps=20, seconds_per_step=0.1))
+    qtbot.waitUntil(lambda: "step " in win.job_progress.text() and win.job_progress.value() >= 3,
+                    timeout=TIMEOUT)
+    text = win.job_progress.text()
+    assert "of 20" in text and "%" in text and "left" in text, text
+    res = run_job(qtbot, win, h)
+    assert res.ok

@@ -33,6 +33,7 @@ from .errors import MessageArea
 from .layout import fit_to_screen, frame_fits, scrolled
 from .library import DirectionLibrary
 from .plots import PlotPanel
+from .progress_text import bar_format, duration, time_left
 from .session import Autosave, RecentFiles
 from .sliders import ActiveSliders
 from .source_panel import BUILT_IN, SourcePanel
@@ -179,10 +180,18 @@ class MainWindow(QMainWindow):
 
         sb = self.statusBar()
         self.job_label = QLabel()
+        self.job_label.setObjectName("jobLabel")
+        self.job_label.setMaximumWidth(420)  # a long message must not widen the window
         self.job_progress = QProgressBar()
         self.job_progress.setObjectName("jobProgress")
-        self.job_progress.setMaximumWidth(240)
+        self.job_progress.setMaximumWidth(340)
+        self.job_progress.setMinimumWidth(260)
         self.job_progress.setTextVisible(True)
+        self._job_clock = QTimer(self)  # time elapsed and left, between progress reports
+        self._job_clock.setInterval(1000)
+        self._job_clock.timeout.connect(self._show_job_time)
+        self._job_name, self._job_message, self._job_t0 = "", "", 0.0
+        self._job_counts, self._job_left = (0, 0, 0.0), None
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setObjectName("cancelJob")
         self.cancel_button.setToolTip("Stop the running job at the next diffusion step (Esc)")
@@ -444,21 +453,41 @@ class MainWindow(QMainWindow):
     def cancel_job(self) -> None:
         if self._running is not None and self._running in self._handles:
             self._handles[self._running].cancel()
+            self._job_message = "cancelling…"
             self.job_label.setText("cancelling…")
 
     def _job_started(self, job_id: int, label: str) -> None:
         self._running = job_id
+        self._job_name = label
+        self._job_t0 = time.monotonic()
+        self._job_counts = (0, 0, 0.0)  # done, total, seconds elapsed at that report
         self.job_label.setText(label)
         self.job_progress.setRange(0, 0)
+        self._job_clock.start()
         self._update_job_ui()
 
     def _job_progress(self, job_id: int, done: int, total: int, message: str) -> None:
         if job_id != self._running:
             return
+        self._job_counts = (int(done), int(total), time.monotonic() - self._job_t0)
         self.job_progress.setRange(0, max(1, total))
         self.job_progress.setValue(done)
         if message:
-            self.job_label.setText(message[:60])
+            self._job_message = message[:60]
+        self._show_job_time()
+
+    def _show_job_time(self) -> None:
+        """Percentage, step i of n and time left in the bar; elapsed time by the label
+        (also before the first report, while the bar can only show that it is busy)."""
+        if self._running is None:
+            return
+        done, total, at = self._job_counts
+        now = time.monotonic() - self._job_t0
+        left = time_left(done, total, at, now)
+        self._job_left = left
+        self.job_progress.setFormat(bar_format(done, total, left, self._queued()))
+        text = self._job_message or self._job_name
+        self.job_label.setText(f"{text} ({duration(now)})" if now >= 2 else text)
 
     def _update_job_ui(self) -> None:
         active = bool(self._handles)
@@ -468,11 +497,16 @@ class MainWindow(QMainWindow):
         if "cancel" in getattr(self, "act", {}):  # Esc cancels only while a job runs
             self.act["cancel"].setEnabled(self._running is not None)
         self.job_label.setVisible(active)
-        queued = len(self._handles) - (1 if self._running in self._handles else 0)
-        if active and queued > 0:
-            self.job_progress.setFormat(f"%p%  (+{queued} queued)")
+        if self._running is None:
+            self._job_clock.stop()
+            self._job_message = ""
+            queued = self._queued()
+            self.job_progress.setFormat(f"%p%  (+{queued} queued)" if active and queued > 0 else "%p%")
         else:
-            self.job_progress.setFormat("%p%")
+            self._show_job_time()
+
+    def _queued(self) -> int:
+        return len(self._handles) - (1 if self._running in self._handles else 0)
 
     def _job_finished(self, res: JobResult) -> None:
         self._handles.pop(res.id, None)
