@@ -48,15 +48,20 @@ def hspace_hook(unet, point: str, edit: Optional[Callable[[torch.Tensor], torch.
 
     ``edit(h) -> h'`` may return a new tensor (e.g. ``h + delta``); ``record`` receives
     the h that the rest of the network sees (after the edit).
+
+    While ``unet.branches`` is above 1 (classifier-free guidance running its unconditional
+    and conditional branch as one batch, :mod:`.text_model`), ``edit`` is applied to each
+    branch's part of the batch alike and ``record`` receives the last (conditional) part.
     """
     module = hook_module(unet, point)
 
     def apply(h):
+        parts = h.chunk(getattr(unet, "branches", 1))
         if edit is not None:
-            h = edit(h)
+            parts = [edit(p) for p in parts]
         if record is not None:
-            record.append(h)
-        return h
+            record.append(parts[-1])
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     if point == "before":
         def pre(mod, args, kwargs):

@@ -126,7 +126,7 @@ def invert(model: DiffusionModel, image: torch.Tensor, steps: int = 10, eta: Eta
     else:
         traj = invert_ddim(model, x0, steps, h_space, prog)
         decode(model, traj, lambda d, t, m: prog.step(), cancel)
-    traj.origin = dict(origin or {}, inversion=method, steps=steps,
+    traj.origin = dict(origin or {}, **model.conditioning, inversion=method, steps=steps,
                        eta=0.0 if method == "ddim" else (eta if isinstance(eta, (int, float))
                                                           else etas_tensor(eta, steps).tolist()))
     err = (traj.x_0 - x0.cpu()).abs().max().item()

@@ -10,6 +10,8 @@
   the top, or in ``unet/``) with its scheduler config (``scheduler_config.json`` at
   the top, or ``scheduler/``), or a latent model: ``unet/`` plus ``vqvae/`` or
   ``vae/`` (``VQModel`` or ``AutoencoderKL``);
+- a text-to-image folder: Stable Diffusion 1.x / 2.x or SDXL (:mod:`.text_model`), which
+  then takes a prompt, a negative prompt and a guidance scale (:meth:`DiffusionModel.set_prompt`);
 - a hub id such as ``google/ddpm-ema-celebahq-256`` (needs the hub to be reachable).
 
 Whatever scheduler the checkpoint names, sampling uses a ``DDIMScheduler`` built from
@@ -82,6 +84,43 @@ class DiffusionModel:
         return self.vae is not None
 
     @property
+    def takes_prompt(self) -> bool:
+        """Whether this is a text-to-image model (its UNet is a :class:`.text_model.PromptedUNet`)."""
+        return hasattr(self.unet, "set_prompt")
+
+    @property
+    def conditioning(self) -> dict:
+        """The prompt, negative prompt and guidance in use ({} for an unconditional model):
+        what trajectories and recipes record."""
+        return self.unet.prompt.as_dict() if self.takes_prompt else {}
+
+    def set_prompt(self, prompt: Optional[str] = None, negative_prompt: Optional[str] = None,
+                   guidance: Optional[float] = None) -> None:
+        """Set what a text-to-image model samples, inverts and edits under; None keeps the
+        current value. An unconditional model refuses a prompt."""
+        if not self.takes_prompt:
+            if prompt or negative_prompt or guidance is not None:
+                raise ModelLoadError(f"{self.source} is an unconditional model: it takes no prompt "
+                                     "or guidance scale")
+            return
+        from .text_model import Prompt
+
+        cur = self.unet.prompt
+        g = cur.guidance if guidance is None else float(guidance)
+        if not g == g or g in (float("inf"), float("-inf")):
+            raise ValueError("the guidance scale must be a finite number")
+        self.unet.set_prompt(Prompt(cur.prompt if prompt is None else str(prompt),
+                                    cur.negative_prompt if negative_prompt is None else str(negative_prompt), g))
+
+    def use_conditioning(self, origin: dict) -> None:
+        """Condition on what a trajectory's ``origin`` records (its prompt), so that it replays
+        as it was made. No-op for unconditional models."""
+        if self.takes_prompt:
+            from .text_model import CONDITIONING_KEYS
+
+            self.set_prompt(*(origin.get(k) for k in CONDITIONING_KEYS))
+
+    @property
     def sample_shape(self) -> tuple:
         """Shape (C, H, W) of x_t, the space the diffusion runs in."""
         size = self.unet.config.sample_size
@@ -143,6 +182,8 @@ class DiffusionModel:
         weights = f", weights {self.weights_fingerprint}" if self.weights_fingerprint != self.fingerprint else ""
         if self.info.get("timesteps"):
             guided += f", timesteps {self.info['timesteps']}"
+        if self.takes_prompt:
+            kind = "text-to-image, " + ("SDXL" if self.info.get("xl") else "SD")
         return (f"{self.source} ({kind}, {c}x{h}x{w}, {self.prediction_type}{guided}, "
                 f"fingerprint {self.fingerprint}{weights}, {self.device})")
 
@@ -311,6 +352,54 @@ def _load_guide(guide: str, unet, scfg: dict):
     return g_unet
 
 
+def _sampling_scheduler(src: str, scfg: dict, clip_sample: bool, power):
+    try:
+        sched = make_scheduler(scfg, clip_sample, power)
+        sched.set_timesteps(10)
+    except Exception as e:  # a scheduler config diffusers cannot use
+        raise ModelLoadError(f"{src}: unusable scheduler config ({str(e).splitlines()[0][:120]})") from e
+    if sched.config.prediction_type not in ("epsilon", "v_prediction", "sample"):
+        raise ModelLoadError(f"{src}: unsupported prediction type '{sched.config.prediction_type}'")
+    return sched
+
+
+def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_sample: bool,
+                     power) -> DiffusionModel:
+    """A Stable Diffusion 1.x/2.x or SDXL folder (:mod:`.text_model`)."""
+    from ..core.spacing import spacing_name
+    from .text_model import Prompt, PromptEncoder, PromptedUNet, default_guidance, load_text_pipeline
+
+    _quiet_diffusers()
+    if half and dev.type != "cuda":
+        raise ModelLoadError("half precision needs a CUDA device")
+    dtype = torch.float16 if half else torch.float32
+    pipe, xl = load_text_pipeline(root, dtype)
+    scfg = dict(pipe.scheduler.config)
+    encoders = [pipe.text_encoder, getattr(pipe, "text_encoder_2", None)]
+    try:
+        fp = _fingerprint([pipe.unet, pipe.vae, *encoders], scfg)
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"{src}: unusable scheduler config ({e})") from e
+    pipe.to(dev)
+    for m in [pipe.unet, pipe.vae, *encoders]:
+        if m is not None:
+            m.eval().requires_grad_(False)
+            _own_memory(m)
+    if pipe.unet.mid_block is None:
+        raise ModelLoadError(f"{src}: the UNet has no mid-block, so it has no h-space")
+    sched = _sampling_scheduler(src, scfg, clip_sample, power)
+    vae_f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    size = pipe.unet.config.sample_size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    encoder = PromptEncoder(pipe, xl, (h * vae_f, w * vae_f))
+    unet = PromptedUNet(pipe.unet, encoder, Prompt(guidance=default_guidance(xl)))
+    info = {"root": str(root), "xl": xl}
+    if power is not None:
+        info["timesteps"] = spacing_name(power)
+    return DiffusionModel(unet=unet, scheduler=sched, vae=pipe.vae, fingerprint=fp, source=src,
+                          device=dev, dtype=dtype, info=info)
+
+
 def load_model(source: str = "default", device: Optional[str] = None, half: bool = False,
                clip_sample: bool = False, guide: Optional[str] = None,
                guide_weight: Optional[float] = None, guide_interval=None,
@@ -338,6 +427,13 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
             power = parse_spacing(recorded)
         except ValueError as e:
             raise ModelLoadError(f"{root / 'training.json'}: {e}") from e
+    from .text_model import is_text_to_image
+
+    if is_text_to_image(root):
+        if guide is not None or guide_weight is not None or guide_interval is not None:
+            raise ModelLoadError("autoguidance (--guide) is for unconditional models; a text-to-image "
+                                 "model takes --guidance (classifier-free)")
+        return _load_text_model(root, src, dev, half, clip_sample, power)
     unet, scfg, vae = _load_folder(root)
     if unet.mid_block is None:
         raise ModelLoadError(f"{src}: the UNet has no mid-block, so it has no h-space")
@@ -377,12 +473,6 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
     if vae is not None:
         vae = vae.to(dev, dtype).eval().requires_grad_(False)
         _own_memory(vae)
-    try:
-        sched = make_scheduler(scfg, clip_sample, power)
-        sched.set_timesteps(10)
-    except Exception as e:  # a scheduler config diffusers cannot use
-        raise ModelLoadError(f"{src}: unusable scheduler config ({str(e).splitlines()[0][:120]})") from e
-    if sched.config.prediction_type not in ("epsilon", "v_prediction", "sample"):
-        raise ModelLoadError(f"{src}: unsupported prediction type '{sched.config.prediction_type}'")
+    sched = _sampling_scheduler(src, scfg, clip_sample, power)
     return DiffusionModel(unet=unet, scheduler=sched, vae=vae, fingerprint=fp, source=src,
                           device=dev, dtype=dtype, info=info, weights_fingerprint=weights_fp)

@@ -168,7 +168,8 @@ def sample(model: DiffusionModel, seeds: Sequence[int], steps: int = 10, eta: Et
                 x_T=x_T[j].cpu(), zs=zs[j].cpu(), etas=etas.clone(), timesteps=timesteps.clone(),
                 hs=res.hs[j].cpu(), x_0=res.x_0[j].cpu(), fingerprint=model.fingerprint,
                 h_space=h_space, origin={"seed": s, "steps": steps,
-                                         "eta": eta if isinstance(eta, (int, float)) else etas.tolist()},
+                                         "eta": eta if isinstance(eta, (int, float)) else etas.tolist(),
+                                         **model.conditioning},
                 xs=res.xs[j].cpu() if res.xs is not None else None))
     return out
 
@@ -176,6 +177,7 @@ def sample(model: DiffusionModel, seeds: Sequence[int], steps: int = 10, eta: Et
 def decode(model: DiffusionModel, traj: Trajectory, progress: Optional[ProgressFn] = None,
            cancel: Optional[CancelToken] = None) -> Trajectory:
     """Replay a trajectory without edits; fills its ``xs`` cache and returns it."""
+    model.use_conditioning(traj.origin)
     prog = Progress(traj.steps, progress, cancel, "decoding")
     res = run_chain(model, traj.x_T[None], traj.zs, traj.etas, traj.timesteps, traj.h_space,
                     progress=prog)
@@ -270,6 +272,7 @@ def edit_batch(model: DiffusionModel, traj: Trajectory, batch: Sequence[Sequence
     change is kept inside it (see :class:`Region`).
     """
     T = traj.steps
+    model.use_conditioning(traj.origin)
     for specs in batch:
         for e in specs:
             if tuple(e.delta.shape[:1]) != (T,) or tuple(e.delta.shape[1:]) != tuple(traj.hs.shape[1:]):

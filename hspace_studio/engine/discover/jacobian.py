@@ -174,9 +174,13 @@ def _batch_of(args, kwargs) -> Optional[int]:
 
 
 def _expand(obj, n):
+    """``obj``'s batch of 1 expanded to ``n``; a batch of k > 1 (the branches of a guided
+    text-to-image call, in order) repeated to k blocks of n / k."""
     if torch.is_tensor(obj):
         if n is None or obj.dim() == 0 or obj.shape[0] == n:
             return obj
+        if obj.shape[0] > 1:
+            return obj.repeat_interleave(n // obj.shape[0], 0)
         return obj.expand(n, *obj.shape[1:])
     if isinstance(obj, tuple):
         return tuple(_expand(o, n) for o in obj)
@@ -301,7 +305,8 @@ class DownstreamEps:
         try:
             stack.enter_context(_stubbed(mods, cached))
             stack.enter_context(_forward_ad_safe(unet))
-            stack.enter_context(hspace_hook(unet, self.h_space, edit=lambda _h: self._h))
+            # h replaces the recorded h0; with guidance each branch moves by the same h - h0
+            stack.enter_context(hspace_hook(unet, self.h_space, edit=self._replace))
         except BaseException:
             stack.close()
             raise
@@ -313,6 +318,11 @@ class DownstreamEps:
             self._stack.close()
             self._stack = None
         return False
+
+    def _replace(self, h_branch: torch.Tensor) -> torch.Tensor:
+        if getattr(self.model.unet, "branches", 1) == 1:
+            return self._h
+        return self._h + (h_branch - self.h0)
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         n = h.shape[0]
@@ -538,6 +548,7 @@ def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mas
     """
     t0 = time.perf_counter()
     traj.check_model(model.fingerprint, traj.h_space)
+    model.use_conditioning(traj.origin)  # eps of the guided output, under the image's prompt
     if not (tol > 0):
         raise ValueError("tol must be > 0")
     if int(max_iter) < 1:
