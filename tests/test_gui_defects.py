@@ -147,3 +147,38 @@ def test_progress_shows_percentage_step_and_time_left(qtbot, win):
     assert "of 20" in text and "%" in text and "left" in text, text
     res = run_job(qtbot, win, h)
     assert res.ok
+
+
+# ----------------------------------------------------------------------------- small ones
+
+def test_restored_autosave_keeps_the_session_name(qtbot, tiny_model_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    w = make_window(qtbot, tiny_model_dir, tmp_path, name="a")
+    named = tmp_path / "portrait.json"
+    assert run_job(qtbot, w, w.save_session(str(named))).ok
+    assert w.session_path == str(named)
+    w.source_panel.seed.setValue(7)  # an unsaved change
+    wait_idle(qtbot, w)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    state = tmp_path / "state"
+    auto = state / f"autosave-{dead.pid}.json"
+    assert run_job(qtbot, w, w.save_session(str(auto), quiet=True)).ok  # what the autosave timer does
+    assert w.session_path == str(named)  # an autosave does not rename the session
+    (state / f"lock-{dead.pid}.json").write_text(json.dumps({"pid": dead.pid, "heartbeat": 0,
+                                                              "autosave": auto.name}))
+    w.shutdown()
+
+    w2 = make_window(qtbot, tiny_model_dir, tmp_path, name="b")
+    try:
+        qtbot.waitUntil(lambda: "did not exit cleanly" in w2.messages.last, timeout=5000)
+        res = run_job(qtbot, w2, w2.restore_autosave(auto))
+        assert res.ok, res.error
+        assert w2.session_path == str(named)
+        assert "portrait.json" in w2.windowTitle() and "untitled" not in w2.windowTitle()
+        assert w2.dirty and w2.traj_info.source["seed"] == 7
+    finally:
+        w2.shutdown()

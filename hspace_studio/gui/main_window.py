@@ -1119,7 +1119,12 @@ class MainWindow(QMainWindow):
         }
 
     def save_session(self, path: str, quiet: bool = False) -> JobHandle:
-        job = J.SaveSession(str(path), self.session_doc(), self.mask.array.copy(),
+        """Save the session to ``path``; ``quiet``: an autosave (the window keeps its
+        session's name; the autosave records that name for a restore after a crash)."""
+        doc = self.session_doc()
+        if quiet and self.session_path:
+            doc["autosave_of"] = str(self.session_path)
+        job = J.SaveSession(str(path), doc, self.mask.array.copy(),
                             tuple(s.set_id for s in self.library.sets))
 
         def done(res: JobResult):
@@ -1154,7 +1159,9 @@ class MainWindow(QMainWindow):
             try:
                 if res.ok:
                     self._session_loaded(res.value, None if autosave else path)
-                    if autosave:
+                    if autosave:  # unsaved changes to the session it was made of, if any
+                        of = res.value.doc.get("autosave_of")
+                        self.session_path = of if isinstance(of, str) and of else None
                         self.dirty = True
                         self._update_title()
                 elif not res.cancelled:
