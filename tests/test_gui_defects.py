@@ -182,3 +182,21 @@ def test_restored_autosave_keeps_the_session_name(qtbot, tiny_model_dir, tmp_pat
         assert w2.dirty and w2.traj_info.source["seed"] == 7
     finally:
         w2.shutdown()
+
+
+def test_only_files_that_opened_are_added_to_open_recent(qtbot, win, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_text("hello")
+    assert not run_job(qtbot, win, win.open_image(str(bad))).ok
+    assert str(bad) not in win.recent.get("images")
+    bad_session = tmp_path / "broken.json"
+    bad_session.write_text("{ nope")
+    assert not run_job(qtbot, win, win.open_session(str(bad_session))).ok
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    assert not run_job(qtbot, win, win.import_directions([junk])).ok
+    assert str(bad_session) not in win.recent.get("sessions")
+    assert str(junk) not in win.recent.get("directions")
+    good = _good_image(tmp_path / "good.png")
+    assert run_job(qtbot, win, win.open_image(str(good))).ok
+    assert win.recent.get("images")[0] == str(good)

@@ -541,6 +541,8 @@ class MainWindow(QMainWindow):
         if isinstance(job, J.LoadModel):
             self._model_loaded(v)
         elif isinstance(job, (J.Sample, J.Invert, J.OpenTrajectory)):
+            if isinstance(job, J.Invert):
+                self.recent.add("images", str(job.path))
             self._trajectory_loaded(v, job)
         elif isinstance(job, (J.ImportDirections, J.DiscoverPCA, J.DiscoverJacobian,
                               J.DiscoverSupervised, J.Disentangle)):
@@ -639,8 +641,7 @@ class MainWindow(QMainWindow):
         return self.sample_current_seed()
 
     def open_image(self, path: str) -> JobHandle:
-        steps, eta = self._sampling_params()
-        self.recent.add("images", str(path))
+        steps, eta = self._sampling_params()  # "Open recent" gets it once it has opened
         return self.submit(J.Invert(str(path), steps, eta))
 
     def open_trajectory(self, path: str) -> JobHandle:
