@@ -35,6 +35,13 @@ def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
         g.add_argument("--eta", type=_eta, default=None,
                        help="noise: 0 = DDIM, 1 = DDPM, or a comma-separated per-step schedule "
                             "(default 1)")
+        t = p.add_argument_group("prompt (text-to-image models: Stable Diffusion 1.x, 2.x, SDXL)")
+        t.add_argument("--prompt", default=None, help="what to make (default: the empty prompt)")
+        t.add_argument("--negative-prompt", dest="negative_prompt", default=None, metavar="TEXT",
+                       help="what to steer away from (default: none)")
+        t.add_argument("--guidance", type=_finite_float, default=None, metavar="SCALE",
+                       help="classifier-free guidance scale (default: 7.5 for SD, 5 for SDXL; "
+                            "<= 1 = no guidance, as for SD-Turbo)")
 
 
 def _int_at_least(lo: int, what: str, hi=None):
@@ -112,10 +119,13 @@ def window(s: str):
 def open_model(args):
     from ..engine.model import load_model
 
-    return load_model(args.model, device=args.device, half=getattr(args, "half", False),
-                      guide=getattr(args, "guide", None), guide_weight=getattr(args, "guide_weight", None),
-                      guide_interval=getattr(args, "guide_interval", None),
-                      timesteps=getattr(args, "timesteps", None))
+    model = load_model(args.model, device=args.device, half=getattr(args, "half", False),
+                       guide=getattr(args, "guide", None), guide_weight=getattr(args, "guide_weight", None),
+                       guide_interval=getattr(args, "guide_interval", None),
+                       timesteps=getattr(args, "timesteps", None))
+    model.set_prompt(getattr(args, "prompt", None), getattr(args, "negative_prompt", None),
+                     getattr(args, "guidance", None))
+    return model
 
 
 def steps_eta(args, default_steps: int = 10, default_eta=1.0):

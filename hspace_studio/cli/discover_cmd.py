@@ -63,7 +63,10 @@ def _save(ds, out) -> None:
 
 
 def _model_params(args, model) -> dict:
-    return {"model": str(args.model), "model_description": model.describe()}
+    out = {"model": str(args.model), "model_description": model.describe()}
+    if model.conditioning:  # a text-to-image model's prompt, negative prompt and guidance
+        out["conditioning"] = model.conditioning
+    return out
 
 
 # ----------------------------------------------------------------------------- pca
@@ -96,7 +99,7 @@ def _run_pca(args, model, dist) -> int:
         res = pca_directions(model, args.samples, components=args.components, mode=args.mode,
                              steps=steps, eta=eta, h_space=args.h_space, batch=args.batch,
                              memory_mb=args.memory_mb, solver=args.solver, seed_start=args.seed_start,
-                             progress=bar, cancel=token)
+                             prompts=args.prompts, progress=bar, cancel=token)
     if not dist.is_main():
         return 0  # rank 0 reports and writes
     ds = res.directions
@@ -417,6 +420,9 @@ def add_parser(sub):
                    help="exact covariance or IncrementalPCA; auto picks by the budget")
     p.add_argument("--seed-start", dest="seed_start", type=_nonneg_int, default=0,
                    help="samples use seeds SEED_START .. SEED_START+N-1 (default 0)")
+    p.add_argument("--prompts", nargs="+", default=None, metavar="PROMPT",
+                   help="text-to-image models: sample every seed under each of these prompts "
+                        "(default: --prompt)")
     add_model_args(p)
     p.set_defaults(func=run_pca)
 

@@ -9,7 +9,8 @@ The recipe format is the one ``hspace-studio edit`` writes::
                 "window": [999, 400] or null, "at_step": null or J}],
      "strip": [..scales..]  (only for strips),
      "guide": {"model": "default", "weight": 4.0, "interval": [lo, hi] or null}  (only if guided),
-     "timesteps": "power:0.8"  (only if not the scheduler's own spacing)}
+     "timesteps": "power:0.8"  (only if not the scheduler's own spacing),
+     "prompt": {"prompt": "...", "negative_prompt": "...", "guidance": 7.5}  (text-to-image models)}
 
 :func:`recipe_to_cli_args` turns it back into the arguments that re-create the image.
 """
@@ -41,6 +42,11 @@ def recipe_to_cli_args(recipe: dict, out: Optional[str] = None) -> List[str]:
             args.append(f"--guide-interval={int(lo)}:{int(hi)}")
     if recipe.get("timesteps"):
         args.append(f"--timesteps={recipe['timesteps']}")
+    prompt = recipe.get("prompt")
+    if isinstance(prompt, dict):
+        args += [f"--prompt={prompt.get('prompt', '')}",
+                 f"--negative-prompt={prompt.get('negative_prompt', '')}",
+                 f"--guidance={repr(float(prompt.get('guidance', 1.0)))}"]
     if src.get("trajectory"):
         args.append(f"--trajectory={src['trajectory']}")
     elif src.get("image") is not None:
@@ -79,8 +85,8 @@ def cli_command_line(recipe: dict, out: str = "out.png") -> str:
 
 
 def with_model_settings(recipe: dict, model) -> dict:
-    """The recipe with the model's guidance and timestep spacing (where not the defaults),
-    so that the image's command line re-creates it."""
+    """The recipe with the model's guidance and timestep spacing (where not the defaults)
+    and its prompt (text-to-image models), so that the image's command line re-creates it."""
     info = getattr(model, "info", None) or {}
     out = dict(recipe)
     if info.get("guide") is not None:
@@ -88,4 +94,7 @@ def with_model_settings(recipe: dict, model) -> dict:
                         "interval": info.get("guide_interval")}
     if info.get("timesteps"):
         out["timesteps"] = info["timesteps"]
+    conditioning = getattr(model, "conditioning", None)
+    if conditioning:
+        out["prompt"] = dict(conditioning)
     return out

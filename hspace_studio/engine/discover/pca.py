@@ -410,18 +410,27 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
                    h_space: str = "after", batch: int = 16, memory_mb: float = 1024,
                    solver: str = "auto", seeds: Optional[Sequence[int]] = None,
                    seed_start: int = 0, keep_mean: bool = False,
+                   prompts: Optional[Sequence[str]] = None,
                    progress: Optional[ProgressFn] = None,
                    cancel: Optional[CancelToken] = None) -> PCAResult:
     """Principal components of h over ``n_samples`` samples (seeds ``seed_start ...``).
 
     Returns a :class:`PCAResult` whose ``directions`` hold ``components`` directions on
-    the ``steps`` timesteps. ``seeds`` overrides ``n_samples``/``seed_start``.
+    the ``steps`` timesteps. ``seeds`` overrides ``n_samples``/``seed_start``. For a
+    text-to-image model, ``prompts`` (a list) samples every seed under every prompt (the
+    model's negative prompt and guidance); None: the model's current prompt.
     """
+    if prompts is not None:
+        prompts = [str(p) for p in prompts]
+        if not prompts:
+            raise ValueError("the prompt list is empty")
+        model.set_prompt(prompts[0])  # refuses prompts for an unconditional model
     from .. import distributed as dist
 
     t0 = time.perf_counter()
     seeds, seed_rec = _seed_list(seeds, n_samples, seed_start)
-    N = len(seeds)
+    runs = prompts if prompts is not None else [None]  # one pass over the seeds per prompt
+    N = len(seeds) * len(runs)
     nproc = dist.world_size()
     if not dist.is_main():
         progress = None  # rank 0 reports
@@ -447,19 +456,22 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
         accs = [IncrementalAccumulator(plan.dim, plan.kept, plan.flush_rows) for _ in range(plan.bases)]
     mine = dist.shard(seeds) if nproc > 1 else seeds  # this rank's seeds
     what = f"PCA: sampling {N} images" + (f" on {nproc} processes" if nproc > 1 else "")
-    prog = Progress(len(mine) * steps, progress, cancel, what)
-    for b in range(0, len(mine), batch):
-        chunk = mine[b:b + batch]
-        trajs = sample(model, chunk, steps=steps, eta=eta, h_space=h_space, batch_size=len(chunk),
-                       keep_chain=False, progress=lambda d, t, m: prog.step(len(chunk)), cancel=cancel)
-        H = torch.stack([tr.hs for tr in trajs]).reshape(len(chunk), steps, D)
-        del trajs
-        if plan.mode == "per-step":
-            for t in range(steps):
-                accs[t].update(H[:, t].numpy())
-        else:
-            accs[0].update(H.reshape(len(chunk), steps * D).numpy())
-        del H
+    prog = Progress(len(mine) * len(runs) * steps, progress, cancel, what)
+    for prompt in runs:
+        if prompt is not None:
+            model.set_prompt(prompt)
+        for b in range(0, len(mine), batch):
+            chunk = mine[b:b + batch]
+            trajs = sample(model, chunk, steps=steps, eta=eta, h_space=h_space, batch_size=len(chunk),
+                           keep_chain=False, progress=lambda d, t, m: prog.step(len(chunk)), cancel=cancel)
+            H = torch.stack([tr.hs for tr in trajs]).reshape(len(chunk), steps, D)
+            del trajs
+            if plan.mode == "per-step":
+                for t in range(steps):
+                    accs[t].update(H[:, t].numpy())
+            else:
+                accs[0].update(H.reshape(len(chunk), steps * D).numpy())
+            del H
     if cancel is not None:
         cancel.check()
     k = components
@@ -498,6 +510,9 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
         "h_space": h_space, "batch": batch, "memory_mb": float(memory_mb), "solver": plan.solver,
         "kept_components": plan.kept, "units": "sigma",
     }
+    if model.conditioning:  # what the samples were made under (the directions apply under any prompt)
+        params["conditioning"] = model.conditioning
+        params["prompts"] = prompts or [model.conditioning["prompt"]]
     ds = DirectionSet(delta_h=delta, timesteps=timesteps.clone().long(), fingerprint=model.weights_fingerprint,
                       h_space=h_space, method="pca", labels=labels, values=values, params=params)
     notes = [f"sampled on {nproc} processes"] if nproc > 1 else []
