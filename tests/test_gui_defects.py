@@ -200,3 +200,39 @@ def test_only_files_that_opened_are_added_to_open_recent(qtbot, win, tmp_path):
     good = _good_image(tmp_path / "good.png")
     assert run_job(qtbot, win, win.open_image(str(good))).ok
     assert win.recent.get("images")[0] == str(good)
+
+
+def _truncated(path, tensors):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({k: torch.ones(v) for k, v in tensors.items()}, str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 64])  # the header survives, the data is cut short
+    return path
+
+
+def test_truncated_direction_file_on_the_command_line_is_called_a_direction_file(qtbot, win, tmp_path):
+    dirs = _truncated(tmp_path / "dirs.safetensors", {"delta_h": (2, 10, 4, 4, 4), "timesteps": (10,)})
+    n = len(win.messages.errors)
+    win.open_paths([str(dirs)])
+    qtbot.waitUntil(lambda: len(win.messages.errors) > n, timeout=TIMEOUT)
+    wait_idle(qtbot, win)
+    msg = win.messages.errors[-1]
+    assert "direction" in msg.lower() and "trajectory" not in msg.lower(), msg
+    assert "truncated" in msg, msg
+
+    traj = _truncated(tmp_path / "traj.safetensors", {"x_T": (1, 3, 8, 8), "zs": (10, 3, 8, 8)})
+    n = len(win.messages.errors)
+    win.open_paths([str(traj)])
+    qtbot.waitUntil(lambda: len(win.messages.errors) > n, timeout=TIMEOUT)
+    wait_idle(qtbot, win)
+    assert "trajectory" in win.messages.errors[-1], win.messages.errors[-1]
+
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 3)
+    n = len(win.messages.errors)
+    win.open_paths([str(junk)])
+    qtbot.waitUntil(lambda: len(win.messages.errors) > n, timeout=TIMEOUT)
+    wait_idle(qtbot, win)
+    assert "direction or trajectory" in win.messages.errors[-1], win.messages.errors[-1]

@@ -995,7 +995,11 @@ class MainWindow(QMainWindow):
             elif suffix == ".json":
                 self.open_session(p)
             elif suffix == ".safetensors":
-                if "delta_h" in _safetensors_keys(p):
+                keys = _safetensors_keys(p)
+                if keys is None:
+                    self.show_error(f"Cannot open {p}: not a readable direction or trajectory file "
+                                    "(truncated or not safetensors)")
+                elif "delta_h" in keys:  # a direction set, even if cut short: its loader explains
                     self.import_directions([p])
                 else:  # a trajectory, or a file whose error the loader explains
                     self.open_trajectory(p)
@@ -1383,12 +1387,27 @@ def _teardown_windows() -> None:
             pass
 
 
-def _safetensors_keys(path: str) -> set:
-    """The tensor names of a safetensors file, or an empty set if it cannot be read."""
-    try:
-        from safetensors import safe_open
+MAX_HEADER = 100 * 1024 * 1024
 
-        with safe_open(path, framework="pt") as f:
-            return set(f.keys())
-    except Exception:  # noqa: BLE001 - the loader that runs next reports the problem
-        return set()
+
+def _safetensors_keys(path: str) -> Optional[set]:
+    """The tensor names in a safetensors file's header, or None if the header cannot be
+    read. Only the header is read, so a file truncated in its data (a download or copy cut
+    short) still tells a direction set from a trajectory; the loader then reports it."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            (n,) = struct.unpack("<Q", head)
+            if n <= 0 or n > MAX_HEADER:
+                return None
+            header = json.loads(f.read(n).decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    return {str(k) for k in header if k != "__metadata__"}
