@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("pytestqt")
 
 from tests.test_gui_app import TIMEOUT, make_window, run_job, wait_idle  # noqa: E402,F401
+from tests.test_gui_app import dir_file, reference  # noqa: E402,F401 - fixtures
 
 
 @pytest.fixture
@@ -236,3 +237,18 @@ def test_truncated_direction_file_on_the_command_line_is_called_a_direction_file
     qtbot.waitUntil(lambda: len(win.messages.errors) > n, timeout=TIMEOUT)
     wait_idle(qtbot, win)
     assert "direction or trajectory" in win.messages.errors[-1], win.messages.errors[-1]
+
+
+def test_direction_sets_in_the_library_have_unique_names(qtbot, win, dir_file):  # noqa: F811
+    for _ in range(3):
+        assert run_job(qtbot, win, win.import_directions([dir_file])).ok
+    names = [s.name for s in win.library.sets]
+    assert len(set(names)) == 3, names
+    first = names[0]
+    assert names == [first, f"{first} (2)", f"{first} (3)"]
+    # renaming a set to a name another set has keeps the names apart too
+    a, b, c = win.library.sets
+    win.library.rename(c.set_id, None, a.name)
+    assert len({s.name for s in win.library.sets}) == 3
+    win.library.rename(a.set_id, None, a.name)  # its own name: unchanged
+    assert win.library.sets[0].name == first

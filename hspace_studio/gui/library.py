@@ -132,9 +132,18 @@ class DirectionLibrary(QWidget):
         return f"{d.label}  ·  {s.name}"
 
     # -- changes -------------------------------------------------------------------------
+    def unique_name(self, name: str, set_id: Optional[str] = None) -> str:
+        """``name``, or ``name (2)``, ``name (3)``... if another set has it already."""
+        taken = {s.name for s in self.sets if s.set_id != set_id}
+        out, n = name, 2
+        while out in taken:
+            out, n = f"{name} ({n})", n + 1
+        return out
+
     def add_sets(self, sets: Sequence[SetState], select: bool = True) -> None:
         for s in sets:
             if self.find_set(s.set_id) is None:
+                s.name = self.unique_name(s.name)
                 self.sets.append(s)
         self._rebuild()
         if select and sets:
@@ -142,7 +151,10 @@ class DirectionLibrary(QWidget):
         self.changed.emit()
 
     def replace_all(self, sets: Sequence[SetState]) -> None:
-        self.sets = list(sets)
+        self.sets = []
+        for s in sets:  # (a session saved before names were kept apart may repeat one)
+            s.name = self.unique_name(s.name)
+            self.sets.append(s)
         self._rebuild()
         self.activeChanged.emit()
         self.changed.emit()
@@ -178,7 +190,7 @@ class DirectionLibrary(QWidget):
         if index is None:
             s = self.find_set(set_id)
             if s is not None:
-                s.name = text
+                s.name = self.unique_name(text, set_id)
         else:
             found = self.direction((set_id, index))
             if found is not None:
