@@ -43,8 +43,19 @@ class LoadModel:
 
 
 @dataclass(frozen=True)
-class Sample:
-    seed: int
+class Prompted:
+    """A text-to-image model's prompt, negative prompt and guidance (None: keep the model's)."""
+    prompt: Optional[str] = None
+    negative_prompt: Optional[str] = None
+    guidance: Optional[float] = None
+
+    def apply(self, model) -> None:
+        model.set_prompt(self.prompt, self.negative_prompt, self.guidance)
+
+
+@dataclass(frozen=True)
+class Sample(Prompted):
+    seed: int = 0
     steps: int = 10
     eta: float = 1.0
     coalesce: ClassVar[str] = "source"
@@ -52,8 +63,8 @@ class Sample:
 
 
 @dataclass(frozen=True)
-class Invert:
-    path: str
+class Invert(Prompted):
+    path: str = ""
     steps: int = 10
     eta: float = 1.0
     coalesce: ClassVar[str] = "source"
@@ -243,6 +254,7 @@ class ModelInfo:
     guide: Optional[str] = None
     guide_weight: Optional[float] = None
     timesteps: Optional[str] = None
+    conditioning: Optional[dict] = None  # a text-to-image model's prompt settings (None: takes none)
 
 
 @dataclass(frozen=True)
@@ -327,7 +339,8 @@ class EngineState:
             h_space=h_space, h_shape=tuple(shape), is_latent=model.is_latent,
             num_train_timesteps=int(model.scheduler.config.num_train_timesteps),
             weights_fingerprint=model.weights_fingerprint, guide=model.info.get("guide"),
-            guide_weight=model.info.get("guide_weight"), timesteps=model.info.get("timesteps"))
+            guide_weight=model.info.get("guide_weight"), timesteps=model.info.get("timesteps"),
+            conditioning=dict(model.conditioning) if model.takes_prompt else None)
         self.traj = None
         self._invalidate()
         return self.model_info
@@ -656,15 +669,22 @@ def _load_model(state, job, progress, cancel):
     return info
 
 
+def _prompt_of(src: dict) -> tuple:
+    """(prompt, negative prompt, guidance) a session's image source records (Nones if none)."""
+    g = src.get("guidance")
+    return (src.get("prompt"), src.get("negative_prompt"), float(g) if g is not None else None)
+
+
 @handler(Sample)
 def _sample(state, job, progress, cancel):
     from ..engine.sampler import sample
 
     model = state.require_model()
+    job.apply(model)
     traj = sample(model, [int(job.seed)], steps=int(job.steps), eta=float(job.eta),
                   h_space=state.h_space, progress=progress, cancel=cancel)[0]
     return state.set_trajectory(traj, {"kind": "seed", "seed": int(job.seed), "steps": int(job.steps),
-                                       "eta": float(job.eta)})
+                                       "eta": float(job.eta), **model.conditioning})
 
 
 @handler(Invert)
@@ -673,11 +693,13 @@ def _invert(state, job, progress, cancel):
     from ..engine.inversion import invert
 
     model = state.require_model()
+    job.apply(model)
     img, note = load_image(job.path, model.image_size)
     inv = invert(model, img, steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
                  progress=progress, cancel=cancel, origin={"image": str(job.path)})
     return state.set_trajectory(inv.trajectory, {"kind": "image", "path": str(job.path),
-                                                 "steps": int(job.steps), "eta": float(job.eta)},
+                                                 "steps": int(job.steps), "eta": float(job.eta),
+                                                 **model.conditioning},
                                 note=note, psnr=inv.psnr)
 
 
@@ -1061,12 +1083,14 @@ def _load_session_now(state, job, progress, cancel):
                              sample_shape=state.model.sample_shape, h_shape=state.model_info.h_shape)
             traj_info = state.set_trajectory(traj, src)
         elif src.get("kind") == "seed" and src.get("seed") is not None:
-            traj_info = _sample(state, Sample(int(src["seed"]), int(src.get("steps", 10)),
-                                              float(src.get("eta", 1.0))), progress, cancel)
+            traj_info = _sample(state, Sample(*_prompt_of(src), seed=int(src["seed"]),
+                                              steps=int(src.get("steps", 10)), eta=float(src.get("eta", 1.0))),
+                                progress, cancel)
             warnings.append("the image was sampled again from its seed")
         elif src.get("kind") == "image" and Path(str(src.get("path"))).is_file():
-            traj_info = _invert(state, Invert(str(src["path"]), int(src.get("steps", 10)),
-                                              float(src.get("eta", 1.0))), progress, cancel)
+            traj_info = _invert(state, Invert(*_prompt_of(src), path=str(src["path"]),
+                                              steps=int(src.get("steps", 10)), eta=float(src.get("eta", 1.0))),
+                                progress, cancel)
             warnings.append("the image was inverted again")
         elif src:
             warnings.append("the session's image could not be restored for this model")

@@ -584,6 +584,7 @@ class MainWindow(QMainWindow):
         self.source_panel.set_values(h_space=info.h_space)
         self.source_panel.set_guidance(info.source, info.guide, info.guide_weight)
         self.source_panel.set_timesteps(info.timesteps)
+        self.source_panel.set_conditioning(info.conditioning)
 
     def _model_failed(self, job: J.LoadModel, error: str) -> None:
         if self.model_info is not None:  # keep the previous model
@@ -622,7 +623,8 @@ class MainWindow(QMainWindow):
         if self.model_info is None:
             return None
         steps, eta = self._sampling_params()
-        return self.submit(J.Sample(self.source_panel.seed.value(), steps, eta))
+        return self.submit(J.Sample(*self.source_panel.conditioning(), seed=self.source_panel.seed.value(),
+                                    steps=steps, eta=eta))
 
     def remake_source(self) -> Optional[JobHandle]:
         """Make the current image again (new model, steps or eta)."""
@@ -631,7 +633,8 @@ class MainWindow(QMainWindow):
         steps, eta = self._sampling_params()
         kind = self._source.get("kind")
         if kind == "image" and self._source.get("path"):
-            return self.submit(J.Invert(self._source["path"], steps, eta))
+            return self.submit(J.Invert(*self.source_panel.conditioning(), path=self._source["path"],
+                                        steps=steps, eta=eta))
         if kind == "trajectory" and self._source.get("path"):
             if self.traj_info is not None and len(self.traj_info.timesteps) != steps:
                 self.show_info("a trajectory file fixes its own steps and eta; sampling the seed instead",
@@ -642,7 +645,7 @@ class MainWindow(QMainWindow):
 
     def open_image(self, path: str) -> JobHandle:
         steps, eta = self._sampling_params()  # "Open recent" gets it once it has opened
-        return self.submit(J.Invert(str(path), steps, eta))
+        return self.submit(J.Invert(*self.source_panel.conditioning(), path=str(path), steps=steps, eta=eta))
 
     def open_trajectory(self, path: str) -> JobHandle:
         return self.submit(J.OpenTrajectory(str(path)))
@@ -652,6 +655,8 @@ class MainWindow(QMainWindow):
         self.traj_info = info
         self._source = dict(info.source)
         src = info.source
+        if self.model_info is not None and self.model_info.conditioning is not None and "prompt" in info.origin:
+            self.source_panel.set_conditioning(info.origin)  # the image's own prompt (a file, a session)
         if src.get("kind") == "seed":
             text = f"seed {src['seed']}, {src['steps']} steps, eta {src['eta']:g}"
             self.source_panel.set_values(seed=src["seed"])

@@ -1,6 +1,6 @@
 """The image source: model (default / local folder / hub id), h-space point, guidance (the
 default model's shipped guide), steps, eta, timestep spacing, seed (with a random button) and "Open image…"
-(inversion)."""
+(inversion); for a text-to-image model also its prompt, negative prompt and guidance scale."""
 from __future__ import annotations
 
 import random
@@ -8,7 +8,7 @@ from typing import Sequence
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLabel, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
+                               QLabel, QLineEdit, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 SEED_MAX = 2 ** 31 - 1
 # the models every install has: the embedded one and its ten-step variant
@@ -130,6 +130,7 @@ class SourcePanel(QWidget):
         row.addWidget(self.random)
         row.addWidget(self.generate)
         form.addRow("Seed", row)
+        self._add_prompt_rows(form)
         lay.addLayout(form)
 
         self.open_image = QPushButton("Open image…")
@@ -156,6 +157,63 @@ class SourcePanel(QWidget):
         self.generate.clicked.connect(self.sampleRequested)
         self.random.clicked.connect(self.randomize)
         self.open_image.clicked.connect(self.openImageRequested)
+
+    def _add_prompt_rows(self, form: QFormLayout) -> None:
+        """Prompt, negative prompt and guidance scale: shown for text-to-image models only;
+        finishing an edit of any of them makes the image again."""
+        self.prompt = QLineEdit()
+        self.prompt.setObjectName("prompt")
+        self.prompt.setPlaceholderText("what to make (Enter to make it)")
+        self.negative_prompt = QLineEdit()
+        self.negative_prompt.setObjectName("negativePrompt")
+        self.negative_prompt.setPlaceholderText("what to steer away from")
+        self.cfg_scale = QDoubleSpinBox()
+        self.cfg_scale.setObjectName("guidanceScale")
+        self.cfg_scale.setRange(0.0, 30.0)
+        self.cfg_scale.setSingleStep(0.5)
+        self.cfg_scale.setKeyboardTracking(False)
+        self.cfg_scale.setToolTip("Classifier-free guidance scale: 1 or less = the prompt alone, no "
+                                  "guidance (as for SD-Turbo); SD's usual 7.5, SDXL's 5")
+        self._prompt_rows = []
+        for label, w in (("Prompt", self.prompt), ("Negative", self.negative_prompt),
+                         ("Guidance", self.cfg_scale)):
+            form.addRow(label, w)
+            self._prompt_rows.append((form.labelForField(w), w))
+        self.prompt.editingFinished.connect(self._prompt_edited)
+        self.negative_prompt.editingFinished.connect(self._prompt_edited)
+        self.cfg_scale.valueChanged.connect(lambda _v: self._prompt_edited())
+        self._shown_prompt = None
+        self.set_conditioning(None)
+
+    def _prompt_edited(self) -> None:
+        if self._shown_prompt is not None and self.conditioning() != self._shown_prompt:
+            self._shown_prompt = self.conditioning()
+            self.sampleRequested.emit()
+
+    def conditioning(self):
+        """(prompt, negative prompt, guidance) as typed, or (None, None, None) when the
+        model takes no prompt."""
+        if self._shown_prompt is None:
+            return (None, None, None)
+        return (self.prompt.text(), self.negative_prompt.text(), float(self.cfg_scale.value()))
+
+    def set_conditioning(self, conditioning) -> None:
+        """Show a text-to-image model's prompt settings (a dict as the engine records them)
+        without making the image again; None hides the rows (an unconditional model)."""
+        for label, w in self._prompt_rows:
+            label.setVisible(conditioning is not None)
+            w.setVisible(conditioning is not None)
+        if conditioning is None:
+            self._shown_prompt = None
+            return
+        for w in (self.prompt, self.negative_prompt, self.cfg_scale):
+            w.blockSignals(True)
+        self.prompt.setText(str(conditioning.get("prompt", "")))
+        self.negative_prompt.setText(str(conditioning.get("negative_prompt", "")))
+        self.cfg_scale.setValue(float(conditioning.get("guidance", 1.0)))
+        for w in (self.prompt, self.negative_prompt, self.cfg_scale):
+            w.blockSignals(False)
+        self._shown_prompt = (self.prompt.text(), self.negative_prompt.text(), float(self.cfg_scale.value()))
 
     # -- values --------------------------------------------------------------------------
     def model_source(self) -> str:

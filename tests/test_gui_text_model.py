@@ -1,0 +1,63 @@
+"""The desktop app on a text-to-image model: a tiny SD folder loaded by path, a prompt typed,
+a slider moved, the image exported, and its recipe replayed through the CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import Qt
+
+from hspace_studio.engine import DirectionSet, load_model, sample
+from tests.test_gui_app import export_and_replay, image_of, import_and_activate, make_window, wait_idle
+from tests.tiny_models import save_sd_model
+
+pytest.importorskip("pytestqt")
+
+
+@pytest.fixture(scope="module")
+def sd_dir(tmp_path_factory):
+    return save_sd_model(tmp_path_factory.mktemp("sd_gui"))
+
+
+def test_prompt_slider_export_and_replay(qtbot, sd_dir, tmp_path):
+    model = load_model(str(sd_dir), device="cpu")
+    hs = sample(model, [0], steps=10, eta=1.0)[0].hs
+    ds = DirectionSet(delta_h=torch.randn((1, *hs.shape), generator=torch.Generator().manual_seed(0)) * hs.std(),
+                      timesteps=sample(model, [0], steps=10)[0].timesteps, fingerprint=model.fingerprint,
+                      h_space="after", method="pca", labels=["pc 1"], values=[[1.0] * hs.shape[0]])
+    ds.save(tmp_path / "sd-dirs.safetensors")
+
+    w = make_window(qtbot, sd_dir, tmp_path)
+    try:
+        panel = w.source_panel
+        assert panel.prompt.isVisibleTo(w) and panel.cfg_scale.value() == 7.5  # SD's default
+        first = image_of(w)
+        panel.prompt.setFocus()
+        qtbot.keyClicks(panel.prompt, "a red face")
+        qtbot.keyClick(panel.prompt, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: w.traj_info.origin.get("prompt") == "a red face", timeout=60_000)
+        wait_idle(qtbot, w)
+        prompted = image_of(w)
+        assert not np.array_equal(first, prompted)
+        panel.cfg_scale.setValue(3.0)  # a new guidance scale makes the image again
+        qtbot.waitUntil(lambda: w.traj_info.origin.get("guidance") == 3.0, timeout=60_000)
+        wait_idle(qtbot, w)
+
+        import_and_activate(qtbot, w, tmp_path / "sd-dirs.safetensors")
+        w.slider_rows()[0].slider.setValue(800)
+        wait_idle(qtbot, w)
+        assert not np.array_equal(image_of(w), prompted)
+        recipe = export_and_replay(qtbot, w, tmp_path)
+        assert recipe["prompt"] == {"prompt": "a red face", "negative_prompt": "", "guidance": 3.0}
+        assert recipe["edits"] and recipe["edits"][0]["scale"] != 0
+    finally:
+        w.shutdown()
+
+
+def test_prompt_rows_are_hidden_for_an_unconditional_model(qtbot, tiny_model_dir, tmp_path):
+    w = make_window(qtbot, tiny_model_dir, tmp_path)
+    try:
+        assert not w.source_panel.prompt.isVisibleTo(w)
+        assert w.source_panel.conditioning() == (None, None, None)
+    finally:
+        w.shutdown()
