@@ -252,3 +252,43 @@ def test_direction_sets_in_the_library_have_unique_names(qtbot, win, dir_file): 
     assert len({s.name for s in win.library.sets}) == 3
     win.library.rename(a.set_id, None, a.name)  # its own name: unchanged
     assert win.library.sets[0].name == first
+
+
+def test_directions_are_numbered_from_one_in_library_sliders_and_plot(qtbot, win, tmp_path, tiny_model,
+                                                                       reference):  # noqa: F811
+    import torch
+
+    from hspace_studio.engine.directions import DirectionSet
+    from hspace_studio.gui.labels import shown_label
+
+    K = 3
+    ds = DirectionSet(delta_h=torch.randn((K, *reference.hs.shape)) * 0.1, timesteps=reference.timesteps.clone(),
+                      fingerprint=tiny_model.fingerprint, h_space="after", method="pca",
+                      labels=[f"PC {i}" for i in range(K)], values=[[0.3 / (i + 1)] * reference.hs.shape[0]
+                                                                    for i in range(K)])
+    p = tmp_path / "pcs.safetensors"
+    ds.save(p)
+    res = run_job(qtbot, win, win.import_directions([p]))
+    assert res.ok, res.error
+    s = res.value[0]
+    tree = [win.library._item_for(s.set_id, i).text(0) for i in range(K)]
+    assert tree == ["PC 1", "PC 2", "PC 3"]
+    win.library.select(s.set_id, None)
+    xs = list(win.plots.items[0].getData()[0])
+    assert xs == [1, 2, 3]  # the plot numbers the same components the same way
+    win.library.set_active((s.set_id, 0), True)
+    wait_idle(qtbot, win)
+    assert win.library.title(s, s.directions[0]).startswith("PC 1")
+    # what is stored is unchanged: labels and rows as the engine wrote them
+    assert [d.label for d in s.directions] == ["PC 0", "PC 1", "PC 2"]
+    out = tmp_path / "again.safetensors"
+    assert run_job(qtbot, win, win.export_directions(s.set_id, str(out))).ok
+    assert DirectionSet.load(out).labels == ["PC 0", "PC 1", "PC 2"]
+    # editing a label in the tree without changing it stores nothing new
+    item = win.library._item_for(s.set_id, 1)
+    item.setText(0, item.text(0))
+    qtbot.wait(20)
+    assert s.directions[1].label == "PC 1"
+    assert shown_label(0, "J 0 (masked)") == "J 1 (masked)"
+    assert shown_label(2, "J 2 (contained, step 5)") == "J 3 (contained, step 5)"
+    assert shown_label(0, "PC 4") == "PC 4" and shown_label(0, "smiling") == "smiling"

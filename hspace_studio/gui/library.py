@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
 
 from ..core.session import METHOD_GROUPS, DirectionState, SetState, summarize_values
 from .canvas import qimage_from_array
+from .labels import shown_label
 
 ROLE_KIND = Qt.ItemDataRole.UserRole
 ROLE_SET = Qt.ItemDataRole.UserRole + 1
@@ -129,7 +130,7 @@ class DirectionLibrary(QWidget):
         return out
 
     def title(self, s: SetState, d: DirectionState) -> str:
-        return f"{d.label}  ·  {s.name}"
+        return f"{shown_label(d.index, d.label)}  ·  {s.name}"
 
     # -- changes -------------------------------------------------------------------------
     def unique_name(self, name: str, set_id: Optional[str] = None) -> str:
@@ -332,7 +333,8 @@ class DirectionLibrary(QWidget):
                     si.setForeground(1, warn)
                 grp.addChild(si)
                 for d in s.directions:
-                    di = QTreeWidgetItem([d.label, summarize_values(s.method, s.value_of(d))])
+                    di = QTreeWidgetItem([shown_label(d.index, d.label),
+                                          summarize_values(s.method, s.value_of(d))])
                     di.setData(0, ROLE_KIND, "dir")
                     di.setData(0, ROLE_SET, s.set_id)
                     di.setData(0, ROLE_INDEX, d.index)
@@ -373,7 +375,7 @@ class DirectionLibrary(QWidget):
             if checked != d.active:
                 self.set_active((set_id, index), checked)
                 return
-            if text != d.label:
+            if text != shown_label(d.index, d.label):  # (the tree shows rows from 1)
                 self.rename(set_id, index, text)
         elif kind == "set":
             s = self.find_set(set_id)

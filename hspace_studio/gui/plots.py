@@ -12,6 +12,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QVBoxLayout, QWidget
 
 from ..core.session import SetState
+from .labels import shown_label
 from .layout import LinesLabel
 
 pg.setConfigOptions(antialias=True, background="w", foreground="k")
@@ -138,7 +139,7 @@ class PlotPanel(QWidget):
             sel = d.index == self.selected
             item = pg.PlotDataItem(xs, ys, pen=self._pen(i, n, sel), symbol="o",
                                    symbolSize=8 if sel else 5, symbolBrush=_color(i, n),
-                                   symbolPen=None, name=d.label, connect="finite")
+                                   symbolPen=None, name=shown_label(d.index, d.label), connect="finite")
             item.setCurveClickable(True, width=10)
             item.sigClicked.connect(lambda *_a, k=d.index: self._clicked(k))
             item.sigPointsClicked.connect(lambda *_a, k=d.index: self._clicked(k))
@@ -160,10 +161,11 @@ class PlotPanel(QWidget):
 
     def _pca_components(self, s: SetState) -> None:
         pi = self.plot.getPlotItem()
-        ys = [100 * self._values_at(s, d) for d in s.directions]
-        xs = list(range(1, len(ys) + 1))
+        dirs = sorted(s.directions, key=lambda d: d.index)  # component order, for the cumulative line
+        ys = [100 * self._values_at(s, d) for d in dirs]
+        xs = [d.index + 1 for d in dirs]  # numbered from 1, as the library shows them ("PC 1")
         brushes = [pg.mkBrush(230, 120, 40) if d.index == self.selected else pg.mkBrush(70, 130, 200)
-                   for d in s.directions]
+                   for d in dirs]
         bars = pg.BarGraphItem(x=xs, height=[y if y == y else 0 for y in ys], width=0.7, brushes=brushes)
         self.plot.addItem(bars)
         cum, acc = [], 0.0
@@ -174,10 +176,10 @@ class PlotPanel(QWidget):
                                symbolBrush=(60, 60, 60))
         self.plot.addItem(line)
         pts = pg.ScatterPlotItem(xs, [y if y == y else 0 for y in ys], size=14, brush=pg.mkBrush(0, 0, 0, 1),
-                                 pen=None, data=[d.index for d in s.directions])
+                                 pen=None, data=[d.index for d in dirs])
         pts.sigClicked.connect(lambda _item, points, *_a: points and self._clicked(points[0].data()))
         self.plot.addItem(pts)
-        for d in s.directions:
+        for d in dirs:
             self.items[d.index] = pts
         pi.setLabel("bottom", "component")
         pi.setLabel("left", "explained variance (%)")
@@ -188,7 +190,7 @@ class PlotPanel(QWidget):
     def _bars(self, s: SetState, ylabel: str) -> None:
         pi = self.plot.getPlotItem()
         ys = [self._values_at(s, d) for d in s.directions]
-        xs = list(range(1, len(ys) + 1))
+        xs = [d.index + 1 for d in s.directions]  # numbered from 1, as the library shows them
         brushes = [pg.mkBrush(230, 120, 40) if d.index == self.selected else pg.mkBrush(70, 160, 110)
                    for d in s.directions]
         self.plot.addItem(pg.BarGraphItem(x=xs, height=[y if y == y else 0 for y in ys], width=0.7,
