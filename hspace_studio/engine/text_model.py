@@ -133,17 +133,16 @@ class PromptEncoder:
 
 
 def is_text_to_image(root: Path) -> bool:
-    """Whether ``root`` holds a text-conditioned (Stable Diffusion style) model."""
+    """Whether ``root`` holds a text-conditioned (Stable Diffusion style) model: its
+    ``unet/config.json`` names a ``UNet2DConditionModel``. An unreadable config is left to
+    the unconditional loader, which reports it."""
     import json
 
-    ucfg = root / "unet" / "config.json"
-    if (root / "model_index.json").is_file() or ucfg.is_file():
-        try:
-            name = json.loads(ucfg.read_text()).get("_class_name") if ucfg.is_file() else None
-        except (OSError, ValueError):
-            return False
-        return name == "UNet2DConditionModel"
-    return False
+    try:
+        cfg = json.loads((root / "unet" / "config.json").read_text())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("_class_name") == "UNet2DConditionModel"
 
 
 def load_text_pipeline(root: Path, dtype: torch.dtype):
