@@ -292,3 +292,33 @@ def test_directions_are_numbered_from_one_in_library_sliders_and_plot(qtbot, win
     assert shown_label(0, "J 0 (masked)") == "J 1 (masked)"
     assert shown_label(2, "J 2 (contained, step 5)") == "J 3 (contained, step 5)"
     assert shown_label(0, "PC 4") == "PC 4" and shown_label(0, "smiling") == "smiling"
+
+
+def test_about_names_version_torch_device_and_threads(qtbot, win):
+    import importlib.metadata
+    import os
+
+    import torch
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    text = win.about_text()
+    assert importlib.metadata.version("hspace-studio") in text
+    assert f"torch {torch.__version__}" in text
+    assert "device: cpu" in text  # the tiny model runs on the CPU here
+    assert f"torch threads: {torch.get_num_threads()}" in text
+    assert f"CPU cores: {os.cpu_count()}" in text and "engine thread: running" in text
+    assert win.model_info.source in text
+
+    # Help > About shows it (closed again by a timer: the box is modal)
+    seen = {}
+
+    def close_box():
+        for w in QApplication.topLevelWidgets():
+            if isinstance(w, QMessageBox) and w.isVisible():
+                seen["text"] = w.text()
+                w.accept()
+
+    QTimer.singleShot(200, close_box)
+    win.show_about()
+    assert "torch threads" in seen.get("text", "")

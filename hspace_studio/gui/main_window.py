@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QDockWid
 from ..core.errors import HSpaceError
 from . import jobs as J
 from . import main_thread_gc
+from .about import about_text
 from .brush import PART_GROUPS, BrushPanel, MaskController
 from .canvas import Canvas
 from .discovery import DiscoveryPanel
@@ -318,9 +319,7 @@ class MainWindow(QMainWindow):
 
         m = mb.addMenu("&Help")
         A(m, "Keyboard shortcuts", self.show_shortcuts, "F1")
-        A(m, "About", lambda: QMessageBox.about(
-            self, "hspace-studio", "hspace-studio: semantic directions in the h-space of diffusion "
-            "models (after Haas et al., 2024)."))
+        A(m, "About", self.show_about)
 
     def _connect(self) -> None:
         w = self.worker
@@ -1308,6 +1307,15 @@ class MainWindow(QMainWindow):
         rows += ["Wheel              zoom about the cursor", "Middle drag        pan (or Space + drag)",
                  "Left / right drag  paint / erase the mask"]
         QMessageBox.information(self, "Keyboard shortcuts", "\n".join(sorted(set(rows))))
+
+    def about_text(self) -> str:
+        model = getattr(self.worker.state, "model", None)  # a reference read: no torch call
+        device = str(model.device) if model is not None else self.device
+        return about_text(self.model_info.source if self.model_info else None, device,
+                          self.engine.thread.isRunning())
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About hspace-studio", self.about_text())
 
     # ------------------------------------------------------------------ closing
     def closeEvent(self, e: QCloseEvent) -> None:
