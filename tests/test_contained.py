@@ -104,7 +104,7 @@ def test_contained_directions_on_a_model_match_the_dense_problem(eps_model, tmp_
     from hspace_studio.engine import sample
     from hspace_studio.engine.directions import DirectionSet
     from hspace_studio.engine.discover.contained import contained_jacobian_directions
-    from hspace_studio.engine.discover.jacobian import prepare_mask
+    from hspace_studio.engine.masks import prepare_mask
     from hspace_studio.engine.sampler import EditSpec, edit_batch
 
     model = eps_model

@@ -127,7 +127,7 @@ GOOD_MASK = _png((np.random.default_rng(0).random((12, 10)) > 0.5).astype(np.uin
 
 
 def _jacobian_mask(p):
-    from hspace_studio.engine.discover.jacobian import _mask_image_array
+    from hspace_studio.engine.masks import _mask_image_array
 
     return _mask_image_array(str(p), (8, 8))
 
@@ -197,11 +197,21 @@ def test_masks_empty_huge_and_not_files(tmp_path):
             read_mask_png(tmp_path / name, (8, 8))
         with pytest.raises(HSpaceError):
             _jacobian_mask(tmp_path / name)
-    # a mode Pillow reads but cannot convert (found by the fuzzer): our error, in both readers
-    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).convert("LAB").save(tmp_path / "lab.tiff")
-    assert read_mask_png(tmp_path / "lab.tiff", (8, 8)).shape == (8, 8)
-    with pytest.raises(ImageError, match="LAB"):
-        _jacobian_mask(tmp_path / "lab.tiff")
+    # a mode Pillow reads but cannot convert to L (found by the fuzzer): one reader, so the
+    # brush and the engine read it alike (its lightness)
+    lab = np.zeros((4, 4, 3), np.uint8)
+    lab[:2] = 255
+    Image.fromarray(lab).convert("LAB").save(tmp_path / "lab.tiff")
+    assert np.array_equal(read_mask_png(tmp_path / "lab.tiff", (8, 8)), _jacobian_mask(tmp_path / "lab.tiff")[0] >= 0.5)
+    assert read_mask_png(tmp_path / "lab.tiff", (8, 8))[:4].all() and not read_mask_png(tmp_path / "lab.tiff", (8, 8))[4:].any()
+    # 16-bit masks: a share of full scale (65535) in both
+    a16 = np.array([[0, 1000], [40000, 65535]], np.uint16)
+    Image.fromarray(a16).save(tmp_path / "m16.png")
+    assert np.array_equal(read_mask_png(tmp_path / "m16.png"), [[False, False], [True, True]])
+    from hspace_studio.engine.masks import _mask_image_array
+
+    soft = _mask_image_array(str(tmp_path / "m16.png"), (2, 2))[0]
+    assert np.allclose(soft, a16 / 65535.0) and np.array_equal(soft >= 0.5, read_mask_png(tmp_path / "m16.png"))
     # NaN in a float image: no NaN in the mask
     a = np.full((4, 4), np.nan, np.float32)
     a[1, 1] = 1.0

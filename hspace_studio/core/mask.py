@@ -183,9 +183,9 @@ def resize_nearest(a: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
 MAX_MASK_PIXELS = 100_000_000  # as for images (engine.images.MAX_PIXELS)
 
 
-def _mask_from_image(img) -> np.ndarray:
-    """Boolean (H, W) from a PIL image of any mode: alpha where the image has
-    transparency that is not all opaque, else luminance; inside at half of full scale."""
+def _mask_values(img) -> np.ndarray:
+    """Float (H, W) in [0, 1] from a PIL image of any mode: alpha where the image has
+    transparency that is not all opaque, else luminance, as a share of full scale."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
@@ -195,21 +195,22 @@ def _mask_from_image(img) -> np.ndarray:
             full = 1.0  # float masks in [0, 1]
         else:
             full = 65535.0 if a.size and float(a.max()) > 255 else 255.0
-        return a >= full / 2
+        return np.clip(a / full, 0.0, 1.0).astype(np.float32)
     if mode in ("LAB", "HSV"):  # Pillow cannot convert these to L: use lightness / value
-        return np.asarray(img.getchannel(0 if mode == "LAB" else 2)) >= 128
+        return np.asarray(img.getchannel(0 if mode == "LAB" else 2), dtype=np.float32) / 255.0
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
         a = np.asarray(img.convert("RGBA"))[..., 3]
         if a.size and a.min() < 255:
-            return a >= 128
-    return np.asarray(img.convert("L")) >= 128
+            return a.astype(np.float32) / 255.0
+    return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
 
 
-def read_mask_png(path, shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
-    """Read a mask image (PNG or any format Pillow reads) as a boolean array.
+def read_mask_image(path) -> np.ndarray:
+    """Read a mask image (PNG or any format Pillow reads) as float (H, W) weights in [0, 1]
+    (see :func:`_mask_values`): the one reader of mask files, for the brush and the engine.
 
     Every problem (missing, not a file, not an image, truncated, too large, an odd mode)
-    raises :class:`~.errors.ImageError`; resized to ``shape`` by nearest neighbour.
+    raises :class:`~.errors.ImageError`.
     """
     import warnings
 
@@ -229,7 +230,7 @@ def read_mask_png(path, shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
                 if img.width < 1 or img.height < 1:
                     raise ImageError(f"{p} is an empty image ({img.width}x{img.height})")
                 img.load()
-                out = _mask_from_image(img)
+                out = _mask_values(img)
     except ImageError:
         raise
     except MemoryError as e:
@@ -238,6 +239,13 @@ def read_mask_png(path, shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
         raise ImageError(f"{p} is not a readable image ({type(e).__name__})") from e
     if out.ndim != 2 or out.size == 0:
         raise FileFormatError(f"{p}: unexpected mask image layout {out.shape}")
+    return out
+
+
+def read_mask_png(path, shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """A mask image (:func:`read_mask_image`) as a boolean array, inside where the weight
+    is at least one half; resized to ``shape`` by nearest neighbour."""
+    out = read_mask_image(path) >= 0.5
     if shape is not None and out.shape != tuple(shape):
         out = resize_nearest(out, shape)
     return out

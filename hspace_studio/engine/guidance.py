@@ -20,14 +20,16 @@ from typing import Optional, Tuple
 import torch
 
 from ..core.errors import ModelLoadError
+from .timesteps import SCHEDULE_KEYS
 
 # what a guide must share with the main UNet for their outputs to be combined (and the
-# noise schedule: model.SCHEDULE_KEYS)
+# noise schedule: timesteps.SCHEDULE_KEYS)
 SAME_CONFIG = ("sample_size", "in_channels", "out_channels")
 
 
-class _Output:
-    """What ``UNet2DModel.forward`` returns, as far as the engine reads it."""
+class UNetOutput:
+    """What a diffusers UNet's ``forward`` returns, as far as the engine reads it (for the
+    UNet wrappers here and in :mod:`.text_model`)."""
 
     def __init__(self, sample: torch.Tensor):
         self.sample = sample
@@ -76,13 +78,11 @@ class GuidedUNet(torch.nn.Module):
             else:  # one timestep per sample
                 m = where.to(out.device).view(-1, *([1] * (out.dim() - 1)))
                 out = torch.where(m, guided, out)
-        return _Output(out) if return_dict else (out,)
+        return UNetOutput(out) if return_dict else (out,)
 
 
 def check_guide(main, guide, main_schedule: dict, guide_schedule: dict, name: str) -> None:
     """Refuse a guide whose outputs cannot be combined with the main UNet's."""
-    from .model import SCHEDULE_KEYS
-
     for k in SAME_CONFIG:
         a, b = main.config.get(k), guide.config.get(k)
         if a != b:

@@ -34,6 +34,11 @@ from typing import Optional
 import torch
 
 from ..core.errors import ModelLoadError
+from ..core.spacing import parse_spacing, spacing_name
+from .guidance import GuidedUNet, check_guide
+from .text_model import (CONDITIONING_KEYS, Prompt, PromptedUNet, PromptEncoder, default_guidance,
+                         is_text_to_image, load_text_pipeline)
+from .timesteps import SCHEDULE_KEYS, spaced_scheduler_class
 
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 DEFAULT_MODEL_DIR = RESOURCES / "default-model"
@@ -42,9 +47,6 @@ DEFAULT_GUIDE_DIR = RESOURCES / "default-model-guide"
 DEFAULT_GUIDE_WEIGHT = 4.0
 # the default model distilled for ten steps (training.distill); samples well only at 10 steps
 DEFAULT_10STEP_DIR = RESOURCES / "default-model-10step"
-# the scheduler settings that define the noise schedule (part of a model's fingerprint)
-SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
-                 "prediction_type", "trained_betas")
 
 
 def pick_device(device: Optional[str] = None) -> torch.device:
@@ -103,8 +105,6 @@ class DiffusionModel:
                 raise ModelLoadError(f"{self.source} is an unconditional model: it takes no prompt "
                                      "or guidance scale")
             return
-        from .text_model import Prompt
-
         cur = self.unet.prompt
         g = cur.guidance if guidance is None else float(guidance)
         if not g == g or g in (float("inf"), float("-inf")):
@@ -116,8 +116,6 @@ class DiffusionModel:
         """Condition on what a trajectory's ``origin`` records (its prompt), so that it replays
         as it was made. No-op for unconditional models."""
         if self.takes_prompt:
-            from .text_model import CONDITIONING_KEYS
-
             self.set_prompt(*(origin.get(k) for k in CONDITIONING_KEYS))
 
     @property
@@ -293,8 +291,6 @@ def make_scheduler(config: dict, clip_sample: bool = False, power: Optional[floa
     ``power`` its power-spaced form (:mod:`.timesteps`)."""
     from diffusers import DDIMScheduler
 
-    from .timesteps import spaced_scheduler_class
-
     cfg = {k: v for k, v in config.items() if not k.startswith("_")}
     cfg.update(clip_sample=bool(clip_sample), thresholding=False)
     if power is None:
@@ -337,8 +333,6 @@ def recorded_timesteps(root: Path) -> Optional[str]:
 
 
 def _load_guide(guide: str, unet, scfg: dict):
-    from .guidance import check_guide
-
     if guide == "default":
         root = DEFAULT_GUIDE_DIR
         if not root.is_dir():
@@ -366,8 +360,6 @@ def _sampling_scheduler(src: str, scfg: dict, clip_sample: bool, power):
 def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_sample: bool,
                      power) -> DiffusionModel:
     """A Stable Diffusion 1.x/2.x or SDXL folder (:mod:`.text_model`)."""
-    from ..core.spacing import spacing_name
-    from .text_model import Prompt, PromptEncoder, PromptedUNet, default_guidance, load_text_pipeline
 
     _quiet_diffusers()
     if half and dev.type != "cuda":
@@ -413,8 +405,6 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
     ``guide``: a folder (or ``"default"``: the default model's shipped guide) of a weaker
     model of the same kind; sampling then uses ``g + guide_weight (m - g)``
     (:mod:`.guidance`), at the timesteps ``guide_interval`` = (lo, hi) or at all."""
-    from ..core.spacing import parse_spacing, spacing_name
-
     try:
         power = parse_spacing(timesteps)
     except ValueError as e:
@@ -427,8 +417,6 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
             power = parse_spacing(recorded)
         except ValueError as e:
             raise ModelLoadError(f"{root / 'training.json'}: {e}") from e
-    from .text_model import is_text_to_image
-
     if is_text_to_image(root):
         if guide is not None or guide_weight is not None or guide_interval is not None:
             raise ModelLoadError("autoguidance (--guide) is for unconditional models; a text-to-image "
@@ -461,8 +449,6 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
     if power is not None:
         info["timesteps"] = spacing_name(power)
     if g_unet is not None:
-        from .guidance import GuidedUNet
-
         g_unet = g_unet.to(dev, dtype).eval().requires_grad_(False)
         _own_memory(g_unet)
         try:

@@ -17,6 +17,7 @@ import torch
 from ..core.progress import CancelToken, Progress, ProgressFn
 from .ddim import ddim_step, previous_timestep
 from .hspace import hspace_hook
+from .masks import prepare_mask
 from .model import DiffusionModel
 from .trajectory import Trajectory
 
@@ -232,9 +233,7 @@ class Region:
 
 def region_weights(model: DiffusionModel, mask) -> torch.Tensor:
     """(1, 1, h, w) weights at the resolution of x from an image-sized mask (array, tensor or
-    PNG path; see :func:`~.discover.jacobian.prepare_mask`)."""
-    from .discover.jacobian import prepare_mask
-
+    PNG path; see :func:`.masks.prepare_mask`)."""
     w, _ = prepare_mask(mask, model)
     if w is None or float(w.sum()) == 0:
         raise ValueError("the region mask is empty")

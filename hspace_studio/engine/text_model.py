@@ -27,6 +27,7 @@ from typing import Optional
 import torch
 
 from ..core.errors import ModelLoadError
+from .guidance import UNetOutput
 
 # the prompt settings a trajectory, a recipe and a direction file record
 CONDITIONING_KEYS = ("prompt", "negative_prompt", "guidance")
@@ -41,14 +42,6 @@ class Prompt:
     def as_dict(self) -> dict:
         return {"prompt": self.prompt, "negative_prompt": self.negative_prompt,
                 "guidance": float(self.guidance)}
-
-
-class _Output:
-    def __init__(self, sample: torch.Tensor):
-        self.sample = sample
-
-    def __getitem__(self, i):
-        return (self.sample,)[i]
 
 
 def _batch(t: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:
@@ -104,7 +97,7 @@ class PromptedUNet(torch.nn.Module):
         else:
             added = {k: _batch(v, n) for k, v in added_pos.items()} if added_pos else None
             out = self.main(sample, t, encoder_hidden_states=_batch(pos, n), added_cond_kwargs=added).sample
-        return _Output(out) if return_dict else (out,)
+        return UNetOutput(out) if return_dict else (out,)
 
 
 class PromptEncoder:

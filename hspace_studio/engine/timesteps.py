@@ -17,6 +17,11 @@ from functools import lru_cache
 
 import torch
 
+# the scheduler settings that define the noise schedule (part of a model's fingerprint; a
+# guide must share them)
+SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
+                 "prediction_type", "trained_betas")
+
 
 def power_timesteps(num_train_timesteps: int, steps: int, power: float) -> torch.Tensor:
     """``steps`` strictly decreasing whole timesteps t_i = (T-1)(1 - i/steps)^power.

@@ -26,7 +26,8 @@ from ..directions import DirectionSet
 from ..model import DiffusionModel
 from ..sampler import decode, prepare_scheduler
 from ..trajectory import Trajectory
-from .jacobian import DownstreamEps, JacobianOperator, prepare_mask
+from ..masks import prepare_mask
+from .jacobian import DownstreamEps, JacobianOperator
 from .local import contained_directions
 
 
