@@ -41,11 +41,13 @@ def _run(model, ending):
 @pytest.mark.parametrize("ending", [
     "",  # a script that just ends
     "from PySide6.QtCore import QTimer; QTimer.singleShot(200, app.quit); app.exec()",  # app quits, window open
+    "w.shutdown()",  # closed properly: Python then destroys the window and its thread in any order
 ])
 def test_program_that_never_closes_the_window_exits_cleanly(tiny_model_dir, ending):
     r = _run(tiny_model_dir, ending)
     assert "built" in r.stdout, r.stderr
     assert "Destroyed while thread" not in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
     assert r.returncode == 0, r.stderr
 
 

@@ -407,6 +407,7 @@ class EngineThread:
         self.worker = EngineWorker(state)
         self.worker.moveToThread(self.thread)
         self.thread.started.connect(self.worker.run)
+        self._stopped = False
         _live_threads.add(self)
         app = QCoreApplication.instance()
         if app is not None:
@@ -421,11 +422,18 @@ class EngineThread:
         self.thread.start()
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
-        """Stop the worker; returns whether its thread has ended. Safe to call again."""
-        self.worker.stop()
-        self.thread.quit()
-        if not self.thread.wait(timeout_ms):
-            print("warning: the engine worker did not stop in time", file=sys.stderr)
-            return False
+        """Stop the worker; returns whether its thread has ended. Safe to call again,
+        also late in interpreter exit, when Qt may have deleted the thread object."""
+        if self._stopped:
+            return True
+        try:
+            self.worker.stop()
+            self.thread.quit()
+            if not self.thread.wait(timeout_ms):
+                print("warning: the engine worker did not stop in time", file=sys.stderr)
+                return False
+        except RuntimeError:  # the C++ QThread is gone (it had stopped, or Qt would have aborted)
+            pass
+        self._stopped = True
         _live_threads.discard(self)
         return True
