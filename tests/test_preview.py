@@ -65,6 +65,9 @@ def test_the_two_methods_agree_and_a_wrong_derivative_would_be_seen(setup):
     a = LinearPreview.prepare(model, traj, specs, method="jvp")
     b = LinearPreview.prepare(model, traj, specs, method="fd")
     assert _rel(b.dimage[0], a.dimage[0]) < 0.02
+    one_sided = LinearPreview.prepare(model, traj, specs, method="fd1")
+    assert _rel(one_sided.dimage[0], a.dimage[0]) < 0.05
+    assert torch.allclose(one_sided.image0, b.image0, atol=1e-5)
     # the test can fail: the derivative at another point is measurably different
     c = LinearPreview.prepare(model, traj, [EditSpec(D[0], 3.0)], method="jvp")
     assert _rel(c.dimage[0], a.dimage[0]) > 5 * _rel(b.dimage[0], a.dimage[0])

@@ -22,9 +22,10 @@ The derivative is taken through the cached chain from the first edited step on
   :func:`~.discover.jacobian._forward_ad_safe` (math attention, contiguous GroupNorm
   inputs). The primal is the exact edit at ``s0``.
 - ``method="fd"``: a central difference of exact decodes at ``s0 +- h e_k``, all decoded
-  in one batch with the exact image (:func:`~.sampler.edit_batch`). The same derivative to
-  about 1e-3 relative, and on a CPU much cheaper (a batch of 1 + 2K chains costs far less
-  than forward-mode AD's dual arithmetic; see docs/benchmarks.md and bench/bench_slider.py).
+  in one batch with the exact image (:func:`~.sampler.edit_batch`): the same derivative to
+  about 1e-3 relative; on a CPU a batch of 1 + 2K chains is cheaper than forward-mode AD's
+  dual arithmetic (bench/bench_slider.py). ``method="fd1"``: a one-sided difference (a batch
+  of 1 + K chains; error O(h), h moving h-space by 1% of its norm).
 
 For a latent model the derivative of x_0 is carried through the decoder by forward-mode
 AD at x_0(s0). A ``VQModel`` quantizes in its decode, a piecewise-constant map whose
@@ -48,7 +49,7 @@ from .model import DiffusionModel
 from .sampler import EditSpec, Region, decode, edit_batch, region_blend, run_chain, steps_in_window
 from .trajectory import Trajectory
 
-METHODS = ("jvp", "fd")
+METHODS = ("jvp", "fd", "fd1")
 
 
 def spec_steps(spec: EditSpec, timesteps: torch.Tensor) -> torch.Tensor:
@@ -139,8 +140,9 @@ class LinearPreview:
 
         ``vary``: the indices of ``specs`` that get a derivative (default: all); the others
         stay at their scale. ``region`` keeps the edit in a region as
-        :func:`~.sampler.edit` does. ``method``: ``"jvp"`` (forward-mode AD) or ``"fd"``
-        (central differences with steps ``fd_h``, default :func:`fd_step`).
+        :func:`~.sampler.edit` does. ``method``: ``"jvp"`` (forward-mode AD), ``"fd"``
+        (central differences with steps ``fd_h``, default :func:`fd_step`) or ``"fd1"``
+        (one-sided differences).
         """
         t_start = time.perf_counter()
         if method not in METHODS:
@@ -178,7 +180,8 @@ class LinearPreview:
             h = [fd_step(traj, specs[k]) for k in vary] if fd_h is None else [float(v) for v in fd_h]
             if len(h) != len(vary) or not all(v > 0 for v in h):
                 raise ValueError("fd_h needs one positive step per varied direction")
-            x0, dx0 = _fd_chain(model, traj, specs, vary, h, region, progress, cancel)
+            x0, dx0 = _fd_chain(model, traj, specs, vary, h, region, progress, cancel,
+                                central=method == "fd")
         check(cancel)
         image0, dimage = decoder_jvp(model, x0, dx0)
         return cls(specs, vary, scales0, x0.cpu(), image0.cpu(), dx0.cpu(), dimage.cpu(), start, method,
@@ -279,16 +282,17 @@ def _jvp_chain(model, traj, specs, vary, start, region, progress, cancel):
     return x0.detach(), dx0.detach()
 
 
-def _fd_chain(model, traj, specs, vary, h, region, progress, cancel):
+def _fd_chain(model, traj, specs, vary, h, region, progress, cancel, central=True):
     base = [EditSpec(e.delta, float(e.scale), e.window) for e in specs]
     batch = [base]
     for k, hk in zip(vary, h):
-        for sign in (1.0, -1.0):
+        for sign in ((1.0, -1.0) if central else (1.0,)):
             b = list(base)
             b[k] = EditSpec(specs[k].delta, float(specs[k].scale) + sign * hk, specs[k].window)
             batch.append(b)
     x = edit_batch(model, traj, batch, progress=progress, cancel=cancel, region=region).x_0.float()
     x0 = x[0]
     hs = torch.tensor(h, device=x.device, dtype=torch.float32).view(-1, 1, 1, 1)
-    dx0 = (x[1::2] - x[2::2]) / (2 * hs)
-    return x0, dx0
+    if central:
+        return x0, (x[1::2] - x[2::2]) / (2 * hs)
+    return x0, (x[1:] - x0) / hs
