@@ -276,6 +276,8 @@ def test_directions_are_numbered_from_one_in_library_sliders_and_plot(qtbot, win
     win.library.select(s.set_id, None)
     xs = list(win.plots.items[0].getData()[0])
     assert xs == [1, 2, 3]  # the plot numbers the same components the same way
+    ticks = win.plots.plot.getPlotItem().getAxis("bottom")._tickLevels
+    assert ticks and [label for _x, label in ticks[0]] == ["1", "2", "3"]
     win.library.set_active((s.set_id, 0), True)
     wait_idle(qtbot, win)
     assert win.library.title(s, s.directions[0]).startswith("PC 1")

@@ -99,6 +99,12 @@ class PlotPanel(QWidget):
         self.plot.clear()
         self.legend.clear()
         self.items = {}
+        self.plot.getPlotItem().getAxis("bottom").setTicks(None)  # automatic (timesteps)
+
+    def _number_ticks(self, xs) -> None:
+        """Whole-number ticks at the directions' numbers (no 1.5 between PC 1 and PC 2)."""
+        if 0 < len(xs) <= 24:
+            self.plot.getPlotItem().getAxis("bottom").setTicks([[(x, str(x)) for x in sorted(xs)]])
 
     def _redraw(self) -> None:
         self._clear()
@@ -181,6 +187,7 @@ class PlotPanel(QWidget):
         self.plot.addItem(pts)
         for d in dirs:
             self.items[d.index] = pts
+        self._number_ticks(xs)
         pi.setLabel("bottom", "component")
         pi.setLabel("left", "explained variance (%)")
         at = self.at.currentText()
@@ -201,6 +208,7 @@ class PlotPanel(QWidget):
         self.plot.addItem(pts)
         for d in s.directions:
             self.items[d.index] = pts
+        self._number_ticks(xs)
         pi.setLabel("bottom", "direction")
         pi.setLabel("left", ylabel)
         self.caption.setText(f"{s.name}: {ylabel} per direction")
