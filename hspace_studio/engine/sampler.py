@@ -15,20 +15,68 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..core.progress import CancelToken, Progress, ProgressFn
+from .asyrp import ddim_step_asymmetric
 from .ddim import ddim_step, previous_timestep
 from .hspace import hspace_hook
 from .masks import prepare_mask
 from .model import DiffusionModel
 from .trajectory import Trajectory
 
-EtaLike = Union[float, Sequence[float], torch.Tensor]
+EtaLike = Union[float, Sequence[float], torch.Tensor, str]  # str: see eta_schedule
 # preview(step_index, total_steps, predicted x_0 batch)
 PreviewFn = Callable[[int, int, torch.Tensor], None]
 
 
+ETA_SPEC_HELP = ("a number (0 = DDIM, 1 = DDPM), a comma-separated list of one number per step, "
+                 "'last:F' (eta 1 on the last fraction F of the steps, 0 before) or 'first:F' (eta 1 on "
+                 "the first fraction F, 0 after); 'last:F:E' and 'first:F:E' use eta E instead of 1")
+
+
+def eta_schedule(spec: str, steps: int) -> torch.Tensor:
+    """The per-step etas of a text spec (:data:`ETA_SPEC_HELP`) at ``steps`` steps.
+
+    ``last:F`` sets eta 1 on the last ``floor(F * steps)`` steps and 0 before them, as the
+    reference code's ``get_eta_schedule(fraction=F, where="end")``; ``first:F`` is the
+    reverse. A number or a comma-separated list reads as it does on the command line.
+    """
+    s = str(spec).strip()
+    kind, sep, rest = s.partition(":")
+    if not sep:
+        try:
+            vals = [float(v) for v in s.split(",")]
+        except ValueError:
+            raise ValueError(f"eta must be {ETA_SPEC_HELP}; got '{spec}'") from None
+        return etas_tensor(vals[0] if len(vals) == 1 else vals, steps)
+    kind = kind.strip().lower()
+    parts = rest.split(":")
+    if kind not in ("last", "first") or len(parts) > 2:
+        raise ValueError(f"unknown eta schedule '{spec}': use {ETA_SPEC_HELP}")
+    try:
+        frac = float(parts[0])
+        value = float(parts[1]) if len(parts) == 2 else 1.0
+    except ValueError:
+        raise ValueError(f"eta schedule '{spec}': F and E must be numbers") from None
+    if not 0 <= frac <= 1:
+        raise ValueError(f"eta schedule '{spec}': the fraction must be between 0 and 1")
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"eta schedule '{spec}': eta must be finite and >= 0")
+    steps = int(steps)
+    n_on = min(steps, int(frac * steps + 1e-9))  # floor, forgiving 0.3 * 10 = 3.0000000000000004
+    on = torch.zeros(steps, dtype=torch.bool)
+    if n_on:
+        if kind == "last":
+            on[steps - n_on:] = True
+        else:
+            on[:n_on] = True
+    return on.float() * value
+
+
 def etas_tensor(eta: EtaLike, steps: int) -> torch.Tensor:
-    """A per-step eta schedule from a number or a sequence of ``steps`` numbers."""
-    if isinstance(eta, (int, float)):
+    """A per-step eta schedule from a number, a sequence of ``steps`` numbers or a text
+    spec (see :func:`eta_schedule`, e.g. ``"last:0.3"``)."""
+    if isinstance(eta, str):
+        e = eta_schedule(eta, steps)
+    elif isinstance(eta, (int, float)):
         e = torch.full((steps,), float(eta))
     else:
         e = torch.as_tensor(eta, dtype=torch.float32).flatten()
@@ -94,12 +142,18 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
               delta_at: Optional[Callable[[int], Optional[torch.Tensor]]] = None,
               keep_xs: bool = True, keep_pre_edit: bool = False,
               progress: Optional[Progress] = None, preview: Optional[PreviewFn] = None,
-              after_step: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None) -> ChainResult:
+              after_step: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
+              asym_delta_at: Optional[Callable[[int], Optional[torch.Tensor]]] = None) -> ChainResult:
     """Run steps ``start .. T-1`` from ``x_start`` (the input x of step ``start``).
 
     ``zs`` is (B, T, C, H, W) or (T, C, H, W) (shared by the batch). ``delta_at(i)``
     returns the change of h at step ``i`` ((B, C', H', W') or broadcastable) or None.
     ``after_step(i, x)`` may replace step ``i``'s output x (the input of step ``i + 1``).
+
+    ``asym_delta_at(i)``, where it returns a tensor, makes step ``i`` asymmetric (Asyrp,
+    :mod:`.asyrp`): the network runs with h + delta + asym delta for the predicted x_0
+    and again with h + delta for the noise direction term. ``hs`` and the preview then
+    hold the first run's h and x_0.
     """
     dev, dt = model.device, model.dtype
     T = timesteps.shape[0]
@@ -120,12 +174,33 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
 
         if keep_xs:
             xs.append(x)
-        with torch.no_grad(), hspace_hook(model.unet, h_space, edit=edit, record=rec):
-            out = model.unet(x.to(dt), t).sample.float()
+        asym = asym_delta_at(i) if asym_delta_at is not None else None
+        if asym is None:
+            with torch.no_grad(), hspace_hook(model.unet, h_space, edit=edit, record=rec):
+                out = model.unet(x.to(dt), t).sample.float()
+        else:
+            full = asym if delta is None else delta.to(asym.device) + asym
+
+            def edit_full(h, full=full):
+                if keep_pre_edit:
+                    pre.append(h.float())
+                return h + full.to(h.device, h.dtype)
+
+            def edit_plain(h, delta=delta):
+                return h if delta is None else h + delta.to(h.device, h.dtype)
+
+            with torch.no_grad(), hspace_hook(model.unet, h_space, edit=edit_full, record=rec):
+                out = model.unet(x.to(dt), t).sample.float()
+            with torch.no_grad(), hspace_hook(model.unet, h_space, edit=edit_plain):
+                out_plain = model.unet(x.to(dt), t).sample.float()
         hs.append(rec[-1].float())
         z = zs[:, i] if zs.dim() == 5 else zs[i].expand(B, *zs.shape[1:])
         eta = float(etas[i])
-        x, x0_pred = ddim_step(model.scheduler, out, t, x, eta, z.to(dev, torch.float32) if eta > 0 else None)
+        noise = z.to(dev, torch.float32) if eta > 0 else None
+        if asym is None:
+            x, x0_pred = ddim_step(model.scheduler, out, t, x, eta, noise)
+        else:
+            x, x0_pred = ddim_step_asymmetric(model.scheduler, out, out_plain, t, x, eta, noise)
         if eta > 0 and levels[i] == 0:  # residual step (see noise_levels)
             x = x + z.to(dev, torch.float32)
         if after_step is not None:
@@ -203,17 +278,56 @@ class EditSpec:
 
     ``delta`` is (T, C', H', W') on the trajectory's timesteps; ``window`` is a pair of
     diffusion timesteps (either order, inclusive) or None for all steps.
+
+    ``asymmetric`` (Asyrp, :mod:`.asyrp`): the edited h moves only the predicted x_0 of
+    each step; the noise direction term comes from the network run without this edit
+    (but with the edit's symmetric companions). Each edited step then runs the network
+    twice.
     """
 
     delta: torch.Tensor
     scale: float = 1.0
     window: Optional[Tuple[int, int]] = None
+    asymmetric: bool = False
 
     def active_steps(self, timesteps: torch.Tensor) -> torch.Tensor:
         if self.scale == 0:
             return torch.zeros(timesteps.shape[0], dtype=torch.bool)
         nonzero = self.delta.flatten(1).abs().amax(1).cpu() > 0
         return steps_in_window(timesteps, self.window) & nonzero
+
+
+@dataclass(frozen=True)
+class NoiseEdit:
+    """An edit in noise space: decode with ``x_T + scale * d_xT`` and, at every step whose
+    variance noise is used (eta > 0 and sigma_t > 0), ``z_t + scale * d_zs[t]``.
+
+    ``d_xT`` is (C, H, W) or None; ``d_zs`` (T, C, H, W) on the trajectory's timesteps or
+    None. Noise-space direction files: :mod:`.noise_edits`.
+    """
+
+    d_xT: Optional[torch.Tensor] = None
+    d_zs: Optional[torch.Tensor] = None
+    scale: float = 1.0
+
+    def first_step(self, used: torch.Tensor) -> int:
+        """The first step this edit changes (``len(used)``: none); ``used`` (T,) says
+        which steps use their variance noise."""
+        T = int(used.shape[0])
+        if self.scale == 0:
+            return T
+        if self.d_xT is not None and float(self.d_xT.abs().max()) > 0:
+            return 0
+        if self.d_zs is not None:
+            on = (self.d_zs.flatten(1).abs().amax(1).cpu() > 0) & used.cpu()
+            if on.any():
+                return int(on.nonzero()[0])
+        return T
+
+
+def noise_used(model: DiffusionModel, traj: Trajectory) -> torch.Tensor:
+    """(T,) bool: the steps of ``traj`` whose variance noise z_t enters the chain."""
+    return ((traj.etas > 0) & (noise_levels(model, traj.timesteps) > 0)).cpu()
 
 
 @dataclass(frozen=True)
@@ -260,57 +374,111 @@ def region_blend(trajs: Sequence[Trajectory], region: Region, dev):
     return after_step
 
 
-def edit_batch(model: DiffusionModel, traj: Trajectory, batch: Sequence[Sequence[EditSpec]],
+def _check_edit(e, traj: Trajectory) -> None:
+    T = traj.steps
+    if isinstance(e, EditSpec):
+        if tuple(e.delta.shape[:1]) != (T,) or tuple(e.delta.shape[1:]) != tuple(traj.hs.shape[1:]):
+            raise ValueError(f"direction shape {tuple(e.delta.shape)} does not fit the trajectory "
+                             f"(steps {T}, h {tuple(traj.hs.shape[1:])})")
+    elif isinstance(e, NoiseEdit):
+        if e.d_xT is not None and tuple(e.d_xT.shape) != tuple(traj.x_T.shape):
+            raise ValueError(f"noise direction shape {tuple(e.d_xT.shape)} does not fit the "
+                             f"trajectory's x_T {tuple(traj.x_T.shape)}")
+        if e.d_zs is not None and tuple(e.d_zs.shape) != tuple(traj.zs.shape):
+            raise ValueError(f"per-step noise direction shape {tuple(e.d_zs.shape)} does not fit the "
+                             f"trajectory's noise {tuple(traj.zs.shape)}")
+    else:
+        raise TypeError(f"an edit must be an EditSpec or a NoiseEdit, not {type(e).__name__}")
+
+
+def edit_batch(model: DiffusionModel, traj: Trajectory, batch: Sequence[Sequence[Union[EditSpec, NoiseEdit]]],
                keep_pre_edit: bool = False, progress: Optional[ProgressFn] = None,
                cancel: Optional[CancelToken] = None,
                preview: Optional[PreviewFn] = None, region: Optional[Region] = None) -> ChainResult:
     """Decode ``traj`` once per element of ``batch`` (a list of edits each), in one batch.
 
-    Steps before the first edited step are reused from the trajectory's cached chain.
-    Returns x_0 (B, C, H, W) and the h of the recomputed steps. With ``region``, the
-    change is kept inside it (see :class:`Region`).
+    An edit is an :class:`EditSpec` (h-space; symmetric, or asymmetric: Asyrp) or a
+    :class:`NoiseEdit` (x_T and the per-step noise). Steps before the first edited step
+    are reused from the trajectory's cached chain. Returns x_0 (B, C, H, W) and the h of
+    the recomputed steps. With ``region``, the change is kept inside it (see :class:`Region`).
     """
     T = traj.steps
     model.use_conditioning(traj.origin)
     for specs in batch:
         for e in specs:
-            if tuple(e.delta.shape[:1]) != (T,) or tuple(e.delta.shape[1:]) != tuple(traj.hs.shape[1:]):
-                raise ValueError(f"direction shape {tuple(e.delta.shape)} does not fit the trajectory "
-                                 f"(steps {T}, h {tuple(traj.hs.shape[1:])})")
-    active = torch.zeros(len(batch), T, dtype=torch.bool)
+            _check_edit(e, traj)
+    active = torch.zeros(len(batch), T, dtype=torch.bool)  # symmetric h edits
+    asym_active = torch.zeros(len(batch), T, dtype=torch.bool)
+    has_noise = any(isinstance(e, NoiseEdit) for specs in batch for e in specs)
+    used = noise_used(model, traj) if has_noise else None
+    first = T  # the first step any element changes
     for b, specs in enumerate(batch):
         for e in specs:
-            active[b] |= e.active_steps(traj.timesteps)
-    any_step = active.any(0).nonzero()
-    if any_step.numel() == 0:  # nothing edits h: the image is the trajectory's own
+            if isinstance(e, NoiseEdit):
+                first = min(first, e.first_step(used))
+            elif e.asymmetric:
+                asym_active[b] |= e.active_steps(traj.timesteps)
+            else:
+                active[b] |= e.active_steps(traj.timesteps)
+    any_step = (active | asym_active).any(0).nonzero()
+    if any_step.numel():
+        first = min(first, int(any_step[0]))
+    if first >= T:  # nothing edits h or the noise: the image is the trajectory's own
         n = len(batch)
         return ChainResult(x_0=traj.x_0[None].expand(n, *traj.x_0.shape).clone(),
                            hs=traj.hs[None, :0].expand(n, 0, *traj.hs.shape[1:]), xs=None)
-    start = int(any_step[0])
+    start = first
     if traj.xs is None:
         decode(model, traj, progress, cancel)
     dev = model.device
-    deltas = []
-    for specs in batch:
-        d = torch.zeros_like(traj.hs, device=dev)
-        for e in specs:
-            on = e.active_steps(traj.timesteps).to(dev).view(-1, 1, 1, 1)
-            d = d + float(e.scale) * e.delta.to(dev, torch.float32) * on
-        deltas.append(d)
-    delta = torch.stack(deltas)  # (B, T, C', H', W')
+
+    def stacked(which: bool, on_steps: torch.Tensor) -> Optional[torch.Tensor]:
+        if not on_steps.any():
+            return None
+        deltas = []
+        for specs in batch:
+            d = torch.zeros_like(traj.hs, device=dev)
+            for e in specs:
+                if isinstance(e, EditSpec) and bool(e.asymmetric) == which:
+                    on = e.active_steps(traj.timesteps).to(dev).view(-1, 1, 1, 1)
+                    d = d + float(e.scale) * e.delta.to(dev, torch.float32) * on
+            deltas.append(d)
+        return torch.stack(deltas)  # (B, T, C', H', W')
+
+    delta = stacked(False, active)
+    asym = stacked(True, asym_active)
 
     def delta_at(i):
         return delta[:, i] if active[:, i].any() else None
 
+    def asym_delta_at(i):
+        return asym[:, i] if asym_active[:, i].any() else None
+
     x_start = traj.xs[start][None].expand(len(batch), *traj.xs.shape[1:])
+    zs = traj.zs
+    if has_noise:  # each element's own x_T and variance noise
+        dx = torch.zeros(len(batch), *traj.x_T.shape)
+        dz = torch.zeros(len(batch), *traj.zs.shape)
+        mask = used.view(-1, *([1] * (traj.zs.dim() - 1))).float()
+        for b, specs in enumerate(batch):
+            for e in specs:
+                if isinstance(e, NoiseEdit) and e.scale != 0:
+                    if e.d_xT is not None:
+                        dx[b] += float(e.scale) * e.d_xT.cpu().float()
+                    if e.d_zs is not None:
+                        dz[b] += float(e.scale) * e.d_zs.cpu().float() * mask
+        if start == 0:
+            x_start = x_start.cpu() + dx
+        zs = traj.zs[None].cpu() + dz
     prog = Progress(T - start, progress, cancel, "editing")
     blend = region_blend([traj], region, dev) if region is not None else None
-    return run_chain(model, x_start, traj.zs, traj.etas, traj.timesteps, traj.h_space, start=start,
+    return run_chain(model, x_start, zs, traj.etas, traj.timesteps, traj.h_space, start=start,
                      delta_at=delta_at, keep_xs=False, keep_pre_edit=keep_pre_edit,
-                     progress=prog, preview=preview, after_step=blend)
+                     progress=prog, preview=preview, after_step=blend,
+                     asym_delta_at=asym_delta_at if asym is not None else None)
 
 
-def edit(model: DiffusionModel, traj: Trajectory, edits: Sequence[EditSpec],
+def edit(model: DiffusionModel, traj: Trajectory, edits: Sequence[Union[EditSpec, NoiseEdit]],
          progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None,
          preview: Optional[PreviewFn] = None, region: Optional[Region] = None) -> torch.Tensor:
     """x_0 (C, H, W) of ``traj`` decoded with all ``edits`` applied together."""
@@ -319,8 +487,9 @@ def edit(model: DiffusionModel, traj: Trajectory, edits: Sequence[EditSpec],
 
 
 def strip(model: DiffusionModel, traj: Trajectory, delta: torch.Tensor, scales: Sequence[float],
-          window=None, others: Sequence[EditSpec] = (), progress: Optional[ProgressFn] = None,
-          cancel: Optional[CancelToken] = None, region: Optional[Region] = None) -> torch.Tensor:
+          window=None, others: Sequence[Union[EditSpec, NoiseEdit]] = (), progress: Optional[ProgressFn] = None,
+          cancel: Optional[CancelToken] = None, region: Optional[Region] = None,
+          asymmetric: bool = False) -> torch.Tensor:
     """x_0 (S, C, H, W): one direction at several scales (plus fixed ``others``), batched."""
-    batch = [[EditSpec(delta, float(s), window), *others] for s in scales]
+    batch = [[EditSpec(delta, float(s), window, asymmetric), *others] for s in scales]
     return edit_batch(model, traj, batch, progress=progress, cancel=cancel, region=region).x_0
