@@ -1,9 +1,15 @@
 """hspace-studio edit --seed N | --trajectory t | --image p --direction d.safetensors[:INDEX]
---scale S [--window T0:T1] [--at-step J] [--direction ...] [--region MASK.png] --out img.png
+--scale S [--window T0:T1] [--at-step J] [--asymmetric] [--direction ...]
+[--noise-direction n.safetensors[:INDEX] --noise-scale S] [--region MASK.png] --out img.png
 
-Each ``--direction`` starts an edit; the ``--scale``, ``--window`` and ``--at-step``
-after it belong to that edit. ``--strip S1,S2,...`` writes the first edit at several
-scales side by side instead.
+hspace-studio edit ... --interpolate-with SEED_OR_TRAJECTORY [--mode lerp|slerp|h] [--frames N]
+--out strip.png
+
+Each ``--direction`` starts an h-space edit; the ``--scale``, ``--window``, ``--at-step``
+and ``--asymmetric`` after it belong to that edit. Each ``--noise-direction`` starts a
+noise-space edit (x_T and the per-step noise); the ``--noise-scale`` after it is its
+scale. ``--strip S1,S2,...`` writes the first edit at several scales side by side
+instead. ``--interpolate-with`` writes a strip from the image to another one.
 """
 from __future__ import annotations
 
@@ -14,19 +20,33 @@ from .common import (_nonneg_int, add_model_args, add_source_args, load_source, 
                      save_image, split_index, window, with_model_settings)
 
 
+NOISE = "noise"  # the "space" of a noise-space edit in the recipe
+
+
 class _EditAction(argparse.Action):
-    """Collects --direction/--scale/--window/--at-step into a list of edit dicts."""
+    """Collects --direction/--scale/--window/--at-step/--asymmetric and
+    --noise-direction/--noise-scale into a list of edit dicts."""
 
     def __call__(self, parser, ns, value, option_string=None):
         edits = getattr(ns, "edits", None) or []
         if self.dest == "direction":
             path, idx = split_index(value)
             edits.append({"direction": path, "index": idx or 0, "scale": 1.0,
-                          "window": None, "at_step": None})
+                          "window": None, "at_step": None, "asymmetric": False})
+        elif self.dest == "noise_direction":
+            path, idx = split_index(value)
+            edits.append({"space": NOISE, "direction": path, "index": idx or 0, "scale": 1.0})
+        elif self.dest == "noise_scale":
+            if not edits or edits[-1].get("space") != NOISE:
+                parser.error(f"{option_string} must follow a --noise-direction")
+            edits[-1]["scale"] = value
         else:
             if not edits:
                 parser.error(f"{option_string} must follow a --direction")
-            edits[-1][self.dest] = value
+            if edits[-1].get("space") == NOISE:
+                parser.error(f"{option_string} must follow a --direction, not a --noise-direction "
+                             "(whose scale is --noise-scale)")
+            edits[-1][self.dest] = True if self.dest == "asymmetric" else value
         ns.edits = edits
 
 
@@ -35,6 +55,16 @@ def _float(s):
         return float(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got '{s}'")
+
+
+def _frames(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{s}'")
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"an interpolation needs at least 2 frames, got {v}")
+    return v
 
 
 def _scales(s):
@@ -50,7 +80,7 @@ def add_parser(sub):
                        epilog="example: hspace-studio edit --seed 7 --direction pcs.safetensors:2 "
                               "--scale 3 --window 999:400 --out edited.png")
     add_source_args(p)
-    p.add_argument("--direction", action=_EditAction, dest="direction", required=True,
+    p.add_argument("--direction", action=_EditAction, dest="direction",
                    help="direction file, optionally :INDEX (default 0); repeat for several")
     p.add_argument("--scale", action=_EditAction, dest="scale", type=_float,
                    help="scale of the preceding direction (default 1)")
@@ -58,6 +88,15 @@ def add_parser(sub):
                    help="edit only at timesteps between T0 and T1 (e.g. 999:500)")
     p.add_argument("--at-step", action=_EditAction, dest="at_step", type=int,
                    help="use this step's vector at every step (masked Jacobian edits)")
+    p.add_argument("--asymmetric", action=_EditAction, dest="asymmetric", nargs=0,
+                   help="apply the preceding direction asymmetrically (Asyrp): the edited h "
+                        "changes only the predicted x_0 of each step, the noise direction term "
+                        "comes from the unedited network (two network runs per edited step)")
+    p.add_argument("--noise-direction", action=_EditAction, dest="noise_direction", metavar="FILE[:INDEX]",
+                   help="a noise-space direction file (x_T and per-step noise), optionally :INDEX; "
+                        "repeat for several")
+    p.add_argument("--noise-scale", action=_EditAction, dest="noise_scale", type=_float, metavar="S",
+                   help="scale of the preceding --noise-direction (default 1)")
     p.add_argument("--strip", type=_scales, help="write the first edit at these scales side by side")
     p.add_argument("--region", metavar="MASK.png",
                    help="keep the change inside this mask (white = inside): outside it the "
@@ -71,56 +110,125 @@ def add_parser(sub):
     p.add_argument("--free-steps", type=_nonneg_int, default=1, metavar="N",
                    help="with --region or --region-part: the last N steps run without the mask, so "
                         "the network blends its border (default 1; 0 keeps the outside exactly as it was)")
+    g = p.add_argument_group("interpolation")
+    g.add_argument("--interpolate-with", dest="interpolate_with", metavar="SEED_OR_TRAJECTORY",
+                   help="write a strip from this image to another one: a seed (sampled with this "
+                        "image's steps and eta) or a saved trajectory; not with edits")
+    g.add_argument("--mode", choices=("lerp", "slerp", "h"), default="slerp",
+                   help="with --interpolate-with: lerp or slerp of x_T and the per-step noise, or h: "
+                        "this image's h moved toward the other's at every step (default slerp)")
+    g.add_argument("--frames", type=_frames, default=5, metavar="N",
+                   help="with --interpolate-with: images in the strip, both ends included (default 5)")
     p.add_argument("--out", required=True)
     add_model_args(p)
     p.set_defaults(func=run, edits=None)
 
 
 def build_edits(model, traj, edits):
-    """EditSpecs from the parsed edit dicts, each direction checked against the model, and the
-    ``(path, params)`` of each direction file, read once."""
+    """EditSpecs and NoiseEdits from the parsed edit dicts, each direction checked against the
+    model, and the ``(path, params)`` of each direction file, read once."""
+    from ..core.errors import ModelMismatchError
     from ..engine.directions import DirectionSet
+    from ..engine.noise_edits import check_noise_set, is_noise_set, noise_edit
     from ..engine.sampler import EditSpec
 
     specs, files = [], []
     for e in edits:
         ds = DirectionSet.load(e["direction"])
         files.append((e["direction"], ds.params))
+        if e.get("space") == NOISE:
+            check_noise_set(ds, model.weights_fingerprint, tuple(traj.x_T.shape), e["direction"])
+            specs.append(noise_edit(ds, int(e["index"]), float(e["scale"]), traj, e["direction"]))
+            continue
+        if is_noise_set(ds):
+            raise ModelMismatchError(f"{e['direction']} holds noise-space directions: pass it with "
+                                     "--noise-direction, not --direction")
         ds.check_model(model.weights_fingerprint, traj.h_space, tuple(traj.hs.shape[1:]), e["direction"])
         ds = ds.for_timesteps(traj.timesteps)
         delta = ds.steps_delta(e["index"], e["at_step"])
-        specs.append(EditSpec(delta, float(e["scale"]), e["window"]))
+        specs.append(EditSpec(delta, float(e["scale"]), e["window"], bool(e.get("asymmetric", False))))
     return specs, files
 
 
 def run(args) -> int:
-    from ..engine.images import grid, to_pil, save_png
-    from ..engine.sampler import edit, strip
+    from dataclasses import replace
 
+    from ..engine.images import grid, to_pil, save_png
+    from ..engine.sampler import edit, edit_batch
+
+    edits = args.edits or []
+    if args.interpolate_with is not None:
+        if (edits or args.strip or args.region is not None or getattr(args, "region_part", None)
+                or getattr(args, "region_from", None)):
+            raise ValueError("--interpolate-with writes a strip of its own: it takes no --direction, "
+                             "--noise-direction, --strip or region")
+        return _run_interpolation(args)
+    if not edits:
+        raise ValueError("give at least one --direction or --noise-direction (or --interpolate-with)")
     model = open_model(args)
     with progress_and_cancel("editing") as (bar, token):
         traj = load_source(args, model, bar, token)
-        specs, files = build_edits(model, traj, args.edits)
+        specs, files = build_edits(model, traj, edits)
         region = _region(args, model, traj)
         if region is None:
             for line in kept_in_hints(files):
                 print(f"note: {line}", file=sys.stderr)
         recipe = {"model": args.model, "fingerprint": model.fingerprint, "h_space": traj.h_space,
-                  "source": _source_recipe(args, traj), "edits": args.edits}
+                  "source": _source_recipe(args, traj), "edits": edits}
         if args.region_part:
             recipe["region"] = {"parts": list(args.region_part), "grow": int(args.grow),
                                 "free_steps": region.free_steps}
         elif region is not None:
             recipe["region"] = {"mask": str(args.region), "free_steps": region.free_steps}
         if args.strip:
-            xs = strip(model, traj, specs[0].delta, args.strip, specs[0].window, specs[1:],
-                       progress=bar, cancel=token, region=region)
+            batch = [[replace(specs[0], scale=float(s)), *specs[1:]] for s in args.strip]
+            xs = edit_batch(model, traj, batch, progress=bar, cancel=token, region=region).x_0
             imgs = [to_pil(model.to_pixels(x[None])[0]) for x in xs]
             recipe["strip"] = args.strip
             save_png(args.out, grid(imgs, cols=len(imgs)), with_model_settings(recipe, model))
         else:
             x0 = edit(model, traj, specs, progress=bar, cancel=token, region=region)
             save_image(model, x0, args.out, recipe)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _other_image(args, model, traj, bar, token):
+    """The trajectory --interpolate-with names (a saved trajectory, or a seed sampled with the
+    image's steps and eta) and its recipe entry."""
+    from pathlib import Path
+
+    from ..engine.sampler import sample
+    from ..engine.trajectory import Trajectory
+
+    value = str(args.interpolate_with)
+    if Path(value).is_file():
+        other = Trajectory.load(value)
+        other.check_model(model.fingerprint, traj.h_space, value, sample_shape=model.sample_shape)
+        return other, {"trajectory": value}
+    try:
+        seed = int(value)
+    except ValueError:
+        raise ValueError(f"--interpolate-with: '{value}' is neither a seed nor a trajectory file") from None
+    other = sample(model, [seed], steps=traj.steps, eta=traj.etas.tolist(), h_space=traj.h_space,
+                   progress=bar, cancel=token)[0]
+    return other, {"seed": seed}
+
+
+def _run_interpolation(args) -> int:
+    from ..engine.images import grid, save_png, to_pil
+    from ..engine.interpolate import interpolate
+
+    model = open_model(args)
+    with progress_and_cancel("interpolating") as (bar, token):
+        traj = load_source(args, model, bar, token)
+        other, which = _other_image(args, model, traj, bar, token)
+        res = interpolate(model, traj, other, args.mode, args.frames, progress=bar, cancel=token)
+        imgs = [to_pil(model.to_pixels(x[None].to(model.device))[0].cpu()) for x in res.x_0]
+        recipe = {"model": args.model, "fingerprint": model.fingerprint, "h_space": traj.h_space,
+                  "source": _source_recipe(args, traj), "edits": [],
+                  "interpolate": {"with": which, "mode": args.mode, "frames": int(args.frames)}}
+        save_png(args.out, grid(imgs, cols=len(imgs)), with_model_settings(recipe, model))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

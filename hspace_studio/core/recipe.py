@@ -6,8 +6,13 @@ The recipe format is the one ``hspace-studio edit`` writes::
      "source": {"seed": 7, "steps": 10, "eta": 1.0}            # or {"image": path, ...}
                                                               # or {..., "trajectory": path}
      "edits": [{"direction": "d.safetensors", "index": 2, "scale": 3.0,
-                "window": [999, 400] or null, "at_step": null or J}],
+                "window": [999, 400] or null, "at_step": null or J,
+                "asymmetric": false or true},                  # true: Asyrp (--asymmetric)
+               {"space": "noise", "direction": "n.safetensors", "index": 0, "scale": 1.5}],
+                                                               # a noise-space edit
      "strip": [..scales..]  (only for strips),
+     "interpolate": {"with": {"seed": 9} or {"trajectory": path}, "mode": "lerp" | "slerp" | "h",
+                     "frames": 5}  (only for interpolation strips; then "edits" is empty),
      "guide": {"model": "default", "weight": 4.0, "interval": [lo, hi] or null}  (only if guided),
      "timesteps": "power:0.8"  (only if not the scheduler's own spacing),
      "prompt": {"prompt": "...", "negative_prompt": "...", "guidance": 7.5}  (text-to-image models)}
@@ -20,6 +25,8 @@ from typing import List, Optional
 
 
 def _eta_arg(eta) -> str:
+    if isinstance(eta, str):  # a schedule spec such as "last:0.3"
+        return eta
     if isinstance(eta, (list, tuple)):
         return ",".join(repr(float(e)) for e in eta)
     return repr(float(eta))
@@ -31,7 +38,8 @@ def recipe_to_cli_args(recipe: dict, out: Optional[str] = None) -> List[str]:
         raise ValueError("not an hspace-studio recipe (no source)")
     src = recipe["source"] or {}
     edits = recipe.get("edits") or []
-    cmd = "edit" if edits else "sample"
+    interp = recipe.get("interpolate") if isinstance(recipe.get("interpolate"), dict) else None
+    cmd = "edit" if edits or interp else "sample"
     args: List[str] = [cmd, f"--model={recipe.get('model', 'default')}",
                        f"--h-space={recipe.get('h_space', 'after')}"]
     guide = recipe.get("guide")
@@ -63,6 +71,10 @@ def recipe_to_cli_args(recipe: dict, out: Optional[str] = None) -> List[str]:
         if src.get("eta") is not None:
             args.append(f"--eta={_eta_arg(src['eta'])}")
     for e in edits:
+        if e.get("space") == "noise":
+            args.append(f"--noise-direction={e['direction']}:{int(e.get('index', 0))}")
+            args.append(f"--noise-scale={repr(float(e.get('scale', 1.0)))}")
+            continue
         args.append(f"--direction={e['direction']}:{int(e.get('index', 0))}")
         args.append(f"--scale={repr(float(e.get('scale', 1.0)))}")
         if e.get("window") is not None:
@@ -70,8 +82,19 @@ def recipe_to_cli_args(recipe: dict, out: Optional[str] = None) -> List[str]:
             args.append(f"--window={int(a)}:{int(b)}")
         if e.get("at_step") is not None:
             args.append(f"--at-step={int(e['at_step'])}")
+        if e.get("asymmetric"):
+            args.append("--asymmetric")
     if recipe.get("strip") and edits:
         args.append("--strip=" + ",".join(repr(float(s)) for s in recipe["strip"]))
+    if interp:
+        other = interp.get("with") or {}
+        if other.get("trajectory"):
+            args.append(f"--interpolate-with={other['trajectory']}")
+        elif other.get("seed") is not None:
+            args.append(f"--interpolate-with={int(other['seed'])}")
+        else:
+            raise ValueError("the recipe's interpolation names no seed or trajectory")
+        args += [f"--mode={interp.get('mode', 'slerp')}", f"--frames={int(interp.get('frames', 5))}"]
     if out is not None:
         args.append(f"--out={out}")
     return args
