@@ -1,13 +1,15 @@
 """First-order slider previews (engine/preview.py): exact at the linearisation point,
 the derivative of the exact edit, linear in several directions, no work before the window,
 and through a latent model's decoder."""
+import numpy as np
 import pytest
 import torch
 
 from hspace_studio.core.errors import Cancelled
 from hspace_studio.core.progress import CancelToken
 from hspace_studio.engine import load_model, sample
-from hspace_studio.engine.preview import LinearPreview, decoder_jvp, fd_step
+from hspace_studio.engine.preview import (LinearPreview, NodePreview, decoder_jvp, fd_step,
+                                         pixels_from_arrays)
 from hspace_studio.engine.sampler import EditSpec, Region, edit
 
 STEPS = 6
@@ -147,8 +149,14 @@ def test_cancel_and_bad_arguments(setup):
         LinearPreview.prepare(model, traj, [EditSpec(D[0], 0.5)], method="nope")
     lp = LinearPreview.prepare(model, traj, [EditSpec(torch.zeros_like(D[0]), 1.0)])
     assert torch.equal(lp.image([5.0]), model.to_pixels(traj.x_0[None])[0])
-    px = LinearPreview.prepare(model, traj, [EditSpec(D[0], 0.5)], method="fd").pixels([0.9])
+    lp = LinearPreview.prepare(model, traj, [EditSpec(D[0], 0.5)], method="fd")
+    px = lp.pixels([0.9])
     assert px.shape == (16, 16, 3) and px.dtype.name == "uint8"
+    # the numpy path (for a thread without torch) gives the same pixels, up to rounding ties
+    img0, dimg = lp.arrays()
+    diff = np.abs(pixels_from_arrays(img0, dimg, [0.4]).astype(int) - px.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    assert np.array_equal(pixels_from_arrays(img0, dimg, [0.0]), lp.pixels([0.5]))
 
 
 # ---------------------------------------------------------------- latent models
@@ -214,3 +222,17 @@ def test_fd_step_scales_with_the_direction(setup):
     a = fd_step(traj, EditSpec(D[0], 1.0))
     b = fd_step(traj, EditSpec(10 * D[0], 1.0))
     assert b == pytest.approx(a / 10, rel=1e-5)
+
+
+def test_node_preview_is_exact_at_nodes_and_blends_between(setup):
+    model, traj, D = setup
+    other = EditSpec(D[1], 0.3)
+    nodes = [-1.0, 0.0, 1.0]
+    npv = NodePreview.prepare(model, traj, EditSpec(D[0], 0.0), nodes, others=[other])
+    for s in nodes:
+        assert (npv.image(s) - _image(model, traj, [EditSpec(D[0], s), other])).abs().max() < 1e-4
+    mid = npv.image(0.25)
+    assert torch.allclose(mid, 0.75 * npv.images[1] + 0.25 * npv.images[2], atol=1e-6)
+    assert torch.equal(npv.image(-5.0), npv.images[0]) and torch.equal(npv.image(9.0), npv.images[2])
+    with pytest.raises(ValueError):
+        NodePreview.from_images([0.0, 0.0], npv.images[:2])

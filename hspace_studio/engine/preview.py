@@ -75,6 +75,18 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(a.permute(1, 2, 0).numpy())
 
 
+def pixels_from_arrays(image0: np.ndarray, dimage: np.ndarray, offsets) -> np.ndarray:
+    """uint8 (H, W, 3) of ``image0 + sum_k offsets[k] * dimage[k]`` (arrays of
+    :meth:`LinearPreview.arrays`; ``offsets`` = s - s0 of the varied directions), in numpy
+    alone, rounded like :func:`to_uint8`."""
+    img = image0.copy() if not len(offsets) else image0 + np.tensordot(
+        np.asarray(offsets, dtype=np.float32), dimage, axes=1)
+    np.clip(img, -1, 1, out=img)
+    img += 1
+    img *= 127.5
+    return np.rint(img).astype(np.uint8)
+
+
 def _vq_quantizes(vae) -> bool:
     return hasattr(vae, "quantize") and not getattr(vae.config, "lookup_from_codebook", False)
 
@@ -214,6 +226,12 @@ class LinearPreview:
         """uint8 (H, W, 3) of :meth:`image` (clamped and rounded as the GUI shows images)."""
         return to_uint8(self.image(scales))
 
+    def arrays(self):
+        """(image0 (H, W, 3), dimage (K, H, W, 3)) as float32 numpy arrays in [-1, 1] units, for
+        :func:`pixels_from_arrays` on a thread that runs no torch (the GUI's UI thread)."""
+        return (np.ascontiguousarray(self.image0.permute(1, 2, 0).numpy(), dtype=np.float32),
+                np.ascontiguousarray(self.dimage.permute(0, 2, 3, 1).numpy(), dtype=np.float32))
+
     def x_0(self, scales) -> torch.Tensor:
         """(C, h, w) first-order x_0 in the diffusion space."""
         ds = self._offsets(scales)
@@ -296,3 +314,55 @@ def _fd_chain(model, traj, specs, vary, h, region, progress, cancel, central=Tru
     if central:
         return x0, (x[1::2] - x[2::2]) / (2 * hs)
     return x0, (x[1:] - x0) / hs
+
+
+@dataclass
+class NodePreview:
+    """The image at any scale of one direction from exact images at a few node scales (the
+    GUI's thumbnail strip, say): the linear interpolation between the two nodes around
+    the scale, the nearest node's image outside them. Exact at every node; between nodes a
+    cross-fade of two exact images, so it never leaves the range of real images the way a
+    tangent extrapolated far from its point does."""
+
+    scales: torch.Tensor  # (N,) ascending, float64
+    images: torch.Tensor  # (N, 3, H, W) pixels in [-1, 1]
+
+    @classmethod
+    def from_images(cls, scales: Sequence[float], images: torch.Tensor) -> "NodePreview":
+        s = torch.as_tensor(list(scales), dtype=torch.float64)
+        if s.numel() < 1 or s.numel() != images.shape[0]:
+            raise ValueError("give one image per node scale")
+        order = torch.argsort(s)
+        s = s[order]
+        if bool((s[1:] == s[:-1]).any()):
+            raise ValueError("node scales must be distinct")
+        return cls(s, images[order].float().cpu())
+
+    @classmethod
+    def prepare(cls, model: DiffusionModel, traj: Trajectory, spec: EditSpec, scales: Sequence[float],
+                others: Sequence[EditSpec] = (), region: Optional[Region] = None,
+                progress: Optional[ProgressFn] = None,
+                cancel: Optional[CancelToken] = None) -> "NodePreview":
+        """Decode ``spec`` at each of ``scales`` (with ``others`` fixed) in one batch."""
+        from .sampler import strip
+
+        x0 = strip(model, traj, spec.delta, [float(v) for v in scales], spec.window, list(others),
+                   progress=progress, cancel=cancel, region=region)
+        with torch.no_grad():
+            images = torch.cat([model.to_pixels(x[None]) for x in x0])
+        return cls.from_images(scales, images)
+
+    def image(self, scale: float) -> torch.Tensor:
+        s = float(scale)
+        n = self.scales.numel()
+        j = int(torch.searchsorted(self.scales, torch.tensor([s], dtype=torch.float64))[0])
+        if j <= 0 or n == 1:
+            return self.images[0].clone()
+        if j >= n:
+            return self.images[-1].clone()
+        a, b = float(self.scales[j - 1]), float(self.scales[j])
+        w = (s - a) / (b - a)
+        return (1 - w) * self.images[j - 1] + w * self.images[j]
+
+    def pixels(self, scale: float) -> np.ndarray:
+        return to_uint8(self.image(scale))
