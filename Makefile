@@ -21,6 +21,7 @@ run: $(STAMP)
 	$(BIN)/python main.py
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
 
 bench: $(STAMP)

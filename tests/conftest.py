@@ -8,6 +8,10 @@ import torch  # noqa: E402
 
 from tests.tiny_models import save_latent_model, save_pixel_model  # noqa: E402
 
+from hspace_studio.domains import activate  # noqa: E402
+
+activate()  # the toy faces, as the command line and the app start with
+
 torch.set_num_threads(max(1, min(2, int(os.environ.get("HSPACE_TEST_THREADS", "2")))))
 
 

@@ -352,11 +352,11 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     # ... with the segmenter's check of the part: recorded; refused for an attribute without one
     win.discovery.sup_part_check.setChecked(True)
     job = win.discovery.supervised_job()
-    assert job.part_check > 0
+    assert dict(job.terms)["part-check"] > 0
     res = run_job(qtbot, win, win.run_discovery(job))
     assert res.ok, res.error
-    assert res.value[0].name == "smiling (optimised on 3, part checked)"
-    assert win.worker.state.sets[res.value[0].set_id].params["part_term"]["weight"] == job.part_check
+    assert res.value[0].name == "smiling (optimised on 3, part-check)"
+    assert win.worker.state.sets[res.value[0].set_id].params["part_term"]["weight"] == dict(job.terms)["part-check"]
     import dataclasses
 
     res = run_job(qtbot, win, win.run_discovery(dataclasses.replace(job, attribute="bald")))
@@ -371,14 +371,15 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     win.discovery._reload_attributes()
     win.discovery.sup_attr.setCurrentText("blond_hair")
     job = win.discovery.supervised_job()
-    assert job.hair_colour > 0 and job.outside_hair > 0 and job.skip == ("bald",)
+    terms = dict(job.terms)
+    assert terms["hair-colour"] > 0 and terms["outside-hair"] > 0 and job.skip == ("bald",)
     assert sorted(job.free) == ["black_hair", "grey_hair", "red_hair"]
     res = run_job(qtbot, win, win.run_discovery(job))
     assert res.ok, res.error
-    assert res.value[0].name == "blond_hair (optimised on 3, hair pulled to its colour, bald left out)"
+    assert res.value[0].name == "blond_hair (optimised on 3, hair-colour, outside-hair, bald left out)"
     params = win.worker.state.sets[res.value[0].set_id].params
-    assert params["part_term"] == {"name": f"hair pulled to its palette colour x{job.hair_colour:g} + pixels outside "
-                                           f"the hair held x{job.outside_hair:g}", "weight": 1.0}
+    assert params["part_term"] == {"name": f"hair pulled to its palette colour x{terms['hair-colour']:g} + pixels "
+                                           f"outside the hair held x{terms['outside-hair']:g}", "weight": 1.0}
     assert params["skip"] == ["bald"] and sorted(params["free"]) == ["black_hair", "grey_hair", "red_hair"]
     win.discovery.sup_hair_colour.setChecked(False)
     win.discovery.sup_classifier.setText(str(clf))

@@ -7,9 +7,9 @@ import torch
 from hspace_studio.core.errors import Cancelled, FileFormatError, ModelMismatchError
 from hspace_studio.core.progress import CancelToken
 from hspace_studio.engine import load_model, sample
-from hspace_studio.engine.annotate import (TOYFACES_CLASSIFIER_DIR, CallableClassifier,
-                                           ClassifierError, ToyFaceAttributeClassifier,
-                                           TorchScriptClassifier, load_classifier)
+from hspace_studio.engine.annotate import CallableClassifier, ClassifierError, TorchScriptClassifier, load_classifier
+from hspace_studio.toyfaces.domain import ToyFaceAttributeClassifier
+from hspace_studio.toyfaces.quality import CLASSIFIER_DIR as TOYFACES_CLASSIFIER_DIR
 from hspace_studio.engine.directions import DirectionSet, disentangle
 from hspace_studio.engine.discover.naming import apply_names, name_directions
 from hspace_studio.engine.discover.supervised import (AnnotationIndex, build_index, select_examples,

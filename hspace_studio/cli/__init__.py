@@ -73,6 +73,9 @@ def main(argv=None) -> int:
         ap = build_parser()
         argv = route_files(argv)
         args = ap.parse_args(argv)
+        from ..domains import ensure
+
+        ensure()  # the toy faces unless a domain was chosen
         if args.command is None:
             from .gui_cmd import run_gui
 

@@ -62,6 +62,18 @@ def _save(ds, out) -> None:
     print(f"wrote {out} ({len(ds)} direction(s), {ds.steps} step(s))", file=sys.stderr)
 
 
+def _term_arg(s: str):
+    """'NAME=W' -> (name, weight)."""
+    name, sep, w = s.partition("=")
+    try:
+        weight = float(w)
+    except ValueError:
+        weight = -1.0
+    if not sep or not name.strip() or not weight >= 0 or weight == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT (a weight of 0 or more), got '{s}'")
+    return name.strip(), weight
+
+
 def _model_params(args, model) -> dict:
     out = {"model": str(args.model), "model_description": model.describe()}
     if model.conditioning:  # a text-to-image model's prompt, negative prompt and guidance
@@ -174,6 +186,15 @@ def run_contained(args) -> int:
 # ---------------------------------------------------------------------- supervised
 
 def run_supervised(args) -> int:
+    if args.list_terms:
+        from ..engine.domain import active_domain
+
+        domain = active_domain()
+        for name, text in sorted(domain.terms.items()):
+            print(f"{name}: {text}")
+        if not domain.terms:
+            print(f"the {domain.name} domain has no fit terms", file=sys.stderr)
+        return 0
     if (args.positive is None) != (args.negative is None):
         raise ValueError("--positive and --negative go together")
     from_images = args.positive is not None
@@ -193,9 +214,8 @@ def run_supervised(args) -> int:
                                    ("--keep-in", args.keep_in is not None),
                                    ("--keep-in-part", bool(args.keep_in_part)),
                                    ("--free-steps", args.free_steps is not None),
-                                   ("--part-check", args.part_check > 0),
-                                   ("--hair-colour", args.hair_colour > 0),
-                                   ("--outside-hair", args.outside_hair > 0), ("--skip", bool(args.skip)))
+                                   ("--term", any(w > 0 for w in _term_weights(args).values())),
+                                   ("--segmenter", args.segmenter is not None), ("--skip", bool(args.skip)))
              if on]
     if given:
         raise ValueError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --optimize")
@@ -295,17 +315,32 @@ def _run_optimized(args) -> int:
     return 0
 
 
+# the toy faces' term flags, kept as aliases of --term NAME=W so that recipes still replay
+TERM_ALIASES = {"part_check": "part-check", "hair_colour": "hair-colour", "outside_hair": "outside-hair"}
+
+
+def _term_weights(args) -> dict:
+    """{term name: weight} from ``--term NAME=W`` and the alias flags (an alias and --term
+    naming the same term: the larger weight)."""
+    out = dict(args.term or [])
+    for dest, name in TERM_ALIASES.items():
+        w = getattr(args, dest, 0.0) or 0.0
+        if w > 0:
+            out[name] = max(w, out.get(name, 0.0))
+    return out
+
+
 def _part_term(args):
-    """The fit's penalty read by the toy-face segmenter as (term, weight, name): the part check
-    of ``--attribute`` (``--part-check W``), the pull of the hair to its colour (``--hair-colour
-    W``), the hold on the pixels outside the hair (``--outside-hair W``), one as it is or several
-    weighted and summed (weight 1, the name giving each weight); (None, 0, None) without any."""
-    from ..toyfaces.part_checks import HAIR_COLOUR_NAME, OUTSIDE_HAIR_NAME, TermRefused, shipped_terms
+    """The fit's penalty from the domain's fit terms (``--term NAME=W``): one as it is or
+    several weighted and summed (weight 1, the name giving each weight); (None, 0, None)
+    without any."""
+    from ..engine.domain import TermRefused, fit_terms
 
     try:
-        return shipped_terms(args.attribute, args.part_check, args.hair_colour, args.outside_hair)
+        return fit_terms(args.attribute, _term_weights(args))
     except TermRefused as e:
-        flag = {HAIR_COLOUR_NAME: "--hair-colour", OUTSIDE_HAIR_NAME: "--outside-hair"}.get(e.term, "--part-check")
+        alias = next((d for d, n in TERM_ALIASES.items() if n == e.term and (getattr(args, d, 0) or 0) > 0), None)
+        flag = f"--{e.term}" if alias else f"--term {e.term}"
         raise ValueError(f"{flag}: {e}") from None
 
 
@@ -318,9 +353,9 @@ def _keep_in(args, model):
     if args.keep_in is not None and args.keep_in_part:
         raise ValueError("--keep-in and --keep-in-part exclude each other: give one")
     if args.keep_in_part:
-        from ..toyfaces.part_checks import shipped_part_region
+        from ..engine.segmenter import part_region
 
-        return shipped_part_region(args.keep_in_part, args.grow, model, free)
+        return part_region(model, args.keep_in_part, args.grow, free, segmenter=args.segmenter)
     if args.keep_in is None:
         if args.free_steps is not None:
             raise ValueError("--free-steps goes with --keep-in or --keep-in-part")
@@ -514,30 +549,28 @@ def add_parser(sub):
                    help="with --optimize: fit the change for edits kept inside this mask (white = "
                         "inside), as edit --region MASK.png decodes them; use it with that region")
     p.add_argument("--keep-in-part", dest="keep_in_part", nargs="+", metavar="PART",
-                   help="with --optimize, on toy faces: fit for edits kept inside each sample's own "
-                        "PART (e.g. mouth), found by the shipped segmenter and grown by --grow "
-                        "pixels; apply it with edit --region-part PART")
+                   help="with --optimize: fit for edits kept inside each sample's own PART (e.g. "
+                        "mouth), found by --segmenter and grown by --grow pixels; apply it with "
+                        "edit --region-from SEGMENTER:PART")
+    p.add_argument("--segmenter", default=None, metavar="SPEC",
+                   help="with --keep-in-part: the segmenter (a TorchScript file with its part names "
+                        "in a .json beside it, or a folder; default: the domain's)")
+    p.add_argument("--term", action="append", type=_term_arg, metavar="NAME=W",
+                   help="with --optimize: weight of one of the domain's fit terms (repeat for "
+                        "several; --list-terms names them)")
+    p.add_argument("--list-terms", dest="list_terms", action="store_true",
+                   help="print the domain's fit terms and stop")
     p.add_argument("--grow", type=_nonneg_int, default=3, metavar="N",
                    help="with --keep-in-part: pixels to grow the part by (default 3)")
     p.add_argument("--free-steps", dest="free_steps", type=_nonneg_int, default=None, metavar="N",
                    help="with --keep-in or --keep-in-part: the last N steps run without the mask "
                         "(default 1)")
     p.add_argument("--part-check", dest="part_check", type=_nonneg_float, default=0.0, metavar="W",
-                   help="with --optimize, on toy faces: weight of the shipped segmenter's check of the "
-                        "attribute's part, a penalty for edits that erase it or draw half of it "
-                        "(eyeglasses: a lens at both eyes, or at neither; smiling: a mouth bent the "
-                        "aimed way; mouth_open: a mouth open or closed as aimed; blond_hair: the hair "
-                        "keeps its area, or grows on a bald head); default 0, none")
+                   help="the same as --term part-check=W")
     p.add_argument("--hair-colour", dest="hair_colour", type=_nonneg_float, default=0.0, metavar="W",
-                   help="with --optimize, on toy faces, for a hair colour (blond_hair, black_hair, "
-                        "red_hair, grey_hair): weight of a pull of the hair's pixels towards the "
-                        "generator's colour (away from it: towards brown, which no attribute names); "
-                        "default 0, none")
+                   help="the same as --term hair-colour=W")
     p.add_argument("--outside-hair", dest="outside_hair", type=_nonneg_float, default=0.0, metavar="W",
-                   help="with --optimize, on toy faces, for a hair colour: weight of a penalty on "
-                        "changing the pixels outside the unedited image's hair (the face's outline, "
-                        "the mouth by a beard), so that a recolouring changes the hair alone; "
-                        "default 0, none")
+                   help="the same as --term outside-hair=W")
     p.add_argument("--skip", nargs="+", metavar="ATTR", default=[],
                    help="with --optimize: leave out the training samples the classifier reads with "
                         "ATTR (e.g. --skip bald for a hair colour: a bald head has no hair to recolour)")

@@ -101,12 +101,15 @@ def add_parser(sub):
     p.add_argument("--region", metavar="MASK.png",
                    help="keep the change inside this mask (white = inside): outside it the "
                         "image follows the unedited chain until the last --free-steps steps")
+    p.add_argument("--region-from", dest="region_from", type=_region_spec, metavar="SEGMENTER:PART",
+                   help="keep the change inside the image's own PART (several: PART,PART), found on "
+                        "the unedited image by SEGMENTER (a TorchScript file with its part names in a "
+                        ".json beside it, a segmenter folder, or 'default': the domain's) and grown "
+                        "by --grow pixels (for directions fitted with supervised --keep-in-part)")
     p.add_argument("--region-part", dest="region_part", nargs="+", metavar="PART",
-                   help="on toy faces: keep the change inside the image's own PART (e.g. mouth), "
-                        "found on the unedited image by the shipped segmenter and grown by --grow "
-                        "pixels (for directions fitted with supervised --keep-in-part)")
+                   help="the same as --region-from default:PART[,PART]")
     p.add_argument("--grow", type=_nonneg_int, default=3, metavar="N",
-                   help="with --region-part: pixels to grow the part by (default 3)")
+                   help="with --region-from: pixels to grow the part by (default 3)")
     p.add_argument("--free-steps", type=_nonneg_int, default=1, metavar="N",
                    help="with --region or --region-part: the last N steps run without the mask, so "
                         "the network blends its border (default 1; 0 keeps the outside exactly as it was)")
@@ -175,9 +178,10 @@ def run(args) -> int:
                 print(f"note: {line}", file=sys.stderr)
         recipe = {"model": args.model, "fingerprint": model.fingerprint, "h_space": traj.h_space,
                   "source": _source_recipe(args, traj), "edits": edits}
-        if args.region_part:
-            recipe["region"] = {"parts": list(args.region_part), "grow": int(args.grow),
-                                "free_steps": region.free_steps}
+        if args.region_from:
+            seg, parts = args.region_from
+            recipe["region"] = {"parts": parts, "grow": int(args.grow), "free_steps": region.free_steps,
+                                **({"segmenter": seg} if seg != "default" else {})}
         elif region is not None:
             recipe["region"] = {"mask": str(args.region), "free_steps": region.free_steps}
         if args.strip:
@@ -252,18 +256,32 @@ def kept_in_hints(files) -> list:
     return out
 
 
+def _region_spec(s: str):
+    from ..engine.segmenter import split_region_spec
+
+    try:
+        return split_region_spec(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
 def _region(args, model, traj):
     from ..engine.sampler import Region, region_weights
 
-    if args.region is not None and args.region_part:
-        raise ValueError("--region and --region-part exclude each other: give one")
     if args.region_part:
-        from ..toyfaces.part_checks import shipped_part_region
+        if args.region_from:
+            raise ValueError("--region-part is --region-from default:PART: give one of them")
+        args.region_from = ("default", list(args.region_part))
+    if args.region is not None and args.region_from:
+        raise ValueError("--region and --region-from exclude each other: give one")
+    if args.region_from:
+        from ..engine.segmenter import part_region
 
-        own = shipped_part_region(args.region_part, args.grow, model, int(args.free_steps))
+        seg, parts = args.region_from
+        own = part_region(model, parts, args.grow, int(args.free_steps), segmenter=seg)
         region = own(model.to_pixels(traj.x_0[None].to(model.device)).clamp(-1, 1))
         if float(region.weights.sum()) == 0:
-            raise ValueError(f"the segmenter finds no {' or '.join(args.region_part)} in this image")
+            raise ValueError(f"the segmenter finds no {' or '.join(parts)} in this image")
         return region
     if args.region is None:
         return None

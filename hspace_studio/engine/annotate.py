@@ -4,9 +4,8 @@ Every classifier takes images (N, 3, H, W) in [-1, 1] at any size (resized insid
 its input size) and returns scores (N, A), one column per attribute, larger meaning
 "more of the attribute" (probabilities in [0, 1] for the built-in kinds).
 
-- :class:`ToyFaceAttributeClassifier`: the shipped toy-face classifier
-  (``resources/toyfaces-classifier``, loaded by ``hspace_studio.toyfaces.nets``);
-  scores are the sigmoid of its logits.
+- a folder in a format of the active domain (:mod:`.domain`; the toy faces' classifier is
+  one), and the domain's default classifier when none is named;
 - :class:`TorchScriptClassifier`: any classifier saved with ``torch.jit.save``, plus a
   JSON file naming its outputs: a list of names, or an object
   ``{"attributes": [...], "input_size": [H, W], "activation": "sigmoid" | "none"}``.
@@ -29,9 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import FileFormatError, HSpaceError
-from .model import RESOURCES
+from .domain import active_domain, folder_format
 
-TOYFACES_CLASSIFIER_DIR = RESOURCES / "toyfaces-classifier"
 ACTIVATIONS = ("sigmoid", "none")
 
 
@@ -159,37 +157,6 @@ def _check_names(names, where) -> List[str]:
     return [str(n) for n in names]
 
 
-class ToyFaceAttributeClassifier(AttributeClassifier):
-    """The shipped toy-face attribute classifier (sigmoid of its logits)."""
-
-    def __init__(self, folder=None, device=None):
-        folder = Path(folder) if folder is not None else TOYFACES_CLASSIFIER_DIR
-        if not folder.is_dir():
-            raise ClassifierError(f"the toy-face classifier is missing ({folder}); train it with "
-                                  f"`python -m hspace_studio.training.classifier` or pass --classifier")
-        from ..toyfaces.nets import load_classifier as _load  # lazy: only when used
-
-        try:
-            module, names = _load(folder)
-        except (FileNotFoundError, ValueError) as e:
-            raise ClassifierError(str(e).splitlines()[0]) from e
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.module = module.to(self.device).eval()
-        self.attributes = _check_names(list(names), str(folder))
-        self.name = f"toyfaces:{folder.name}"
-        self.folder = folder
-        self.input_size = (64, 64)
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors"))
-        self.digest = _file_digest(files)
-
-    def _raw(self, x):
-        return torch.sigmoid(self.module(x.to(self.device)))
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.module.features(self._prepare(images).to(self.device)).float().cpu()
-
-
 def read_attribute_names(path) -> dict:
     """Validate a names JSON file: a list of names, or an object with ``attributes``."""
     from ..core.jsonfile import read_json
@@ -275,21 +242,29 @@ class TorchScriptClassifier(AttributeClassifier):
 def load_classifier(spec=None, attributes=None, device=None) -> AttributeClassifier:
     """A classifier from a CLI-style spec.
 
-    ``spec`` None, ``"toyfaces"`` or ``"default"``: the shipped toy-face classifier; a
-    folder: a toy-face-style classifier folder (``config.json``, ``attributes.json``,
-    ``model.safetensors``); a file: a TorchScript classifier, with ``attributes`` (a
-    JSON file of names) required. A TorchScript file is trusted code (it runs when
-    used); everything else is data. Every problem raises an ``HSpaceError``.
+    ``spec`` None, ``"default"`` or the active domain's name: the domain's default
+    classifier; a folder: a classifier folder in a format of the active domain; a file: a
+    TorchScript classifier, with ``attributes`` (a JSON file of names) required. A
+    TorchScript file is trusted code (it runs when used); everything else is data. Every
+    problem raises an ``HSpaceError``.
     """
-    if spec is None or str(spec) in ("toyfaces", "default"):
+    domain = active_domain()
+    if spec is None or str(spec) in ("default", domain.name):
         if attributes is not None:
             raise ClassifierUsageError("--attributes goes with a TorchScript --classifier file")
-        return ToyFaceAttributeClassifier(device=device)
+        if domain.default_classifier is None:
+            raise ClassifierUsageError(f"the {domain.name} domain has no default classifier: pass "
+                                       "--classifier FILE.pt --attributes NAMES.json")
+        spec = domain.default_classifier
     p = Path(spec).expanduser()
     if p.is_dir():
         if attributes is not None:
             raise ClassifierUsageError("--attributes goes with a TorchScript --classifier file, not a folder")
-        return ToyFaceAttributeClassifier(p, device=device)
+        fmt = folder_format(p, "classifier")
+        if fmt is None:
+            raise ClassifierError(f"{p} is not a classifier folder of the {domain.name} domain (for your own "
+                                  "classifier pass a TorchScript file and --attributes NAMES.json)")
+        return fmt.load(p, device)
     if p.is_file():
         if attributes is None:
             raise ClassifierUsageError(f"a TorchScript classifier ({p.name}) needs --attributes "

@@ -331,8 +331,9 @@ class DiscoveryPanel(QTabWidget):
                                   keep_in=bool(optimize) and self.sup_keep_in.isChecked(),
                                   keep_in_part=own, keep_in_grow=self.sup_own_grow.value(),
                                   every_step=bool(optimize) and self.sup_every_step.isChecked(),
-                                  part_check=PART_CHECK_WEIGHT if optimize and self.sup_part_check.isChecked() else 0.0,
-                                  hair_colour=colour, outside_hair=outside, free=free, skip=skip)
+                                  terms=(("part-check", PART_CHECK_WEIGHT if optimize and self.sup_part_check.isChecked()
+                                          else 0.0), ("hair-colour", colour), ("outside-hair", outside)),
+                                  free=free, skip=skip)
 
     def _emit_supervised(self) -> None:
         try:

@@ -136,12 +136,10 @@ class DiscoverSupervised:
     train_samples: int = 640  # with optimize: the samples it is fitted on (seeds 0..), 16 an iteration
     region: Optional[np.ndarray] = None  # with optimize: bool (H, W), change h only where it meets this
     keep_in: bool = False  # with optimize: fit for edits kept in the edit region in force (SetRegion)
-    part_check: float = 0.0  # with optimize: weight of the toy-face segmenter's part check
     keep_in_part: Tuple[str, ...] = ()  # with optimize: fit for edits kept in each sample's own part
     keep_in_grow: int = 3  # ... found by the toy-face segmenter and grown by this many pixels
     every_step: bool = False  # with optimize: fit at every step, not at the default window's
-    hair_colour: float = 0.0  # with optimize: weight of the pull of the hair to its palette colour
-    outside_hair: float = 0.0  # with optimize: weight of holding the pixels outside the hair
+    terms: Tuple[Tuple[str, float], ...] = ()  # with optimize: (name, weight) of the domain's fit terms
     free: Tuple[str, ...] = ()  # with optimize: attributes the fit may move
     skip: Tuple[str, ...] = ()  # with optimize: leave out the samples the classifier reads with these
     label: ClassVar[str] = "Supervised"
@@ -295,6 +293,9 @@ class EngineState:
     """What the worker owns: model, current trajectory, direction tensors, caches."""
 
     def __init__(self) -> None:
+        from ..domains import ensure
+
+        ensure()  # the domain whose classifier, segmenter and terms the jobs use
         self.model = None
         self.model_info: Optional[ModelInfo] = None
         self._asked_timesteps: Optional[str] = None  # see load_model
@@ -578,18 +579,13 @@ class EngineState:
         return rec
 
     # -- segmenter ---------------------------------------------------------------------
-    def segmenter(self, folder: Optional[str]):
-        from ..engine.model import RESOURCES
-        from ..toyfaces.nets import load_segmenter
+    def segmenter(self, spec: Optional[str]):
+        """The segmenter ``spec`` names (None: the domain's default), loaded once."""
+        from ..engine.segmenter import load_segmenter
 
-        folder = folder or str(RESOURCES / "toyfaces-segmenter")
-        if self._segmenter is None or self._segmenter[0] != folder:
-            try:
-                net, parts = load_segmenter(folder)
-            except (FileNotFoundError, ValueError) as e:
-                raise FileFormatError(f"no segmenter: {e}") from e
-            self._segmenter = (folder, net.to(self.model.device), parts)
-        return self._segmenter[1], self._segmenter[2]
+        if self._segmenter is None or self._segmenter[0] != spec:
+            self._segmenter = (spec, load_segmenter(spec, device=self.model.device))
+        return self._segmenter[1]
 
 
 def _jsonable(obj):
@@ -821,10 +817,10 @@ def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
         if job.keep_in_part:
             if job.keep_in:
                 raise HSpaceError("fit for edits kept inside the mask or in each face's own part, not both")
-            from ..toyfaces.part_checks import shipped_part_region
+            from ..engine.segmenter import part_region
 
             try:
-                keep_in = shipped_part_region(job.keep_in_part, int(job.keep_in_grow), model)
+                keep_in = part_region(model, job.keep_in_part, int(job.keep_in_grow))
             except (ValueError, OSError) as e:
                 raise HSpaceError(f"cannot keep the edits in each face's {' '.join(job.keep_in_part)}: {e}") from None
         return opt.optimized_direction(model, clf, job.attribute, list(range(int(job.train_samples))),
@@ -853,16 +849,14 @@ def _fit_window(opt, model, job: DiscoverSupervised):
 
 
 def _part_term(job: DiscoverSupervised) -> dict:
-    """The fit's toy-face segmenter penalty (those asked for of the part check, the hair's colour
-    pull and the hold on the pixels outside the hair) as the ``part_term``, ``part_weight`` and
-    ``part_name`` arguments of the fit."""
-    from ..toyfaces.part_checks import PART_CHECK_NAME, TermRefused, shipped_terms
+    """The fit's penalty from the domain's fit terms the job names, as the ``part_term``,
+    ``part_weight`` and ``part_name`` arguments of the fit."""
+    from ..engine.domain import TermRefused, fit_terms
 
     try:
-        term, weight, name = shipped_terms(job.attribute, job.part_check, job.hair_colour, job.outside_hair)
+        term, weight, name = fit_terms(job.attribute, dict(job.terms))
     except TermRefused as e:
-        box = "Check the part" if e.term == PART_CHECK_NAME else "Recolour the hair"
-        raise HSpaceError(f"{e}: untick '{box}'") from None
+        raise HSpaceError(f"{e}: untick the option that asks for it") from None
     return {"part_term": term, "part_weight": weight, "part_name": name}
 
 
@@ -904,8 +898,7 @@ def _sup(state, job, progress, cancel):
         where = (", in the mask" if job.region is not None else "") + (", for edits kept in the mask" if job.keep_in else "")
         if job.keep_in_part:
             where += f", for edits kept in each face's {'+'.join(job.keep_in_part)} (+{job.keep_in_grow} px)"
-        where += ", part checked" if job.part_check > 0 else ""
-        where += ", hair pulled to its colour" if job.hair_colour > 0 else ""
+        where += "".join(f", {name}" for name, w in job.terms if w > 0)
         where += f", {'+'.join(job.skip)} left out" if job.skip else ""
         where += ", every step" if job.every_step else ""
         name = f"{job.attribute} (optimised on {job.train_samples}{where})"
@@ -932,15 +925,10 @@ def _segment(state, job, progress, cancel):
     import torch
 
     model, traj = state.require_model(), state.require_traj()
-    net, parts = state.segmenter(job.folder)
-    missing = [p for p in job.parts if p not in parts]
-    if missing or not job.parts:
-        raise HSpaceError(f"the segmenter has no part '{', '.join(missing)}' (it knows {', '.join(parts)})")
-    img = model.to_pixels(traj.x_0[None]).clamp(-1, 1)
+    seg = state.segmenter(job.folder)
     with torch.no_grad():
-        logits = net(img.to(model.device, torch.float32))
-    lab = logits.argmax(1)[0].cpu().numpy()
-    mask = np.isin(lab, [parts.index(p) for p in job.parts])
+        mask = seg.part_mask(model.to_pixels(traj.x_0[None]).clamp(-1, 1), job.parts)
+    parts = seg.parts
     h, w = state.model_info.image_size
     if mask.shape != (h, w):
         from ..core.mask import resize_nearest

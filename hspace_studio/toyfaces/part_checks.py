@@ -42,6 +42,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engine.domain import TermRefused
+from ..engine.segmenter import Segmenter, dilate
+
 LENS_PIXELS = 6
 EYE_REACH = 3
 MOUTH_PIXELS = 12
@@ -82,59 +85,16 @@ def mouth_bend(mouth: torch.Tensor) -> torch.Tensor:
     return torch.where(on.sum(1) >= 3, -b, torch.zeros_like(b))
 
 
-def _dilate(mask: torch.Tensor, px: int) -> torch.Tensor:
-    """Boolean (N, H, W) grown by ``px`` pixels (8-connected, as a square max-pool)."""
-    if px <= 0:
-        return mask
-    return F.max_pool2d(mask[:, None].float(), 2 * px + 1, stride=1, padding=px)[:, 0] > 0
+class PartChecker(Segmenter):
+    """The checks above with one segmenter (``names``: its part names, in output order);
+    its labels, probabilities and per-image regions are the general segmenter's."""
 
-
-class PartChecker:
-    """The checks above with one segmenter (``names``: its part names, in output order)."""
-
-    def __init__(self, segmenter, names: Sequence[str]):
-        self.segmenter = segmenter.eval()
-        for p in segmenter.parameters():  # a fixed reader: gradients flow to the images only
-            p.requires_grad_(False)
-        self.index = {n: i for i, n in enumerate(names)}
-
-    def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Soft part probabilities (N, parts, H, W) of images in [-1, 1], with gradients."""
-        return torch.softmax(self.segmenter(pixels.clamp(-1, 1).float()), 1)
-
-    @torch.no_grad()
-    def labels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Part index per pixel (N, H, W)."""
-        return self.segmenter(pixels.clamp(-1, 1).float()).argmax(1)
-
-    def own_region(self, parts: Sequence[str], dilate: int, size, free_steps: int = 1):
-        """A function of unedited images (N, 3, H, W) in [-1, 1] giving each image its own
-        :class:`~hspace_studio.engine.sampler.Region`: where the segmenter finds ``parts``,
-        grown by ``dilate`` pixels, at the resolution ``size`` (h, w) of the model's x (the
-        weights averaged over each cell when it is smaller). An image where none of the parts
-        is found gets an empty region: its edit is then decoded unchanged but for the last
-        ``free_steps`` steps."""
-        from ..engine.sampler import Region
-
-        unknown = [p for p in parts if p not in self.index]
-        if unknown or not parts:
-            raise ValueError(f"the segmenter has no part {unknown or parts}; it has {', '.join(self.index)}")
-        idx = torch.tensor([self.index[p] for p in parts])
-        dev = next(self.segmenter.parameters()).device
-
-        def fn(pixels: torch.Tensor) -> Region:
-            lab = self.labels(pixels.to(dev))
-            zone = _dilate(torch.isin(lab, idx.to(dev)), int(dilate)).float()[:, None]
-            if tuple(zone.shape[-2:]) != tuple(size):
-                zone = F.interpolate(zone, size=tuple(size), mode="area")
-            return Region(zone.to(pixels.device), int(free_steps))
-
-        fn.recipe = {"parts": list(parts), "grow": int(dilate)}  # recorded by the fits that use it
-        return fn
+    def __init__(self, segmenter, names: Sequence[str], name: str = "toyfaces segmenter"):
+        super().__init__(segmenter, names, name=name)
 
     def eye_zones(self, before_labels: torch.Tensor):
         """Where each eye's lens belongs: the unedited image's eyes grown by ``EYE_REACH``."""
-        return [_dilate(before_labels == self.index[e], EYE_REACH) for e in ("left_eye", "right_eye")]
+        return [dilate(before_labels == self.index[e], EYE_REACH) for e in ("left_eye", "right_eye")]
 
     @torch.no_grad()
     def check(self, attribute: str, before: torch.Tensor, after: torch.Tensor,
@@ -278,23 +238,6 @@ def shipped_checker() -> PartChecker:
     from .quality import SEGMENTER_DIR
 
     return PartChecker(*load_segmenter(SEGMENTER_DIR))
-
-
-def shipped_part_region(parts: Sequence[str], grow: int, model, free_steps: int = 1) -> Callable:
-    """:meth:`PartChecker.own_region` of ``parts`` with the shipped segmenter, at the
-    resolution of ``model``'s x; refused for a model whose images are not RGB."""
-    if int(model.sample_shape[0]) != 3 and getattr(model, "vae", None) is None:
-        raise ValueError("the toy-face segmenter reads RGB images; this model's are not")
-    return shipped_checker().own_region(list(parts), int(grow), tuple(model.sample_shape[1:]), free_steps)
-
-
-class TermRefused(ValueError):
-    """A segmenter term asked for an attribute it does not apply to; ``term`` is its name
-    (:data:`PART_CHECK_NAME`, :data:`HAIR_COLOUR_NAME` or :data:`OUTSIDE_HAIR_NAME`)."""
-
-    def __init__(self, term: str, message: str):
-        super().__init__(message)
-        self.term = term
 
 
 def shipped_terms(attribute: str, part_check: float = 0.0, hair_colour: float = 0.0,

@@ -1,0 +1,104 @@
+"""The toy faces as a domain of the general tool (:mod:`hspace_studio.engine.domain`).
+
+The embedded default model is trained on these faces; the domain supplies its attribute
+classifier and part segmenter (folders in the toy networks' own format, loaded by
+:mod:`.nets`) and the fit terms read by the segmenter (:mod:`.part_checks`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict
+
+import torch
+
+from ..engine.annotate import AttributeClassifier, ClassifierError, _check_names, _file_digest
+from ..engine.domain import Domain, FolderFormat, TermRefused
+from ..engine.segmenter import Segmenter, SegmenterError
+from .quality import CLASSIFIER_DIR, SEGMENTER_DIR
+
+# fit terms: the name given to --term, and the keyword of part_checks.shipped_terms it sets
+TERMS = {
+    "part-check": ("part_check", "the segmenter's check that the edit drew its attribute's part "
+                                 "(eyeglasses, smiling, mouth_open, blond_hair)"),
+    "hair-colour": ("hair_colour", "pull the hair to the attribute's palette colour (hair colours)"),
+    "outside-hair": ("outside_hair", "hold the pixels outside the unedited hair (hair colours)"),
+}
+
+
+def _toy_folder(kind: str):
+    def matches(folder: Path) -> bool:
+        try:
+            cfg = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError, RecursionError):
+            return False
+        return isinstance(cfg, dict) and cfg.get("kind") == kind and "format_version" in cfg
+    return matches
+
+
+class ToyFaceAttributeClassifier(AttributeClassifier):
+    """The toy-face attribute classifier (sigmoid of its logits)."""
+
+    def __init__(self, folder=None, device=None):
+        from .nets import load_classifier as _load
+
+        folder = Path(folder) if folder is not None else CLASSIFIER_DIR
+        if not folder.is_dir():
+            raise ClassifierError(f"the toy-face classifier is missing ({folder}); train it with "
+                                  f"`python -m hspace_studio.training.classifier` or pass --classifier")
+        try:
+            module, names = _load(folder)
+        except (FileNotFoundError, ValueError) as e:
+            raise ClassifierError(str(e).splitlines()[0]) from e
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.module = module.to(self.device).eval()
+        self.attributes = _check_names(list(names), str(folder))
+        self.name = f"toyfaces:{folder.name}"
+        self.folder = folder
+        self.input_size = (64, 64)
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors"))
+        self.digest = _file_digest(files)
+
+    def _raw(self, x):
+        return torch.sigmoid(self.module(x.to(self.device)))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.module.features(self._prepare(images).to(self.device)).float().cpu()
+
+
+def load_toy_segmenter(folder, device=None) -> Segmenter:
+    from .nets import load_segmenter as _load
+
+    folder = Path(folder)
+    try:
+        net, parts = _load(folder)
+    except (FileNotFoundError, ValueError) as e:
+        raise SegmenterError(f"no segmenter: {str(e).splitlines()[0]}") from e
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors"))
+    seg = Segmenter(net, parts, name=f"toyfaces:{folder.name}", digest=_file_digest(files))
+    return seg.to(device) if device is not None else seg
+
+
+def build_terms(attribute: str, weights: Dict[str, float], strict: bool = True) -> tuple:
+    from .part_checks import HAIR_COLOUR_NAME, OUTSIDE_HAIR_NAME, PART_CHECK_NAME, shipped_terms
+
+    try:
+        return shipped_terms(attribute, strict=strict, **{TERMS[name][0]: w for name, w in weights.items()})
+    except TermRefused as e:  # name the term as --term does
+        short = {PART_CHECK_NAME: "part-check", HAIR_COLOUR_NAME: "hair-colour", OUTSIDE_HAIR_NAME: "outside-hair"}
+        raise TermRefused(short.get(e.term, e.term), str(e)) from None
+
+
+TOY_FACES = Domain(
+    name="toyfaces",
+    description="procedural toy faces: the embedded default model's domain",
+    default_model="default",
+    default_classifier=str(CLASSIFIER_DIR),
+    default_segmenter=str(SEGMENTER_DIR),
+    classifier_formats=[FolderFormat("toyfaces classifier", _toy_folder("classifier"),
+                                     lambda folder, device: ToyFaceAttributeClassifier(folder, device))],
+    segmenter_formats=[FolderFormat("toyfaces segmenter", _toy_folder("segmenter"), load_toy_segmenter)],
+    terms={name: help for name, (_, help) in TERMS.items()},
+    build_terms=build_terms,
+)
