@@ -139,3 +139,18 @@ def test_edit_with_region_keeps_the_outside(tiny_model_dir, dirs_file, tmp_path)
     assert read_recipe(tmp_path / "r.png")["region"]["free_steps"] == 0
     assert _run("edit", *common, "--region", tmp_path / "missing.png", "--out", tmp_path / "x.png") != 0
     assert not (tmp_path / "x.png").exists()
+
+
+def test_eta_schedule_spec_on_the_command_line(tiny_model_dir, tmp_path):
+    """--eta last:0.4 puts eta 1 on the last 40% of the steps; the recipe replays it."""
+    from PIL import Image
+    import numpy as np
+
+    from hspace_studio.core.recipe import recipe_to_cli_args
+
+    assert _run("sample", "--seed", 1, "--model", tiny_model_dir, "--steps", 5, "--eta", "last:0.4",
+                "--out", tmp_path / "e.png", "--trajectory", tmp_path / "e.safetensors") == 0
+    assert Trajectory.load(tmp_path / "e.safetensors").etas.tolist() == [0, 0, 0, 1, 1]
+    assert main(recipe_to_cli_args(read_recipe(tmp_path / "e.png"), str(tmp_path / "again.png"))) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "e.png")), np.asarray(Image.open(tmp_path / "again.png")))
+    assert _run("sample", "--seed", 1, "--model", tiny_model_dir, "--eta", "middle:0.4", "--out", tmp_path / "x.png") == 1

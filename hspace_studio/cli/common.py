@@ -33,8 +33,9 @@ def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     if sampling:
         g.add_argument("--steps", type=_positive_int, default=None, help="diffusion steps (default 10)")
         g.add_argument("--eta", type=_eta, default=None,
-                       help="noise: 0 = DDIM, 1 = DDPM, or a comma-separated per-step schedule "
-                            "(default 1)")
+                       help="noise: 0 = DDIM, 1 = DDPM, a comma-separated per-step schedule, or "
+                            "last:F (eta 1 on the last fraction F of the steps, 0 before; first:F the "
+                            "reverse; last:F:E for eta E) (default 1)")
         t = p.add_argument_group("prompt (text-to-image models: Stable Diffusion 1.x, 2.x, SDXL)")
         t.add_argument("--prompt", default=None, help="what to make (default: the empty prompt)")
         t.add_argument("--negative-prompt", dest="negative_prompt", default=None, metavar="TEXT",
@@ -90,6 +91,8 @@ def split_index(value: str):
 
 
 def _eta(s: str):
+    if ":" in s:  # a schedule spec such as last:0.3, expanded by steps_eta (engine.sampler.eta_schedule)
+        return s.strip()
     try:
         vals = [float(v) for v in s.split(",")]
     except ValueError:
@@ -131,6 +134,10 @@ def open_model(args):
 def steps_eta(args, default_steps: int = 10, default_eta=1.0):
     steps = args.steps if getattr(args, "steps", None) is not None else default_steps
     eta = args.eta if getattr(args, "eta", None) is not None else default_eta
+    if isinstance(eta, str):  # a schedule spec: one eta per step, recorded as such
+        from ..engine.sampler import etas_tensor
+
+        eta = etas_tensor(eta, steps).tolist()
     return steps, eta
 
 
