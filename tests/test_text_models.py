@@ -182,3 +182,41 @@ def test_cli_pca_over_prompts_then_edit_and_replay_the_recipe(sd_dir, tmp_path):
     # a prompt for a model that takes none is a clear error, not a traceback
     assert main(["sample", "--seed", "1", "--prompt", "a face", "--steps", "2",
                  "--out", str(tmp_path / "x.png")]) != 0
+
+
+def test_supervised_directions_on_sd_from_photos_and_from_a_classifier(sd_dir, tmp_path):
+    """Labelled photos are inverted through the VAE under the prompt; a classifier ranks
+    decoded samples. Both give a direction of h's shape that records the prompt."""
+    import json
+
+    from PIL import Image
+
+    from hspace_studio.cli import main
+    from hspace_studio.engine import DirectionSet
+
+    rng = np.random.default_rng(0)
+    for name, level in (("pos", 200), ("neg", 40)):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            arr = np.clip(rng.normal(level, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(tmp_path / name / f"{i}.png")
+    common = ["--model", str(sd_dir), "--steps", "2", "--prompt", "a face", "--guidance", "3"]
+    assert main(["supervised", *common, "--positive", str(tmp_path / "pos"), "--negative", str(tmp_path / "neg"),
+                 "--attribute", "bright", "--out", str(tmp_path / "photos.safetensors")]) == 0
+    ds = DirectionSet.load(tmp_path / "photos.safetensors")
+    model = load_model(str(sd_dir), device="cpu")
+    h = sample(model, [0], steps=2)[0].hs
+    assert tuple(ds.delta_h.shape[1:]) == tuple(h.shape) and float(ds.delta_h.abs().max()) > 0
+    assert ds.params["conditioning"]["prompt"] == "a face"
+
+    class Bright(torch.nn.Module):
+        def forward(self, x):
+            return x.mean((1, 2, 3), keepdim=False)[:, None] * 8
+
+    torch.jit.save(torch.jit.script(Bright()), str(tmp_path / "clf.pt"))
+    (tmp_path / "clf.json").write_text(json.dumps(["bright"]))
+    assert main(["supervised", *common, "--classifier", str(tmp_path / "clf.pt"), "--attributes",
+                 str(tmp_path / "clf.json"), "--attribute", "bright", "--index-size", "6", "--examples", "2",
+                 "--index", str(tmp_path / "idx.json"), "--out", str(tmp_path / "clf.safetensors")]) == 0
+    ds = DirectionSet.load(tmp_path / "clf.safetensors")
+    assert tuple(ds.delta_h.shape[1:]) == tuple(h.shape) and ds.params["conditioning"]["guidance"] == 3.0
