@@ -11,14 +11,38 @@ from typing import List, Optional
 import numpy as np
 from PySide6.QtCore import QObject, QPointF, Qt, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout,
-                               QHBoxLayout, QLabel, QPushButton, QRadioButton, QSlider, QSpinBox,
-                               QToolButton, QWidget)
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
+                               QGridLayout, QHBoxLayout, QLabel, QPushButton, QRadioButton, QSlider,
+                               QSpinBox, QToolButton, QWidget)
 
+from ..core.errors import HSpaceError, InvalidFileError
+from ..core.jsonfile import read_json
 from ..core.mask import MaskChange, MaskDocument
 
 DEFAULT_PARTS = ("left_eye", "right_eye", "brows", "mouth", "hair", "face", "glasses", "background")
 PART_GROUPS = {"eyes": ("left_eye", "right_eye")}
+
+
+def segmenter_part_names(path) -> List[str]:
+    """The part names of a user's segmenter without loading it (no torch): ``parser.json``
+    beside a TorchScript ``parser.pt`` (a list, or ``{"parts": [...]}``), or ``parts.json``
+    in a segmenter folder. Raises an HSpaceError saying what is wrong."""
+    from pathlib import Path
+
+    p = Path(str(path)).expanduser()
+    names_file = p / "parts.json" if p.is_dir() else p.with_suffix(".json")
+    if not p.exists():
+        raise InvalidFileError(f"segmenter not found: {p}")
+    if not names_file.is_file():
+        raise InvalidFileError(f"the segmenter {p.name} needs its part names in {names_file.name} "
+                               f"{'inside' if p.is_dir() else 'beside'} it")
+    data = read_json(names_file, "part names file", max_bytes=4 * 1024 * 1024)
+    if isinstance(data, dict):
+        data = data.get("parts")
+    if (not isinstance(data, list) or not data
+            or not all(isinstance(n, str) and n.strip() for n in data) or len(set(data)) != len(data)):
+        raise InvalidFileError(f"{names_file} must hold a list of distinct, non-empty part names")
+    return [str(n) for n in data]
 
 
 class MaskCommand(QUndoCommand):
@@ -123,6 +147,7 @@ class BrushPanel(QWidget):
     """Controls of the mask tool (object name ``brush``)."""
 
     fillPartRequested = Signal(str, str)  # part, mode
+    segmenterError = Signal(str)  # a chosen segmenter file that cannot be used
     loadRequested = Signal()
     saveRequested = Signal()
 
@@ -186,15 +211,27 @@ class BrushPanel(QWidget):
             row.addWidget(w)
         g.addLayout(row, 3, 0, 1, 4)
 
+        self.segmenter = QComboBox()
+        self.segmenter.setObjectName("segmenterChoice")
+        self.segmenter.setToolTip("Segmenter that finds the parts: the domain's default, or your own "
+                                  "TorchScript file with its part names in a .json beside it "
+                                  "(a TorchScript file runs its own code: choose only files you trust)")
+        self.segmenter.addItem("Segmenter: default", None)
+        self.segmenter.addItem("Choose file…", "")
+        self.segmenter_spec: Optional[str] = None
+        self._default_parts: List[str] = list(DEFAULT_PARTS)
+        self.segmenter.activated.connect(self._segmenter_activated)
+        g.addWidget(self.segmenter, 4, 0, 1, 4)
+
         self.part = QComboBox()
-        self.part.setToolTip("Face part found by the segmenter (toy-face model)")
+        self.part.setToolTip("Part found by the segmenter")
         self.part_mode = QComboBox()
         self.part_mode.addItems(["add", "replace", "subtract"])
         self.fill_btn = QPushButton("Fill part")
         self.fill_btn.setToolTip("Fill the mask from a segmenter part of the current image")
-        g.addWidget(self.part, 4, 0, 1, 2)
-        g.addWidget(self.part_mode, 4, 2)
-        g.addWidget(self.fill_btn, 4, 3)
+        g.addWidget(self.part, 5, 0, 1, 2)
+        g.addWidget(self.part_mode, 5, 2)
+        g.addWidget(self.fill_btn, 5, 3)
         self.set_parts(DEFAULT_PARTS)
 
         self.load_btn = QPushButton("Load…")
@@ -205,7 +242,7 @@ class BrushPanel(QWidget):
         row.addWidget(self.save_btn)
         row.addStretch(1)
         row.addWidget(self.coverage)
-        g.addLayout(row, 5, 0, 1, 4)
+        g.addLayout(row, 6, 0, 1, 4)
 
         self.keep_inside = QCheckBox("Keep edits inside the mask")
         self.keep_inside.setObjectName("keepEditsInMask")
@@ -225,8 +262,8 @@ class BrushPanel(QWidget):
             lambda v: self.free_steps.setSuffix(" step" if v == 1 else " steps"))
         self.free_steps.setEnabled(False)
         self.keep_inside.toggled.connect(self.free_steps.setEnabled)
-        g.addWidget(self.keep_inside, 6, 0, 1, 3)
-        g.addWidget(self.free_steps, 6, 3)
+        g.addWidget(self.keep_inside, 7, 0, 1, 3)
+        g.addWidget(self.free_steps, 7, 3)
 
         # wiring
         self.size_slider.valueChanged.connect(lambda v: self.size_box.setValue(v / 2))
@@ -253,6 +290,49 @@ class BrushPanel(QWidget):
         canvas.strokeMove.connect(controller.move_stroke)
         canvas.strokeEnd.connect(controller.end_stroke)
         self.size_box.setValue(3.0)
+
+    def set_default_parts(self, parts: List[str]) -> None:
+        """The default segmenter's part names (shown while it is chosen)."""
+        self._default_parts = list(parts)
+        if self.segmenter_spec is None:
+            self.set_parts(self._default_parts)
+
+    def _segmenter_activated(self, index: int) -> None:
+        if self.segmenter.itemData(index) == "":
+            path, _ = QFileDialog.getOpenFileName(self, "Choose a segmenter", "",
+                                                  "TorchScript segmenters (*.pt *.pth);;All files (*)")
+            if not path or not self.set_segmenter(path):
+                self._show_segmenter()
+        else:
+            self.set_segmenter(self.segmenter.itemData(index))
+
+    def _show_segmenter(self) -> None:
+        i = self.segmenter.findData(self.segmenter_spec) if self.segmenter_spec else 0
+        self.segmenter.setCurrentIndex(max(0, i))
+
+    def set_segmenter(self, path: Optional[str]) -> bool:
+        """Use the segmenter at ``path`` (None: the default) for "Fill part": reads its part
+        names (no torch here) and fills the part list; what the file dialog calls."""
+        if path is None or str(path) == "default":
+            self.segmenter_spec = None
+            self.set_parts(self._default_parts)
+            self._show_segmenter()
+            return True
+        try:
+            parts = segmenter_part_names(path)
+        except HSpaceError as e:
+            self.segmenterError.emit(str(e))
+            return False
+        from pathlib import Path
+
+        spec = str(Path(str(path)).expanduser().resolve())
+        self.segmenter_spec = spec
+        if self.segmenter.findData(spec) < 0:
+            self.segmenter.insertItem(self.segmenter.count() - 1, f"Segmenter: {Path(spec).name}", spec)
+            self.segmenter.setItemData(self.segmenter.count() - 2, spec, Qt.ItemDataRole.ToolTipRole)
+        self._show_segmenter()
+        self.set_parts(parts)
+        return True
 
     def set_parts(self, parts: List[str]) -> None:
         cur = self.part.currentData()

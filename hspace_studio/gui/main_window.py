@@ -144,7 +144,8 @@ class MainWindow(QMainWindow):
         self.brush = BrushPanel(self.mask, self.canvas)
         parts = segmenter_parts(RESOURCES / "toyfaces-segmenter")
         if parts:
-            self.brush.set_parts(parts)
+            self.brush.set_default_parts(parts)
+        self.brush.segmenterError.connect(self.show_error)
         self.library = DirectionLibrary()
         self.sliders = ActiveSliders()
         self.plots = PlotPanel()
@@ -933,7 +934,7 @@ class MainWindow(QMainWindow):
             elif not res.cancelled:
                 self.show_error(f"Fill from part failed: {res.error}")
 
-        return self.submit(J.Segment(tuple(parts)), done)
+        return self.submit(J.Segment(tuple(parts), self.brush.segmenter_spec), done)
 
     def load_mask(self, path: str) -> bool:
         try:

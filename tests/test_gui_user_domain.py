@@ -1,0 +1,58 @@
+"""The desktop app with a user's own domain files (here: a TorchScript segmenter)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("pytestqt")
+
+from tests.test_gui_app import image_of, reference, run_job, to_u8, win  # noqa: E402,F401
+
+
+class Brightness(torch.nn.Module):
+    """Per-pixel logits of two parts: 'dark' and 'bright' (by the mean of the channels)."""
+
+    def forward(self, x):
+        m = x.mean(1, keepdim=True) * 10
+        return torch.cat([-m, m], 1)
+
+
+@pytest.fixture
+def parser_file(tmp_path):
+    torch.jit.save(torch.jit.script(Brightness()), str(tmp_path / "parser.pt"))
+    (tmp_path / "parser.json").write_text(json.dumps(["dark", "bright"]))
+    return tmp_path / "parser.pt"
+
+
+def test_fill_part_with_a_users_segmenter(qtbot, win, parser_file, reference):
+    """'Segmenter: Choose file…' reads the part names beside the TorchScript file (on the UI
+    side, without torch), lists them, and 'Fill part' segments the image with that file."""
+    b = win.brush
+    default_parts = [b.part.itemData(i) for i in range(b.part.count())]
+    assert b.segmenter.currentText() == "Segmenter: default"
+    assert b.set_segmenter(str(parser_file))  # what the file dialog calls
+    assert [b.part.itemData(i) for i in range(b.part.count())] == ["dark", "bright"]
+    assert b.segmenter.currentText() == "Segmenter: parser.pt"
+    b.part.setCurrentIndex(b.part.findData("bright"))
+    b.part_mode.setCurrentText("replace")
+    got = []
+    win.jobDone.connect(got.append)
+    b.fill_btn.click()
+    qtbot.waitUntil(lambda: any(isinstance(r.value, dict) and "mask" in r.value for r in got if r.ok)
+                    or any(not r.ok for r in got), timeout=60_000)
+    qtbot.waitUntil(lambda: win.idle, timeout=60_000)
+    assert not win.messages.errors, win.messages.errors
+    assert np.array_equal(image_of(win), to_u8(reference.x_0))
+    bright = (reference.x_0.clamp(-1, 1).mean(0) > 0).numpy()
+    assert 0 < bright.mean() < 1
+    assert np.array_equal(win.mask.array, bright)
+    # back to the default: its parts again; a file without part names is refused with a message
+    assert b.set_segmenter(None)
+    assert [b.part.itemData(i) for i in range(b.part.count())] == default_parts
+    assert b.segmenter_spec is None
+    (parser_file.parent / "lonely.pt").write_bytes(parser_file.read_bytes())
+    assert not b.set_segmenter(str(parser_file.parent / "lonely.pt"))
+    assert "lonely.json" in win.messages.last and b.segmenter_spec is None
