@@ -10,6 +10,9 @@ The recipe format is the one ``hspace-studio edit`` writes::
                 "asymmetric": false or true},                  # true: Asyrp (--asymmetric)
                {"space": "noise", "direction": "n.safetensors", "index": 0, "scale": 1.5}],
                                                                # a noise-space edit
+     "region": {"mask": "m.png", "free_steps": 1} or                # edits kept inside a mask
+               {"parts": ["mouth"], "grow": 3, "free_steps": 1, "segmenter": "parser.pt"},
+                                                               # (--region / --region-from)
      "strip": [..scales..]  (only for strips),
      "interpolate": {"with": {"seed": 9} or {"trajectory": path}, "mode": "lerp" | "slerp" | "h",
                      "frames": 5}  (only for interpolation strips; then "edits" is empty),
@@ -84,6 +87,18 @@ def recipe_to_cli_args(recipe: dict, out: Optional[str] = None) -> List[str]:
             args.append(f"--at-step={int(e['at_step'])}")
         if e.get("asymmetric"):
             args.append("--asymmetric")
+    region = recipe.get("region")
+    if isinstance(region, dict) and cmd == "edit" and not interp:
+        if region.get("parts"):
+            seg = region.get("segmenter") or "default"
+            args.append(f"--region-from={seg}:{','.join(str(p) for p in region['parts'])}")
+            args.append(f"--grow={int(region.get('grow', 3))}")
+        elif region.get("mask"):
+            args.append(f"--region={region['mask']}")
+        else:
+            raise ValueError("the recipe's edit was kept inside a mask that was not saved with it; "
+                             "its command line would edit the whole image")
+        args.append(f"--free-steps={int(region.get('free_steps', 1))}")
     if recipe.get("strip") and edits:
         args.append("--strip=" + ",".join(repr(float(s)) for s in recipe["strip"]))
     if interp:

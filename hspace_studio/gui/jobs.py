@@ -574,9 +574,21 @@ class EngineState:
                                    "h_space": traj.h_space, "source": src, "edits": out,
                                    "app": "hspace-studio gui"}, self.model)
         if self.region_mask is not None:
-            rec["region"] = {"free_steps": self.region_free_steps,
+            rec["region"] = {"mask": self.save_region_png(png_path), "free_steps": self.region_free_steps,
                              "coverage": float(self.region_mask.mean())}
         return rec
+
+    def save_region_png(self, png_path: str) -> str:
+        """Write the region mask beside an exported image (``NAME-region.png``, white inside)
+        so that its recipe and command line re-create the masked edit; returns its path."""
+        from ..core.mask import MaskDocument
+
+        side = Path(png_path).with_suffix("")
+        side = side.with_name(side.name + "-region.png").resolve()
+        doc = MaskDocument(self.region_mask.shape)
+        doc.apply(self.region_mask > 0.5)
+        doc.save_png(side)
+        return str(side)
 
     # -- segmenter ---------------------------------------------------------------------
     def segmenter(self, spec: Optional[str]):
