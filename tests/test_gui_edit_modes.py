@@ -73,3 +73,27 @@ def test_a_region_from_recipe_replays(tiny_model_dir, dir_file, tmp_path):
     assert main(["edit", "--model", str(tiny_model_dir), "--seed", "3", "--steps", "10",
                  "--direction", f"{dir_file}:0", "--scale", "3", "--out", str(unmasked)]) == 0
     assert not np.array_equal(np.asarray(Image.open(unmasked)), np.asarray(Image.open(out)))
+
+
+def test_asymmetric_toggle_changes_the_image_and_replays(qtbot, win, dir_file, tmp_path):
+    """A slider row's 'Asym' toggle (also in its context menu) decodes that direction the
+    Asyrp way; the export records "asymmetric": true and the CLI renders the same pixels."""
+    import_and_activate(qtbot, win, dir_file)
+    row = win.slider_rows()[0]
+    row.slider.setValue(900)
+    wait_idle(qtbot, win)
+    plain = image_of(win)
+    assert not row.asymmetric()
+    row.asym_btn.setChecked(True)
+    wait_idle(qtbot, win)
+    asym = image_of(win)
+    assert not np.array_equal(plain, asym)
+    assert win.current_edits()[0].asymmetric
+    rec = export_and_replay(qtbot, win, tmp_path, "asym.png")
+    assert rec["edits"][0]["asymmetric"] is True
+    assert win.session_doc()["library"][0]["directions"][0]["asymmetric"] is True
+    row.asym_btn.setChecked(False)
+    wait_idle(qtbot, win)
+    assert np.array_equal(image_of(win), plain)
+    rec = export_and_replay(qtbot, win, tmp_path, "sym.png")
+    assert "asymmetric" not in rec["edits"][0]

@@ -58,6 +58,7 @@ class DirectionState:
     window: Optional[Tuple[int, int]] = None
     at_timestep: Optional[int] = None
     range: float = 3.0
+    asymmetric: bool = False  # Asyrp: the edit moves only each step's predicted x_0
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -74,7 +75,7 @@ class DirectionState:
                       active=bool(d.get("active", False)), scale=float(d.get("scale", 0.0)),
                       window=(_int(w[0]), _int(w[1])) if w is not None else None,
                       at_timestep=_int(d["at_timestep"]) if d.get("at_timestep") is not None else None,
-                      range=float(d.get("range", 3.0)))
+                      range=float(d.get("range", 3.0)), asymmetric=bool(d.get("asymmetric", False)))
         except (KeyError, TypeError, ValueError, IndexError, OverflowError, AttributeError) as e:
             raise FileFormatError(f"bad direction entry in session: {e}"[:200]) from e
         if not math.isfinite(out.scale):

@@ -12,6 +12,7 @@ returns a result whose ``directions`` (a ``DirectionSet``) lands in the library.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -498,7 +499,8 @@ class EngineState:
         from ..engine.sampler import EditSpec
 
         return [EditSpec(self.delta(e.set_id, e.index, e.at_timestep), float(e.scale),
-                         tuple(e.window) if e.window is not None else None)
+                         tuple(e.window) if e.window is not None else None,
+                         asymmetric=bool(getattr(e, "asymmetric", False)))
                 for e in edits if float(e.scale) != 0.0]
 
     # -- rendering ---------------------------------------------------------------------
@@ -525,7 +527,8 @@ class EngineState:
         delta = self.delta(item.set_id, item.index, item.at_timestep)
         window = tuple(item.window) if item.window is not None else None
         return strip(model, traj, delta, [float(s) for s in scales], window, self.specs(others),
-                     progress=progress, cancel=cancel, region=self.region())
+                     progress=progress, cancel=cancel, region=self.region(),
+                     asymmetric=bool(getattr(item, "asymmetric", False)))
 
     def render_strip(self, item, scales, others, cancel=None) -> List[np.ndarray]:
         xs = self.strip_x0(item, scales, others, cancel)
@@ -550,6 +553,8 @@ class EngineState:
                      "window": list(e.window) if e.window is not None else None,
                      "at_step": self.at_step(e.at_timestep),
                      "label": self.get_set(e.set_id).labels[e.index]}
+            if getattr(e, "asymmetric", False):
+                entry["asymmetric"] = True
             if f and Path(f).is_file():
                 entry["direction"] = str(Path(f).resolve())
             else:
@@ -969,7 +974,7 @@ def _export_strip(state, job, progress, cancel):
     model = state.require_model()
     xs = state.strip_x0(job.item, job.scales, job.others, cancel=cancel, progress=progress)
     imgs = [to_pil(model.to_pixels(x[None])[0].cpu()) for x in xs]
-    first = type(job.item)(job.item.set_id, job.item.index, 1.0, job.item.window, job.item.at_timestep)
+    first = dataclasses.replace(job.item, scale=1.0)
     recipe = state.recipe((first, *job.others), dict(job.set_files), job.path)
     recipe["strip"] = [float(s) for s in job.scales]
     save_png(job.path, grid(imgs, cols=len(imgs)), recipe)
@@ -988,7 +993,7 @@ def _export_grid(state, job, progress, cancel):
         row = [to_pil(model.to_pixels(x[None])[0].cpu()) for x in xs]
         row += [row[-1].copy()] * (cols - len(row))
         imgs += row
-        r = state.recipe((type(item)(item.set_id, item.index, 1.0, item.window, item.at_timestep),),
+        r = state.recipe((dataclasses.replace(item, scale=1.0),),
                          dict(job.set_files), job.path)
         rows.append({"edits": r["edits"], "strip": [float(s) for s in scales]})
         progress(len(rows), len(job.rows), "grid")

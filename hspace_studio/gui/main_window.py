@@ -688,7 +688,8 @@ class MainWindow(QMainWindow):
             if s.status == "mismatch":
                 continue
             out.append(EditItem(s.set_id, d.index, float(d.scale),
-                                tuple(d.window) if d.window is not None else None, d.at_timestep))
+                                tuple(d.window) if d.window is not None else None, d.at_timestep,
+                                asymmetric=d.asymmetric))
         return tuple(out)
 
     def request_preview(self) -> Optional[int]:
@@ -758,14 +759,15 @@ class MainWindow(QMainWindow):
         if found is None or row is None:
             return
         d = found[1]
-        old = (d.window, d.at_timestep, d.range)
+        old = (d.window, d.at_timestep, d.range, d.asymmetric)
         d.scale = row.scale()
+        d.asymmetric = row.asymmetric()
         d.window = row.window()
         d.at_timestep = row.at_timestep()
         d.range = row.range()
         self._mark_dirty()
         self.request_preview()
-        if self._strip_key == key and old != (d.window, d.at_timestep, d.range):
+        if self._strip_key == key and old != (d.window, d.at_timestep, d.range, d.asymmetric):
             self._request_strip()
 
     def _forget_removed_sets(self) -> None:
@@ -817,7 +819,8 @@ class MainWindow(QMainWindow):
             return
         self._strip_id += 1
         scales = tuple(round(f * d.range, 6) for f in STRIP_SCALES)
-        item = EditItem(s.set_id, d.index, 1.0, tuple(d.window) if d.window else None, d.at_timestep)
+        item = EditItem(s.set_id, d.index, 1.0, tuple(d.window) if d.window else None, d.at_timestep,
+                        asymmetric=d.asymmetric)
         self.worker.request_strip(StripRequest(self._strip_id, item, scales))
 
     def _strip_ready(self, res) -> None:
@@ -1062,7 +1065,8 @@ class MainWindow(QMainWindow):
             self.show_error("Select a direction to export its strip")
             return None
         s, d = found
-        item = EditItem(s.set_id, d.index, 1.0, tuple(d.window) if d.window else None, d.at_timestep)
+        item = EditItem(s.set_id, d.index, 1.0, tuple(d.window) if d.window else None, d.at_timestep,
+                        asymmetric=d.asymmetric)
         others = tuple(e for e in self.current_edits() if (e.set_id, e.index) != key)
         scales = tuple(round(f * d.range, 6) for f in factors)
         return self.submit(J.ExportStrip(str(path), item, scales, others, self._set_files()))
@@ -1078,7 +1082,8 @@ class MainWindow(QMainWindow):
         for s, d in self.library.active():
             if s.status == "mismatch":
                 continue
-            item = EditItem(s.set_id, d.index, 1.0, tuple(d.window) if d.window else None, d.at_timestep)
+            item = EditItem(s.set_id, d.index, 1.0, tuple(d.window) if d.window else None, d.at_timestep,
+                            asymmetric=d.asymmetric)
             rows.append((item, tuple(round(f * d.range, 6) for f in factors)))
         if not rows or self.traj_info is None:
             self.show_error("Activate directions to export a grid (one row per active direction)")

@@ -52,8 +52,16 @@ class DirectionSliderRow(QFrame):
         self.remove_btn = QToolButton()
         self.remove_btn.setText("×")
         self.remove_btn.setToolTip("Deactivate this direction")
+        self.asym_btn = QToolButton()
+        self.asym_btn.setObjectName("asymmetricToggle")
+        self.asym_btn.setText("Asym")
+        self.asym_btn.setCheckable(True)
+        self.asym_btn.setChecked(bool(getattr(state, "asymmetric", False)))
+        self.asym_btn.setToolTip("Asymmetric (Asyrp): the edit moves only each step's predicted "
+                                 "image, not the noise the step adds back (edit --asymmetric)")
         top = QHBoxLayout()
         top.addWidget(self.title, 1)
+        top.addWidget(self.asym_btn)
         top.addWidget(self.reset_btn)
         top.addWidget(self.remove_btn)
         g.addLayout(top, 0, 0, 1, 3)
@@ -96,6 +104,7 @@ class DirectionSliderRow(QFrame):
         self.box.valueChanged.connect(self._box_changed)
         self.window_slider.valueChanged.connect(self._window_moved)
         self.at_combo.currentIndexChanged.connect(self._at_changed)
+        self.asym_btn.toggled.connect(lambda _on: self.changed.emit(self.key))
         self.reset_btn.clicked.connect(lambda: self.set_scale(0.0))
         self.remove_btn.clicked.connect(lambda: self.removeRequested.emit(self.key))
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -123,12 +132,15 @@ class DirectionSliderRow(QFrame):
     def at_timestep(self) -> Optional[int]:
         return self._at
 
+    def asymmetric(self) -> bool:
+        return self.asym_btn.isChecked()
+
     def state(self) -> dict:
         return {"scale": self.scale(), "window": self._window, "at_timestep": self._at,
-                "range": self._range}
+                "range": self._range, "asymmetric": self.asymmetric()}
 
     def set_enabled_reason(self, ok: bool, reason: str = "") -> None:
-        for w in (self.slider, self.box, self.window_slider, self.at_combo, self.reset_btn):
+        for w in (self.slider, self.box, self.window_slider, self.at_combo, self.reset_btn, self.asym_btn):
             w.setEnabled(ok)
         self.setToolTip(reason)
         self.title.setStyleSheet("" if ok else "color: #c0392b;")
@@ -217,6 +229,10 @@ class DirectionSliderRow(QFrame):
         m = QMenu(self)
         act = m.addAction("Slider range…")
         m.addAction("Reset window", lambda: self.set_window(None))
+        asym = m.addAction("Asymmetric (Asyrp)")
+        asym.setCheckable(True)
+        asym.setChecked(self.asymmetric())
+        asym.toggled.connect(self.asym_btn.setChecked)
         if m.exec(self.mapToGlobal(pos)) is act:
             r, ok = QInputDialog.getDouble(self, "Slider range", "The slider runs from -R to R. R:",
                                            self._range, 1e-6, 1e6, 3)

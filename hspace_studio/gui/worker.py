@@ -49,6 +49,7 @@ class EditItem:
     scale: float
     window: Optional[Tuple[int, int]] = None
     at_timestep: Optional[int] = None
+    asymmetric: bool = False  # Asyrp (EditSpec(asymmetric=True))
 
 
 @dataclass(frozen=True)
