@@ -20,7 +20,9 @@ Per model, in one run, interleaved:
 - **prepare**: ``LinearPreview.prepare`` (one-time per image, directions and linearisation
   point; its result includes the exact image at that point) for ``fd1``, ``fd``, ``jvp``;
 - **first feedback**: ``LinearPreview.pixels(scale)``, the uint8 image the canvas shows
-  (median and p95 over ``--moves`` random slider values).
+  (median and p95 over ``--moves`` random slider values); the same for ``NodePreview``
+  (exact images at the strip's five scales, cross-faded; its one-time cost is one strip
+  decode, measured on the big model only with ``--big-nodes``).
 
 Figures are printed as ratios against the baselines measured in the same run. Torch runs
 on ``--threads`` threads (default 1: on a 2-core machine shared with other work, 2 threads
@@ -113,10 +115,10 @@ def ms(x):
     return f"{1000 * x:9.1f} ms"
 
 
-def bench_model(name, model, steps, repeats, moves, methods, variants):
+def bench_model(name, model, steps, repeats, moves, methods, variants, nodes=True):
     import torch
 
-    from hspace_studio.engine.preview import LinearPreview
+    from hspace_studio.engine.preview import LinearPreview, NodePreview
     from hspace_studio.engine.sampler import EditSpec, edit, sample
 
     t0 = time.perf_counter()
@@ -201,14 +203,28 @@ def bench_model(name, model, steps, repeats, moves, methods, variants):
               f"{100 * agree:.2f}%")
     print(f"   first feedback (preview pixels)    {ms(med(first))} {ms(p95(first))}   {med(first) / base:8.5f}"
           f"   {med(first) / floor:8.5f}   target <= 50 ms: {'OK' if med(first) <= 0.05 else 'MISSED'}")
+    if nodes:  # the strip's five scales (gui STRIP_SCALES) as exact nodes
+        t = time.perf_counter()
+        npv = NodePreview.prepare(model, traj, EditSpec(delta, 0.0), [-1.0, -0.5, 0.0, 0.5, 1.0])
+        sec = time.perf_counter() - t
+        node_first = []
+        for v in vals:
+            t = time.perf_counter()
+            npv.pixels(v)
+            node_first.append(time.perf_counter() - t)
+        print(f"   prepare (5 exact nodes, one strip) {ms(sec)} {'':12s}   {sec / base:8.3f}   {sec / floor:8.3f}")
+        print(f"   first feedback (node preview)      {ms(med(node_first))} {ms(p95(node_first))}   "
+              f"{med(node_first) / base:8.5f}   {med(node_first) / floor:8.5f}   target <= 50 ms: "
+              f"{'OK' if med(node_first) <= 0.05 else 'MISSED'}")
     exact_med = med(timings["exact, inference_mode"])
     print(f"   slider move -> first feedback {1000 * med(first):.2f} ms (p95 {1000 * p95(first):.2f}); "
           f"-> exact image {exact_med:.2f} s (p95 {p95(timings['exact, inference_mode']):.2f}) = "
           f"{exact_med / base:.2f} x today's decode, {exact_med / floor:.2f} x the diffusers loop", flush=True)
 
 
-def error_table(threads: int, pca_samples: int = 64, index_samples: int = 96) -> None:
-    """Preview error against the exact image vs the slider value, default model, 10 steps."""
+def error_table(threads: int, pca_samples: int = 64, index_samples: int = 96, eta: float = 1.0) -> None:
+    """Preview error against the exact image vs the slider value, default model, 10 steps
+    (directions found on eta-1 samples; the edited trajectory sampled at ``eta``)."""
     import torch
 
     from hspace_studio.core.session import default_range
@@ -223,7 +239,7 @@ def error_table(threads: int, pca_samples: int = 64, index_samples: int = 96) ->
     from hspace_studio.engine.sampler import EditSpec, sample, strip
 
     model = load_model("default", device="cpu")
-    traj = sample(model, [0], steps=10, eta=1.0)[0]
+    traj = sample(model, [0], steps=10, eta=eta)[0]
     t = time.perf_counter()
     module, names = toyfaces_classifier(RESOURCES / "toyfaces-classifier")
     clf = CallableClassifier(lambda x: torch.sigmoid(module(x)), names, name="toyfaces", input_size=(64, 64))
@@ -261,8 +277,8 @@ def error_table(threads: int, pca_samples: int = 64, index_samples: int = 96) ->
                 continue
             cands = (lp.image([s]), lp.image0, node5.image(s), node9.image(s))
             rows.append((name, rng, s, *[(psnr8(c, img), maxerr8(c, img)) for c in cands]))
-    print("\npreview error vs the exact image at each slider value (default model, seed 0, 10 steps, "
-          "eta 1); PSNR in dB / max abs error in 8-bit levels:")
+    print(f"\npreview error vs the exact image at each slider value (default model, seed 0, 10 steps, "
+          f"eta {eta:g}); PSNR in dB / max abs error in 8-bit levels:")
     print("  first-order = LinearPreview at s0 = 0 (jvp); stale = the image at s0 shown unchanged;")
     print("  nodes5 / nodes9 = NodePreview between exact images at 5 / 9 evenly spaced scales (exact at them)")
     print(f"{'direction':10s} {'range':>6s} {'s':>7s}   {'first-order':>13s} {'stale':>13s} {'nodes5':>13s} "
@@ -289,14 +305,16 @@ def main(argv=None) -> int:
     ap.add_argument("--big-dir", default=None, help="reuse (or create) the CelebA-HQ-size model here")
     ap.add_argument("--big-methods", default="fd1,jvp", help="prepare methods timed on the big model")
     ap.add_argument("--variants", action="store_true", help="also time bf16 autocast and channels_last")
+    ap.add_argument("--big-nodes", action="store_true", help="also time the node preview on the big model")
     ap.add_argument("--errors", action="store_true", help="print the preview error table and stop")
+    ap.add_argument("--eta", type=float, default=1.0, help="eta of the edited trajectory (--errors)")
     args = ap.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
     if args.errors:
-        error_table(args.threads)
+        error_table(args.threads, eta=args.eta)
         return 0
     from hspace_studio.engine import load_model
 
@@ -313,7 +331,7 @@ def main(argv=None) -> int:
         model = load_model(str(celeba_size_model(folder)), device="cpu")
         print(f"\n(CelebA-HQ-size model ready in {time.perf_counter() - t:.0f} s: {folder})", flush=True)
         bench_model("CelebA-HQ-size UNet (random weights)", model, args.big_steps, args.big_repeats,
-                    args.moves, [m for m in args.big_methods.split(",") if m], args.variants)
+                    args.moves, [m for m in args.big_methods.split(",") if m], args.variants, args.big_nodes)
     print(f"\ntotal {time.perf_counter() - t_all:.0f} s", flush=True)
     return 0
 
