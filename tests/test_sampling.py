@@ -262,3 +262,31 @@ def test_sampling_equals_ddim_pipeline_built_from_the_folders_own_config(tmp_pat
 
     inv = invert(model, trajs[0].x_0.clamp(-1, 1), steps=8, eta=1.0)
     assert inv.max_error < 1e-4
+
+
+def test_an_edit_from_a_trajectory_file_costs_one_chain(tiny_model, tmp_path):
+    """Without a cached chain, an edit runs the unedited steps before its window once and the
+    edited ones once: T network calls in all, and the image of an edit from the cache."""
+    from hspace_studio.engine import Trajectory
+
+    t = sample(tiny_model, [4], steps=8, eta=1.0)[0]
+    t.save(tmp_path / "t.safetensors")
+    g = torch.Generator().manual_seed(1)
+    spec = EditSpec(torch.randn(t.hs.shape, generator=g) * t.hs.std(), 1.5, (t.timesteps[3].item(), 0))
+    cached = edit(tiny_model, t, [spec])
+    loaded = Trajectory.load(tmp_path / "t.safetensors")
+    assert loaded.xs is None
+    calls = []
+    hook = tiny_model.unet.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        fresh = edit(tiny_model, loaded, [spec])
+    finally:
+        hook.remove()
+    assert len(calls) == 8 and (fresh - cached).abs().max() < 1e-5
+    calls.clear()
+    hook = tiny_model.unet.register_forward_hook(lambda *a: calls.append(1))
+    try:  # an edit at every step needs no prefix at all
+        edit(tiny_model, Trajectory.load(tmp_path / "t.safetensors"), [EditSpec(spec.delta, 1.0)])
+    finally:
+        hook.remove()
+    assert len(calls) == 8

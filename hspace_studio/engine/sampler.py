@@ -143,8 +143,10 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
               keep_xs: bool = True, keep_pre_edit: bool = False,
               progress: Optional[Progress] = None, preview: Optional[PreviewFn] = None,
               after_step: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
-              asym_delta_at: Optional[Callable[[int], Optional[torch.Tensor]]] = None) -> ChainResult:
-    """Run steps ``start .. T-1`` from ``x_start`` (the input x of step ``start``).
+              asym_delta_at: Optional[Callable[[int], Optional[torch.Tensor]]] = None,
+              end: Optional[int] = None) -> ChainResult:
+    """Run steps ``start .. T-1`` (or ``start .. end-1``: then ``x_0`` of the result is the
+    input x of step ``end``) from ``x_start`` (the input x of step ``start``).
 
     ``zs`` is (B, T, C, H, W) or (T, C, H, W) (shared by the batch). ``delta_at(i)``
     returns the change of h at step ``i`` ((B, C', H', W') or broadcastable) or None.
@@ -162,7 +164,7 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
     hs, xs, pre = [], [], []
     prepare_scheduler(model, timesteps)
     levels = noise_levels(model, timesteps)
-    for i in range(start, T):
+    for i in range(start, T if end is None else int(end)):
         t = model.scheduler.timesteps[i]
         delta = delta_at(i) if delta_at is not None else None
         rec: list = []
@@ -399,7 +401,8 @@ def edit_batch(model: DiffusionModel, traj: Trajectory, batch: Sequence[Sequence
 
     An edit is an :class:`EditSpec` (h-space; symmetric, or asymmetric: Asyrp) or a
     :class:`NoiseEdit` (x_T and the per-step noise). Steps before the first edited step
-    are reused from the trajectory's cached chain. Returns x_0 (B, C, H, W) and the h of
+    are reused from the trajectory's cached chain; without one (a trajectory file) they
+    run once, unedited, and the chain after them is not run twice. Returns x_0 (B, C, H, W) and the h of
     the recomputed steps. With ``region``, the change is kept inside it (see :class:`Region`).
     """
     T = traj.steps
@@ -428,9 +431,18 @@ def edit_batch(model: DiffusionModel, traj: Trajectory, batch: Sequence[Sequence
         return ChainResult(x_0=traj.x_0[None].expand(n, *traj.x_0.shape).clone(),
                            hs=traj.hs[None, :0].expand(n, 0, *traj.hs.shape[1:]), xs=None)
     start = first
-    if traj.xs is None:
-        decode(model, traj, progress, cancel)
     dev = model.device
+    if traj.xs is None and region is not None:  # the blend needs the unedited x of every step
+        decode(model, traj, progress, cancel)
+    if traj.xs is not None:
+        x_start = traj.xs[start][None].expand(len(batch), *traj.xs.shape[1:])
+    elif start == 0:
+        x_start = traj.x_T[None].expand(len(batch), *traj.x_T.shape)
+    else:  # no cached chain (a trajectory file): run only the unedited steps before the edit
+        prefix = Progress(start, progress, cancel, "decoding up to the edit")
+        x_start = run_chain(model, traj.x_T[None], traj.zs, traj.etas, traj.timesteps, traj.h_space,
+                            keep_xs=False, progress=prefix, end=start).x_0
+        x_start = x_start.cpu().expand(len(batch), *x_start.shape[1:])
 
     def stacked(which: bool, on_steps: torch.Tensor) -> Optional[torch.Tensor]:
         if not on_steps.any():
@@ -454,7 +466,6 @@ def edit_batch(model: DiffusionModel, traj: Trajectory, batch: Sequence[Sequence
     def asym_delta_at(i):
         return asym[:, i] if asym_active[:, i].any() else None
 
-    x_start = traj.xs[start][None].expand(len(batch), *traj.xs.shape[1:])
     zs = traj.zs
     if has_noise:  # each element's own x_T and variance noise
         dx = torch.zeros(len(batch), *traj.x_T.shape)
