@@ -97,3 +97,55 @@ def test_asymmetric_toggle_changes_the_image_and_replays(qtbot, win, dir_file, t
     assert np.array_equal(image_of(win), plain)
     rec = export_and_replay(qtbot, win, tmp_path, "sym.png")
     assert "asymmetric" not in rec["edits"][0]
+
+
+@pytest.fixture
+def noise_file(tmp_path, tiny_model, reference):
+    """A noise-space direction file for the tiny model: random changes of x_T and of z_t."""
+    from hspace_studio.engine.noise_edits import noise_direction_set
+
+    g = torch.Generator().manual_seed(1)
+    shape = tuple(tiny_model.sample_shape)
+    T = reference.steps
+    ds = noise_direction_set(torch.randn((2, *shape), generator=g) * 0.5,
+                             torch.randn((2, T, *shape), generator=g) * 0.5, reference.timesteps,
+                             tiny_model.weights_fingerprint, labels=["noise a", "noise b"])
+    p = tmp_path / "noise.safetensors"
+    ds.save(p)
+    return p
+
+
+def test_noise_direction_imports_edits_and_replays(qtbot, win, noise_file, dir_file, tmp_path, tiny_model,
+                                                   reference):
+    """A noise-space direction file is accepted by the library (with a 'noise' badge), its
+    slider (no window, no step, no Asyrp) changes the image as the engine's noise edit does,
+    it mixes with h-space edits, and the export replays through the CLI."""
+    from hspace_studio.engine.directions import DirectionSet
+    from hspace_studio.engine.noise_edits import noise_edit
+    from hspace_studio.engine.sampler import edit
+    from tests.test_gui_app import to_u8
+
+    before = image_of(win)
+    s = import_and_activate(qtbot, win, noise_file, rows=(1,))
+    assert s.status == "ok" and s.h_space == "noise"
+    assert "noise" in win.library.tree.topLevelItem(0).child(0).text(1)
+    row = win.slider_rows()[0]
+    assert "[noise]" in row.title.text()
+    assert not row.window_slider.isEnabled() and not row.at_combo.isVisible() and not row.asym_btn.isVisible()
+    row.box.setValue(1.0)
+    wait_idle(qtbot, win)
+    assert not win.messages.errors, win.messages.errors
+    got = image_of(win)
+    assert not np.array_equal(got, before)
+    ds = DirectionSet.load(noise_file)
+    assert np.array_equal(got, to_u8(edit(tiny_model, reference, [noise_edit(ds, 1, 1.0, reference)])))
+    rec = export_and_replay(qtbot, win, tmp_path, "noise.png")
+    assert rec["edits"] == [{"space": "noise", "direction": str(noise_file.resolve()), "index": 1,
+                             "scale": 1.0, "label": "noise b"}]
+    # with an h-space direction as well: a mixed edit, replayed too
+    import_and_activate(qtbot, win, dir_file)
+    [r for r in win.slider_rows() if not r.noise][0].box.setValue(1.5)
+    wait_idle(qtbot, win)
+    rec = export_and_replay(qtbot, win, tmp_path, "mixed.png")
+    assert sorted(e.get("space", "h") for e in rec["edits"]) == ["h", "noise"]
+    assert not np.array_equal(image_of(win), got)

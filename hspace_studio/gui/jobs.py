@@ -411,6 +411,8 @@ class EngineState:
                         params=_jsonable(ds.params), path=path, directions=dirs)
 
     def _default_range(self, ds) -> float:
+        if _is_noise(ds):
+            return NOISE_RANGE
         if ds.method in ("pca", "supervised"):
             return default_range(ds.method)
         if ds.method == "disentangled":
@@ -431,6 +433,8 @@ class EngineState:
         info = self.model_info
         if info is None:
             return "mismatch", "no model loaded"
+        if _is_noise(ds):
+            return self._check_noise_set(ds)
         try:
             ds.check_model(info.weights_fingerprint, info.h_space, info.h_shape)
         except ModelMismatchError as e:
@@ -443,6 +447,18 @@ class EngineState:
             return "remapped", (f"made at {ds.steps} steps; mapped onto the image's {self.traj.steps} "
                                 f"steps by nearest timestep")
         return "ok", ""
+
+    def _check_noise_set(self, ds) -> Tuple[str, str]:
+        from ..engine.noise_edits import check_noise_set, noise_edit
+
+        try:
+            check_noise_set(ds, self.model_info.weights_fingerprint, self.require_model().sample_shape)
+            if self.traj is not None:
+                for k in range(len(ds)):  # per-step noise made on other timesteps is refused
+                    noise_edit(ds, k, 1.0, self.traj)
+        except (ModelMismatchError, FileFormatError) as e:
+            return "mismatch", str(e)
+        return "ok", "noise-space directions: they change x_T and the per-step noise"
 
     def check_sets(self) -> Dict[str, Tuple[str, str]]:
         return {sid: self.check_set(ds) for sid, ds in self.sets.items()}
@@ -498,10 +514,30 @@ class EngineState:
     def specs(self, edits) -> list:
         from ..engine.sampler import EditSpec
 
-        return [EditSpec(self.delta(e.set_id, e.index, e.at_timestep), float(e.scale),
+        return [self.noise_edit(e.set_id, e.index, float(e.scale)) if self.is_noise(e.set_id) else
+                EditSpec(self.delta(e.set_id, e.index, e.at_timestep), float(e.scale),
                          tuple(e.window) if e.window is not None else None,
                          asymmetric=bool(getattr(e, "asymmetric", False)))
                 for e in edits if float(e.scale) != 0.0]
+
+    def is_noise(self, set_id: str) -> bool:
+        return _is_noise(self.get_set(set_id))
+
+    def noise_edit(self, set_id: str, index: int, scale: float):
+        """The sampler ``NoiseEdit`` of a noise-space direction (window and step do not apply)."""
+        from ..engine.noise_edits import noise_edit
+
+        key = (set_id, int(index), "noise")
+        ne = self._deltas.get(key)
+        if ne is None:
+            ds = self.get_set(set_id)
+            status, why = self._check_noise_set(ds)
+            if status == "mismatch":
+                raise ModelMismatchError(why)
+            ne = noise_edit(ds, int(index), 1.0, self.require_traj(),
+                            f"direction set '{ds.labels[0] if len(ds) else set_id}'")
+            self._deltas[key] = ne
+        return dataclasses.replace(ne, scale=float(scale))
 
     # -- rendering ---------------------------------------------------------------------
     def render_x0(self, edits, cancel=None, preview=None, progress=None):
@@ -524,6 +560,11 @@ class EngineState:
         from ..engine.sampler import strip
 
         model, traj = self.require_model(), self.require_traj()
+        if self.is_noise(item.set_id):
+            from ..engine.sampler import edit_batch
+
+            batch = [[self.noise_edit(item.set_id, item.index, float(s)), *self.specs(others)] for s in scales]
+            return edit_batch(model, traj, batch, progress=progress, cancel=cancel, region=self.region()).x_0
         delta = self.delta(item.set_id, item.index, item.at_timestep)
         window = tuple(item.window) if item.window is not None else None
         return strip(model, traj, delta, [float(s) for s in scales], window, self.specs(others),
@@ -549,6 +590,9 @@ class EngineState:
             if float(e.scale) == 0.0:
                 continue
             f = set_files.get(e.set_id)
+            if self.is_noise(e.set_id):
+                out.append(self._noise_entry(e, f, png_path))
+                continue
             entry = {"direction": None, "index": int(e.index), "scale": float(e.scale),
                      "window": list(e.window) if e.window is not None else None,
                      "at_step": self.at_step(e.at_timestep),
@@ -583,6 +627,20 @@ class EngineState:
                              "coverage": float(self.region_mask.mean())}
         return rec
 
+    def _noise_entry(self, e, f, png_path: str) -> dict:
+        """A recipe entry of a noise-space edit (``--noise-direction FILE:K --noise-scale S``);
+        a set that is no file on disk is written beside the PNG."""
+        ds = self.get_set(e.set_id)
+        if f and Path(f).is_file():
+            path = str(Path(f).resolve())
+        else:
+            side = Path(png_path).with_suffix("")
+            side = side.with_name(f"{side.name}.noise-{e.set_id}.safetensors").resolve()
+            ds.save(side)
+            path = str(side)
+        return {"space": "noise", "direction": path, "index": int(e.index), "scale": float(e.scale),
+                "label": ds.labels[e.index]}
+
     def save_region_png(self, png_path: str) -> str:
         """Write the region mask beside an exported image (``NAME-region.png``, white inside)
         so that its recipe and command line re-create the masked edit; returns its path."""
@@ -603,6 +661,15 @@ class EngineState:
         if self._segmenter is None or self._segmenter[0] != spec:
             self._segmenter = (spec, load_segmenter(spec, device=self.model.device))
         return self._segmenter[1]
+
+
+NOISE_RANGE = 2.0  # the slider range of noise-space directions
+
+
+def _is_noise(ds) -> bool:
+    from ..engine.noise_edits import is_noise_set
+
+    return is_noise_set(ds)
 
 
 def _jsonable(obj):
@@ -744,7 +811,11 @@ def _import(state, job, progress, cancel):
     info = state.model_info
     for i, p in enumerate(job.paths):
         ds = DirectionSet.load(p)
-        if info is not None:
+        if info is not None and _is_noise(ds):
+            from ..engine.noise_edits import check_noise_set
+
+            check_noise_set(ds, info.weights_fingerprint, state.require_model().sample_shape, Path(p).name)
+        elif info is not None:
             ds.check_model(info.weights_fingerprint, info.h_space, info.h_shape, Path(p).name)
         out.append(state.add_set(ds, Path(p).stem, str(Path(p).resolve())))
         progress(i + 1, len(job.paths), f"imported {Path(p).name}")

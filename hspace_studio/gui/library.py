@@ -130,7 +130,8 @@ class DirectionLibrary(QWidget):
         return out
 
     def title(self, s: SetState, d: DirectionState) -> str:
-        return f"{shown_label(d.index, d.label)}  ·  {s.name}"
+        noise = "  [noise]" if s.h_space == "noise" else ""
+        return f"{shown_label(d.index, d.label)}  ·  {s.name}{noise}"
 
     # -- changes -------------------------------------------------------------------------
     def unique_name(self, name: str, set_id: Optional[str] = None) -> str:
@@ -310,6 +311,8 @@ class DirectionLibrary(QWidget):
             for s in members:
                 n_act = sum(d.active for d in s.directions)
                 info = f"{s.count} dir{'s' if s.count != 1 else ''}" + (f", {n_act} on" if n_act else "")
+                if s.h_space == "noise":  # a badge: these change the noise, not h
+                    info = "noise · " + info
                 if s.status == "mismatch":
                     info = "⚠ " + info
                 si = QTreeWidgetItem([s.name, info])

@@ -744,7 +744,8 @@ class MainWindow(QMainWindow):
         entries = []
         for s, d in self.library.active():
             ok = s.status != "mismatch"
-            entries.append(((s.set_id, d.index), self.library.title(s, d), s.method, d, ok,
+            method = "noise" if s.h_space == "noise" else s.method  # window and step do not apply
+            entries.append(((s.set_id, d.index), self.library.title(s, d), method, d, ok,
                             s.status_text if not ok else ""))
         ts = list(self.traj_info.timesteps) if self.traj_info else []
         self.sliders.sync(entries, ts)

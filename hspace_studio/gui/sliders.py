@@ -94,6 +94,12 @@ class DirectionSliderRow(QFrame):
                                  "(how masked Jacobian edits are applied)")
         self.at_combo.setVisible(method == "jacobian")
         g.addWidget(self.at_combo, 3, 0, 1, 3)
+        self.noise = method == "noise"  # noise space: no timestep window, no step, no Asyrp
+        if self.noise:
+            for w in (self.window_slider, self.window_label, self.at_combo, self.asym_btn):
+                w.setVisible(False)
+            self.slider.setToolTip("Scale of the noise-space direction: it changes x_T and the "
+                                   "noise of every step (no timestep window)")
 
         self._apply_range()
         self.box.setValue(float(state.scale))
@@ -133,7 +139,7 @@ class DirectionSliderRow(QFrame):
         return self._at
 
     def asymmetric(self) -> bool:
-        return self.asym_btn.isChecked()
+        return self.asym_btn.isChecked() and not self.noise
 
     def state(self) -> dict:
         return {"scale": self.scale(), "window": self._window, "at_timestep": self._at,
@@ -142,6 +148,9 @@ class DirectionSliderRow(QFrame):
     def set_enabled_reason(self, ok: bool, reason: str = "") -> None:
         for w in (self.slider, self.box, self.window_slider, self.at_combo, self.reset_btn, self.asym_btn):
             w.setEnabled(ok)
+        if self.noise:
+            for w in (self.window_slider, self.at_combo, self.asym_btn):
+                w.setEnabled(False)
         self.setToolTip(reason)
         self.title.setStyleSheet("" if ok else "color: #c0392b;")
 
@@ -166,7 +175,7 @@ class DirectionSliderRow(QFrame):
             a, b = sorted(self._window, reverse=True)
             lo, hi = nearest_index(self._timesteps, a), nearest_index(self._timesteps, b)
         self.window_slider.setValue((lo, hi))
-        self.window_slider.setEnabled(T > 1)
+        self.window_slider.setEnabled(T > 1 and not self.noise)
         self.window_slider.blockSignals(False)
         self._update_window_label()
         self.at_combo.blockSignals(True)
@@ -228,8 +237,9 @@ class DirectionSliderRow(QFrame):
     def _menu(self, pos) -> None:
         m = QMenu(self)
         act = m.addAction("Slider range…")
-        m.addAction("Reset window", lambda: self.set_window(None))
+        m.addAction("Reset window", lambda: self.set_window(None)).setEnabled(not self.noise)
         asym = m.addAction("Asymmetric (Asyrp)")
+        asym.setEnabled(not self.noise)
         asym.setCheckable(True)
         asym.setChecked(self.asymmetric())
         asym.toggled.connect(self.asym_btn.setChecked)
