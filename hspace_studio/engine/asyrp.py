@@ -17,32 +17,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .ddim import previous_timestep
-
-
-def predictions(scheduler, model_output: torch.Tensor, t, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(predicted x_0, predicted noise) of the network's output at timestep ``t``; x_0 is
-    thresholded or clipped as the scheduler's config says, the noise is not."""
-    t = int(t)
-    cfg = scheduler.config
-    ab_t = scheduler.alphas_cumprod[t]
-    beta_t = 1 - ab_t
-    if cfg.prediction_type == "epsilon":
-        x0 = (x - beta_t ** 0.5 * model_output) / ab_t ** 0.5
-        eps = model_output
-    elif cfg.prediction_type == "sample":
-        x0 = model_output
-        eps = (x - ab_t ** 0.5 * x0) / beta_t ** 0.5
-    elif cfg.prediction_type == "v_prediction":
-        x0 = (ab_t ** 0.5) * x - (beta_t ** 0.5) * model_output
-        eps = (ab_t ** 0.5) * model_output + (beta_t ** 0.5) * x
-    else:
-        raise ValueError(f"unsupported prediction type '{cfg.prediction_type}'")
-    if cfg.thresholding:
-        x0 = scheduler._threshold_sample(x0)
-    elif cfg.clip_sample:
-        x0 = x0.clamp(-cfg.clip_sample_range, cfg.clip_sample_range)
-    return x0, eps
+from .ddim import predictions, step_from
 
 
 def ddim_step_asymmetric(scheduler, out_edited: torch.Tensor, out_plain: torch.Tensor, t,
@@ -50,13 +25,6 @@ def ddim_step_asymmetric(scheduler, out_edited: torch.Tensor, out_plain: torch.T
                          noise: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """(x of the next step, predicted x_0): x_0 from ``out_edited``, the direction term
     from ``out_plain`` (the network's output without the asymmetric edit)."""
-    t = int(t)
-    prev_t = previous_timestep(scheduler, t)
-    ab_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
     x0, _ = predictions(scheduler, out_edited, t, x)
     _, eps = predictions(scheduler, out_plain, t, x)
-    std = eta * scheduler._get_variance(t, prev_t) ** 0.5
-    prev = ab_prev ** 0.5 * x0 + torch.clamp(1 - ab_prev - std ** 2, min=0) ** 0.5 * eps
-    if eta > 0 and noise is not None:
-        prev = prev + std * noise
-    return prev, x0
+    return step_from(scheduler, t, x0, eps, eta, noise), x0

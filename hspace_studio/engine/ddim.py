@@ -26,14 +26,12 @@ def previous_timestep(scheduler, t) -> int:
     return int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
 
 
-def ddim_step(scheduler, model_output: torch.Tensor, t, x: torch.Tensor, eta: float,
-              noise: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(x of the next step, predicted x_0) from the UNet's output at timestep ``t``."""
+def predictions(scheduler, model_output: torch.Tensor, t, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(predicted x_0, predicted noise) of the network's output at timestep ``t``; x_0 is
+    thresholded or clipped as the scheduler's config says, the noise is not."""
     t = int(t)
     cfg = scheduler.config
-    prev_t = previous_timestep(scheduler, t)
     ab_t = scheduler.alphas_cumprod[t]
-    ab_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
     beta_t = 1 - ab_t
     if cfg.prediction_type == "epsilon":
         x0 = (x - beta_t ** 0.5 * model_output) / ab_t ** 0.5
@@ -50,8 +48,24 @@ def ddim_step(scheduler, model_output: torch.Tensor, t, x: torch.Tensor, eta: fl
         x0 = scheduler._threshold_sample(x0)
     elif cfg.clip_sample:
         x0 = x0.clamp(-cfg.clip_sample_range, cfg.clip_sample_range)
+    return x0, eps
+
+
+def ddim_step(scheduler, model_output: torch.Tensor, t, x: torch.Tensor, eta: float,
+              noise: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(x of the next step, predicted x_0) from the UNet's output at timestep ``t``."""
+    x0, eps = predictions(scheduler, model_output, t, x)
+    return step_from(scheduler, t, x0, eps, eta, noise), x0
+
+
+def step_from(scheduler, t, x0: torch.Tensor, eps: torch.Tensor, eta: float,
+              noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The DDIM update of x at timestep ``t`` from a predicted x_0 and noise."""
+    t = int(t)
+    prev_t = previous_timestep(scheduler, t)
+    ab_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
     std = eta * scheduler._get_variance(t, prev_t) ** 0.5
     prev = ab_prev ** 0.5 * x0 + torch.clamp(1 - ab_prev - std ** 2, min=0) ** 0.5 * eps
     if eta > 0 and noise is not None:
         prev = prev + std * noise
-    return prev, x0
+    return prev

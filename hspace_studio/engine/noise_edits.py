@@ -143,15 +143,10 @@ def supervised_noise_directions(model: DiffusionModel, index, attributes: Union[
     (:class:`~.discover.supervised.AnnotationIndex`): mean x_T and z of the ``examples``
     top-scored seeds minus those of the bottom-scored ones (the same examples as
     :func:`~.discover.supervised.supervised_directions` picks)."""
-    from .discover.supervised import select_examples
+    from .discover.supervised import index_targets, select_examples
 
     rec = index.recipe
-    if rec["fingerprint"] != model.fingerprint:
-        raise ModelMismatchError(f"the index was built with model {rec['fingerprint']}, not the "
-                                 f"loaded model {model.fingerprint}")
-    targets = [attributes] if isinstance(attributes, str) else list(attributes)
-    if not targets:
-        raise ValueError("no attribute given")
+    targets = index_targets(index, model, attributes)
     steps, eta = int(rec["steps"]), rec["eta"]
     dxs, dzs, labels, per_dir = [], [], [], []
     for a in targets:

@@ -344,6 +344,19 @@ class SupervisedResult:
     seconds: float
 
 
+def index_targets(index, model: DiffusionModel, attributes: Union[str, Sequence[str]]) -> List[str]:
+    """The attributes asked of an index (one or a list), once the index is known to be this
+    model's; a ModelMismatchError or ValueError otherwise."""
+    rec = index.recipe
+    if rec["fingerprint"] != model.fingerprint:
+        raise ModelMismatchError(f"the index was built with model {rec['fingerprint']}, not the "
+                                 f"loaded model {model.fingerprint}")
+    targets = [attributes] if isinstance(attributes, str) else list(attributes)
+    if not targets:
+        raise ValueError("no attribute given")
+    return targets
+
+
 def supervised_directions(model: DiffusionModel, index: AnnotationIndex,
                           attributes: Union[str, Sequence[str]], examples: int = 100,
                           against: Sequence[str] = (), batch: int = 16,
@@ -356,12 +369,7 @@ def supervised_directions(model: DiffusionModel, index: AnnotationIndex,
     """
     t0 = time.perf_counter()
     rec = index.recipe
-    if rec["fingerprint"] != model.fingerprint:
-        raise ModelMismatchError(f"the index was built with model {rec['fingerprint']}, not the "
-                                 f"loaded model {model.fingerprint}")
-    targets = [attributes] if isinstance(attributes, str) else list(attributes)
-    if not targets:
-        raise ValueError("no attribute given")
+    targets = index_targets(index, model, attributes)
     for a in list(targets) + list(against):
         index.attribute_index(a)
     names = [index.attributes[index.attribute_index(a)] for a in targets]
