@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("sampling", "preview", "jacobian", "stream", "distributed", "sd")
+BENCHMARKS = ("sampling", "preview", "slider", "jacobian", "stream", "distributed", "sd")
 
 
 def main(argv=None) -> int:
