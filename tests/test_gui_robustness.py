@@ -394,7 +394,7 @@ def test_qt_binding_keeps_refcounts(qtbot):
     ``None`` per call of a bound-method slot); before Python 3.12 these objects are not
     immortal, so after some tens of thousands of emits - minutes of slider dragging -
     Python frees ``True`` and aborts ("Fatal Python error: bool_dealloc"). Found by the
-    GUI soak (tests/soak.py); pyproject.toml excludes that version."""
+    GUI soak (bench/soak.py); pyproject.toml excludes that version."""
     import sys
 
     import PySide6

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N, K, STEPS, BATCH = 12, 3, 2, 4
 SENTINEL = {5: [9.0, -9.0], 6: [8.0, -8.0], 0: [7.0, -7.0]}  # seeds "annotated" by interrupted runs
 

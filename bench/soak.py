@@ -12,11 +12,11 @@ records the process RSS (``/proc/self/status``: VmRSS after ``gc.collect()`` and
 held by Python's allocator, and it counts live Python objects (``gc.get_objects()``) at
 the start and end, with the app idle. It returns a :class:`SoakStats`.
 
-The short version runs in ``tests/test_gui_soak.py``; the long one from the command line::
+The short version runs in ``tests/test_gui_soak.py`` (the GUI tests); the long one from the command line::
 
-    python -m tests.soak --actions 400 --model tiny      # a tiny UNet built on the fly
-    python -m tests.soak --actions 400 --model default   # the embedded default model
-    python -m tests.soak --actions 400 --model /path/to/diffusers-folder
+    python -m bench.soak --actions 400 --model tiny      # a tiny UNet built on the fly
+    python -m bench.soak --actions 400 --model default   # the embedded default model
+    python -m bench.soak --actions 400 --model /path/to/diffusers-folder
 
 Use one thread (``OMP_NUM_THREADS=1``) and an offscreen Qt (set automatically here).
 
@@ -661,7 +661,7 @@ def run_soak(window, actions: int, rng: random.Random, files: Optional[dict] = N
 # ------------------------------------------------------------------------------ command line
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     ap.add_argument("--actions", type=int, default=400)
     ap.add_argument("--model", default="default",
                     help="'default' (the embedded model), 'tiny' (a tiny UNet built here) or a folder")

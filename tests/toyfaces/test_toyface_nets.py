@@ -19,7 +19,7 @@ from hspace_studio.toyfaces.nets import (
 
 torch.set_num_threads(1)
 
-RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 CLASSIFIER = RESOURCES / "toyfaces-classifier"
 SEGMENTER = RESOURCES / "toyfaces-segmenter"
 REFEREE = RESOURCES / "toyfaces-referee"  # the same architecture, trained independently

@@ -36,7 +36,7 @@ N_EXAMPLES = int(os.environ.get("HSPACE_FUZZ_EXAMPLES", "30"))  # raise it for a
 FUZZ = settings(max_examples=N_EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 FEW = settings(FUZZ, max_examples=max(1, N_EXAMPLES // 2))
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
                       st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8))
