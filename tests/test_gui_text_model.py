@@ -31,6 +31,7 @@ def test_prompt_slider_export_and_replay(qtbot, sd_dir, tmp_path):
     try:
         panel = w.source_panel
         assert panel.prompt.isVisibleTo(w) and panel.cfg_scale.value() == 7.5  # SD's default
+        assert not panel.guided.isVisibleTo(w)  # one "Guidance" row: the prompt's, not autoguidance
         first = image_of(w)
         panel.prompt.setFocus()
         qtbot.keyClicks(panel.prompt, "a red face")
@@ -57,7 +58,7 @@ def test_prompt_slider_export_and_replay(qtbot, sd_dir, tmp_path):
 def test_prompt_rows_are_hidden_for_an_unconditional_model(qtbot, tiny_model_dir, tmp_path):
     w = make_window(qtbot, tiny_model_dir, tmp_path)
     try:
-        assert not w.source_panel.prompt.isVisibleTo(w)
+        assert not w.source_panel.prompt.isVisibleTo(w) and w.source_panel.guided.isVisibleTo(w)
         assert w.source_panel.conditioning() == (None, None, None)
     finally:
         w.shutdown()

@@ -85,6 +85,9 @@ class SourcePanel(QWidget):
         row.addWidget(self.guide_weight)
         row.addStretch(1)
         form.addRow("Guidance", row)
+        # autoguidance: a row for unconditional models (hidden with a prompt's guidance scale)
+        self._autoguide_row = [form.labelForField(row),
+                               *(row.itemAt(i).widget() for i in range(row.count()) if row.itemAt(i).widget())]
 
         self.steps = QSpinBox()
         self.steps.setObjectName("steps")
@@ -203,6 +206,8 @@ class SourcePanel(QWidget):
         for label, w in self._prompt_rows:
             label.setVisible(conditioning is not None)
             w.setVisible(conditioning is not None)
+        for w in self._autoguide_row:  # one "Guidance" row: the prompt's, or autoguidance
+            w.setVisible(conditioning is None)
         if conditioning is None:
             self._shown_prompt = None
             return
