@@ -149,3 +149,25 @@ def test_noise_direction_imports_edits_and_replays(qtbot, win, noise_file, dir_f
     rec = export_and_replay(qtbot, win, tmp_path, "mixed.png")
     assert sorted(e.get("space", "h") for e in rec["edits"]) == ["h", "noise"]
     assert not np.array_equal(image_of(win), got)
+
+
+# ----------------------------------------------------------------------------- smaller defects
+
+def test_use_the_painted_mask_follows_the_mask_until_the_user_sets_it(qtbot, win):
+    d = win.discovery
+    assert not d.jac_mask.isChecked()
+    m = np.zeros((16, 16), bool)
+    m[4:10, 4:10] = True
+    win.mask.set_array(m)
+    assert d.jac_mask.isChecked()  # on by default once a mask is painted
+    assert d.make_jacobian_job().mask is not None
+    win.mask.clear()
+    assert not d.jac_mask.isChecked()
+    win.mask.set_array(m)
+    assert d.jac_mask.isChecked()
+    d.jac_mask.click()  # the user turns it off: painting no longer turns it on
+    assert not d.jac_mask.isChecked()
+    win.mask.clear()
+    win.mask.set_array(m)
+    assert not d.jac_mask.isChecked()
+

@@ -117,7 +117,10 @@ class DiscoveryPanel(QTabWidget):
         self.jac_iter.setRange(1, 10000)
         self.jac_iter.setValue(100)
         self.jac_mask = QCheckBox("Use the painted mask")
-        self.jac_mask.setToolTip("Restrict eps to the painted region (masked, local edits)")
+        self.jac_mask.setToolTip("Restrict eps to the painted region (masked, local edits); on by "
+                                 "default once a mask is painted")
+        self._jac_mask_chosen = False  # the user ticked or unticked it: follow that, not the mask
+        self.jac_mask.clicked.connect(self._jac_mask_clicked)
         self.jac_contained = QCheckBox("Keep the change inside the mask, at step")
         self.jac_contained.setToolTip("Directions at one step with the most change inside the painted "
                                       "mask per change outside it, applied at that step only "
@@ -278,6 +281,15 @@ class DiscoveryPanel(QTabWidget):
             self.runRequested.emit(self.make_jacobian_job())
         except ValueError as e:
             self.runRequested.emit(e)
+
+    def _jac_mask_clicked(self) -> None:
+        self._jac_mask_chosen = True
+
+    def mask_painted(self, painted: bool) -> None:
+        """The mask became non-empty (or empty): 'Use the painted mask' follows it until the
+        user sets the box themselves."""
+        if not self._jac_mask_chosen and self.jac_mask.isChecked() != bool(painted):
+            self.jac_mask.setChecked(bool(painted))
 
     def make_jacobian_job(self) -> DiscoverJacobian:
         steps = parse_steps(self.jac_steps.text(), self._steps())

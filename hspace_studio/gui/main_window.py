@@ -345,6 +345,7 @@ class MainWindow(QMainWindow):
         self.brush.loadRequested.connect(self.load_mask_dialog)
         self.brush.saveRequested.connect(self.save_mask_dialog)
         self.mask.maskChanged.connect(self._mark_dirty)
+        self.mask.maskChanged.connect(lambda: self.discovery.mask_painted(bool(self.mask.array.any())))
         self.brush.keep_inside.toggled.connect(self._region_changed)
         self.brush.free_steps.valueChanged.connect(self._region_input_changed)
         self.mask.maskChanged.connect(self._region_input_changed)
