@@ -171,3 +171,8 @@ def test_use_the_painted_mask_follows_the_mask_until_the_user_sets_it(qtbot, win
     win.mask.set_array(m)
     assert not d.jac_mask.isChecked()
 
+
+def test_keep_inside_has_a_hint(win):
+    hint = win.brush.keep_inside_hint
+    assert hint.isVisible() and "confines" in hint.text().lower() and "mask" in hint.text()
+

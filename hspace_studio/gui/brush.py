@@ -264,6 +264,10 @@ class BrushPanel(QWidget):
         self.keep_inside.toggled.connect(self.free_steps.setEnabled)
         g.addWidget(self.keep_inside, 7, 0, 1, 3)
         g.addWidget(self.free_steps, 7, 3)
+        self.keep_inside_hint = QLabel("Confines the sliders' edit to the painted mask.")
+        self.keep_inside_hint.setObjectName("keepEditsInMaskHint")
+        self.keep_inside_hint.setStyleSheet("color: gray;")
+        g.addWidget(self.keep_inside_hint, 8, 0, 1, 4)
 
         # wiring
         self.size_slider.valueChanged.connect(lambda v: self.size_box.setValue(v / 2))
