@@ -176,3 +176,27 @@ def test_keep_inside_has_a_hint(win):
     hint = win.brush.keep_inside_hint
     assert hint.isVisible() and "confines" in hint.text().lower() and "mask" in hint.text()
 
+
+def test_stale_thumbnails_are_marked_until_redrawn(qtbot, win, dir_file):
+    """After a seed change the strip's old thumbnails are greyed with 'updating…' until the
+    new ones arrive."""
+    strip = win.library.strip
+    s = import_and_activate(qtbot, win, dir_file)
+    win.library.select(s.set_id, 0)
+    qtbot.waitUntil(lambda: len(strip.images) == 5 and not strip.stale, timeout=60_000)
+    seen = []
+    show = strip.show_images
+
+    def spy(images, scales):
+        seen.append((strip.stale, strip._note.isVisible(), strip._note.text(),
+                     [b.graphicsEffect() is not None for b in strip._labels]))
+        show(images, scales)
+
+    strip.show_images = spy
+    win.source_panel.seed.setValue(win.source_panel.seed.value() + 1)
+    qtbot.waitUntil(lambda: bool(seen) and win.idle, timeout=60_000)
+    qtbot.waitUntil(lambda: not strip.stale, timeout=60_000)
+    stale, note_shown, note, greyed = seen[0]
+    assert stale and note_shown and "updating" in note and greyed and all(greyed)
+    assert not strip._note.isVisible()
+    assert all(b.graphicsEffect() is None for b in strip._labels)

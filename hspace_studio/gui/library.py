@@ -6,8 +6,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QBrush, QColor, QKeySequence, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QSizePolicy,
-                               QToolButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QGraphicsOpacityEffect, QHBoxLayout, QHeaderView,
+                               QLabel, QSizePolicy, QToolButton, QTreeWidget, QTreeWidgetItem,
+                               QVBoxLayout, QWidget)
 
 from ..core.session import METHOD_GROUPS, DirectionState, SetState, summarize_values
 from .canvas import qimage_from_array
@@ -410,8 +411,22 @@ class StripView(QWidget):
         self.thumb = 64
         self.images: list = []
         self.scales: Tuple[float, ...] = ()
+        self.stale = False  # the thumbnails show an older image or direction state
+
+    def mark_stale(self, note: str = "updating…") -> None:
+        """Grey the thumbnails and say they are being redrawn (until :meth:`show_images`)."""
+        if not self._labels:
+            return
+        self.stale = True
+        for box in self._labels:
+            fx = QGraphicsOpacityEffect(box)
+            fx.setOpacity(0.35)
+            box.setGraphicsEffect(fx)
+        self._note.setText(note)
+        self._note.setVisible(True)
 
     def clear(self, note: str = "") -> None:
+        self.stale = False
         for lb in self._labels:
             self._lay.removeWidget(lb)
             lb.deleteLater()

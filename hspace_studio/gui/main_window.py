@@ -823,6 +823,7 @@ class MainWindow(QMainWindow):
         scales = tuple(round(f * d.range, 6) for f in STRIP_SCALES)
         item = EditItem(s.set_id, d.index, 1.0, tuple(d.window) if d.window else None, d.at_timestep,
                         asymmetric=d.asymmetric)
+        self.library.strip.mark_stale()  # greyed with "updating…" until the new strip comes
         self.worker.request_strip(StripRequest(self._strip_id, item, scales))
 
     def _strip_ready(self, res) -> None:
