@@ -360,7 +360,6 @@ def _sampling_scheduler(src: str, scfg: dict, clip_sample: bool, power):
 def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_sample: bool,
                      power) -> DiffusionModel:
     """A Stable Diffusion 1.x/2.x or SDXL folder (:mod:`.text_model`)."""
-
     _quiet_diffusers()
     if half and dev.type != "cuda":
         raise ModelLoadError("half precision needs a CUDA device")
