@@ -8,7 +8,7 @@ import torch
 from PySide6.QtCore import Qt
 
 from hspace_studio.engine import DirectionSet, load_model, sample
-from tests.test_gui_app import export_and_replay, image_of, import_and_activate, make_window, wait_idle
+from tests.test_gui_app import export_and_replay, image_of, import_and_activate, make_window, run_job, wait_idle
 from tests.tiny_models import save_sd_model
 
 pytest.importorskip("pytestqt")
@@ -51,8 +51,21 @@ def test_prompt_slider_export_and_replay(qtbot, sd_dir, tmp_path):
         recipe = export_and_replay(qtbot, w, tmp_path)
         assert recipe["prompt"] == {"prompt": "a red face", "negative_prompt": "", "guidance": 3.0}
         assert recipe["edits"] and recipe["edits"][0]["scale"] != 0
+        # a session brings the image back under its prompt, and shows that prompt
+        shown = image_of(w)
+        res = run_job(qtbot, w, w.save_session(str(tmp_path / "sess" / "sd.json")))
+        assert res.ok, res.error
     finally:
         w.shutdown()
+    w2 = make_window(qtbot, sd_dir, tmp_path, name="w2")
+    try:
+        res = run_job(qtbot, w2, w2.open_session(str(tmp_path / "sess" / "sd.json")))
+        assert res.ok, res.error
+        wait_idle(qtbot, w2)
+        assert np.array_equal(image_of(w2), shown)
+        assert w2.source_panel.conditioning() == ("a red face", "", 3.0)
+    finally:
+        w2.shutdown()
 
 
 def test_prompt_rows_are_hidden_for_an_unconditional_model(qtbot, tiny_model_dir, tmp_path):

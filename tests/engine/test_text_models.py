@@ -114,6 +114,9 @@ def test_edit_friendly_inversion_of_a_photo_is_exact_in_latent_space(request, wh
     replay = decode(model, inv.trajectory.copy())
     assert (replay.x_0 - model.from_pixels(photo[None])[0]).abs().max() < 1e-4
     assert np.isfinite(inv.psnr)  # the image error is the VAE's, reported
+    ddim = invert(model, photo, steps=STEPS, eta=0.0)  # DDIM inversion: close, not exact; reported
+    assert ddim.trajectory.origin["inversion"] == "ddim" and ddim.trajectory.origin["guidance"] == 4.0
+    assert np.isfinite(ddim.max_error) and np.isfinite(ddim.psnr)
 
 
 def test_jacobian_directions_equal_a_dense_svd_of_the_guided_eps(sd_dir):
