@@ -45,6 +45,7 @@ class Canvas(QWidget):
     zoomChanged = Signal(float)
     hoverChanged = Signal(int, int)  # image pixel under the cursor, (-1, -1) outside
     imageShown = Signal()  # the edited image changed
+    painted = Signal()  # a paint of the images ended (the GUI's slider latencies stop here)
 
     GAP = 12  # pixels between the two images side by side
 
@@ -348,3 +349,4 @@ class Canvas(QWidget):
             p.setPen(QPen(QColor(255, 255, 255) if not self.erase_mode else QColor(120, 200, 255), 1))
             p.drawEllipse(self._cursor, rad, rad)
         p.end()
+        self.painted.emit()

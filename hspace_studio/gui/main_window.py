@@ -33,6 +33,7 @@ from .discovery import DiscoveryPanel
 from .errors import MessageArea
 from .layout import fit_to_screen, frame_fits, scrolled
 from .library import DirectionLibrary
+from .node_preview import NodeImages
 from .plots import PlotPanel
 from .progress_text import bar_format, duration, time_left
 from .session import Autosave, RecentFiles
@@ -95,6 +96,20 @@ class MainWindow(QMainWindow):
         self.previews_dropped = 0
         self.last_latency: Optional[float] = None
         self.last_render: Optional[float] = None
+        # live slider previews (gui/node_preview.py): per direction, its strip rendered with
+        # the other active edits, as uint8 node images; stale once the context changes
+        self._nodes: Dict[tuple, NodeImages] = {}
+        self._node_epoch = 0  # rises with a new image, region or model: every strip is stale
+        self._strip_pending: Optional[tuple] = None  # (id, key, context, scales) in the worker's slot
+        self._strip_shown: Optional[tuple] = None  # (key, context, scales) the library shows
+        self._focus_key: Optional[tuple] = None  # direction last moved or ticked: its strip is made when idle
+        self._active_keys: set = set()
+        self._node_shown_id = 0  # request id a node preview was shown for
+        self.showing_preview = False  # an approximation is on the canvas, the exact image pending
+        self._paint_clock: Dict[str, float] = {}  # "preview"/"exact": time of the slider move, until painted
+        self.last_preview_latency: Optional[float] = None  # slider move -> preview painted
+        self.last_exact_latency: Optional[float] = None  # slider move -> exact image painted
+        self.node_previews_shown = 0
 
         main_thread_gc.acquire()  # cycles holding Qt objects die in this thread, not the worker's
         self.engine = EngineThread()
@@ -329,6 +344,7 @@ class MainWindow(QMainWindow):
         w.jobFinished.connect(self._job_finished)
         w.previewReady.connect(self._preview_ready)
         w.stripReady.connect(self._strip_ready)
+        self.canvas.painted.connect(self._canvas_painted)
         w.setsChecked.connect(self._sets_checked)
         self.cancel_button.clicked.connect(self.cancel_job)
 
@@ -610,6 +626,7 @@ class MainWindow(QMainWindow):
             return
         self.statusBar().showMessage(f"model: {info.description}", 8000)
         self.traj_info = None  # the worker dropped the old trajectory with the old model
+        self._node_epoch += 1
         self._mark_dirty()
         if not self._loading_session:
             self.remake_source()
@@ -654,6 +671,7 @@ class MainWindow(QMainWindow):
     def _trajectory_loaded(self, info: J.TrajectoryInfo, job=None) -> None:
         self.messages.clear_error()  # a new image is on the canvas: an earlier failure is stale
         self.traj_info = info
+        self._node_epoch += 1  # strips of the old image are no previews of this one
         self._source = dict(info.source)
         src = info.source
         if self.model_info is not None and self.model_info.conditioning is not None and "prompt" in info.origin:
@@ -693,12 +711,14 @@ class MainWindow(QMainWindow):
                                 asymmetric=d.asymmetric))
         return tuple(out)
 
-    def request_preview(self) -> Optional[int]:
-        """Ask for the edited image of the current slider state; returns the request id."""
+    def request_preview(self, sent_at: Optional[float] = None) -> Optional[int]:
+        """Ask for the edited image of the current slider state; returns the request id.
+        ``sent_at``: when the user asked (a slider move), for the latency shown."""
         if self.traj_info is None:
             return None
         self._preview_id += 1
-        req = PreviewRequest(self._preview_id, self.current_edits(), self.progressive, time.perf_counter())
+        req = PreviewRequest(self._preview_id, self.current_edits(), self.progressive,
+                             time.perf_counter() if sent_at is None else sent_at)
         self._preview_req = req
         self.worker.request_preview(req)
         return req.id
@@ -716,19 +736,64 @@ class MainWindow(QMainWindow):
         if res.image is None:
             return
         if not res.final:
-            if self.progressive:
-                self.canvas.set_edited(res.image, interim=True, text=f"step {res.step}/{res.steps}")
+            # a step's predicted image, unless the strip's cross-fade (better) is shown for this move
+            if self.progressive and self._node_shown_id != res.id:
+                self.canvas.set_edited(res.image, interim=True, text=f"preview: step {res.step}/{res.steps}")
+                self.showing_preview = True
+                self._show_latency()
             return
         self.canvas.set_edited(res.image)
+        self.showing_preview = False
         self.messages.clear_error("preview")  # only a preview's own error: others stay to be read
         now = time.perf_counter()
         self.last_latency = now - self._preview_req.sent_at if self._preview_req else None
+        if self._preview_req is not None:
+            self._paint_clock["exact"] = self._preview_req.sent_at
         self.last_render = res.render_s
         self.previews_shown += 1
-        if self.last_latency is not None:
-            self.preview_label.setText(f"preview {1000 * self.last_latency:.0f} ms "
-                                       f"(engine {1000 * res.render_s:.0f} ms)")
+        self._show_latency()
         self.previewShown.emit(res.id)
+
+    def _show_node_preview(self, key, moved_at: float) -> bool:
+        """Put the cross-fade of direction ``key``'s strip images at its new scale on the
+        canvas, labelled as a preview, if a strip made with the current other edits is here
+        (then the exact image of the request about to be sent replaces it)."""
+        nodes = self._nodes.get(key)
+        want = self._strip_context(key)
+        scale = float(self.library.direction(key)[1].scale) if want is not None else 0.0
+        if nodes is None or want is None or nodes.context[0] != want[0] or not nodes.covers(scale):
+            return False  # no strip of this edit (or a typed scale beyond it): the old image stays
+        img = nodes.pixels(scale)
+        self._node_shown_id = self._preview_id + 1  # the id request_preview gives next
+        self.canvas.set_edited(img, interim=True, text="preview")
+        self.showing_preview = True
+        self.node_previews_shown += 1
+        self._paint_clock["preview"] = moved_at
+        self._show_latency()
+        return True
+
+    def _canvas_painted(self) -> None:
+        """The canvas drew what was last put on it: the latencies end here."""
+        if not self._paint_clock:
+            return
+        now = time.perf_counter()
+        if "preview" in self._paint_clock:
+            self.last_preview_latency = now - self._paint_clock["preview"]
+        if "exact" in self._paint_clock:
+            self.last_exact_latency = now - self._paint_clock["exact"]
+        self._paint_clock.clear()
+        self._show_latency()
+
+    def _show_latency(self) -> None:
+        def ms(v):
+            return f"{1000 * v:.0f} ms" if v is not None else "–"
+
+        text = f"preview {ms(self.last_preview_latency)} · exact {ms(self.last_exact_latency)}"
+        if self.last_render is not None:
+            text += f" (engine {ms(self.last_render)})"
+        self.preview_label.setText(("preview shown · " if self.showing_preview else "") + text)
+        self.preview_label.setToolTip("Slider move to preview on the canvas, and to the exact image "
+                                      "(the engine's own render time in brackets)")
 
     def _set_progressive(self, on: bool) -> None:
         self.progressive = bool(on)
@@ -752,25 +817,34 @@ class MainWindow(QMainWindow):
         self.sliders.sync(entries, ts)
 
     def _active_changed(self) -> None:
+        keys = [(s.set_id, d.index) for s, d in self.library.active()]
+        new = [k for k in keys if k not in self._active_keys]
+        self._active_keys = set(keys)
+        if new:  # a newly ticked direction: its strip is made when idle, so its first drag previews
+            self._focus_key = new[-1]
         self._sync_sliders()
         self.request_preview()
+        self._request_strip()  # the other edits of every strip changed
 
     def _slider_changed(self, key) -> None:
+        moved_at = time.perf_counter()
         found = self.library.direction(key)
         row = self.sliders.row(key)
         if found is None or row is None:
             return
         d = found[1]
-        old = (d.window, d.at_timestep, d.range, d.asymmetric)
         d.scale = row.scale()
         d.asymmetric = row.asymmetric()
         d.window = row.window()
         d.at_timestep = row.at_timestep()
         d.range = row.range()
         self._mark_dirty()
-        self.request_preview()
-        if self._strip_key == key and old != (d.window, d.at_timestep, d.range, d.asymmetric):
-            self._request_strip()
+        key = tuple(key)
+        self._focus_key = key
+        if self.traj_info is not None:
+            self._show_node_preview(key, moved_at)  # at once; the exact image follows
+        self.request_preview(moved_at)
+        self._request_strip()  # other strips' edits (or this one's window, range ...) changed
 
     def _forget_removed_sets(self) -> None:
         """Let the worker free the tensors of sets removed from the library (without this
@@ -790,6 +864,7 @@ class MainWindow(QMainWindow):
             d.scale = 0.0
         self._mark_dirty()
         self.request_preview()
+        self._request_strip()
 
     def slider_rows(self):
         return self.sliders.ordered_rows()
@@ -798,6 +873,7 @@ class MainWindow(QMainWindow):
         if sel is None:
             self.plots.show_set(None)
             self._strip_key = None
+            self._strip_shown = None
             self.library.strip.clear("Select a direction to see it at several scales.")
             return
         set_id, index = sel
@@ -808,31 +884,94 @@ class MainWindow(QMainWindow):
         self._strip_key = (set_id, index) if index is not None else None
         self._request_strip()
 
+    def _strip_context(self, key) -> Optional[tuple]:
+        """((epoch, item, others), scales) of direction ``key``'s strip as it would be made now:
+        with the other active edits (``others``), so that its images are the real edit at its
+        node scales; None where no strip can be made."""
+        found = self.library.direction(key) if key is not None and self.traj_info is not None else None
+        if found is None or found[0].status == "mismatch":
+            return None
+        s, d = found
+        item = EditItem(s.set_id, d.index, 1.0, tuple(d.window) if d.window else None, d.at_timestep,
+                        asymmetric=d.asymmetric)
+        others = tuple(e for e in self.current_edits() if (e.set_id, e.index) != tuple(key) and e.scale != 0.0)
+        return (self._node_epoch, item, others), tuple(round(f * d.range, 6) for f in STRIP_SCALES)
+
+    def _strip_cached(self, key, want) -> bool:
+        nodes = self._nodes.get(key)
+        return nodes is not None and nodes.context == want
+
+    def _strip_asked(self, key, want) -> bool:
+        return self._strip_pending is not None and self._strip_pending[1:] == (key, *want)
+
+    def _send_strip(self, key, want) -> None:
+        (epoch, item, others), scales = want
+        self._strip_pending = (self._strip_id, key, *want)
+        self.worker.request_strip(StripRequest(self._strip_id, item, scales, others))
+
+    def _request_focus_strip(self) -> None:
+        """Ask (at the lowest priority) for the strip of the direction last moved or ticked,
+        unless it is here or asked for: its images make that slider's instant previews."""
+        self._nodes = {k: v for k, v in self._nodes.items()  # drop strips of an older image
+                       if v.context[0][0] == self._node_epoch and self.library.direction(k) is not None}
+        key = self._focus_key
+        active = {(s.set_id, d.index) for s, d in self.library.active()}
+        if key is None or key == self._strip_key or key not in active:
+            return
+        want = self._strip_context(key)
+        if want is None or self._strip_cached(key, want) or self._strip_asked(key, want):
+            return
+        self._strip_id += 1
+        self._send_strip(key, want)
+
     def _request_strip(self) -> None:
+        """Ask for the strips that are missing: the selected direction's (the library shows
+        it), then the focus direction's (see :meth:`_request_focus_strip`)."""
         key = self._strip_key
         if key is None or self.traj_info is None:
+            self._request_focus_strip()
             return
         found = self.library.direction(key)
         if found is None:
+            self._request_focus_strip()
             return
         s, d = found
         if s.status == "mismatch":
+            self._strip_shown = None
             self.library.strip.clear(f"Does not fit: {s.status_text}")
+            self._request_focus_strip()
+            return
+        want = self._strip_context(key)
+        if self._strip_cached(key, want):  # made already: show it, and go on to the focus strip
+            if self._strip_shown != (key, *want):
+                nodes = self._nodes[key]
+                self.library.strip.show_images(list(nodes.images), want[1])
+                self._strip_shown = (key, *want)
+            self._request_focus_strip()
+            return
+        if self._strip_asked(key, want):
             return
         self._strip_id += 1
-        scales = tuple(round(f * d.range, 6) for f in STRIP_SCALES)
-        item = EditItem(s.set_id, d.index, 1.0, tuple(d.window) if d.window else None, d.at_timestep,
-                        asymmetric=d.asymmetric)
         self.library.strip.mark_stale()  # greyed with "updating…" until the new strip comes
-        self.worker.request_strip(StripRequest(self._strip_id, item, scales))
+        self._send_strip(key, want)
 
     def _strip_ready(self, res) -> None:
-        if res.id != self._strip_id:
+        asked = self._strip_pending
+        if asked is None or res.id != asked[0]:
             return
+        self._strip_pending = None
+        _id, key, ctx, scales = asked
         if res.error:
-            self.library.strip.clear(f"strip failed: {res.error}")
-            return
-        self.library.strip.show_images(res.images, res.scales)
+            if key == self._strip_key:
+                self._strip_shown = None
+                self.library.strip.clear(f"strip failed: {res.error}")
+            return  # not asked again until the user changes something
+        if self._strip_context(key) == (ctx, scales):  # still the current edit: keep it for previews
+            self._nodes[key] = NodeImages.from_strip(res.scales, res.images, (ctx, scales))
+            if key == self._strip_key:
+                self.library.strip.show_images(res.images, res.scales)
+                self._strip_shown = (key, ctx, scales)
+        self._request_strip()  # the next missing one
 
     def _strip_clicked(self, scale: float) -> None:
         key = self._strip_key
@@ -848,6 +987,7 @@ class MainWindow(QMainWindow):
         """Send the worker the mask that edits must stay inside (or none), then redraw."""
         keep = self.brush.keep_inside.isChecked()
         mask = self.mask.array.copy() if keep else None
+        self._node_epoch += 1  # strips made in the old region are no previews
         if keep and not mask.any():
             self.statusBar().showMessage("The mask is empty: edits apply to the whole image until "
                                          "you paint a region", 8000)
