@@ -10,6 +10,13 @@ from hspace_studio.engine.hspace import hspace_hook
 from tests.tiny_models import save_sd_model, save_sdxl_model
 
 PROMPT, NEGATIVE = "a smiling face, photo", "blurry"
+
+
+class Bright(torch.nn.Module):
+    """A user's classifier: one attribute logit, the image's brightness."""
+
+    def forward(self, x):
+        return x.mean((1, 2, 3), keepdim=False)[:, None] * 8
 STEPS = 6
 
 
@@ -211,10 +218,6 @@ def test_supervised_directions_on_sd_from_photos_and_from_a_classifier(sd_dir, t
     h = sample(model, [0], steps=2)[0].hs
     assert tuple(ds.delta_h.shape[1:]) == tuple(h.shape) and float(ds.delta_h.abs().max()) > 0
     assert ds.params["conditioning"]["prompt"] == "a face"
-
-    class Bright(torch.nn.Module):
-        def forward(self, x):
-            return x.mean((1, 2, 3), keepdim=False)[:, None] * 8
 
     torch.jit.save(torch.jit.script(Bright()), str(tmp_path / "clf.pt"))
     (tmp_path / "clf.json").write_text(json.dumps(["bright"]))
