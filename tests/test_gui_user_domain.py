@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("pytestqt")
 
-from tests.test_gui_app import image_of, reference, run_job, to_u8, win  # noqa: E402,F401
+from tests.test_gui_app import image_of, make_window, reference, run_job, to_u8, win  # noqa: E402,F401
 
 
 class Brightness(torch.nn.Module):
@@ -56,3 +56,22 @@ def test_fill_part_with_a_users_segmenter(qtbot, win, parser_file, reference):
     (parser_file.parent / "lonely.pt").write_bytes(parser_file.read_bytes())
     assert not b.set_segmenter(str(parser_file.parent / "lonely.pt"))
     assert "lonely.json" in win.messages.last and b.segmenter_spec is None
+
+
+def test_the_supervised_panel_says_what_works_for_an_attribute(qtbot, tmp_path):
+    """On the default model a mean difference of 'smiling' examples flips few faces; the panel
+    says so, with what works instead (the domain's advice), and hides it once that is ticked."""
+    w = make_window(qtbot, "default", tmp_path)
+    try:
+        d = w.discovery
+        d.sup_attr.setCurrentText("smiling")
+        d.setCurrentIndex([d.tabText(i) for i in range(d.count())].index("Supervised"))
+        assert not d.sup_advice.isHidden() and "Fit through the sampler" in d.sup_advice.text()
+        d.sup_optimize.setChecked(True)
+        assert d.sup_advice.isHidden()
+        d.sup_optimize.setChecked(False)
+        assert not d.sup_advice.isHidden()
+        d.sup_attr.setCurrentText("beard")  # no advice: nothing shown
+        assert d.sup_advice.isHidden()
+    finally:
+        w.shutdown()

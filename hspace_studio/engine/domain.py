@@ -10,7 +10,9 @@ subject, comes from a *domain*: a bundle of
   saved in a format of its own registers a loader for it; TorchScript files with a JSON
   list of names load without one);
 - named fit terms: extra penalties of ``supervised --optimize`` (``--term NAME=WEIGHT``),
-  each with a line of help, and the function that builds them for an attribute.
+  each with a line of help, and the function that builds them for an attribute;
+- advice: for an attribute, what finds a direction that does what its name says on the
+  domain's default model (the app shows it beside the supervised panel's attribute).
 
 Exactly one domain is active at a time (:func:`use_domain`); the command line and the
 app choose it (:mod:`hspace_studio.domains`). The engine never imports a domain's
@@ -49,6 +51,7 @@ class Domain:
     # not apply to the attribute raises TermRefused with strict, else is left out
     terms: Dict[str, str] = field(default_factory=dict)
     build_terms: Optional[Callable[[str, Dict[str, float], bool], tuple]] = None
+    advice: Dict[str, str] = field(default_factory=dict)  # attribute -> a line of advice
 
 
 GENERIC = Domain("generic", "no domain: classifiers and segmenters are the user's own files")

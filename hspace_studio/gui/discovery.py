@@ -9,7 +9,7 @@ from typing import Callable, List, Optional
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLineEdit, QPushButton, QRadioButton, QSpinBox,
+                               QLabel, QLineEdit, QPushButton, QRadioButton, QSpinBox,
                                QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from .jobs import DiscoverJacobian, DiscoverPCA, DiscoverSupervised
@@ -155,6 +155,14 @@ class DiscoveryPanel(QTabWidget):
         self.sup_attr = QComboBox()
         self.sup_attr.setEditable(True)
         f.addRow("Attribute", self.sup_attr)
+        self.sup_advice = QLabel("")  # the domain's advice for the attribute (set_advice)
+        self.sup_advice.setObjectName("supervisedAdvice")
+        self.sup_advice.setWordWrap(True)
+        self.sup_advice.setStyleSheet("color: #8a5a00;")
+        self.sup_advice.setVisible(False)
+        f.addRow(self.sup_advice)
+        self._advice: dict = {}
+        self.sup_attr.currentTextChanged.connect(lambda _t: self._show_advice())
         self.sup_index = QSpinBox()
         self.sup_index.setRange(4, 1000000)
         self.sup_index.setValue(256)
@@ -239,12 +247,25 @@ class DiscoveryPanel(QTabWidget):
         self._reload_attributes()
         self.sup_by_classifier.toggled.connect(self._mode)
         self.sup_optimize.toggled.connect(self._mode)
+        self.sup_by_classifier.toggled.connect(lambda _on: self._show_advice())
+        self.sup_optimize.toggled.connect(lambda _on: self._show_advice())
         self._mode()
 
         self.pca_run.clicked.connect(lambda: self.runRequested.emit(self.pca_job()))
         self.jac_run.clicked.connect(self._emit_jacobian)
         self.sup_run.clicked.connect(self._emit_supervised)
         self.last_error = ""
+
+    def set_advice(self, advice) -> None:
+        """The loaded model's domain advice: attribute -> what works for it there."""
+        self._advice = dict(advice or {})
+        self._show_advice()
+
+    def _show_advice(self) -> None:
+        text = self._advice.get(self.sup_attr.currentText().strip(), "")
+        shown = bool(text) and not self.sup_optimize.isChecked() and self.sup_by_classifier.isChecked()
+        self.sup_advice.setText(f"{self.sup_attr.currentText().strip()}: {text}" if text else "")
+        self.sup_advice.setVisible(shown)
 
     def _reload_attributes(self) -> None:
         folder = self.sup_classifier.text().strip() or DEFAULT_CLASSIFIER

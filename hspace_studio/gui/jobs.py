@@ -254,6 +254,7 @@ class ModelInfo:
     guide_weight: Optional[float] = None
     timesteps: Optional[str] = None
     conditioning: Optional[dict] = None  # a text-to-image model's prompt settings (None: takes none)
+    advice: Optional[dict] = None  # the domain's advice per attribute (engine.domain.Domain.advice)
 
 
 @dataclass(frozen=True)
@@ -316,6 +317,7 @@ class EngineState:
     # -- model and trajectory --------------------------------------------------------
     def load_model(self, source: str, h_space: str, device=None, guide: Optional[str] = None,
                    guide_weight: Optional[float] = None, timesteps: Optional[str] = None) -> ModelInfo:
+        from ..engine.domain import active_domain
         from ..engine.hspace import h_shape
         from ..engine.model import load_model
 
@@ -342,7 +344,8 @@ class EngineState:
             num_train_timesteps=int(model.scheduler.config.num_train_timesteps),
             weights_fingerprint=model.weights_fingerprint, guide=model.info.get("guide"),
             guide_weight=model.info.get("guide_weight"), timesteps=model.info.get("timesteps"),
-            conditioning=dict(model.conditioning) if model.takes_prompt else None)
+            conditioning=dict(model.conditioning) if model.takes_prompt else None,
+            advice=dict(active_domain().advice))
         self.traj = None
         self._invalidate()
         return self.model_info

@@ -619,6 +619,7 @@ class MainWindow(QMainWindow):
         if info.source not in BUILT_IN:
             self.recent.add("models", info.source)
         self._show_model(info)
+        self.discovery.set_advice(info.advice)
         self.mask.reset(info.image_size)
         self.canvas.placeholder = "Sampling…"
         self._update_title()

@@ -90,6 +90,18 @@ def build_terms(attribute: str, weights: Dict[str, float], strict: bool = True) 
         raise TermRefused(short.get(e.term, e.term), str(e)) from None
 
 
+# what the model card measured on the default model (held-out faces, scale 1): a mean
+# difference of examples flips few faces of these attributes; a fit through the sampler does
+_FIT = ("a mean difference of examples flips {mean} of faces here; tick 'Fit through the sampler' "
+        "(80 iterations) and 'Check the part'{extra}: {fit} flipped in the model card")
+ADVICE = {
+    "smiling": _FIT.format(mean="9%", extra="", fit="95%"),
+    "eyeglasses": _FIT.format(mean="2%", extra=" and 'Fit at every step'", fit="100%"),
+    "mouth_open": _FIT.format(mean="10%", extra=" and 'Fit at every step'", fit="98%"),
+    "blond_hair": _FIT.format(mean="11%", extra=", 'Recolour the hair', 'Fit at every step' and "
+                              "'Fit for edits kept in each face's own part' (hair, +1 px)", fit="93%"),
+}
+
 TOY_FACES = Domain(
     name="toyfaces",
     description="procedural toy faces: the embedded default model's domain",
@@ -101,4 +113,5 @@ TOY_FACES = Domain(
     segmenter_formats=[FolderFormat("toyfaces segmenter", _toy_folder("segmenter"), load_toy_segmenter)],
     terms={name: help for name, (_, help) in TERMS.items()},
     build_terms=build_terms,
+    advice=ADVICE,
 )
