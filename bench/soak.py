@@ -12,7 +12,7 @@ records the process RSS (``/proc/self/status``: VmRSS after ``gc.collect()`` and
 held by Python's allocator, and it counts live Python objects (``gc.get_objects()``) at
 the start and end, with the app idle. It returns a :class:`SoakStats`.
 
-The short version runs in ``tests/test_gui_soak.py`` (the GUI tests); the long one from the command line::
+The short version runs in ``tests/gui/test_gui_soak.py``; the long one from the command line::
 
     python -m bench.soak --actions 400 --model tiny      # a tiny UNet built on the fly
     python -m bench.soak --actions 400 --model default   # the embedded default model

@@ -8,7 +8,7 @@ import torch
 from PySide6.QtCore import Qt
 
 from hspace_studio.engine import DirectionSet, load_model, sample
-from tests.test_gui_app import export_and_replay, image_of, import_and_activate, make_window, run_job, wait_idle
+from tests.gui.test_gui_app import export_and_replay, image_of, import_and_activate, make_window, run_job, wait_idle
 from tests.tiny_models import save_sd_model
 
 pytest.importorskip("pytestqt")

@@ -12,7 +12,7 @@ from hspace_studio.core.session import check_session  # noqa: E402
 from hspace_studio.engine.model import load_model  # noqa: E402
 from hspace_studio.engine.sampler import sample  # noqa: E402
 from hspace_studio.engine.timesteps import power_timesteps  # noqa: E402
-from tests.test_gui_app import (SEED, TIMEOUT, export_and_replay, image_of, make_window, run_job,  # noqa: E402
+from tests.gui.test_gui_app import (SEED, TIMEOUT, export_and_replay, image_of, make_window, run_job,  # noqa: E402
                                 to_u8, wait_idle)
 
 

@@ -1,7 +1,7 @@
 """Issue 6, the GUI side: every kind of bad file opened through the window gives a
 readable message, changes nothing (never loses work) and the app keeps working.
 
-``tests/test_gui_app.py::test_bad_files_give_messages`` covers one junk direction file,
+``tests/gui/test_gui_app.py::test_bad_files_give_messages`` covers one junk direction file,
 a direction file of another model, a text file as image and as mask, a session that is
 not JSON or lacks its sidecar, and a missing model folder. This file adds the rest, per
 opener: empty / truncated / random-byte / NaN / wrong-shape / huge-header files for
@@ -24,21 +24,8 @@ from PIL import Image
 pytest.importorskip("pytestqt")
 
 from hspace_studio.engine.directions import DirectionSet  # noqa: E402
-from hspace_studio.engine.sampler import sample  # noqa: E402
 from hspace_studio.gui import jobs as J  # noqa: E402
-from tests.test_gui_app import SEED, import_and_activate, make_window, run_job, wait_idle  # noqa: E402
-
-
-@pytest.fixture
-def win(qtbot, tiny_model_dir, tmp_path):
-    w = make_window(qtbot, tiny_model_dir, tmp_path)
-    yield w
-    w.shutdown()
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_model):
-    return sample(tiny_model, [SEED], steps=10, eta=1.0)[0]
+from tests.gui.test_gui_app import import_and_activate, run_job, wait_idle  # noqa: E402
 
 
 @pytest.fixture

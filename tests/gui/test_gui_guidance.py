@@ -11,7 +11,7 @@ pytest.importorskip("pytestqt")
 from hspace_studio.engine.directions import DirectionSet  # noqa: E402
 from hspace_studio.engine.model import load_model  # noqa: E402
 from hspace_studio.engine.sampler import sample  # noqa: E402
-from tests.test_gui_app import (SEED, TIMEOUT, direct_edit, export_and_replay, image_of,  # noqa: E402
+from tests.gui.test_gui_app import (SEED, TIMEOUT, direct_edit, export_and_replay, image_of,  # noqa: E402
                                 import_and_activate, make_window, run_job, to_u8, wait_idle)
 
 

@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("pytestqt")
 
-from tests.test_gui_app import image_of, make_window, reference, run_job, to_u8, win  # noqa: E402,F401
+from tests.gui.test_gui_app import image_of, make_window, to_u8  # noqa: E402
 
 
 class Brightness(torch.nn.Module):

@@ -9,9 +9,8 @@ import torch
 
 pytest.importorskip("pytestqt")
 
-from tests.test_gui_app import (export_and_replay, image_of, import_and_activate,  # noqa: E402
+from tests.gui.test_gui_app import (export_and_replay, image_of, import_and_activate,  # noqa: E402
                                 wait_idle)
-from tests.test_gui_app import dir_file, reference, win  # noqa: E402,F401 - fixtures
 
 
 def test_masked_export_replays_exactly(qtbot, win, dir_file, tmp_path):
@@ -123,7 +122,7 @@ def test_noise_direction_imports_edits_and_replays(qtbot, win, noise_file, dir_f
     from hspace_studio.engine.directions import DirectionSet
     from hspace_studio.engine.noise_edits import noise_edit
     from hspace_studio.engine.sampler import edit
-    from tests.test_gui_app import to_u8
+    from tests.gui.test_gui_app import to_u8
 
     before = image_of(win)
     s = import_and_activate(qtbot, win, noise_file, rows=(1,))

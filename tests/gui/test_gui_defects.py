@@ -6,15 +6,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from tests.test_gui_app import TIMEOUT, make_window, run_job, wait_idle  # noqa: E402,F401
-from tests.test_gui_app import dir_file, reference  # noqa: E402,F401 - fixtures
-
-
-@pytest.fixture
-def win(qtbot, tiny_model_dir, tmp_path):
-    w = make_window(qtbot, tiny_model_dir, tmp_path)
-    yield w
-    w.shutdown()
+from tests.gui.test_gui_app import TIMEOUT, make_window, run_job, wait_idle  # noqa: E402,F401
 
 
 def _good_image(path):
@@ -94,7 +86,7 @@ def test_window_fits_the_screen_with_its_status_bar(tmp_path, tiny_model_dir, sc
     env = dict(os.environ, QT_QPA_PLATFORM=f"offscreen:configfile={cfg}", HF_HUB_OFFLINE="1")
     r = subprocess.run([sys.executable, "-c", FIT_SCRIPT, str(tiny_model_dir)], env=env,
                        capture_output=True, text=True, timeout=300,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout.strip().splitlines()[-1])
     assert m["avail"] == [0, 0, *screen]  # the offscreen plugin took the configured screen

@@ -17,7 +17,7 @@ import torch
 from PySide6.QtCore import QPoint, QSettings, Qt
 
 from hspace_studio.engine.directions import DirectionSet
-from hspace_studio.engine.sampler import EditSpec, edit, sample
+from hspace_studio.engine.sampler import EditSpec, edit
 
 pytest.importorskip("pytestqt")
 
@@ -59,35 +59,6 @@ def make_window(qtbot, model_dir, tmp_path, name="w", **kw):
     qtbot.waitUntil(lambda: w.traj_info is not None, timeout=TIMEOUT)
     wait_idle(qtbot, w)
     return w
-
-
-@pytest.fixture
-def win(qtbot, tiny_model_dir, tmp_path):
-    w = make_window(qtbot, tiny_model_dir, tmp_path)
-    yield w
-    w.shutdown()
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_model):
-    """The image of SEED as the engine makes it, and a direction file for the tiny model."""
-    traj = sample(tiny_model, [SEED], steps=10, eta=1.0)[0]
-    return traj
-
-
-@pytest.fixture
-def dir_file(tmp_path, tiny_model, reference):
-    g = torch.Generator().manual_seed(0)
-    K = 3
-    hs = reference.hs
-    delta = torch.randn((K, *hs.shape), generator=g) * hs.std() * 0.5
-    ds = DirectionSet(delta_h=delta, timesteps=reference.timesteps.clone(),
-                      fingerprint=tiny_model.fingerprint, h_space="after", method="pca",
-                      labels=[f"pc {i}" for i in range(K)],
-                      values=[[0.3 / (i + 1)] * hs.shape[0] for i in range(K)])
-    p = tmp_path / "dirs.safetensors"
-    ds.save(p)
-    return p
 
 
 def import_and_activate(qtbot, w, path, rows=(0,)):

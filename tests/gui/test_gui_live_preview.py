@@ -10,73 +10,16 @@ import time
 
 import numpy as np
 import pytest
-import torch
-from PySide6.QtCore import QPoint, QSettings, Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QStyle, QStyleOptionSlider
 
 from hspace_studio.engine.directions import DirectionSet
-from hspace_studio.engine.sampler import EditSpec, edit, sample
+from hspace_studio.engine.sampler import EditSpec, edit
 
 pytest.importorskip("pytestqt")
 
-from hspace_studio.gui.main_window import MainWindow  # noqa: E402
+from tests.gui.test_gui_app import import_and_activate, to_u8, wait_idle  # noqa: E402
 
-SEED = 3
-TIMEOUT = 60_000
-
-
-def wait_idle(qtbot, w, timeout=TIMEOUT):
-    qtbot.waitUntil(lambda: w.idle, timeout=timeout)
-
-
-@pytest.fixture
-def win(qtbot, tiny_model_dir, tmp_path):
-    settings = QSettings(str(tmp_path / "w.ini"), QSettings.Format.IniFormat)
-    w = MainWindow(str(tiny_model_dir), settings=settings, state_dir=tmp_path / "state",
-                   autosave_s=0, seed=SEED)
-    qtbot.addWidget(w)
-    w.resize(1200, 800)
-    w.show()
-    qtbot.waitUntil(lambda: w.traj_info is not None, timeout=TIMEOUT)
-    wait_idle(qtbot, w)
-    yield w
-    w.shutdown()
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_model):
-    return sample(tiny_model, [SEED], steps=10, eta=1.0)[0]
-
-
-@pytest.fixture
-def dir_file(tmp_path, tiny_model, reference):
-    g = torch.Generator().manual_seed(0)
-    hs = reference.hs
-    delta = torch.randn((3, *hs.shape), generator=g) * hs.std() * 0.5
-    ds = DirectionSet(delta_h=delta, timesteps=reference.timesteps.clone(),
-                      fingerprint=tiny_model.fingerprint, h_space="after", method="pca",
-                      labels=[f"pc {i}" for i in range(3)],
-                      values=[[0.3 / (i + 1)] * hs.shape[0] for i in range(3)])
-    p = tmp_path / "dirs.safetensors"
-    ds.save(p)
-    return p
-
-
-def activate(qtbot, w, path, rows=(0,)):
-    done = {}
-    h = w.import_directions([path])
-    w.jobDone.connect(lambda res: done.setdefault("res", res) if res.id == h.id else None)
-    qtbot.waitUntil(lambda: "res" in done, timeout=TIMEOUT)
-    assert done["res"].ok, done["res"].error
-    s = done["res"].value[0]
-    for r in rows:
-        w.library.set_active((s.set_id, r), True)
-    wait_idle(qtbot, w)
-    return s
-
-
-def to_u8(x0):
-    return ((x0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def direct_edit(model, traj, ds_path, items):
@@ -115,7 +58,7 @@ def handle_pos(slider):
 
 
 def test_drag_answers_at_once_and_ends_on_the_exact_edit(qtbot, win, dir_file, tiny_model, reference, monkeypatch):
-    s = activate(qtbot, win, dir_file, rows=(0, 1))
+    s = import_and_activate(qtbot, win, dir_file, rows=(0, 1))
     key, other = (s.set_id, 0), (s.set_id, 1)
     rows = win.slider_rows()
     rows[1].slider.setValue(-400)  # another active edit: the strip must include it
@@ -168,7 +111,7 @@ def test_drag_answers_at_once_and_ends_on_the_exact_edit(qtbot, win, dir_file, t
 
 def test_strip_includes_other_edits_and_goes_stale_with_them(qtbot, win, dir_file, tiny_model, reference,
                                                              monkeypatch):
-    s = activate(qtbot, win, dir_file, rows=(0, 1))
+    s = import_and_activate(qtbot, win, dir_file, rows=(0, 1))
     key = (s.set_id, 0)
     rows = win.slider_rows()
     rows[1].slider.setValue(600)

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("pytestqt")
 
 from bench.soak import run_soak  # noqa: E402
-from tests.test_gui_app import make_window  # noqa: E402
+from tests.gui.test_gui_app import make_window  # noqa: E402
 
 ACTIONS = int(os.environ.get("HSPACE_SOAK_ACTIONS", "100"))
 
