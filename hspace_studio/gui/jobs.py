@@ -1,8 +1,55 @@
-"""The jobs the engine worker runs: a re-export of the application layer, which lives in :mod:`hspace_studio.app`."""
-from ..app.jobs import (  # noqa: F401
-    H_SPACE_POINTS, HANDLERS, NOISE_RANGE, TRAJ_KEYS, DiscoverJacobian, DiscoverPCA, DiscoverSupervised,
-    Disentangle, EngineState, ExportDirections, ExportGrid, ExportImage, ExportStrip, ForgetSets,
-    ImportDirections, Invert, LoadModel, LoadSession, ModelInfo, OpenTrajectory, ProgressFn, Prompted,
-    Sample, SaveSession, SaveTrajectory, Segment, SessionPayload, SetRegion, Sleep, TrajectoryInfo,
-    describe, discover_jacobian, discover_pca, discover_supervised, handler, run_job,
+"""The jobs the engine worker runs: a re-export of the application layer, which lives in :mod:`hspace_studio.app`.
+
+Requests are in ``app/requests.py``, result records in ``app/records.py``, the worker-side
+state in ``app/state.py`` and the handlers in ``app/handlers/``; this module keeps every
+name importable as ``hspace_studio.gui.jobs.<Name>``.
+"""
+from ..app.handlers import HANDLERS, ProgressFn, handler, run_job
+from ..app.handlers.discovery import discover_jacobian, discover_pca, discover_supervised
+from ..app.handlers.sessions import TRAJ_KEYS
+from ..app.records import ModelInfo, SessionPayload, TrajectoryInfo
+from ..app.requests import (
+    H_SPACE_POINTS, DiscoverJacobian, DiscoverPCA, DiscoverSupervised, Disentangle, ExportDirections,
+    ExportGrid, ExportImage, ExportStrip, ForgetSets, ImportDirections, Invert, LoadModel, LoadSession,
+    OpenTrajectory, Prompted, Sample, SaveSession, SaveTrajectory, Segment, SetRegion, Sleep, describe,
 )
+from ..app.state import NOISE_RANGE, EngineState
+
+__all__ = [
+    "DiscoverJacobian",
+    "DiscoverPCA",
+    "DiscoverSupervised",
+    "Disentangle",
+    "EngineState",
+    "ExportDirections",
+    "ExportGrid",
+    "ExportImage",
+    "ExportStrip",
+    "ForgetSets",
+    "HANDLERS",
+    "H_SPACE_POINTS",
+    "ImportDirections",
+    "Invert",
+    "LoadModel",
+    "LoadSession",
+    "ModelInfo",
+    "NOISE_RANGE",
+    "OpenTrajectory",
+    "ProgressFn",
+    "Prompted",
+    "Sample",
+    "SaveSession",
+    "SaveTrajectory",
+    "Segment",
+    "SessionPayload",
+    "SetRegion",
+    "Sleep",
+    "TRAJ_KEYS",
+    "TrajectoryInfo",
+    "describe",
+    "discover_jacobian",
+    "discover_pca",
+    "discover_supervised",
+    "handler",
+    "run_job",
+]

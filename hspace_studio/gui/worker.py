@@ -149,7 +149,7 @@ class EngineWorker(QObject):
 
     def __init__(self, state=None) -> None:
         super().__init__()
-        from .jobs import EngineState
+        from ..app.state import EngineState
 
         self.state = state or EngineState()
         self._cv = threading.Condition()
@@ -272,7 +272,8 @@ class EngineWorker(QObject):
             traceback.print_exc()
 
     def _run_job(self, h: JobHandle) -> None:
-        from .jobs import describe, run_job
+        from ..app.handlers import run_job
+        from ..app.requests import describe
 
         if h.token.cancelled:
             self.jobFinished.emit(JobResult(h.id, h.job, False, cancelled=True,

@@ -1,0 +1,69 @@
+"""Handlers that load a model and make the current image: sample a seed, invert an image, open or save a trajectory."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..requests import Invert, LoadModel, OpenTrajectory, Sample, SaveTrajectory
+from . import handler
+
+
+@handler(LoadModel)
+def _load_model(state, job, progress, cancel):
+    progress(0, 1, f"loading {job.source}")
+    info = state.load_model(job.source, job.h_space, job.device, job.guide, job.guide_weight, job.timesteps)
+    progress(1, 1, "model loaded")
+    return info
+
+
+def _prompt_of(src: dict) -> tuple:
+    """(prompt, negative prompt, guidance) a session's image source records (Nones if none)."""
+    g = src.get("guidance")
+    return (src.get("prompt"), src.get("negative_prompt"), float(g) if g is not None else None)
+
+
+@handler(Sample)
+def _sample(state, job, progress, cancel):
+    from ...engine.sampler import sample
+
+    model = state.require_model()
+    job.apply(model)
+    traj = sample(model, [int(job.seed)], steps=int(job.steps), eta=float(job.eta),
+                  h_space=state.h_space, progress=progress, cancel=cancel)[0]
+    return state.set_trajectory(traj, {"kind": "seed", "seed": int(job.seed), "steps": int(job.steps),
+                                       "eta": float(job.eta), **model.conditioning})
+
+
+@handler(Invert)
+def _invert(state, job, progress, cancel):
+    from ...engine.images import load_image
+    from ...engine.inversion import invert
+
+    model = state.require_model()
+    job.apply(model)
+    img, note = load_image(job.path, model.image_size)
+    inv = invert(model, img, steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
+                 progress=progress, cancel=cancel, origin={"image": str(job.path)})
+    return state.set_trajectory(inv.trajectory, {"kind": "image", "path": str(job.path),
+                                                 "steps": int(job.steps), "eta": float(job.eta),
+                                                 **model.conditioning},
+                                note=note, psnr=inv.psnr)
+
+
+@handler(OpenTrajectory)
+def _open_traj(state, job, progress, cancel):
+    from ...engine.sampler import decode
+    from ...engine.trajectory import Trajectory
+
+    model = state.require_model()
+    traj = Trajectory.load(job.path)
+    traj.check_model(model.fingerprint, state.h_space, Path(job.path).name,
+                     sample_shape=model.sample_shape, h_shape=state.model_info.h_shape)
+    decode(model, traj, progress, cancel)
+    return state.set_trajectory(traj, {"kind": "trajectory", "path": str(job.path),
+                                       "steps": traj.steps})
+
+
+@handler(SaveTrajectory)
+def _save_traj(state, job, progress, cancel):
+    state.require_traj().save(job.path)
+    return job.path

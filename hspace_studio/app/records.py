@@ -1,0 +1,50 @@
+"""Plain result records the handlers return: the loaded model, the current image, an opened session."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from ..core.session import SetState
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    source: str
+    fingerprint: str
+    description: str
+    image_size: Tuple[int, int]
+    sample_shape: Tuple[int, ...]
+    h_space: str
+    h_shape: Tuple[int, ...]
+    is_latent: bool
+    num_train_timesteps: int
+    weights_fingerprint: str = ""  # what direction files are made for (no guide)
+    guide: Optional[str] = None
+    guide_weight: Optional[float] = None
+    timesteps: Optional[str] = None
+    conditioning: Optional[dict] = None  # a text-to-image model's prompt settings (None: takes none)
+    advice: Optional[dict] = None  # the domain's advice per attribute (engine.domain.Domain.advice)
+
+
+@dataclass(frozen=True)
+class TrajectoryInfo:
+    gen: int
+    image: np.ndarray  # uint8 (H, W, 3)
+    timesteps: Tuple[int, ...]
+    source: dict  # {"kind": "seed"|"image"|"trajectory", ...}
+    origin: dict
+    h_space: str
+    note: str = ""
+    psnr: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class SessionPayload:
+    doc: dict
+    model: Optional[ModelInfo]
+    trajectory: Optional[TrajectoryInfo]
+    sets: List[SetState]
+    mask: Optional[np.ndarray]
+    warnings: List[str] = field(default_factory=list)

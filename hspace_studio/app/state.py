@@ -1,0 +1,432 @@
+"""EngineState: the loaded model, current trajectory, direction sets, caches, edit region and segmenter."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import uuid
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..core.errors import FileFormatError, HSpaceError, ModelLoadError, ModelMismatchError
+from ..core.recipe import with_model_settings
+from ..core.session import SetState, DirectionState, default_range
+from ..core.spacing import spacing_key
+from .records import ModelInfo, TrajectoryInfo
+from .requests import H_SPACE_POINTS
+
+
+def _nice(x: float) -> float:
+    """A round number near ``x`` (1, 2 or 5 times a power of ten)."""
+    if not x > 0 or not math.isfinite(x):
+        return 3.0
+    e = math.floor(math.log10(x))
+    m = x / 10 ** e
+    m = 1 if m < 1.5 else 2 if m < 3.5 else 5 if m < 7.5 else 10
+    return float(m * 10 ** e)
+
+
+class EngineState:
+    """What the worker owns: model, current trajectory, direction tensors, caches."""
+
+    def __init__(self) -> None:
+        from ..domains import ensure
+
+        ensure()  # the domain whose classifier, segmenter and terms the jobs use
+        self.model = None
+        self.model_info: Optional[ModelInfo] = None
+        self._asked_timesteps: Optional[str] = None  # see load_model
+        self.h_space = "after"
+        self.traj = None
+        self.source: dict = {}
+        self.gen = 0
+        self.sets: Dict[str, object] = {}  # set_id -> DirectionSet
+        self.version = 0
+        self._deltas: dict = {}
+        self._last: Optional[tuple] = None  # (edits, x0)
+        self._segmenter = None
+        self.region_mask: Optional[np.ndarray] = None  # edits stay inside it (see SetRegion)
+        self.region_free_steps = 1
+        self._region = None  # (model fingerprint, Region) built from region_mask
+
+    # -- model and trajectory --------------------------------------------------------
+    def load_model(self, source: str, h_space: str, device=None, guide: Optional[str] = None,
+                   guide_weight: Optional[float] = None, timesteps: Optional[str] = None) -> ModelInfo:
+        from ..engine.domain import active_domain
+        from ..engine.hspace import h_shape
+        from ..engine.model import load_model
+
+        if h_space not in H_SPACE_POINTS:
+            raise ValueError(f"unknown h-space point '{h_space}'")
+        if guide is None:
+            guide_weight = None
+        same = (self.model is not None and self.model_info.source == source
+                and (self.model_info.guide, self.model_info.guide_weight) == (guide, guide_weight)
+                and spacing_key(timesteps) in (self._asked_timesteps, self.model_info.timesteps))
+        if same and self.h_space == h_space:
+            return self.model_info
+        model = self.model if same else load_model(source, device=device, guide=guide, guide_weight=guide_weight,
+                                                   timesteps=timesteps)
+        shape = h_shape(model.unet, h_space, model.sample_shape)
+        self.model, self.h_space = model, h_space
+        # the spacing asked for (None: the model's recorded or its scheduler's): a request
+        # for it, or for the spacing it gave, needs no reload
+        self._asked_timesteps = spacing_key(timesteps)
+        self.model_info = ModelInfo(
+            source=source, fingerprint=model.fingerprint, description=model.describe(),
+            image_size=tuple(model.image_size), sample_shape=tuple(model.sample_shape),
+            h_space=h_space, h_shape=tuple(shape), is_latent=model.is_latent,
+            num_train_timesteps=int(model.scheduler.config.num_train_timesteps),
+            weights_fingerprint=model.weights_fingerprint, guide=model.info.get("guide"),
+            guide_weight=model.info.get("guide_weight"), timesteps=model.info.get("timesteps"),
+            conditioning=dict(model.conditioning) if model.takes_prompt else None,
+            advice=dict(active_domain().advice))
+        self.traj = None
+        self._invalidate()
+        return self.model_info
+
+    def require_model(self):
+        if self.model is None:
+            raise ModelLoadError("no model is loaded")
+        return self.model
+
+    def require_traj(self):
+        if self.traj is None:
+            raise HSpaceError("no image yet: sample a seed or open an image first")
+        return self.traj
+
+    def set_trajectory(self, traj, source: dict, note: str = "", psnr=None) -> TrajectoryInfo:
+        self.traj = traj
+        self.source = dict(source)
+        self.gen += 1
+        self._invalidate()
+        return self.trajectory_info(note, psnr)
+
+    def trajectory_info(self, note: str = "", psnr=None) -> TrajectoryInfo:
+        t = self.traj
+        return TrajectoryInfo(gen=self.gen, image=self.pixels(t.x_0), timesteps=tuple(int(v) for v in t.timesteps),
+                              source=dict(self.source), origin=dict(t.origin), h_space=t.h_space,
+                              note=note, psnr=psnr)
+
+    def _invalidate(self) -> None:
+        self._deltas.clear()
+        self._last = None
+        self.version += 1
+
+    # -- pixels ------------------------------------------------------------------------
+    def pixels(self, x0) -> np.ndarray:
+        """uint8 (H, W, 3) image of x_0 (diffusion space), rounded like ``images.to_pil``."""
+        import torch
+
+        img = self.model.to_pixels(x0[None])[0].detach().float().cpu()
+        a = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return np.ascontiguousarray(a.permute(1, 2, 0).numpy())
+
+    def preview_pixels(self, pred_x0) -> Optional[np.ndarray]:
+        """An intermediate prediction as pixels, or None where that would cost a decode."""
+        if self.model is None or self.model.is_latent:
+            return None
+        return self.pixels(pred_x0)
+
+    # -- direction sets ----------------------------------------------------------------
+    def add_set(self, ds, name: str, path: Optional[str] = None, set_id: Optional[str] = None) -> SetState:
+        set_id = set_id or uuid.uuid4().hex[:10]
+        self.sets[set_id] = ds
+        self.version += 1
+        st = self.set_state(set_id, ds, name, path)
+        st.status, st.status_text = self.check_set(ds)
+        return st
+
+    def set_state(self, set_id: str, ds, name: str, path: Optional[str]) -> SetState:
+        rng = self._default_range(ds)
+        values = None
+        if ds.values is not None:
+            values = [[float(v) if v is not None else float("nan") for v in row] for row in ds.values]
+        dirs = [DirectionState(index=k, label=str(ds.labels[k]), range=rng) for k in range(len(ds))]
+        return SetState(set_id=set_id, name=name, method=ds.method, fingerprint=ds.fingerprint,
+                        h_space=ds.h_space, h_shape=tuple(int(v) for v in ds.delta_h.shape[2:]),
+                        timesteps=[int(t) for t in ds.timesteps], values=values,
+                        params=_jsonable(ds.params), path=path, directions=dirs)
+
+    def _default_range(self, ds) -> float:
+        if _is_noise(ds):
+            return NOISE_RANGE
+        if ds.method in ("pca", "supervised"):
+            return default_range(ds.method)
+        if ds.method == "disentangled":
+            inner = (ds.params or {}).get("target", {}).get("method")
+            if inner in ("pca", "supervised"):
+                return default_range(inner)
+        try:  # half the typical norm of h, in units of the direction's norm
+            dn = ds.delta_h.flatten(2).norm(dim=2).median().item()
+            if self.traj is not None:
+                hn = self.traj.hs.flatten(1).norm(dim=1).median().item()
+            else:
+                return 3.0
+            return _nice(0.5 * hn / dn) if dn > 0 else 3.0
+        except Exception:  # noqa: BLE001
+            return 3.0
+
+    def check_set(self, ds) -> Tuple[str, str]:
+        info = self.model_info
+        if info is None:
+            return "mismatch", "no model loaded"
+        if _is_noise(ds):
+            return self._check_noise_set(ds)
+        try:
+            ds.check_model(info.weights_fingerprint, info.h_space, info.h_shape)
+        except ModelMismatchError as e:
+            return "mismatch", str(e)
+        if self.traj is not None and not np.array_equal(ds.timesteps.numpy(), self.traj.timesteps.numpy()):
+            own = set(int(t) for t in self.traj.timesteps)
+            if all(int(t) in own for t in ds.timesteps):
+                return "ok", (f"computed at {ds.steps} of the image's {self.traj.steps} steps; other "
+                              f"steps use the nearest one")
+            return "remapped", (f"made at {ds.steps} steps; mapped onto the image's {self.traj.steps} "
+                                f"steps by nearest timestep")
+        return "ok", ""
+
+    def _check_noise_set(self, ds) -> Tuple[str, str]:
+        from ..engine.noise_edits import check_noise_set, noise_edit
+
+        try:
+            check_noise_set(ds, self.model_info.weights_fingerprint, self.require_model().sample_shape)
+            if self.traj is not None:
+                for k in range(len(ds)):  # per-step noise made on other timesteps is refused
+                    noise_edit(ds, k, 1.0, self.traj)
+        except (ModelMismatchError, FileFormatError) as e:
+            return "mismatch", str(e)
+        return "ok", "noise-space directions: they change x_T and the per-step noise"
+
+    def check_sets(self) -> Dict[str, Tuple[str, str]]:
+        return {sid: self.check_set(ds) for sid, ds in self.sets.items()}
+
+    def get_set(self, set_id: str):
+        try:
+            return self.sets[set_id]
+        except KeyError:
+            raise HSpaceError("that direction set is no longer in the library") from None
+
+    def at_step(self, at_timestep: Optional[int]) -> Optional[int]:
+        if at_timestep is None:
+            return None
+        ts = self.require_traj().timesteps
+        return int((ts - int(at_timestep)).abs().argmin())
+
+    def delta(self, set_id: str, index: int, at_timestep: Optional[int] = None):
+        traj = self.require_traj()
+        key = (set_id, int(index), at_timestep)
+        d = self._deltas.get(key)
+        if d is None:
+            ds = self.get_set(set_id)
+            info = self.model_info
+            ds.check_model(info.weights_fingerprint, traj.h_space, tuple(traj.hs.shape[1:]),
+                           f"direction set '{ds.labels[0] if len(ds) else set_id}'")
+            mapped = ds.for_timesteps(traj.timesteps)
+            d = mapped.steps_delta(int(index), self.at_step(at_timestep))
+            self._deltas[key] = d
+        return d
+
+    def set_region(self, mask: Optional[np.ndarray], free_steps: int = 1) -> bool:
+        """Keep edits inside ``mask`` from now on; returns whether a region is in force."""
+        if mask is not None and not np.asarray(mask).any():
+            mask = None
+        self.region_mask = None if mask is None else np.asarray(mask, dtype=np.float32).copy()
+        self.region_free_steps = max(0, int(free_steps))
+        self._region = None
+        self._last = None
+        return self.region_mask is not None
+
+    def region(self):
+        """The sampler ``Region`` of the current mask for the loaded model, or None."""
+        from ..engine.sampler import Region, region_weights
+
+        if self.region_mask is None:
+            return None
+        model = self.require_model()
+        if self._region is None or self._region[0] != model.fingerprint:
+            self._region = (model.fingerprint, Region(region_weights(model, self.region_mask),
+                                                      self.region_free_steps))
+        return self._region[1]
+
+    def specs(self, edits) -> list:
+        from ..engine.sampler import EditSpec
+
+        return [self.noise_edit(e.set_id, e.index, float(e.scale)) if self.is_noise(e.set_id) else
+                EditSpec(self.delta(e.set_id, e.index, e.at_timestep), float(e.scale),
+                         tuple(e.window) if e.window is not None else None,
+                         asymmetric=bool(getattr(e, "asymmetric", False)))
+                for e in edits if float(e.scale) != 0.0]
+
+    def is_noise(self, set_id: str) -> bool:
+        return _is_noise(self.get_set(set_id))
+
+    def noise_edit(self, set_id: str, index: int, scale: float):
+        """The sampler ``NoiseEdit`` of a noise-space direction (window and step do not apply)."""
+        from ..engine.noise_edits import noise_edit
+
+        key = (set_id, int(index), "noise")
+        ne = self._deltas.get(key)
+        if ne is None:
+            ds = self.get_set(set_id)
+            status, why = self._check_noise_set(ds)
+            if status == "mismatch":
+                raise ModelMismatchError(why)
+            ne = noise_edit(ds, int(index), 1.0, self.require_traj(),
+                            f"direction set '{ds.labels[0] if len(ds) else set_id}'")
+            self._deltas[key] = ne
+        return dataclasses.replace(ne, scale=float(scale))
+
+    # -- rendering ---------------------------------------------------------------------
+    def render_x0(self, edits, cancel=None, preview=None, progress=None):
+        from ..engine.sampler import edit
+
+        model, traj = self.require_model(), self.require_traj()
+        key = tuple(e for e in edits if float(e.scale) != 0.0)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        specs = self.specs(key)
+        x0 = edit(model, traj, specs, progress=progress, cancel=cancel, preview=preview,
+                  region=self.region())
+        self._last = (key, x0)
+        return x0
+
+    def render(self, edits, cancel=None, preview=None) -> np.ndarray:
+        return self.pixels(self.render_x0(edits, cancel, preview))
+
+    def strip_x0(self, item, scales, others, cancel=None, progress=None):
+        from ..engine.sampler import strip
+
+        model, traj = self.require_model(), self.require_traj()
+        if self.is_noise(item.set_id):
+            from ..engine.sampler import edit_batch
+
+            batch = [[self.noise_edit(item.set_id, item.index, float(s)), *self.specs(others)] for s in scales]
+            return edit_batch(model, traj, batch, progress=progress, cancel=cancel, region=self.region()).x_0
+        delta = self.delta(item.set_id, item.index, item.at_timestep)
+        window = tuple(item.window) if item.window is not None else None
+        return strip(model, traj, delta, [float(s) for s in scales], window, self.specs(others),
+                     progress=progress, cancel=cancel, region=self.region(),
+                     asymmetric=bool(getattr(item, "asymmetric", False)))
+
+    def render_strip(self, item, scales, others, cancel=None) -> List[np.ndarray]:
+        xs = self.strip_x0(item, scales, others, cancel)
+        return [self.pixels(x) for x in xs]
+
+    # -- recipes -----------------------------------------------------------------------
+    def recipe(self, edits, set_files: dict, png_path: str) -> dict:
+        """The recipe of the current image with ``edits``: direction files referenced by
+        path where the set is a file on disk, else written to a sidecar next to the PNG."""
+        from ..engine.directions import DirectionSet
+
+        traj = self.require_traj()
+        src = dict(traj.origin)
+        if self.source.get("kind") == "trajectory":
+            src["trajectory"] = self.source.get("path")
+        rows, out = [], []
+        for e in edits:
+            if float(e.scale) == 0.0:
+                continue
+            f = set_files.get(e.set_id)
+            if self.is_noise(e.set_id):
+                out.append(self._noise_entry(e, f, png_path))
+                continue
+            entry = {"direction": None, "index": int(e.index), "scale": float(e.scale),
+                     "window": list(e.window) if e.window is not None else None,
+                     "at_step": self.at_step(e.at_timestep),
+                     "label": self.get_set(e.set_id).labels[e.index]}
+            if getattr(e, "asymmetric", False):
+                entry["asymmetric"] = True
+            if f and Path(f).is_file():
+                entry["direction"] = str(Path(f).resolve())
+            else:
+                rows.append((len(out), e))
+            out.append(entry)
+        if rows:
+            side = Path(png_path).with_suffix("")
+            side = side.with_name(side.name + ".directions.safetensors").resolve()
+            deltas, labels = [], []
+            for j, (i, e) in enumerate(rows):
+                ds = self.get_set(e.set_id).for_timesteps(traj.timesteps)
+                deltas.append(ds.delta_h[e.index])
+                labels.append(ds.labels[e.index])
+                out[i]["direction"] = str(side)
+                out[i]["index"] = j
+            import torch
+
+            DirectionSet(delta_h=torch.stack(deltas), timesteps=traj.timesteps.clone(),
+                         fingerprint=self.model.weights_fingerprint, h_space=traj.h_space, method="custom",
+                         labels=labels, params={"exported_for": Path(png_path).name}).save(side)
+        rec = with_model_settings({"model": self.model_info.source, "fingerprint": self.model.fingerprint,
+                                   "h_space": traj.h_space, "source": src, "edits": out,
+                                   "app": "hspace-studio gui"}, self.model)
+        if self.region_mask is not None:
+            rec["region"] = {"mask": self.save_region_png(png_path), "free_steps": self.region_free_steps,
+                             "coverage": float(self.region_mask.mean())}
+        return rec
+
+    def _noise_entry(self, e, f, png_path: str) -> dict:
+        """A recipe entry of a noise-space edit (``--noise-direction FILE:K --noise-scale S``);
+        a set that is no file on disk is written beside the PNG."""
+        ds = self.get_set(e.set_id)
+        if f and Path(f).is_file():
+            path = str(Path(f).resolve())
+        else:
+            side = Path(png_path).with_suffix("")
+            side = side.with_name(f"{side.name}.noise-{e.set_id}.safetensors").resolve()
+            ds.save(side)
+            path = str(side)
+        return {"space": "noise", "direction": path, "index": int(e.index), "scale": float(e.scale),
+                "label": ds.labels[e.index]}
+
+    def save_region_png(self, png_path: str) -> str:
+        """Write the region mask beside an exported image (``NAME-region.png``, white inside)
+        so that its recipe and command line re-create the masked edit; returns its path."""
+        from ..core.mask import MaskDocument
+
+        side = Path(png_path).with_suffix("")
+        side = side.with_name(side.name + "-region.png").resolve()
+        doc = MaskDocument(self.region_mask.shape)
+        doc.apply(self.region_mask > 0.5)
+        doc.save_png(side)
+        return str(side)
+
+    # -- segmenter ---------------------------------------------------------------------
+    def segmenter(self, spec: Optional[str]):
+        """The segmenter ``spec`` names (None: the domain's default), loaded once."""
+        from ..engine.segmenter import load_segmenter
+
+        if self._segmenter is None or self._segmenter[0] != spec:
+            self._segmenter = (spec, load_segmenter(spec, device=self.model.device))
+        return self._segmenter[1]
+
+
+NOISE_RANGE = 2.0  # the slider range of noise-space directions
+
+
+def _is_noise(ds) -> bool:
+    from ..engine.noise_edits import is_noise_set
+
+    return is_noise_set(ds)
+
+
+def _jsonable(obj):
+    """Metadata made safe for JSON (tensors and numpy become lists or summaries)."""
+    import json
+
+    try:
+        json.dumps(obj)
+        return obj
+    except (TypeError, ValueError):
+        pass
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        try:
+            return obj.tolist()
+        except Exception:  # noqa: BLE001
+            pass
+    return str(obj)
