@@ -1,0 +1,196 @@
+"""File actions: open files (as the command line does), import and export direction sets,
+export images, strips and grids, save trajectories, load and save masks, and copy the
+command line that re-creates the last export. Dialogs are the table in
+:mod:`~hspace_studio.gui.file_dialogs`.
+
+A mixin of :class:`~hspace_studio.gui.main_window.MainWindow` (``self`` is the window).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from PySide6.QtWidgets import QApplication
+
+from ..core.errors import HSpaceError
+from . import jobs as J
+from .file_dialogs import ask_path
+from .worker import EditItem, JobHandle
+
+EXPORT_SCALES = (-1.0, -2 / 3, -1 / 3, 0.0, 1 / 3, 2 / 3, 1.0)
+MAX_HEADER = 100 * 1024 * 1024
+
+
+class FileActions:
+    """Mixin of MainWindow; see the module docstring."""
+
+    def load_mask(self, path: str) -> bool:
+        try:
+            self.mask.load_png(path)
+            return True
+        except (HSpaceError, OSError, ValueError) as e:
+            self.show_error(f"Cannot load the mask: {e}")
+            return False
+
+    def load_mask_dialog(self) -> None:
+        p = ask_path(self, self.settings, "load_mask")
+        if p:
+            self.load_mask(p)
+
+    def save_mask_dialog(self) -> None:
+        p = ask_path(self, self.settings, "save_mask")
+        if p:
+            try:
+                self.mask.save_png(p)
+            except OSError as e:
+                self.show_error(f"Cannot save the mask: {e}")
+
+    def open_image_dialog(self) -> None:
+        p = ask_path(self, self.settings, "open_image")
+        if p:
+            self.open_image(p)
+
+    def open_trajectory_dialog(self) -> None:
+        p = ask_path(self, self.settings, "open_trajectory")
+        if p:
+            self.open_trajectory(p)
+
+    def save_trajectory_dialog(self) -> None:
+        p = ask_path(self, self.settings, "save_trajectory")
+        if p:
+            self.submit(J.SaveTrajectory(p))
+
+    def open_paths(self, paths) -> None:
+        """Open files given on the command line or by the desktop: images are inverted,
+        ``.json`` files open as sessions, ``.safetensors`` files as direction sets or
+        trajectories (by the tensors they hold)."""
+        for p in (str(x) for x in paths):
+            suffix = Path(p).suffix.lower()
+            if not Path(p).is_file():
+                self.show_error(f"Cannot open {p}: no such file")
+            elif suffix == ".json":
+                self.open_session(p)
+            elif suffix == ".safetensors":
+                keys = _safetensors_keys(p)
+                if keys is None:
+                    self.show_error(f"Cannot open {p}: not a readable direction or trajectory file "
+                                    "(truncated or not safetensors)")
+                elif "delta_h" in keys:  # a direction set, even if cut short: its loader explains
+                    self.import_directions([p])
+                else:  # a trajectory, or a file whose error the loader explains
+                    self.open_trajectory(p)
+            else:
+                self.open_image(p)
+
+    def import_directions(self, paths) -> JobHandle:
+        return self.submit(J.ImportDirections(tuple(str(p) for p in paths)))
+
+    def import_directions_dialog(self) -> None:
+        ps = ask_path(self, self.settings, "import_directions")
+        if ps:
+            self.import_directions(ps)
+
+    def export_directions(self, set_id: str, path: str) -> Optional[JobHandle]:
+        s = self.library.find_set(set_id)
+        if s is None:
+            return None
+        return self.submit(J.ExportDirections(set_id, tuple(d.index for d in s.directions),
+                                              tuple(d.label for d in s.directions), str(path)))
+
+    def export_directions_dialog(self) -> None:
+        sel = self.library.selected()
+        if sel is None:
+            self.show_error("Select a direction set to export")
+            return
+        s = self.library.find_set(sel[0])
+        p = ask_path(self, self.settings, "export_directions", name=f"{s.name}.safetensors")
+        if p:
+            self.export_directions(s.set_id, p)
+
+    def _set_files(self):
+        return tuple((s.set_id, s.path) for s in self.library.sets)
+
+    def export_image(self, path: str, original: bool = False) -> Optional[JobHandle]:
+        if self.traj_info is None:
+            self.show_error("No image to export yet")
+            return None
+        return self.submit(J.ExportImage(str(path), self.current_edits(), self._set_files(), original))
+
+    def export_image_dialog(self, original: bool = False) -> None:
+        p = ask_path(self, self.settings, "export_image")
+        if p:
+            self.export_image(p, original)
+
+    def export_strip(self, path: str, key=None, factors=EXPORT_SCALES) -> Optional[JobHandle]:
+        key = key or self._strip_key
+        found = self.library.direction(key) if key else None
+        if found is None or self.traj_info is None:
+            self.show_error("Select a direction to export its strip")
+            return None
+        s, d = found
+        item = EditItem(s.set_id, d.index, 1.0, tuple(d.window) if d.window else None, d.at_timestep,
+                        asymmetric=d.asymmetric)
+        others = tuple(e for e in self.current_edits() if (e.set_id, e.index) != key)
+        scales = tuple(round(f * d.range, 6) for f in factors)
+        return self.submit(J.ExportStrip(str(path), item, scales, others, self._set_files()))
+
+    def export_strip_dialog(self) -> None:
+        p = ask_path(self, self.settings, "export_strip")
+        if p:
+            self.export_strip(p)
+
+    def export_grid(self, path: str, factors=EXPORT_SCALES) -> Optional[JobHandle]:
+        rows = []
+        for s, d in self.library.active():
+            if s.status == "mismatch":
+                continue
+            item = EditItem(s.set_id, d.index, 1.0, tuple(d.window) if d.window else None, d.at_timestep,
+                            asymmetric=d.asymmetric)
+            rows.append((item, tuple(round(f * d.range, 6) for f in factors)))
+        if not rows or self.traj_info is None:
+            self.show_error("Activate directions to export a grid (one row per active direction)")
+            return None
+        return self.submit(J.ExportGrid(str(path), tuple(rows), self._set_files()))
+
+    def export_grid_dialog(self) -> None:
+        p = ask_path(self, self.settings, "export_grid")
+        if p:
+            self.export_grid(p)
+
+    def copy_command_line(self) -> None:
+        rec = getattr(self, "last_export", None)
+        if not rec:
+            self.show_info("Export an image first: the command line is made from its recipe")
+            return
+        from ..core.recipe import cli_command_line
+
+        try:
+            cmd = cli_command_line(rec["recipe"], "out.png")
+        except ValueError as e:
+            self.show_error(str(e))
+            return
+        QApplication.clipboard().setText(cmd)
+        self.show_info("command line copied")
+
+
+def _safetensors_keys(path: str) -> Optional[set]:
+    """The tensor names in a safetensors file's header, or None if the header cannot be
+    read. Only the header is read, so a file truncated in its data (a download or copy cut
+    short) still tells a direction set from a trajectory; the loader then reports it."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            (n,) = struct.unpack("<Q", head)
+            if n <= 0 or n > MAX_HEADER:
+                return None
+            header = json.loads(f.read(n).decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    return {str(k) for k in header if k != "__metadata__"}
