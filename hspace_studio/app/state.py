@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import uuid
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -35,6 +36,7 @@ class EngineState:
 
         ensure()  # the domain whose classifier, segmenter and terms the jobs use
         self.model = None
+        self._decode_seconds: Optional[float] = None  # a latent model's last decode (preview_pixels)
         self.model_info: Optional[ModelInfo] = None
         self._asked_timesteps: Optional[str] = None  # see load_model
         self.h_space = "after"
@@ -69,6 +71,8 @@ class EngineState:
         model = self.model if same else load_model(source, device=device, guide=guide, guide_weight=guide_weight,
                                                    timesteps=timesteps)
         shape = h_shape(model.unet, h_space, model.sample_shape)
+        if model is not self.model:
+            self._decode_seconds = None
         self.model, self.h_space = model, h_space
         # the spacing asked for (None: the model's recorded or its scheduler's): a request
         # for it, or for the spacing it gave, needs no reload
@@ -116,16 +120,24 @@ class EngineState:
 
     # -- pixels ------------------------------------------------------------------------
     def pixels(self, x0) -> np.ndarray:
-        """uint8 (H, W, 3) image of x_0 (diffusion space), rounded like ``images.to_pil``."""
+        """uint8 (H, W, 3) image of x_0 (diffusion space), rounded like ``images.to_pil``;
+        the time a latent model's decode took is kept (:meth:`preview_pixels`)."""
         import torch
 
+        t0 = time.perf_counter()
         img = self.model.to_pixels(x0[None])[0].detach().float().cpu()
+        if self.model.is_latent:
+            self._decode_seconds = time.perf_counter() - t0
         a = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return np.ascontiguousarray(a.permute(1, 2, 0).numpy())
 
     def preview_pixels(self, pred_x0) -> Optional[np.ndarray]:
-        """An intermediate prediction as pixels, or None where that would cost a decode."""
-        if self.model is None or self.model.is_latent:
+        """An intermediate prediction as pixels for a progressive preview. A latent model's
+        is decoded only once a decode has been measured (the first exact image) at under
+        :data:`PREVIEW_DECODE_S`: a large autoencoder on a CPU would slow the edit itself."""
+        if self.model is None:
+            return None
+        if self.model.is_latent and (self._decode_seconds is None or self._decode_seconds > PREVIEW_DECODE_S):
             return None
         return self.pixels(pred_x0)
 
@@ -403,6 +415,7 @@ class EngineState:
 
 
 NOISE_RANGE = 2.0  # the slider range of noise-space directions
+PREVIEW_DECODE_S = 0.1  # a latent model's progressive preview decodes x_0 if that takes less
 
 
 def _is_noise(ds) -> bool:

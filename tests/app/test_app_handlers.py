@@ -124,3 +124,23 @@ def test_session_round_trip_and_errors(sampled, tmp_path):
     with pytest.raises(Cancelled):
         run(state, R.Sample(seed=1, steps=6), cancel=token)
     assert state.traj is not None and run(state, R.Sleep(steps=2, seconds_per_step=0.0))[0] == 2
+
+
+def test_latent_progressive_previews_decode_where_a_decode_is_cheap(latent_model_dir):
+    """A latent model's intermediate x_0 is decoded for a progressive preview once the first
+    exact image measured its decode under PREVIEW_DECODE_S, and not where it is slower."""
+    import torch
+
+    from hspace_studio.app import state as S
+
+    st = EngineState()
+    run(st, R.LoadModel(str(latent_model_dir), device="cpu"))
+    pred = torch.zeros(st.model.sample_shape)
+    assert st.preview_pixels(pred) is None  # no decode measured yet
+    info, _ = run(st, R.Sample(seed=SEED, steps=4, eta=1.0))  # its image is decoded once
+    assert st._decode_seconds is not None and st._decode_seconds < S.PREVIEW_DECODE_S
+    img = st.preview_pixels(pred)
+    assert img is not None and img.shape == (*st.model_info.image_size, 3)
+    assert np.array_equal(img, st.pixels(pred))
+    st._decode_seconds = 10 * S.PREVIEW_DECODE_S  # as a large autoencoder on a CPU measures
+    assert st.preview_pixels(pred) is None
