@@ -157,7 +157,7 @@ class DiffusionModel:
         if self.vae is None:
             return x0
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            z = x0.to(self.device, self.dtype) / self.vae.config.scaling_factor
+            z = x0.to(self.device, self.vae.dtype) / self.vae.config.scaling_factor
             return self.vae.decode(z).sample.float()
 
     @torch.no_grad()
@@ -165,7 +165,7 @@ class DiffusionModel:
         """x_0 of the diffusion space for images in [-1, 1] at :attr:`image_size`."""
         if self.vae is None:
             return img.to(self.device, torch.float32)
-        enc = self.vae.encode(img.to(self.device, self.dtype))
+        enc = self.vae.encode(img.to(self.device, self.vae.dtype))
         z = enc.latents if hasattr(enc, "latents") else enc.latent_dist.mode()
         return (z * self.vae.config.scaling_factor).float()
 
@@ -372,6 +372,8 @@ def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_s
     except (TypeError, ValueError) as e:
         raise ModelLoadError(f"{src}: unusable scheduler config ({e})") from e
     pipe.to(dev)
+    if half and getattr(pipe.vae.config, "force_upcast", False):
+        pipe.vae.to(torch.float32)  # SDXL's autoencoder overflows in float16, as its config says
     for m in [pipe.unet, pipe.vae, *encoders]:
         if m is not None:
             m.eval().requires_grad_(False)
