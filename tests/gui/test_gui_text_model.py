@@ -75,3 +75,26 @@ def test_prompt_rows_are_hidden_for_an_unconditional_model(qtbot, tiny_model_dir
         assert w.source_panel.conditioning() == (None, None, None)
     finally:
         w.shutdown()
+
+
+def test_an_sdxl_folder_in_the_app(qtbot, tmp_path):
+    """SDXL (two text encoders, pooled embeddings, size conditioning): a typed prompt makes the
+    image again, and its export replays through the CLI to the same pixels."""
+    from tests.tiny_models import save_sdxl_model
+
+    folder = save_sdxl_model(tmp_path / "sdxl")
+    w = make_window(qtbot, folder, tmp_path)
+    try:
+        panel = w.source_panel
+        assert panel.prompt.isVisibleTo(w) and panel.cfg_scale.value() == 5.0  # SDXL's default
+        first = image_of(w)
+        panel.prompt.setFocus()
+        qtbot.keyClicks(panel.prompt, "an old man")
+        qtbot.keyClick(panel.prompt, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: w.traj_info.origin.get("prompt") == "an old man", timeout=60_000)
+        wait_idle(qtbot, w)
+        assert not np.array_equal(first, image_of(w))
+        recipe = export_and_replay(qtbot, w, tmp_path)
+        assert recipe["prompt"]["prompt"] == "an old man" and recipe["prompt"]["guidance"] == 5.0
+    finally:
+        w.shutdown()
