@@ -333,6 +333,7 @@ class EngineState:
         from ..engine.directions import DirectionSet
 
         traj = self.require_traj()
+        self.model.use_conditioning(traj.origin)  # the image's prompt, whatever a failed job set
         src = dict(traj.origin)
         if self.source.get("kind") == "trajectory":
             src["trajectory"] = self.source.get("path")

@@ -218,6 +218,11 @@ def load_source(args, model, bar, token):
     if getattr(args, "trajectory", None):
         traj = Trajectory.load(args.trajectory)
         traj.check_model(model.fingerprint, h, args.trajectory, sample_shape=model.sample_shape)
+        if model.takes_prompt and any(getattr(args, k, None) is not None
+                                      for k in ("prompt", "negative_prompt", "guidance")):
+            raise ValueError("a trajectory file fixes its own prompt and guidance: drop --prompt, "
+                             "--negative-prompt and --guidance, or sample with --seed")
+        model.use_conditioning(traj.origin)  # what follows (e.g. an interpolation's other end) too
         return traj
     if getattr(args, "image", None):
         from ..engine.images import load_image

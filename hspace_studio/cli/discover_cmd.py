@@ -314,7 +314,7 @@ def _run_optimized(args) -> int:
               f"edit --region {args.keep_in} --free-steps {keep_in.free_steps}", file=sys.stderr)
     elif args.keep_in_part:
         print(f"fitted for edits kept inside each face's {' '.join(args.keep_in_part)}: apply it with "
-              f"edit --region-part {' '.join(args.keep_in_part)} --grow {args.grow} "
+              f"edit --region-from {args.segmenter or 'default'}:{','.join(args.keep_in_part)} --grow {args.grow} "
               f"--free-steps {ds.params['kept_in']['free_steps']}", file=sys.stderr)
     return 0
 

@@ -247,9 +247,10 @@ def kept_in_hints(files) -> list:
             continue
         free = kept.get("free_steps", 1)
         if isinstance(kept.get("parts"), list) and kept["parts"]:
-            parts = " ".join(str(v) for v in kept["parts"])
+            parts = ",".join(str(v) for v in kept["parts"])
             out.append(f"{path} was fitted for edits kept in each face's own {parts}: add "
-                       f"--region-part {parts} --grow {kept.get('grow', 3)} --free-steps {free}")
+                       f"--region-from {kept.get('segmenter', 'default')}:{parts} --grow {kept.get('grow', 3)} "
+                       f"--free-steps {free}")
         elif kept.get("pixels"):
             out.append(f"{path} was fitted for edits kept inside a mask: add --region MASK.png "
                        f"--free-steps {free} with that mask")

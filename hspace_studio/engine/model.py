@@ -364,14 +364,14 @@ def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_s
     if half and dev.type != "cuda":
         raise ModelLoadError("half precision needs a CUDA device")
     dtype = torch.float16 if half else torch.float32
-    pipe, xl = load_text_pipeline(root, dtype)
+    pipe, xl = load_text_pipeline(root)  # float32: fingerprinted so, converted after
     scfg = dict(pipe.scheduler.config)
     encoders = [pipe.text_encoder, getattr(pipe, "text_encoder_2", None)]
     try:
         fp = _fingerprint([pipe.unet, pipe.vae, *encoders], scfg)
     except (TypeError, ValueError) as e:
         raise ModelLoadError(f"{src}: unusable scheduler config ({e})") from e
-    pipe.to(dev)
+    pipe.to(dev, dtype)
     if half and getattr(pipe.vae.config, "force_upcast", False):
         pipe.vae.to(torch.float32)  # SDXL's autoencoder overflows in float16, as its config says
     for m in [pipe.unet, pipe.vae, *encoders]:
@@ -380,6 +380,11 @@ def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_s
             _own_memory(m)
     if pipe.unet.mid_block is None:
         raise ModelLoadError(f"{src}: the UNet has no mid-block, so it has no h-space")
+    ucfg = pipe.unet.config
+    if not ucfg.in_channels == ucfg.out_channels == pipe.vae.config.latent_channels:
+        raise ModelLoadError(f"{src}: the UNet takes {ucfg.in_channels} channels and makes {ucfg.out_channels} "
+                             f"(an inpainting or image-conditioned model?); only text-to-image models whose "
+                             f"UNet maps the {pipe.vae.config.latent_channels} latent channels to themselves load")
     sched = _sampling_scheduler(src, scfg, clip_sample, power)
     vae_f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     size = pipe.unet.config.sample_size

@@ -14,6 +14,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..core.errors import ModelMismatchError
 from ..core.progress import CancelToken, Progress, ProgressFn
 from .asyrp import ddim_step_asymmetric
 from .ddim import ddim_step, previous_timestep
@@ -252,9 +253,21 @@ def sample(model: DiffusionModel, seeds: Sequence[int], steps: int = 10, eta: Et
     return out
 
 
+def check_schedule(model: DiffusionModel, traj: Trajectory) -> None:
+    """Refuse a trajectory made when every chain ended at alpha-bar_0 (``schedule`` 1) for a
+    model whose scheduler ends at alpha-bar 1 (``set_alpha_to_one``): its last step would
+    not replay as it was made."""
+    if traj.schedule < 2 and float(model.scheduler.final_alpha_cumprod) == 1.0:
+        raise ModelMismatchError(
+            "this trajectory was made by an older hspace-studio that ended every chain at alpha-bar_0; "
+            "this model's scheduler ends at alpha-bar 1 (set_alpha_to_one), so it would not replay "
+            "exactly: sample the seed or invert the image again")
+
+
 def decode(model: DiffusionModel, traj: Trajectory, progress: Optional[ProgressFn] = None,
            cancel: Optional[CancelToken] = None) -> Trajectory:
     """Replay a trajectory without edits; fills its ``xs`` cache and returns it."""
+    check_schedule(model, traj)
     model.use_conditioning(traj.origin)
     prog = Progress(traj.steps, progress, cancel, "decoding")
     res = run_chain(model, traj.x_T[None], traj.zs, traj.etas, traj.timesteps, traj.h_space,
@@ -406,6 +419,7 @@ def edit_batch(model: DiffusionModel, traj: Trajectory, batch: Sequence[Sequence
     the recomputed steps. With ``region``, the change is kept inside it (see :class:`Region`).
     """
     T = traj.steps
+    check_schedule(model, traj)
     model.use_conditioning(traj.origin)
     for specs in batch:
         for e in specs:

@@ -221,7 +221,10 @@ def part_region(model, parts: Sequence[str], grow: int = 0, free_steps: int = 1,
     if int(model.sample_shape[0]) != 3 and getattr(model, "vae", None) is None:
         raise ValueError("a segmenter reads RGB images; this model's are not")
     seg = load_segmenter(segmenter, device=model.device)
-    return seg.own_region(list(parts), int(grow), tuple(model.sample_shape[1:]), free_steps)
+    fn = seg.own_region(list(parts), int(grow), tuple(model.sample_shape[1:]), free_steps)
+    if segmenter not in (None, "default"):  # a user's segmenter: the fit's recipe names it
+        fn.recipe["segmenter"] = str(segmenter)
+    return fn
 
 
 def split_region_spec(value: str) -> Tuple[str, List[str]]:

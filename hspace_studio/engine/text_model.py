@@ -138,7 +138,7 @@ def is_text_to_image(root: Path) -> bool:
     return isinstance(cfg, dict) and cfg.get("_class_name") == "UNet2DConditionModel"
 
 
-def load_text_pipeline(root: Path, dtype: torch.dtype):
+def load_text_pipeline(root: Path):
     """The diffusers pipeline of an SD 1.x/2.x or SDXL folder (no safety checker, no
     watermark), and whether it is SDXL. Raises ModelLoadError with what is missing."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -154,13 +154,12 @@ def load_text_pipeline(root: Path, dtype: torch.dtype):
 
     tlog.set_verbosity_error()
     tlog.disable_progress_bar()
-    half = {} if dtype == torch.float32 else {"torch_dtype": dtype}
-    try:
+    try:  # in float32 whatever the files hold, so the fingerprint does not depend on --half
         if xl:
-            pipe = StableDiffusionXLPipeline.from_pretrained(root, add_watermarker=False, **half)
+            pipe = StableDiffusionXLPipeline.from_pretrained(root, add_watermarker=False)
         else:
             pipe = StableDiffusionPipeline.from_pretrained(root, safety_checker=None, feature_extractor=None,
-                                                           requires_safety_checker=False, **half)
+                                                           requires_safety_checker=False)
     except Exception as e:  # diffusers and transformers raise many types for broken folders
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelLoadError(f"cannot load the text-to-image model in {root}: {first[:200]}") from e

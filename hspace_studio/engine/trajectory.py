@@ -33,6 +33,9 @@ class Trajectory:
     h_space: str
     origin: dict = field(default_factory=dict)
     xs: Optional[torch.Tensor] = None
+    # 2: the chain ends where the model's scheduler says (set_alpha_to_one); 1: a file from
+    # when every chain ended at alpha-bar_0 (see sampler.check_schedule)
+    schedule: int = 2
 
     @property
     def steps(self) -> int:
@@ -69,7 +72,7 @@ class Trajectory:
         tensors = {"x_T": self.x_T, "zs": self.zs, "etas": self.etas.float(),
                    "timesteps": self.timesteps.long(), "hs": self.hs, "x_0": self.x_0}
         meta = {"kind": "trajectory", "fingerprint": self.fingerprint, "h_space": self.h_space,
-                "origin": self.origin, "format": 1}
+                "origin": self.origin, "format": 2}
         save_tensors(path, tensors, meta)
 
     @classmethod
@@ -88,4 +91,10 @@ class Trajectory:
         origin = meta.get("origin") if isinstance(meta.get("origin"), dict) else {}
         return cls(x_T=t["x_T"].float(), zs=t["zs"].float(), etas=t["etas"].float(),
                    timesteps=t["timesteps"].long(), hs=t["hs"].float(), x_0=t["x_0"].float(),
-                   fingerprint=meta["fingerprint"], h_space=meta["h_space"], origin=origin)
+                   fingerprint=meta["fingerprint"], h_space=meta["h_space"], origin=origin,
+                   schedule=2 if _format(meta) >= 2 else 1)
+
+
+def _format(meta: dict) -> int:
+    f = meta.get("format", 1)
+    return int(f) if isinstance(f, int) and not isinstance(f, bool) else 1

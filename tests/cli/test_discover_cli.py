@@ -288,7 +288,7 @@ def test_supervised_optimize_with_the_segmenter_part_check(tmp_path, capsys):
     assert rc == 0, err
     assert DirectionSet.load(own).params["kept_in"] == {"per_sample": True, "free_steps": 1, "parts": ["mouth"],
                                                         "grow": 2}
-    assert "edit --region-part mouth --grow 2 --free-steps 1" in err
+    assert "edit --region-from default:mouth --grow 2 --free-steps 1" in err
     from hspace_studio.engine import load_model
     from hspace_studio.engine.images import load_image, read_recipe
     from hspace_studio.toyfaces.part_checks import shipped_checker
@@ -297,7 +297,7 @@ def test_supervised_optimize_with_the_segmenter_part_check(tmp_path, capsys):
     assert run(["sample", "--seed", "7", "--steps", "2", "--out", plain], capsys)[0] == 0
     rc, _, err = run(["edit", "--seed", "7", "--steps", "2", "--direction", own, "--out", tmp_path / "free.png"],
                      capsys)  # applied without the region: edit says how the fit meant it
-    assert rc == 0 and "add --region-part mouth --grow 2 --free-steps 1" in err
+    assert rc == 0 and "add --region-from default:mouth --grow 2 --free-steps 1" in err
     rc, _, err = run(["edit", "--seed", "7", "--steps", "2", "--direction", own, "--scale", "8",
                       "--region-part", "mouth", "--free-steps", "0", "--out", kept], capsys)
     assert rc == 0, err
@@ -396,4 +396,4 @@ def test_edit_hints_how_a_kept_in_fit_is_applied(tmp_path):
     (m,) = kept_in_hints(read(mask, mask))  # one line per file
     assert "--region MASK.png --free-steps 0" in m
     (o,) = kept_in_hints(read(own))
-    assert "--region-part left_eye right_eye --grow 2 --free-steps 1" in o
+    assert "--region-from default:left_eye,right_eye --grow 2 --free-steps 1" in o

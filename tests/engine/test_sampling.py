@@ -290,3 +290,27 @@ def test_an_edit_from_a_trajectory_file_costs_one_chain(tiny_model, tmp_path):
     finally:
         hook.remove()
     assert len(calls) == 8
+
+
+def test_a_trajectory_from_before_set_alpha_to_one_is_refused_where_it_would_not_replay(tiny_model, tmp_path):
+    """A file saved as format 1 (every chain ended at alpha-bar_0) is refused, with a clear
+    error, by a model whose scheduler ends at alpha-bar 1; format 2 files replay."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from hspace_studio.core.errors import ModelMismatchError
+    from hspace_studio.engine import Trajectory
+
+    t = sample(tiny_model, [2], steps=4, eta=1.0)[0]
+    t.save(tmp_path / "new.safetensors")
+    with safe_open(str(tmp_path / "new.safetensors"), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    assert meta["format"] == "2"
+    save_file(tensors, str(tmp_path / "old.safetensors"), {**meta, "format": "1"})
+    assert tiny_model.scheduler.config.set_alpha_to_one  # the tiny model's config names none: true
+    assert torch.equal(decode(tiny_model, Trajectory.load(tmp_path / "new.safetensors")).x_0, t.x_0)
+    old = Trajectory.load(tmp_path / "old.safetensors")
+    assert old.schedule == 1
+    with pytest.raises(ModelMismatchError, match="older hspace-studio"):
+        edit(tiny_model, old, [EditSpec(torch.zeros_like(old.hs))])

@@ -226,3 +226,32 @@ def test_supervised_directions_on_sd_from_photos_and_from_a_classifier(sd_dir, t
                  "--index", str(tmp_path / "idx.json"), "--out", str(tmp_path / "clf.safetensors")]) == 0
     ds = DirectionSet.load(tmp_path / "clf.safetensors")
     assert tuple(ds.delta_h.shape[1:]) == tuple(h.shape) and ds.params["conditioning"]["guidance"] == 3.0
+
+
+def test_text_model_guards(sd_dir, tmp_path):
+    """An inpainting-style UNet (9 input channels) is refused at load; a trajectory file fixes
+    its prompt on the command line; a supervised index is keyed by the prompt too."""
+    import shutil
+
+    from hspace_studio.cli import main
+    from hspace_studio.engine.annotate import CallableClassifier
+    from hspace_studio.engine.discover.supervised import index_recipe
+
+    odd = tmp_path / "inpaint"
+    shutil.copytree(sd_dir, odd)
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(odd / "unet")
+    shutil.rmtree(odd / "unet")
+    UNet2DConditionModel.from_config({**unet.config, "in_channels": 9}).save_pretrained(odd / "unet")
+    with pytest.raises(ModelLoadError, match="takes 9 channels"):
+        load_model(str(odd), device="cpu")
+    model = load_model(str(sd_dir), device="cpu")
+    model.set_prompt("a red face", "", 3.0)
+    sample(model, [1], steps=2)[0].save(tmp_path / "t.safetensors")
+    assert main(["edit", "--model", str(sd_dir), "--trajectory", str(tmp_path / "t.safetensors"),
+                 "--prompt", "a dog", "--noise-scale", "0", "--out", str(tmp_path / "x.png")]) != 0
+    clf = CallableClassifier(lambda x: x.mean((1, 2, 3))[:, None], ["bright"])
+    a = index_recipe(model, clf, 2, 1.0, "after")
+    model.set_prompt("a dog")
+    assert index_recipe(model, clf, 2, 1.0, "after") != a

@@ -28,7 +28,8 @@ def _save_session(state, job, progress, cancel):
             v = getattr(t, k)
             if v is not None:
                 arrays[f"traj/{k}"] = v.detach().cpu().numpy()
-        doc["trajectory"] = {"fingerprint": t.fingerprint, "h_space": t.h_space, "origin": t.origin}
+        doc["trajectory"] = {"fingerprint": t.fingerprint, "h_space": t.h_space, "origin": t.origin,
+                             "format": t.schedule}
     for sid in job.set_ids:
         ds = state.sets.get(sid)
         if ds is None:
@@ -93,7 +94,8 @@ def _load_session_now(state, job, progress, cancel):
             traj = Trajectory(x_T=t["x_T"].float(), zs=t["zs"].float(), etas=t["etas"].float(),
                               timesteps=t["timesteps"].long(), hs=t["hs"].float(), x_0=t["x_0"].float(),
                               fingerprint=tmeta["fingerprint"], h_space=tmeta["h_space"],
-                              origin=tmeta.get("origin") or {}, xs=t["xs"].float() if "xs" in t else None)
+                              origin=tmeta.get("origin") or {}, xs=t["xs"].float() if "xs" in t else None,
+                              schedule=2 if tmeta.get("format") == 2 else 1)
             traj.check_model(state.model.fingerprint, state.h_space, "the session's image",
                              sample_shape=state.model.sample_shape, h_shape=state.model_info.h_shape)
             traj_info = state.set_trajectory(traj, src)

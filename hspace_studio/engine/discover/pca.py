@@ -418,8 +418,26 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
     Returns a :class:`PCAResult` whose ``directions`` hold ``components`` directions on
     the ``steps`` timesteps. ``seeds`` overrides ``n_samples``/``seed_start``. For a
     text-to-image model, ``prompts`` (a list) samples every seed under every prompt (the
-    model's negative prompt and guidance); None: the model's current prompt.
+    model's negative prompt and guidance), and the model keeps its own prompt afterwards;
+    None: the model's current prompt.
     """
+    before = model.conditioning.get("prompt")
+    try:
+        return _pca_directions(model, n_samples, components, mode, steps, eta, h_space, batch, memory_mb,
+                               solver, seeds, seed_start, keep_mean, prompts, progress, cancel)
+    finally:
+        if prompts is not None and before is not None:
+            model.set_prompt(before)
+
+
+def _pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int = 8,
+                    mode: str = "per-step", steps: int = 10, eta: EtaLike = 1.0,
+                    h_space: str = "after", batch: int = 16, memory_mb: float = 1024,
+                    solver: str = "auto", seeds: Optional[Sequence[int]] = None,
+                    seed_start: int = 0, keep_mean: bool = False,
+                    prompts: Optional[Sequence[str]] = None,
+                    progress: Optional[ProgressFn] = None,
+                    cancel: Optional[CancelToken] = None) -> PCAResult:
     if prompts is not None:
         prompts = [str(p) for p in prompts]
         if not prompts:
@@ -511,7 +529,7 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
         "kept_components": plan.kept, "units": "sigma",
     }
     if model.conditioning:  # what the samples were made under (the directions apply under any prompt)
-        params["conditioning"] = model.conditioning
+        params["conditioning"] = {k: v for k, v in model.conditioning.items() if k != "prompt"}
         params["prompts"] = prompts or [model.conditioning["prompt"]]
     ds = DirectionSet(delta_h=delta, timesteps=timesteps.clone().long(), fingerprint=model.weights_fingerprint,
                       h_space=h_space, method="pca", labels=labels, values=values, params=params)

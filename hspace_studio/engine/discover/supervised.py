@@ -59,8 +59,11 @@ def _eta_json(eta):
 
 def index_recipe(model: DiffusionModel, classifier: AttributeClassifier, steps: int, eta: EtaLike,
                  h_space: str) -> dict:
-    return {"fingerprint": model.fingerprint, "steps": int(steps), "eta": _eta_json(eta),
-            "h_space": h_space, "classifier": classifier.identity}
+    out = {"fingerprint": model.fingerprint, "steps": int(steps), "eta": _eta_json(eta),
+           "h_space": h_space, "classifier": classifier.identity}
+    if model.conditioning:  # a text-to-image model's samples depend on the prompt too
+        out["conditioning"] = model.conditioning
+    return out
 
 
 def recipe_key(recipe: dict) -> str:
