@@ -41,6 +41,8 @@ direction points the same way at every step.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import math
 import time
 from dataclasses import dataclass, field
@@ -405,6 +407,17 @@ def _seed_list(seeds, n_samples, seed_start):
     return seeds, {"start": int(seed_start), "count": int(n_samples)}
 
 
+@contextmanager
+def _prompt_kept(model: DiffusionModel, prompts):
+    """With a list of ``prompts``, the model goes back to its own prompt afterwards."""
+    before = model.conditioning.get("prompt")
+    try:
+        yield
+    finally:
+        if prompts is not None and before is not None:
+            model.set_prompt(before)
+
+
 def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int = 8,
                    mode: str = "per-step", steps: int = 10, eta: EtaLike = 1.0,
                    h_space: str = "after", batch: int = 16, memory_mb: float = 1024,
@@ -421,118 +434,104 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
     model's negative prompt and guidance), and the model keeps its own prompt afterwards;
     None: the model's current prompt.
     """
-    before = model.conditioning.get("prompt")
-    try:
-        return _pca_directions(model, n_samples, components, mode, steps, eta, h_space, batch, memory_mb,
-                               solver, seeds, seed_start, keep_mean, prompts, progress, cancel)
-    finally:
-        if prompts is not None and before is not None:
-            model.set_prompt(before)
+    with _prompt_kept(model, prompts):
+        if prompts is not None:
+            prompts = [str(p) for p in prompts]
+            if not prompts:
+                raise ValueError("the prompt list is empty")
+            model.set_prompt(prompts[0])  # refuses prompts for an unconditional model
+        from .. import distributed as dist
 
-
-def _pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int = 8,
-                    mode: str = "per-step", steps: int = 10, eta: EtaLike = 1.0,
-                    h_space: str = "after", batch: int = 16, memory_mb: float = 1024,
-                    solver: str = "auto", seeds: Optional[Sequence[int]] = None,
-                    seed_start: int = 0, keep_mean: bool = False,
-                    prompts: Optional[Sequence[str]] = None,
-                    progress: Optional[ProgressFn] = None,
-                    cancel: Optional[CancelToken] = None) -> PCAResult:
-    if prompts is not None:
-        prompts = [str(p) for p in prompts]
-        if not prompts:
-            raise ValueError("the prompt list is empty")
-        model.set_prompt(prompts[0])  # refuses prompts for an unconditional model
-    from .. import distributed as dist
-
-    t0 = time.perf_counter()
-    seeds, seed_rec = _seed_list(seeds, n_samples, seed_start)
-    runs = prompts if prompts is not None else [None]  # one pass over the seeds per prompt
-    N = len(seeds) * len(runs)
-    nproc = dist.world_size()
-    if not dist.is_main():
-        progress = None  # rank 0 reports
-    batch = max(1, int(batch))
-    timesteps = timesteps_for(model, steps)
-    etas_tensor(eta, steps)  # validate early
-    hs = h_shape(model.unet, h_space, model.sample_shape)
-    D = int(np.prod(hs))
-    x_dim = int(np.prod(model.sample_shape))
-    plan = plan_pca(D, steps, components, N, min(batch, N), memory_mb, mode, solver, x_dim)
-    if nproc > 1 and plan.solver == "incremental":
-        cov = plan_pca(D, steps, components, N, min(batch, N), memory_mb, mode, "covariance", x_dim)
-        raise ValueError(
-            f"the incremental PCA solver does not run on several processes ({nproc}): only the "
-            f"exact solvers (gram, covariance) combine across processes; raise --memory-mb (the "
-            f"covariance solver needs about {math.ceil(cov.est_bytes / 2**20)} MB here) or run "
-            f"on one process")
-    if plan.solver == "gram":
-        accs = [GramAccumulator(plan.dim) for _ in range(plan.bases)]
-    elif plan.solver == "covariance":
-        accs = [CovarianceAccumulator(plan.dim) for _ in range(plan.bases)]
-    else:
-        accs = [IncrementalAccumulator(plan.dim, plan.kept, plan.flush_rows) for _ in range(plan.bases)]
-    mine = dist.shard(seeds) if nproc > 1 else seeds  # this rank's seeds
-    what = f"PCA: sampling {N} images" + (f" on {nproc} processes" if nproc > 1 else "")
-    prog = Progress(len(mine) * len(runs) * steps, progress, cancel, what)
-    for prompt in runs:
-        if prompt is not None:
-            model.set_prompt(prompt)
-        for b in range(0, len(mine), batch):
-            chunk = mine[b:b + batch]
-            trajs = sample(model, chunk, steps=steps, eta=eta, h_space=h_space, batch_size=len(chunk),
-                           keep_chain=False, progress=lambda d, t, m: prog.step(len(chunk)), cancel=cancel)
-            H = torch.stack([tr.hs for tr in trajs]).reshape(len(chunk), steps, D)
-            del trajs
-            if plan.mode == "per-step":
-                for t in range(steps):
-                    accs[t].update(H[:, t].numpy())
-            else:
-                accs[0].update(H.reshape(len(chunk), steps * D).numpy())
-            del H
-    if cancel is not None:
-        cancel.check()
-    k = components
-    if nproc > 1:  # rank 0 combines the ranks' statistics, decomposes, and shares the result
-        for a in accs:
-            a.combine()
-        res = dist.broadcast_object([a.result(k) for a in accs] if dist.is_main() else None)
-    else:
-        res = [a.result(k) for a in accs]
-    del accs
-    if plan.mode == "per-step":
-        k = min(r[0].shape[0] for r in res)
-        comps = np.stack([r[0][:k] for r in res])  # (T, K, D)
-        ev = np.stack([r[1][:k] for r in res], 1)  # (K, T)
-        ratio = np.stack([r[2][:k] for r in res], 1)
-        comps = align_component_signs(comps)
-        delta = comps * np.sqrt(np.clip(ev.T, 0, None))[:, :, None]  # (T, K, D)
-        delta = torch.from_numpy(delta).float().permute(1, 0, 2).reshape(k, steps, *hs)
-        values = ratio.tolist()
-        mean = np.stack([r[3] for r in res]) if keep_mean else None
-        labels = [f"PC {j}" for j in range(k)]
-    else:
-        c, ev1, r1, mu = res[0]
-        k = c.shape[0]
-        c = align_component_signs(c[None])[0]
-        delta = torch.from_numpy(c * np.sqrt(np.clip(ev1, 0, None))[:, None]).float()
-        delta = delta.reshape(k, steps, *hs)
-        ev = ev1[:, None]
-        ratio = r1[:, None]
-        values = [[float(v)] * steps for v in r1]
-        mean = mu.reshape(steps, D) if keep_mean else None
-        labels = [f"PC {j} (global)" for j in range(k)]
-    params = {
-        "method": "pca", "mode": plan.mode, "components": int(k), "samples": N, "seeds": seed_rec,
-        "steps": int(steps), "eta": eta if isinstance(eta, (int, float)) else [float(e) for e in eta],
-        "h_space": h_space, "batch": batch, "memory_mb": float(memory_mb), "solver": plan.solver,
-        "kept_components": plan.kept, "units": "sigma",
-    }
-    if model.conditioning:  # what the samples were made under (the directions apply under any prompt)
-        params["conditioning"] = {k: v for k, v in model.conditioning.items() if k != "prompt"}
-        params["prompts"] = prompts or [model.conditioning["prompt"]]
-    ds = DirectionSet(delta_h=delta, timesteps=timesteps.clone().long(), fingerprint=model.weights_fingerprint,
-                      h_space=h_space, method="pca", labels=labels, values=values, params=params)
-    notes = [f"sampled on {nproc} processes"] if nproc > 1 else []
-    return PCAResult(directions=ds, explained_variance=ev, explained_variance_ratio=ratio, plan=plan,
-                     n_samples=N, seconds=time.perf_counter() - t0, mean=mean, notes=notes)
+        t0 = time.perf_counter()
+        seeds, seed_rec = _seed_list(seeds, n_samples, seed_start)
+        runs = prompts if prompts is not None else [None]  # one pass over the seeds per prompt
+        N = len(seeds) * len(runs)
+        nproc = dist.world_size()
+        if not dist.is_main():
+            progress = None  # rank 0 reports
+        batch = max(1, int(batch))
+        timesteps = timesteps_for(model, steps)
+        etas_tensor(eta, steps)  # validate early
+        hs = h_shape(model.unet, h_space, model.sample_shape)
+        D = int(np.prod(hs))
+        x_dim = int(np.prod(model.sample_shape))
+        plan = plan_pca(D, steps, components, N, min(batch, N), memory_mb, mode, solver, x_dim)
+        if nproc > 1 and plan.solver == "incremental":
+            cov = plan_pca(D, steps, components, N, min(batch, N), memory_mb, mode, "covariance", x_dim)
+            raise ValueError(
+                f"the incremental PCA solver does not run on several processes ({nproc}): only the "
+                f"exact solvers (gram, covariance) combine across processes; raise --memory-mb (the "
+                f"covariance solver needs about {math.ceil(cov.est_bytes / 2**20)} MB here) or run "
+                f"on one process")
+        if plan.solver == "gram":
+            accs = [GramAccumulator(plan.dim) for _ in range(plan.bases)]
+        elif plan.solver == "covariance":
+            accs = [CovarianceAccumulator(plan.dim) for _ in range(plan.bases)]
+        else:
+            accs = [IncrementalAccumulator(plan.dim, plan.kept, plan.flush_rows) for _ in range(plan.bases)]
+        mine = dist.shard(seeds) if nproc > 1 else seeds  # this rank's seeds
+        what = f"PCA: sampling {N} images" + (f" on {nproc} processes" if nproc > 1 else "")
+        prog = Progress(len(mine) * len(runs) * steps, progress, cancel, what)
+        for prompt in runs:
+            if prompt is not None:
+                model.set_prompt(prompt)
+            for b in range(0, len(mine), batch):
+                chunk = mine[b:b + batch]
+                trajs = sample(model, chunk, steps=steps, eta=eta, h_space=h_space, batch_size=len(chunk),
+                               keep_chain=False, progress=lambda d, t, m: prog.step(len(chunk)),
+                               cancel=cancel)
+                H = torch.stack([tr.hs for tr in trajs]).reshape(len(chunk), steps, D)
+                del trajs
+                if plan.mode == "per-step":
+                    for t in range(steps):
+                        accs[t].update(H[:, t].numpy())
+                else:
+                    accs[0].update(H.reshape(len(chunk), steps * D).numpy())
+                del H
+        if cancel is not None:
+            cancel.check()
+        k = components
+        if nproc > 1:  # rank 0 combines the ranks' statistics, decomposes, and shares the result
+            for a in accs:
+                a.combine()
+            res = dist.broadcast_object([a.result(k) for a in accs] if dist.is_main() else None)
+        else:
+            res = [a.result(k) for a in accs]
+        del accs
+        if plan.mode == "per-step":
+            k = min(r[0].shape[0] for r in res)
+            comps = np.stack([r[0][:k] for r in res])  # (T, K, D)
+            ev = np.stack([r[1][:k] for r in res], 1)  # (K, T)
+            ratio = np.stack([r[2][:k] for r in res], 1)
+            comps = align_component_signs(comps)
+            delta = comps * np.sqrt(np.clip(ev.T, 0, None))[:, :, None]  # (T, K, D)
+            delta = torch.from_numpy(delta).float().permute(1, 0, 2).reshape(k, steps, *hs)
+            values = ratio.tolist()
+            mean = np.stack([r[3] for r in res]) if keep_mean else None
+            labels = [f"PC {j}" for j in range(k)]
+        else:
+            c, ev1, r1, mu = res[0]
+            k = c.shape[0]
+            c = align_component_signs(c[None])[0]
+            delta = torch.from_numpy(c * np.sqrt(np.clip(ev1, 0, None))[:, None]).float()
+            delta = delta.reshape(k, steps, *hs)
+            ev = ev1[:, None]
+            ratio = r1[:, None]
+            values = [[float(v)] * steps for v in r1]
+            mean = mu.reshape(steps, D) if keep_mean else None
+            labels = [f"PC {j} (global)" for j in range(k)]
+        params = {
+            "method": "pca", "mode": plan.mode, "components": int(k), "samples": N, "seeds": seed_rec,
+            "steps": int(steps), "eta": eta if isinstance(eta, (int, float)) else [float(e) for e in eta],
+            "h_space": h_space, "batch": batch, "memory_mb": float(memory_mb), "solver": plan.solver,
+            "kept_components": plan.kept, "units": "sigma",
+        }
+        if model.conditioning:  # what the samples were made under (the directions apply under any prompt)
+            params["conditioning"] = {k: v for k, v in model.conditioning.items() if k != "prompt"}
+            params["prompts"] = prompts or [model.conditioning["prompt"]]
+        ds = DirectionSet(delta_h=delta, timesteps=timesteps.clone().long(),
+                          fingerprint=model.weights_fingerprint, h_space=h_space, method="pca",
+                          labels=labels, values=values, params=params)
+        notes = [f"sampled on {nproc} processes"] if nproc > 1 else []
+        return PCAResult(directions=ds, explained_variance=ev, explained_variance_ratio=ratio, plan=plan,
+                         n_samples=N, seconds=time.perf_counter() - t0, mean=mean, notes=notes)
