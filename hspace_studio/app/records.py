@@ -1,4 +1,5 @@
-"""Plain result records the handlers return: the loaded model, the current image, an opened session."""
+"""Plain result records the handlers return: the loaded model, the current image, an opened session,
+slider previews and strips."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,3 +49,26 @@ class SessionPayload:
     sets: List[SetState]
     mask: Optional[np.ndarray]
     warnings: List[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PreviewResult:
+    """An image of a :class:`~.requests.PreviewRequest`: intermediate (``final`` False) or exact."""
+
+    id: int
+    image: object  # numpy uint8 (H, W, 3), or None (no image to edit, or an error)
+    final: bool
+    render_s: float  # worker time for this request so far
+    step: int = 0
+    steps: int = 0
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class StripResult:
+    """The images of a :class:`~.requests.StripRequest`, one per scale."""
+
+    id: int
+    images: tuple  # numpy uint8 (H, W, 3) each
+    scales: Tuple[float, ...]
+    error: Optional[str] = None

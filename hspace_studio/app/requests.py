@@ -1,4 +1,5 @@
-"""The frozen requests (jobs) the application layer runs: load, sample, invert, discover, export, sessions."""
+"""The frozen requests the application layer runs: the edits of previews and strips, and the jobs
+(load, sample, invert, discover, export, sessions)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +9,40 @@ import numpy as np
 
 
 H_SPACE_POINTS = ("before", "middle", "after")
+
+
+# --------------------------------------------------------------------------- edits, previews, strips
+
+@dataclass(frozen=True)
+class EditItem:
+    """One active direction: set, row, scale, timestep window, optional fixed step."""
+
+    set_id: str
+    index: int
+    scale: float
+    window: Optional[Tuple[int, int]] = None
+    at_timestep: Optional[int] = None
+    asymmetric: bool = False  # Asyrp (EditSpec(asymmetric=True))
+
+
+@dataclass(frozen=True)
+class PreviewRequest:
+    """The image with ``edits`` (a slider preview; see :func:`.handlers.previews.run_preview`)."""
+
+    id: int
+    edits: Tuple[EditItem, ...]
+    progressive: bool = True
+    sent_at: float = 0.0  # time.perf_counter() in the UI when the request was made
+
+
+@dataclass(frozen=True)
+class StripRequest:
+    """``item`` at several ``scales`` with the ``others`` (see :func:`.handlers.previews.run_strip`)."""
+
+    id: int
+    item: EditItem  # scale is ignored
+    scales: Tuple[float, ...]
+    others: Tuple[EditItem, ...] = ()
 
 
 # --------------------------------------------------------------------------- job objects
@@ -145,7 +180,7 @@ class Segment:
 @dataclass(frozen=True)
 class ExportImage:
     path: str
-    edits: tuple  # EditItem
+    edits: Tuple[EditItem, ...]
     set_files: Tuple[Tuple[str, Optional[str]], ...]  # (set_id, file or None)
     original: bool = False
     label: ClassVar[str] = "Exporting image"
@@ -154,9 +189,9 @@ class ExportImage:
 @dataclass(frozen=True)
 class ExportStrip:
     path: str
-    item: object  # EditItem
+    item: EditItem
     scales: Tuple[float, ...]
-    others: tuple
+    others: Tuple[EditItem, ...]
     set_files: Tuple[Tuple[str, Optional[str]], ...]
     label: ClassVar[str] = "Exporting strip"
 
@@ -164,7 +199,7 @@ class ExportStrip:
 @dataclass(frozen=True)
 class ExportGrid:
     path: str
-    rows: Tuple[Tuple[object, Tuple[float, ...]], ...]  # (EditItem, scales) per row
+    rows: Tuple[Tuple[EditItem, Tuple[float, ...]], ...]  # (item, scales) per row
     set_files: Tuple[Tuple[str, Optional[str]], ...]
     label: ClassVar[str] = "Exporting grid"
 

@@ -15,7 +15,8 @@ from PySide6.QtWidgets import QApplication
 from ..core.errors import HSpaceError
 from . import jobs as J
 from .file_dialogs import ask_path
-from .worker import EditItem, JobHandle
+from ..app.requests import EditItem
+from .worker import JobHandle
 
 EXPORT_SCALES = (-1.0, -2 / 3, -1 / 3, 0.0, 1 / 3, 2 / 3, 1.0)
 MAX_HEADER = 100 * 1024 * 1024

@@ -7,11 +7,12 @@ name importable as ``hspace_studio.gui.jobs.<Name>``.
 from ..app.handlers import HANDLERS, ProgressFn, handler, run_job
 from ..app.handlers.discovery import discover_jacobian, discover_pca, discover_supervised
 from ..app.handlers.sessions import TRAJ_KEYS
-from ..app.records import ModelInfo, SessionPayload, TrajectoryInfo
+from ..app.records import ModelInfo, PreviewResult, SessionPayload, StripResult, TrajectoryInfo
 from ..app.requests import (
-    H_SPACE_POINTS, DiscoverJacobian, DiscoverPCA, DiscoverSupervised, Disentangle, ExportDirections,
+    H_SPACE_POINTS, DiscoverJacobian, DiscoverPCA, DiscoverSupervised, Disentangle, EditItem, ExportDirections,
     ExportGrid, ExportImage, ExportStrip, ForgetSets, ImportDirections, Invert, LoadModel, LoadSession,
-    OpenTrajectory, Prompted, Sample, SaveSession, SaveTrajectory, Segment, SetRegion, Sleep, describe,
+    OpenTrajectory, PreviewRequest, Prompted, Sample, SaveSession, SaveTrajectory, Segment, SetRegion, Sleep,
+    StripRequest, describe,
 )
 from ..app.state import NOISE_RANGE, EngineState
 
@@ -20,6 +21,7 @@ __all__ = [
     "DiscoverPCA",
     "DiscoverSupervised",
     "Disentangle",
+    "EditItem",
     "EngineState",
     "ExportDirections",
     "ExportGrid",
@@ -35,6 +37,8 @@ __all__ = [
     "ModelInfo",
     "NOISE_RANGE",
     "OpenTrajectory",
+    "PreviewRequest",
+    "PreviewResult",
     "ProgressFn",
     "Prompted",
     "Sample",
@@ -44,6 +48,8 @@ __all__ = [
     "SessionPayload",
     "SetRegion",
     "Sleep",
+    "StripRequest",
+    "StripResult",
     "TRAJ_KEYS",
     "TrajectoryInfo",
     "describe",

@@ -34,6 +34,7 @@ from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (QApplication, QDockWidget, QLabel, QMainWindow, QMessageBox, QProgressBar,
                                QPushButton, QVBoxLayout, QWidget)
 
+from ..app.requests import PreviewRequest
 from . import jobs as J
 from . import main_thread_gc
 from .brush import BrushPanel, MaskController
@@ -57,7 +58,7 @@ from .session_control import SessionControl
 from .sliders import ActiveSliders
 from .source_control import SourceControl
 from .source_panel import SourcePanel
-from .worker import EngineThread, JobHandle, JobResult, PreviewRequest
+from .worker import EngineThread, JobHandle, JobResult
 
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 

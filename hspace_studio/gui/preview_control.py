@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 
 from . import jobs as J
 from .node_preview import NodeImages
-from .worker import EditItem, PreviewRequest, StripRequest
+from ..app.requests import EditItem, PreviewRequest, StripRequest
 
 STRIP_SCALES = (-1.0, -0.5, 0.0, 0.5, 1.0)  # times the direction's slider range
 

@@ -15,6 +15,9 @@ The UI never runs torch. It talks to the worker through three doors:
 - :meth:`EngineWorker.request_strip`: the same for the thumbnail strip, at the lowest
   priority (any job or preview pre-empts it; it is retried afterwards).
 
+What a job, a preview or a strip does is the application layer's (``app/handlers``, no
+Qt); this module is the thread, the queue, the latest-request slots and the signals.
+
 Results come back by Qt signals, always emitted from the worker thread (connect them
 to methods of objects living in the UI thread, so they are queued there; the worker
 thread runs no Qt event loop). Requests carry a rising id; the UI drops results older
@@ -30,62 +33,18 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Optional
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
 
-from ..core.errors import Cancelled, HSpaceError
+from ..app.errors import APP_ERRORS, error_message, is_expected
+from ..app.handlers.previews import DONE, EMPTY, PREVIEW_INTERVAL, SUPERSEDED, run_preview, run_strip
+from ..app.requests import PreviewRequest, StripRequest
+from ..core.errors import Cancelled
 from ..core.progress import CancelToken
 
 
-# --------------------------------------------------------------------------- requests
-
-@dataclass(frozen=True)
-class EditItem:
-    """One active direction: set, row, scale, timestep window, optional fixed step."""
-
-    set_id: str
-    index: int
-    scale: float
-    window: Optional[Tuple[int, int]] = None
-    at_timestep: Optional[int] = None
-    asymmetric: bool = False  # Asyrp (EditSpec(asymmetric=True))
-
-
-@dataclass(frozen=True)
-class PreviewRequest:
-    id: int
-    edits: Tuple[EditItem, ...]
-    progressive: bool = True
-    sent_at: float = 0.0  # time.perf_counter() in the UI when the request was made
-
-
-@dataclass(frozen=True)
-class StripRequest:
-    id: int
-    item: EditItem  # scale is ignored
-    scales: Tuple[float, ...]
-    others: Tuple[EditItem, ...] = ()
-
-
-@dataclass(frozen=True)
-class PreviewResult:
-    id: int
-    image: object  # numpy uint8 (H, W, 3)
-    final: bool
-    render_s: float  # worker time for this request so far
-    step: int = 0
-    steps: int = 0
-    error: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class StripResult:
-    id: int
-    images: tuple  # numpy uint8 (H, W, 3) each
-    scales: Tuple[float, ...]
-    error: Optional[str] = None
-
+# --------------------------------------------------------------------------- jobs
 
 @dataclass(frozen=True)
 class JobResult:
@@ -143,9 +102,7 @@ class EngineWorker(QObject):
     idle = Signal()
 
     PROGRESS_INTERVAL = 0.03  # seconds between progress signals of a job
-    PREVIEW_INTERVAL = 0.25  # seconds between intermediate images of a preview: each costs the
-    # UI thread a repaint that competes with the decode for the GIL (at 0.1 s the default
-    # model's previews were ~15% slower; see bench/bench_preview.py)
+    PREVIEW_INTERVAL = PREVIEW_INTERVAL  # seconds between intermediate images of a preview
 
     def __init__(self, state=None) -> None:
         super().__init__()
@@ -300,14 +257,10 @@ class EngineWorker(QObject):
             res = JobResult(h.id, h.job, False, cancelled=True,
                             error="replaced by a newer request" if h.replaced else "cancelled",
                             seconds=time.perf_counter() - t0, steps_after_cancel=after_cancel[0])
-        except (HSpaceError, ValueError, IndexError, OSError, KeyError) as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            res = JobResult(h.id, h.job, False, error=msg, seconds=time.perf_counter() - t0)
         except Exception as e:  # noqa: BLE001 - report, keep running
-            if not self._stop:  # failures of a job interrupted by exit are noise
-                traceback.print_exc(file=sys.stderr)
-            msg = str(e).splitlines()[0] if str(e) else ""
-            res = JobResult(h.id, h.job, False, error=f"unexpected {type(e).__name__}: {msg}",
+            if not is_expected(e, APP_ERRORS) and not self._stop:  # (failures of a job interrupted
+                traceback.print_exc(file=sys.stderr)  # by exit are noise)
+            res = JobResult(h.id, h.job, False, error=error_message(e, APP_ERRORS),
                             seconds=time.perf_counter() - t0)
         if self.state.version != version:
             self._emit_checks()
@@ -317,68 +270,31 @@ class EngineWorker(QObject):
         return self._preview is not None or self._stop
 
     def _run_preview(self, req: PreviewRequest) -> None:
-        st = self.state
-        if st.model is None or st.traj is None:  # nothing to edit: answer, so the UI is not left waiting
-            self.previewReady.emit(PreviewResult(req.id, None, True, 0.0))
-            return
-        self.renders_started += 1
-        t0 = time.perf_counter()
-        last = [t0]
-        token = _Preempt(self._preview_superseded)
-
-        def intermediate(i, total, pred_x0):
-            now = time.perf_counter()
-            if i + 1 < total and now - last[0] >= self.PREVIEW_INTERVAL and not token.cancelled:
-                last[0] = now
-                img = st.preview_pixels(pred_x0[0])
-                if img is not None:
-                    self.previewReady.emit(PreviewResult(req.id, img, False, now - t0, i + 1, total))
-
-        try:
-            img = st.render(req.edits, cancel=token,
-                            preview=intermediate if req.progressive else None)
-        except Cancelled:
+        outcome = run_preview(self.state, req, _Preempt(self._preview_superseded), self.previewReady.emit,
+                              self.PREVIEW_INTERVAL)
+        if outcome != EMPTY:
+            self.renders_started += 1
+        if outcome == DONE:
+            self.renders_completed += 1
+        elif outcome == SUPERSEDED:
             self.renders_superseded += 1
-            return
-        except Exception as e:  # noqa: BLE001 - answer the request whatever happened
-            if not isinstance(e, (HSpaceError, ValueError, IndexError, KeyError)):
-                traceback.print_exc(file=sys.stderr)
-            self.previewReady.emit(PreviewResult(req.id, None, True, time.perf_counter() - t0,
-                                                 error=_message(e)))
-            return
-        self.renders_completed += 1
-        self.previewReady.emit(PreviewResult(req.id, img, True, time.perf_counter() - t0,
-                                             st.traj.steps, st.traj.steps))
 
     def _strip_preempted(self) -> bool:
         return self._strip is not None or self._preview is not None or bool(self._jobs) or self._stop
 
     def _run_strip(self, req: StripRequest) -> None:
-        st = self.state
-        if st.model is None or st.traj is None:
-            return
-        token = _Preempt(self._strip_preempted)
         try:
-            images = st.render_strip(req.item, req.scales, req.others, cancel=token)
+            res = run_strip(self.state, req, _Preempt(self._strip_preempted))
         except Cancelled:
             with self._cv:  # pre-empted by other work, not replaced: try again later
                 if self._strip is None and not self._stop:
                     self._strip = req
             return
-        except Exception as e:  # noqa: BLE001
-            if not isinstance(e, (HSpaceError, ValueError, IndexError, KeyError)):
-                traceback.print_exc(file=sys.stderr)
-            self.stripReady.emit(StripResult(req.id, (), req.scales, error=_message(e)))
+        if res is None:
             return
-        self.strips_completed += 1
-        self.stripReady.emit(StripResult(req.id, tuple(images), req.scales))
-
-
-def _message(e: BaseException) -> str:
-    text = str(e).splitlines()[0] if str(e) else ""
-    if isinstance(e, (HSpaceError, ValueError, IndexError, KeyError, OSError)):
-        return text or type(e).__name__
-    return f"unexpected {type(e).__name__}: {text}"
+        if res.error is None:
+            self.strips_completed += 1
+        self.stripReady.emit(res)
 
 
 _live_threads: set = set()  # EngineThreads whose thread may still run (strong references:

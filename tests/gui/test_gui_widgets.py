@@ -11,7 +11,8 @@ pytest.importorskip("pytestqt")
 
 from hspace_studio.core.errors import Cancelled  # noqa: E402
 from hspace_studio.gui.canvas import Canvas, array_from_qimage, qimage_from_array  # noqa: E402
-from hspace_studio.gui.worker import (EditItem, EngineThread, PreviewRequest, StripRequest)  # noqa: E402
+from hspace_studio.app.requests import EditItem, PreviewRequest, StripRequest  # noqa: E402
+from hspace_studio.gui.worker import EngineThread  # noqa: E402
 
 
 def checker(n=8):
