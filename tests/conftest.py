@@ -15,6 +15,16 @@ activate()  # the toy faces, as the command line and the app start with
 torch.set_num_threads(max(1, min(2, int(os.environ.get("HSPACE_TEST_THREADS", "2")))))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow run only when selected (``-m slow``)."""
+    if "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A pixel UNet (config a) with a DDPM scheduler config, clip_sample on."""

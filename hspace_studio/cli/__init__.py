@@ -1,9 +1,11 @@
 """The ``hspace-studio`` command line.
 
 Each subcommand lives in its own module and registers itself through
-``add_parser(subparsers)`` and a ``run(args)`` function. Errors the user can cause
-end the program with a one-line message and a non-zero exit status, never a traceback
-(``--debug`` shows it).
+``add_parser(subparsers)`` and a ``run(args)`` function. The active domain
+(``--domain``, ``$HSPACE_DOMAIN``, else the toy faces: :mod:`hspace_studio.domains`) adds
+commands of its own (the toy faces: ``demo`` and ``evaluate``) and gives the default
+model. Errors the user can cause end the program with a one-line message and a non-zero
+exit status, never a traceback (``--debug`` shows it).
 """
 from __future__ import annotations
 
@@ -23,8 +25,6 @@ COMMANDS = {
     "supervised": "hspace_studio.cli.discover_cmd",
     "disentangle": "hspace_studio.cli.discover_cmd",
     "name": "hspace_studio.cli.discover_cmd",
-    "demo": "hspace_studio.cli.demo_cmd",
-    "evaluate": "hspace_studio.cli.evaluate_cmd",
 }
 
 
@@ -37,13 +37,29 @@ class _Parser(argparse.ArgumentParser):
         raise ArgumentError(f"{self.prog}: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def commands(domain=None) -> dict:
+    """Subcommand name -> module: the general ones and the domain's own (default: the active
+    domain's)."""
+    if domain is None:
+        from ..engine.domain import active_domain
+
+        domain = active_domain()
+    return {**COMMANDS, **{k: v for k, v in domain.commands.items() if k not in COMMANDS}}
+
+
+def build_parser(domain=None) -> argparse.ArgumentParser:
+    from ..domains import DEFAULT, DOMAINS, ENV
+
     ap = _Parser(prog="hspace-studio",
                  description="Find and apply semantic directions in the h-space of diffusion models.")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    ap.add_argument("--domain", choices=list(DOMAINS), default=None,
+                    help=f"what the tool knows about the images: its default model, classifier, segmenter, "
+                         f"fit terms, presets and commands (default: ${ENV}, else {DEFAULT}; generic: none, "
+                         f"the model, classifier and segmenter are your own files)")
     sub = ap.add_subparsers(dest="command", parser_class=_Parser)
     seen = set()
-    for name, modname in COMMANDS.items():
+    for name, modname in commands(domain).items():
         if modname in seen:
             continue
         try:
@@ -57,11 +73,40 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def route_files(argv):
-    """``hspace-studio FILE ...`` (what the desktop entry runs) means ``gui FILE ...``."""
-    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-") and os.path.exists(argv[0]):
-        return ["gui"] + list(argv)
+def route_files(argv, names=None):
+    """``hspace-studio FILE ...`` (what the desktop entry runs) means ``gui FILE ...``
+    (after the global options)."""
+    names = COMMANDS if names is None else names
+    head, rest = _global_options(argv)
+    if rest and rest[0] not in names and not rest[0].startswith("-") and os.path.exists(rest[0]):
+        return head + ["gui"] + rest
     return list(argv)
+
+
+def _global_options(argv):
+    """(the global options before the command, the rest)."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--domain":
+            i += 2
+        elif a == "--debug" or a.startswith("--domain="):
+            i += 1
+        else:
+            break
+    return list(argv[:i]), list(argv[i:])
+
+
+def domain_option(argv):
+    """The value of the global ``--domain`` option in ``argv`` (before the command), or None."""
+    head, _ = _global_options(argv)
+    name = None
+    for i, a in enumerate(head):
+        if a == "--domain" and i + 1 < len(head):
+            name = head[i + 1]
+        elif a.startswith("--domain="):
+            name = a.split("=", 1)[1]
+    return name
 
 
 def main(argv=None) -> int:
@@ -70,17 +115,20 @@ def main(argv=None) -> int:
     from ..core.errors import Cancelled, HSpaceError
 
     try:
-        ap = build_parser()
-        argv = route_files(argv)
-        args = ap.parse_args(argv)
-        from ..domains import ensure
+        from ..domains import DOMAINS, ENV, chosen
 
-        ensure()  # the toy faces unless a domain was chosen
-        if args.command is None:
-            from .gui_cmd import run_gui
+        name = domain_option(argv) or os.environ.get(ENV) or None
+        if name is not None and name not in DOMAINS and domain_option(argv) is not None:
+            name = None  # an unknown --domain: the parser says so
+        with chosen(name) as domain:  # the toy faces unless a domain was chosen
+            ap = build_parser(domain)
+            argv = route_files(argv, commands(domain))
+            args = ap.parse_args(argv)
+            if args.command is None:
+                from .gui_cmd import run_gui
 
-            return run_gui("default")
-        return int(args.func(args) or 0)
+                return run_gui(None)
+            return int(args.func(args) or 0)
     except ArgumentError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -14,9 +14,10 @@ from ..core.spacing import SPACINGS_HELP, parse_spacing
 
 def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="default",
+    g.add_argument("--model", default=None,
                    help="'default' (embedded toyfaces model), 'default-10step' (its variant distilled "
-                        "for 10 steps, unguided), a local diffusers folder or a hub id")
+                        "for 10 steps, unguided), a local diffusers folder or a hub id (default: the "
+                        "domain's default model; the toy faces': 'default')")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
     g.add_argument("--half", action="store_true", help="half precision (CUDA only)")
     g.add_argument("--h-space", dest="h_space", default="after", choices=("before", "middle", "after"),
@@ -119,9 +120,25 @@ def window(s: str):
         raise argparse.ArgumentTypeError(f"window must be T0:T1 (two timesteps), got '{s}'")
 
 
+def default_model(model=None) -> str:
+    """``model``, or the active domain's default model; refused when it has none."""
+    if model is not None:
+        return model
+    from ..engine.domain import active_domain
+
+    domain = active_domain()
+    if domain.default_model is None:
+        from ..core.errors import ModelLoadError
+
+        raise ModelLoadError(f"the {domain.name} domain has no default model: pass --model (a diffusers "
+                             f"folder or a hub id)")
+    return domain.default_model
+
+
 def open_model(args):
     from ..engine.model import load_model
 
+    args.model = default_model(args.model)  # what recipes record
     model = load_model(args.model, device=args.device, half=getattr(args, "half", False),
                        guide=getattr(args, "guide", None), guide_weight=getattr(args, "guide_weight", None),
                        guide_interval=getattr(args, "guide_interval", None),

@@ -7,11 +7,13 @@
     hspace-studio supervised --attribute NAME [--index-size N] [--examples K] [--index idx.json]
                       [--classifier FOLDER_OR_TORCHSCRIPT --attributes names.json]
                       [--positive DIR --negative DIR] [--against ATTR ...] --out dir.safetensors
+    hspace-studio supervised --attribute NAME --optimize [ITERS] | --preset NAME [fit options] --out d.safetensors
     hspace-studio disentangle DIR[:INDEX] --against DIR2[:INDEX] [DIR3 ...] --out dir.safetensors
     hspace-studio name DIR[:INDEX] [--samples 8] [--scales -2 2] [--out named.safetensors]
 
-Every direction file records its recipe in ``params``; outputs are written atomically,
-so Ctrl-C (which stops the job at the next diffusion step) leaves no partial file.
+Every direction file records its recipe in ``params`` (a fit also the command line that
+makes it again, a preset's options written out); outputs are written atomically, so Ctrl-C
+(which stops the job at the next diffusion step) leaves no partial file.
 
 Over 500 lines: the five commands share the distributed runner, the set loading and the
 output helpers here; the supervised command's fit options (terms, regions, windows) are
@@ -76,6 +78,11 @@ def _term_arg(s: str):
     if not sep or not name.strip() or not weight >= 0 or weight == float("inf"):
         raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT (a weight of 0 or more), got '{s}'")
     return name.strip(), weight
+
+
+def _fit_window(s: str):
+    """'all' (every step) or 'T0:T1'."""
+    return "all" if s.strip().lower() == "all" else window(s)
 
 
 def _model_params(args, model) -> dict:
@@ -190,15 +197,26 @@ def run_contained(args) -> int:
 # ---------------------------------------------------------------------- supervised
 
 def run_supervised(args) -> int:
-    if args.list_terms:
+    if args.list_terms or args.list_presets:
         from ..engine.domain import active_domain
 
         domain = active_domain()
-        for name, text in sorted(domain.terms.items()):
-            print(f"{name}: {text}")
-        if not domain.terms:
-            print(f"the {domain.name} domain has no fit terms", file=sys.stderr)
+        if args.list_terms:
+            for name, text in sorted(domain.terms.items()):
+                print(f"{name}: {text}")
+            if not domain.terms:
+                print(f"the {domain.name} domain has no fit terms", file=sys.stderr)
+        if args.list_presets:
+            for preset in domain.presets:
+                print(f"{preset.name}: {preset.description}")
+            if not domain.presets:
+                print(f"the {domain.name} domain has no presets", file=sys.stderr)
         return 0
+    if not args.out:
+        from . import ArgumentError
+
+        raise ArgumentError("hspace-studio supervised: the following arguments are required: --out")
+    _resolve_fit_options(args)
     if (args.positive is None) != (args.negative is None):
         raise ValueError("--positive and --negative go together")
     from_images = args.positive is not None
@@ -293,16 +311,22 @@ def _run_optimized(args) -> int:
     part = _part_term(args)
     n = args.train_samples or args.optimize * args.batch  # default: a fresh batch every iteration
     seeds = list(range(args.seed_start, args.seed_start + n))
+    window = args.window or default_window(model)
+    if window == "all":
+        window = (int(model.scheduler.config.num_train_timesteps) - 1, 0)
     with progress_and_cancel("supervised --optimize") as (bar, token):
         res = optimized_direction(model, clf, args.attribute, seeds, steps=steps, eta=eta,
                                   h_space=args.h_space, iters=args.optimize, lr=args.lr,
                                   keep=args.keep, batch=args.batch, still=args.still, shared=args.shared,
                                   per_channel=args.per_channel, region=region, free=args.free,
-                                  keep_in=keep_in, window=args.window or default_window(model),
+                                  keep_in=keep_in, window=window,
                                   part_term=part[0], part_weight=part[1], part_name=part[2], skip=args.skip,
                                   progress=bar, cancel=token)
     ds = res.directions
     ds.params.update(_model_params(args, model))
+    ds.params["command"] = _fit_command(args)  # replays without the preset
+    if args.preset is not None:
+        ds.params["preset"] = {"name": args.preset, "options": args.preset_options}
     last = res.history[-1]
     print(f"{ds.params['attribute']} (optimised, {args.optimize} iterations, {res.seconds:.0f} s): on the "
           f"last batch of {args.batch} training samples it flipped {last['flipped']:.0%}, mean "
@@ -322,16 +346,52 @@ def _run_optimized(args) -> int:
 # the toy faces' term flags, kept as aliases of --term NAME=W so that recipes still replay
 TERM_ALIASES = {"part_check": "part-check", "hair_colour": "hair-colour", "outside_hair": "outside-hair"}
 
+# the fit options a preset may set, and their values when neither it nor the user does
+# (their parser defaults are None, so that an option given, even at this value, overrides
+# the preset)
+FIT_DEFAULTS = {"optimize": None, "train_samples": None, "keep": 30.0, "lr": 0.25, "window": None,
+                "shared": False, "per_channel": False, "still": 0.0, "free": [], "skip": [],
+                "keep_in_part": None, "grow": 3, "free_steps": None}
 
-def _term_weights(args) -> dict:
-    """{term name: weight} from ``--term NAME=W`` and the alias flags (an alias and --term
-    naming the same term: the larger weight)."""
+
+def _resolve_fit_options(args) -> None:
+    """Fill the fit options: the user's, else the preset's (``--preset``, expanded for the
+    attribute), else :data:`FIT_DEFAULTS`. The preset's terms go to ``args.preset_terms``
+    (an explicit ``--term`` or alias flag overrides each); its expanded values to
+    ``args.preset_options``."""
+    args.preset_terms, args.preset_options = {}, None
+    if args.preset is not None:
+        from ..engine.domain import active_domain
+
+        if not args.attribute:
+            raise ValueError(f"--preset {args.preset} needs --attribute")
+        opts = active_domain().preset(args.preset).expand(args.attribute)
+        args.preset_options = opts
+        args.preset_terms = dict(opts.get("terms", {}))
+        for key, value in opts.items():
+            if key != "terms" and getattr(args, key, None) is None:
+                setattr(args, key, value)
+        if args.optimize is None:
+            raise ValueError(f"the preset {args.preset} sets no iterations: add --optimize ITERS")
+    for key, value in FIT_DEFAULTS.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, list(value) if isinstance(value, list) else value)
+
+
+def _explicit_terms(args) -> dict:
+    """{term name: weight} given on the command line: ``--term NAME=W`` and the alias flags
+    (an alias and --term naming the same term: the larger weight)."""
     out = dict(args.term or [])
     for dest, name in TERM_ALIASES.items():
-        w = getattr(args, dest, 0.0) or 0.0
-        if w > 0:
-            out[name] = max(w, out.get(name, 0.0))
+        w = getattr(args, dest, None)
+        if w is not None:
+            out[name] = max(w, out.get(name, w))
     return out
+
+
+def _term_weights(args) -> dict:
+    """{term name: weight}: the preset's, each overridden by the command line's."""
+    return {**(getattr(args, "preset_terms", None) or {}), **_explicit_terms(args)}
 
 
 def _part_term(args):
@@ -343,9 +403,53 @@ def _part_term(args):
     try:
         return fit_terms(args.attribute, _term_weights(args))
     except TermRefused as e:
-        alias = next((d for d, n in TERM_ALIASES.items() if n == e.term and (getattr(args, d, 0) or 0) > 0), None)
-        flag = f"--{e.term}" if alias else f"--term {e.term}"
+        alias = next((d for d, n in TERM_ALIASES.items() if n == e.term and (getattr(args, d, None) or 0) > 0), None)
+        if alias:
+            flag = f"--{e.term}"
+        elif e.term in _explicit_terms(args) or not args.preset:
+            flag = f"--term {e.term}"
+        else:
+            flag = f"--preset {args.preset}"
         raise ValueError(f"{flag}: {e}") from None
+
+
+# options a fit's recorded command leaves out: outputs, listings, what the preset expands to
+# (written out instead), the terms (written as --term), the machine it ran on
+_NOT_RECORDED = {"out", "index", "index_size", "examples", "against", "positive", "negative", "list_terms",
+                 "list_presets", "preset", "term", "device", "help", *TERM_ALIASES}
+_SUPERVISED_ACTIONS: list = []  # the supervised parser's options (add_parser)
+
+
+def _fit_command(args) -> list:
+    """The ``hspace-studio`` arguments (without --out) that make this fit again: every
+    option as it took effect, a preset's written out, so the file replays without it."""
+    from ..domains import DOMAINS
+    from ..engine.domain import active_domain
+
+    name = active_domain().name
+    out = (["--domain", name] if name in DOMAINS else []) + ["supervised"]
+    for action in _SUPERVISED_ACTIONS:
+        if not action.option_strings or action.dest in _NOT_RECORDED:
+            continue
+        value = getattr(args, action.dest, None)
+        if value is None or value is False or (isinstance(value, (list, tuple)) and not value
+                                                and action.dest != "eta"):
+            continue
+        flag = max(action.option_strings, key=len)
+        if value is True:
+            out.append(flag)
+        elif action.dest in ("window", "guide_interval") and isinstance(value, (list, tuple)):
+            out.append(f"{flag}={int(value[0])}:{int(value[1])}")
+        elif action.dest == "eta" and isinstance(value, (list, tuple)):
+            out.append(f"{flag}={','.join(repr(float(v)) for v in value)}")
+        elif action.nargs in ("+", "*"):
+            out += [flag, *[str(v) for v in value]]
+        else:
+            out.append(f"{flag}={value}")
+    for term, weight in sorted(_term_weights(args).items()):
+        if weight > 0:
+            out.append(f"--term={term}={weight!r}")
+    return out
 
 
 def _keep_in(args, model):
@@ -514,7 +618,7 @@ def add_parser(sub):
     p.add_argument("--index", help="index file (JSON; resumed if it exists; default: "
                                    "hspace-index-<recipe>.json next to --out)")
     p.add_argument("--classifier", help="classifier folder or TorchScript file "
-                                        "(default: the shipped toy-face classifier; a TorchScript "
+                                        "(default: the domain's classifier; a TorchScript "
                                         "file is code that runs: use only files you trust)")
     p.add_argument("--attributes", help="JSON list of the TorchScript classifier's output names")
     p.add_argument("--positive", help="folder of images with the attribute (inverted)")
@@ -525,25 +629,30 @@ def add_parser(sub):
                    help="instead of a mean difference, fit one direction through the sampling "
                         "chain that flips the attribute of --train-samples samples and keeps the "
                         "classifier's other attributes (ITERS Adam iterations, default 40)")
+    p.add_argument("--preset", metavar="NAME",
+                   help="a recipe of --optimize from the domain (--list-presets names them): the fit "
+                        "options it sets, for its attributes; options given beside it override its values")
+    p.add_argument("--list-presets", dest="list_presets", action="store_true",
+                   help="print the domain's presets and stop")
     p.add_argument("--train-samples", dest="train_samples", type=_positive_int, default=None,
                    help="with --optimize: samples to fit on, seeds SEED_START..; each iteration "
                         "takes the next --batch of them (default ITERS x BATCH: all fresh)")
-    p.add_argument("--keep", type=_nonneg_float, default=30.0,
+    p.add_argument("--keep", type=_nonneg_float, default=None,
                    help="with --optimize: weight of the other attributes' squared score change "
                         "(default 30)")
-    p.add_argument("--lr", type=_positive_float, default=0.25,
+    p.add_argument("--lr", type=_positive_float, default=None,
                    help="with --optimize: Adam's step, in units of the RMS of h (default 0.25)")
-    p.add_argument("--window", type=window, default=None, metavar="T0:T1",
+    p.add_argument("--window", type=_fit_window, default=None, metavar="T0:T1",
                    help="with --optimize: the timesteps the change is fitted and applied at "
                         "(default: the last 70%% of the schedule, 699:0 on a 1000-step model; "
-                        "999:0 = every step)")
-    p.add_argument("--shared", action="store_true",
+                        "'all' = every step, 999:0 on a 1000-step model)")
+    p.add_argument("--shared", action="store_true", default=None,
                    help="with --optimize: one change of h for every step in the window")
-    p.add_argument("--per-channel", dest="per_channel", action="store_true",
+    p.add_argument("--per-channel", dest="per_channel", action="store_true", default=None,
                    help="with --optimize: one number per channel of h, the same at every position")
-    p.add_argument("--still", type=_nonneg_float, default=0.0,
+    p.add_argument("--still", type=_nonneg_float, default=None,
                    help="with --optimize: weight of the mean squared pixel change (default 0)")
-    p.add_argument("--free", nargs="+", metavar="ATTR", default=[],
+    p.add_argument("--free", nargs="+", metavar="ATTR", default=None,
                    help="with --optimize: attributes the change may move (not kept), e.g. the "
                         "other hair colours when fitting blond hair")
     p.add_argument("--region", metavar="MASK.png",
@@ -564,27 +673,29 @@ def add_parser(sub):
                         "several; --list-terms names them)")
     p.add_argument("--list-terms", dest="list_terms", action="store_true",
                    help="print the domain's fit terms and stop")
-    p.add_argument("--grow", type=_nonneg_int, default=3, metavar="N",
+    p.add_argument("--grow", type=_nonneg_int, default=None, metavar="N",
                    help="with --keep-in-part: pixels to grow the part by (default 3)")
     p.add_argument("--free-steps", dest="free_steps", type=_nonneg_int, default=None, metavar="N",
                    help="with --keep-in or --keep-in-part: the last N steps run without the mask "
                         "(default 1)")
-    p.add_argument("--part-check", dest="part_check", type=_nonneg_float, default=0.0, metavar="W",
+    p.add_argument("--part-check", dest="part_check", type=_nonneg_float, default=None, metavar="W",
                    help="the same as --term part-check=W")
-    p.add_argument("--hair-colour", dest="hair_colour", type=_nonneg_float, default=0.0, metavar="W",
+    p.add_argument("--hair-colour", dest="hair_colour", type=_nonneg_float, default=None, metavar="W",
                    help="the same as --term hair-colour=W")
-    p.add_argument("--outside-hair", dest="outside_hair", type=_nonneg_float, default=0.0, metavar="W",
+    p.add_argument("--outside-hair", dest="outside_hair", type=_nonneg_float, default=None, metavar="W",
                    help="the same as --term outside-hair=W")
-    p.add_argument("--skip", nargs="+", metavar="ATTR", default=[],
+    p.add_argument("--skip", nargs="+", metavar="ATTR", default=None,
                    help="with --optimize: leave out the training samples the classifier reads with "
                         "ATTR (e.g. --skip bald for a hair colour: a bald head has no hair to recolour)")
     p.add_argument("--batch", type=_positive_int, default=16, help="samples per batch (default 16)")
     p.add_argument("--seed-start", dest="seed_start", type=_nonneg_int, default=0,
                    help="the index (or --optimize's samples) uses seeds SEED_START .. "
                         "SEED_START+N-1 (default 0)")
-    p.add_argument("--out", required=True, help="direction file to write (.safetensors)")
+    p.add_argument("--out", help="direction file to write (.safetensors; required but with --list-terms "
+                                 "or --list-presets)")
     add_model_args(p)
     p.set_defaults(func=run_supervised)
+    _SUPERVISED_ACTIONS[:] = p._actions
 
     # disentangle
     p = sub.add_parser("disentangle", help="project directions out of a direction",
@@ -621,7 +732,7 @@ def add_parser(sub):
     p.add_argument("--min-change", dest="min_change", type=_float, default=0.02,
                    help="smallest score change that names a direction (default 0.02)")
     p.add_argument("--classifier", help="classifier folder or TorchScript file "
-                                        "(default: the shipped toy-face classifier; a TorchScript "
+                                        "(default: the domain's classifier; a TorchScript "
                                         "file is code that runs: use only files you trust)")
     p.add_argument("--attributes", help="JSON list of the TorchScript classifier's output names")
     p.add_argument("--batch", type=_positive_int, default=16, help="edits per batch (default 16)")

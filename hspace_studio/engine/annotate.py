@@ -256,6 +256,8 @@ def load_classifier(spec=None, attributes=None, device=None) -> AttributeClassif
             raise ClassifierUsageError(f"the {domain.name} domain has no default classifier: pass "
                                        "--classifier FILE.pt --attributes NAMES.json")
         spec = domain.default_classifier
+        if not Path(spec).expanduser().exists():  # the domain says how to get it
+            raise ClassifierError(domain.missing("classifier", spec))
     p = Path(spec).expanduser()
     if p.is_dir():
         if attributes is not None:

@@ -195,6 +195,8 @@ def load_segmenter(spec=None, device=None) -> Segmenter:
             raise SegmenterError(f"the {active_domain().name} domain has no default segmenter: give a "
                                  "TorchScript file with its part names (parser.pt + parser.json)")
         spec = default
+        if not Path(str(spec)).expanduser().exists():  # the domain says how to get it
+            raise SegmenterError(active_domain().missing("segmenter", spec))
     p = Path(str(spec)).expanduser()
     if p.is_dir():
         fmt = folder_format(p, "segmenter")

@@ -2,7 +2,9 @@
 
 The embedded default model is trained on these faces; the domain supplies its attribute
 classifier and part segmenter (folders in the toy networks' own format, loaded by
-:mod:`.nets`) and the fit terms read by the segmenter (:mod:`.part_checks`).
+:mod:`.nets`), the fit terms read by the segmenter (:mod:`.part_checks`), the presets of
+``supervised --optimize`` (the model card's recipes) and its own commands, ``demo`` and
+``evaluate`` (:mod:`.commands`).
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ from typing import Dict
 import torch
 
 from ..engine.annotate import AttributeClassifier, ClassifierError, _check_names, _file_digest
-from ..engine.domain import Domain, FolderFormat, TermRefused
+from ..engine.domain import Domain, FolderFormat, Preset, TermRefused
 from ..engine.segmenter import Segmenter, SegmenterError
+from .generator import ATTRIBUTE_NAMES
+from .part_checks import hair_colour_attributes
 from .quality import CLASSIFIER_DIR, SEGMENTER_DIR
 
 # fit terms: the name given to --term, and the keyword of part_checks.shipped_terms it sets
@@ -44,8 +48,7 @@ class ToyFaceAttributeClassifier(AttributeClassifier):
 
         folder = Path(folder) if folder is not None else CLASSIFIER_DIR
         if not folder.is_dir():
-            raise ClassifierError(f"the toy-face classifier is missing ({folder}); train it with "
-                                  f"`python -m hspace_studio.training.classifier` or pass --classifier")
+            raise ClassifierError(f"the toy-face classifier is missing ({folder}); {MISSING['classifier']}")
         try:
             module, names = _load(folder)
         except (FileNotFoundError, ValueError) as e:
@@ -92,14 +95,56 @@ def build_terms(attribute: str, weights: Dict[str, float], strict: bool = True) 
 
 # what the model card measured on the default model (held-out faces, scale 1): a mean
 # difference of examples flips few faces of these attributes; a fit through the sampler does
-_FIT = ("a mean difference of examples flips {mean} of faces here; tick 'Fit through the sampler' "
-        "(80 iterations) and 'Check the part'{extra}: {fit} flipped in the model card")
+_FIT = ("a mean difference of examples flips {mean} of faces here; choose the preset '{preset}' "
+        "(Fit through the sampler, 80 iterations, and Check the part{extra}): {fit} flipped in the model card"
+        "{kept}")
+_KEPT = ", fitted for edits kept where the part can be (evaluate --optimize-keep-in)"
 ADVICE = {
-    "smiling": _FIT.format(mean="9%", extra="", fit="95%"),
-    "eyeglasses": _FIT.format(mean="2%", extra=" and 'Fit at every step'", fit="100%"),
-    "mouth_open": _FIT.format(mean="10%", extra=" and 'Fit at every step'", fit="98%"),
-    "blond_hair": _FIT.format(mean="11%", extra=", 'Recolour the hair', 'Fit at every step' and "
-                              "'Fit for edits kept in each face's own part' (hair, +1 px)", fit="93%"),
+    "smiling": _FIT.format(mean="9%", preset="smiling", extra="", fit="95%", kept=_KEPT),
+    "eyeglasses": _FIT.format(mean="2%", preset="eyeglasses", extra=", at every step", fit="100%", kept=_KEPT),
+    "mouth_open": _FIT.format(mean="10%", preset="mouth-open", extra=", at every step", fit="98%", kept=_KEPT),
+    "blond_hair": ("a mean difference of examples flips 11% of faces here; choose the preset 'hair-colour' "
+                   "(Fit through the sampler, 100 iterations at every step, kept in each face's own hair "
+                   "+1 px, the hair recoloured): 93% flipped in the model card"),
+}
+
+# presets: the model card's recipes of supervised --optimize
+HAIR_COLOURS_NAMED = tuple(hair_colour_attributes())
+_PART = {"terms": {"part-check": 16.0}}
+_NOT_KEPT = "; left out: the model card's region where the part can be (no file form)"
+
+
+def _hair_colour(attribute: str) -> dict:
+    """The recolouring's values for one hair colour: the other colours free; the part check
+    where the segmenter checks the attribute (blond_hair)."""
+    from .part_checks import CHECKED
+
+    out = {"free": [a for a in HAIR_COLOURS_NAMED if a != attribute]}
+    if attribute in CHECKED:
+        out["terms"] = {"part-check": 16.0}
+    return out
+
+
+PRESETS = [
+    Preset("smiling", "smiling: 80 iterations, part-check 16" + _NOT_KEPT,
+           {"optimize": 80, **_PART}, attributes=("smiling",)),
+    Preset("eyeglasses", "eyeglasses: 80 iterations at every step, part-check 16" + _NOT_KEPT,
+           {"optimize": 80, "window": "all", **_PART}, attributes=("eyeglasses",)),
+    Preset("mouth-open", "mouth_open: 80 iterations at every step, part-check 16" + _NOT_KEPT,
+           {"optimize": 80, "window": "all", **_PART}, attributes=("mouth_open",)),
+    Preset("hair-colour", "recolour the hair (hair colours): 100 iterations at every step, kept in each "
+           "face's own hair +1 px, hair-colour 48, outside-hair 16, part-check 16 (blond_hair), the other "
+           "hair colours free, bald skipped",
+           {"optimize": 100, "window": "all", "keep_in_part": ["hair"], "grow": 1,
+            "terms": {"hair-colour": 48.0, "outside-hair": 16.0}, "skip": ["bald"]},
+           attributes=HAIR_COLOURS_NAMED, for_attribute=_hair_colour),
+]
+
+MISSING = {
+    "classifier": "train it with `python -m hspace_studio.training.classifier --out resources/toyfaces-classifier` "
+                  "(docs/training.md) or pass --classifier",
+    "segmenter": "train it with `python -m hspace_studio.training.segmenter --out resources/toyfaces-segmenter` "
+                 "(docs/training.md) or pass --segmenter",
 }
 
 TOY_FACES = Domain(
@@ -114,4 +159,11 @@ TOY_FACES = Domain(
     terms={name: help for name, (_, help) in TERMS.items()},
     build_terms=build_terms,
     advice=ADVICE,
+    presets=PRESETS,
+    attributes=tuple(ATTRIBUTE_NAMES),
+    # a fit kept in each face's own part: the app's choices and the segmenter parts they name
+    part_groups={"mouth": ("mouth",), "eyes": ("left_eye", "right_eye"),
+                 "eyes and glasses": ("left_eye", "right_eye", "glasses"), "brows": ("brows",), "hair": ("hair",)},
+    commands={"demo": "hspace_studio.toyfaces.commands.demo", "evaluate": "hspace_studio.toyfaces.commands.evaluate"},
+    missing_hints=MISSING,
 )

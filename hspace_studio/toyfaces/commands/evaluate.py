@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from .common import (_int_at_least, _nonneg_float, _nonneg_int, _positive_int, add_model_args, open_model,
+from ...cli.common import (_int_at_least, _nonneg_float, _nonneg_int, _positive_int, add_model_args, open_model,
                      progress_and_cancel, window)
 
 SECTIONS = ("quality", "inversion", "supervised", "optimized", "pca", "jacobian")
@@ -35,13 +35,13 @@ def _names_from(choices):
 
 
 def _supervised_names():
-    from ..toyfaces.evaluation import SUPERVISED_ATTRS
+    from ..evaluation import SUPERVISED_ATTRS
 
     return SUPERVISED_ATTRS
 
 
 def _all_names():
-    from ..toyfaces.generator import ATTRIBUTE_NAMES
+    from ..generator import ATTRIBUTE_NAMES
 
     return ATTRIBUTE_NAMES
 
@@ -148,8 +148,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..core.atomic import write_text
-    from ..toyfaces import evaluation
+    from ...core.atomic import write_text
+    from .. import evaluation
 
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     bad = [s for s in sections if s not in SECTIONS]

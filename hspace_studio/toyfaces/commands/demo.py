@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .common import add_model_args, open_model, progress_and_cancel
+from ...cli.common import add_model_args, open_model, progress_and_cancel
 
 
 def add_parser(sub):
@@ -20,7 +20,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..toyfaces.demo import Demo, DemoSettings
+    from ..demo import Demo, DemoSettings
 
     model = open_model(args)
     settings = DemoSettings.quick() if args.quick else DemoSettings()

@@ -1,0 +1,86 @@
+"""engine.compiled: a compiled model gives the eager model's images; grad still flows eagerly."""
+import pytest
+import torch
+
+from hspace_studio.engine import load_model, sample
+from hspace_studio.engine.compiled import accelerate, accelerated, compiler_available, restore
+from hspace_studio.engine.discover.jacobian import _forward_ad_safe
+from hspace_studio.engine.hspace import hspace_hook
+from hspace_studio.engine.sampler import EditSpec, edit, strip
+
+pytestmark = pytest.mark.skipif(not compiler_available(), reason="torch.compile needs a C++ compiler")
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_model_8_dir):
+    """The same 8x8 pixel model loaded twice: one eager, one accelerated."""
+    eager = load_model(str(tiny_model_8_dir), device="cpu")
+    fast = load_model(str(tiny_model_8_dir), device="cpu")
+    accelerate(fast, compile=True)
+    return eager, fast
+
+
+def _direction(traj, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(traj.hs.shape, generator=g) * 0.3
+
+
+def test_compiled_edits_and_strips_equal_the_eager_model(pair):
+    eager, fast = pair
+    assert accelerated(fast.unet) and not accelerated(eager.unet)
+    traj = sample(eager, [3], steps=4, eta=1.0)[0]
+    traj_fast = sample(fast, [3], steps=4, eta=1.0)[0]
+    assert torch.allclose(traj_fast.x_0, traj.x_0, atol=1e-5)
+    assert torch.allclose(traj_fast.hs, traj.hs, atol=1e-5)
+    d = _direction(traj)
+    for scale in (-2.0, 0.5, 3.0):  # new scales reuse the built code; each equals the eager edit
+        want = edit(eager, traj, [EditSpec(d, scale)])
+        got = edit(fast, traj, [EditSpec(d, scale)])
+        assert not torch.equal(want, traj.x_0)
+        assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+@pytest.mark.slow
+def test_a_batch_of_another_size_builds_once_more_and_agrees(pair):
+    eager, fast = pair
+    traj = sample(eager, [3], steps=4, eta=1.0)[0]
+    d = _direction(traj)
+    want = strip(eager, traj, d, [-1.0, 0.0, 1.0])
+    got = strip(fast, traj, d, [-1.0, 0.0, 1.0])
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_grad_runs_the_eager_forward(pair):
+    """With grad on (the Jacobian's autograd and forward-mode AD), the eager forward runs:
+    d eps / d h and its product with a vector equal the eager model's."""
+    eager, fast = pair
+    traj = sample(eager, [5], steps=2, eta=1.0)[0]
+    x, t, h0 = traj.xs[0][None], traj.timesteps[0], traj.hs[0][None]
+    v = _direction(traj)[0][None]
+
+    def eps(model):
+        def f(h):
+            with hspace_hook(model.unet, traj.h_space, edit=lambda _h: h):
+                return model.unet(x, t).sample
+        return f
+
+    for model in (eager, fast):
+        h = h0.clone().requires_grad_(True)
+        (eps(model)(h) * x).sum().backward()
+        model.grad = h.grad
+    assert torch.allclose(fast.grad, eager.grad, atol=1e-6)
+    with _forward_ad_safe(eager.unet):
+        _, jv_eager = torch.func.jvp(eps(eager), (h0,), (v,))
+    with _forward_ad_safe(fast.unet):
+        _, jv_fast = torch.func.jvp(eps(fast), (h0,), (v,))
+    assert torch.allclose(jv_fast, jv_eager, atol=1e-6)
+
+
+def test_restore_gives_the_eager_forward_back(tiny_model_8_dir):
+    m = load_model(str(tiny_model_8_dir), device="cpu")
+    before = m.unet.forward
+    accelerate(m, compile=False, bf16=True)
+    assert accelerated(m.unet) and m.info["accelerated"] == {"compile": False, "bf16": True}
+    restore(m)
+    assert not accelerated(m.unet) and "accelerated" not in m.info
+    assert m.unet.forward == before
