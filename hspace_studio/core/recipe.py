@@ -18,7 +18,8 @@ The recipe format is the one ``hspace-studio edit`` writes::
                      "frames": 5}  (only for interpolation strips; then "edits" is empty),
      "guide": {"model": "default", "weight": 4.0, "interval": [lo, hi] or null}  (only if guided),
      "timesteps": "power:0.8"  (only if not the scheduler's own spacing),
-     "prompt": {"prompt": "...", "negative_prompt": "...", "guidance": 7.5}  (text-to-image models)}
+     "prompt": {"prompt": "...", "negative_prompt": "...", "guidance": 7.5}  (text-to-image models),
+     "bf16": true  (only if the network ran under bfloat16 autocast, --bf16)}
 
 :func:`recipe_to_cli_args` turns it back into the arguments that re-create the image.
 """
@@ -53,6 +54,8 @@ def recipe_to_cli_args(recipe: dict, out: Optional[str] = None) -> List[str]:
             args.append(f"--guide-interval={int(lo)}:{int(hi)}")
     if recipe.get("timesteps"):
         args.append(f"--timesteps={recipe['timesteps']}")
+    if recipe.get("bf16") is True:
+        args.append("--bf16")
     prompt = recipe.get("prompt")
     if isinstance(prompt, dict):
         args += [f"--prompt={prompt.get('prompt', '')}",
@@ -132,6 +135,8 @@ def with_model_settings(recipe: dict, model) -> dict:
                         "interval": info.get("guide_interval")}
     if info.get("timesteps"):
         out["timesteps"] = info["timesteps"]
+    if (info.get("accelerated") or {}).get("bf16"):
+        out["bf16"] = True
     conditioning = getattr(model, "conditioning", None)
     if conditioning:
         out["prompt"] = dict(conditioning)
