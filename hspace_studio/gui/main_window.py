@@ -127,6 +127,8 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
         self.last_preview_latency: Optional[float] = None  # slider move -> preview painted
         self.last_exact_latency: Optional[float] = None  # slider move -> exact image painted
         self.node_previews_shown = 0
+        self.moved_previews_shown = 0  # of them, made from a strip of other edits (see _show_node_preview)
+        self._exact_shown: Optional[tuple] = None  # (image, epoch, edits) of the last exact image
 
         main_thread_gc.acquire()  # cycles holding Qt objects die in this thread, not the worker's
         self.engine = EngineThread()
@@ -174,7 +176,10 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
         self.source_panel.set_model_source(model, self.recent.get("models"))
         self.source_panel.set_values(seed=seed, steps=steps, eta=eta, h_space=h_space)
         self.brush = BrushPanel(self.mask, self.canvas)
-        parts = segmenter_parts(RESOURCES / "toyfaces-segmenter")
+        from ..domains import ensure
+
+        segmenter = ensure().default_segmenter  # the domain's segmenter: its part names
+        parts = segmenter_parts(Path(segmenter)) if segmenter else []
         if parts:
             self.brush.set_default_parts(parts)
         self.brush.segmenterError.connect(self.show_error)

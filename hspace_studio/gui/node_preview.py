@@ -46,6 +46,13 @@ class NodeImages:
         """uint8 (H, W, 3): the cross-fade at ``scale`` (a node's own image at a node)."""
         return crossfade(self.scales, self.images, scale)
 
+    def moved(self, base: np.ndarray, from_scale: float, to_scale: float) -> np.ndarray:
+        """uint8 (H, W, 3): ``base`` (an exact image with this direction at ``from_scale``)
+        plus what the strip's cross-fade changes from ``from_scale`` to ``to_scale``: the
+        preview of a strip made under other edits than ``base`` was (a stale strip)."""
+        step = self.pixels(to_scale).astype(np.int16) - self.pixels(from_scale).astype(np.int16)
+        return (np.asarray(base, dtype=np.int16) + step).clip(0, 255).astype(np.uint8)
+
 
 def crossfade(scales: np.ndarray, images: np.ndarray, scale: float) -> np.ndarray:
     """Linear interpolation between the images at the two node ``scales`` (ascending)

@@ -66,6 +66,8 @@ class PreviewControl:
                 self._show_latency()
             return
         self.canvas.set_edited(res.image)
+        if self._preview_req is not None:
+            self._exact_shown = (res.image, self._node_epoch, self._preview_req.edits)
         self.showing_preview = False
         self.messages.clear_error("preview")  # only a preview's own error: others stay to be read
         now = time.perf_counter()
@@ -78,22 +80,53 @@ class PreviewControl:
         self.previewShown.emit(res.id)
 
     def _show_node_preview(self, key, moved_at: float) -> bool:
-        """Put the cross-fade of direction ``key``'s strip images at its new scale on the
-        canvas, labelled as a preview, if a strip made with the current other edits is here
-        (then the exact image of the request about to be sent replaces it)."""
+        """Put a preview of direction ``key`` at its new scale on the canvas at once, labelled
+        as such (the exact image of the request about to be sent replaces it):
+
+        - the cross-fade of its strip images, where a strip made with the current other
+          edits is here;
+        - else, where a strip of this image made under other edits is here (another slider
+          moved since), the last exact image plus what that strip changes between the
+          direction's scale in that image and the new one;
+        - else nothing: the old image stays."""
         nodes = self._nodes.get(key)
         want = self._strip_context(key)
-        scale = float(self.library.direction(key)[1].scale) if want is not None else 0.0
-        if nodes is None or want is None or nodes.context[0] != want[0] or not nodes.covers(scale):
-            return False  # no strip of this edit (or a typed scale beyond it): the old image stays
-        img = nodes.pixels(scale)
+        if nodes is None or want is None:
+            return False
+        scale = float(self.library.direction(key)[1].scale)
+        if not nodes.covers(scale):
+            return False  # a typed scale beyond the strip
+        if nodes.context[0] == want[0]:
+            img, text = nodes.pixels(scale), "preview"
+        else:
+            base = self._exact_for(key, want[0])
+            if base is None or not nodes.covers(base[1]):
+                return False
+            img, text = nodes.moved(base[0], base[1], scale), "preview (approximate)"
+            self.moved_previews_shown += 1
         self._node_shown_id = self._preview_id + 1  # the id request_preview gives next
-        self.canvas.set_edited(img, interim=True, text="preview")
+        self.canvas.set_edited(img, interim=True, text=text)
         self.showing_preview = True
         self.node_previews_shown += 1
         self._paint_clock["preview"] = moved_at
         self._show_latency()
         return True
+
+    def _exact_for(self, key, ctx) -> Optional[tuple]:
+        """(image, scale of ``key`` in it) of the exact image last shown, if it was made of
+        this image (``ctx``'s epoch) with the other edits ``ctx`` names; else None."""
+        shown = self._exact_shown
+        if shown is None:
+            return None
+        image, epoch, edits = shown
+        epoch_now, _item, others = ctx
+        if epoch != epoch_now:
+            return None
+        mine = [e for e in edits if (e.set_id, e.index) == tuple(key)]
+        rest = tuple(e for e in edits if (e.set_id, e.index) != tuple(key) and e.scale != 0.0)
+        if rest != others:
+            return None
+        return image, (float(mine[0].scale) if mine else 0.0)
 
     def _canvas_painted(self) -> None:
         """The canvas drew what was last put on it: the latencies end here."""

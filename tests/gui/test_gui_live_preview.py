@@ -142,6 +142,45 @@ def test_strip_includes_other_edits_and_goes_stale_with_them(qtbot, win, dir_fil
     assert np.array_equal(win.canvas.edited_array(), want)
 
 
+def test_a_strip_made_under_other_edits_still_previews_from_the_last_exact_image(qtbot, win, dir_file, tiny_model,
+                                                                                reference, monkeypatch):
+    """After another slider moved (and its exact image came), the first move of a direction
+    whose strip has the old other edit shows at once the exact image plus the strip's change,
+    labelled approximate; the exact image still replaces it."""
+    s = import_and_activate(qtbot, win, dir_file, rows=(0, 1))
+    key, other = (s.set_id, 0), (s.set_id, 1)
+    rows = win.slider_rows()
+    win.library.select(*key)
+    wait_idle(qtbot, win)  # key's strip, with the other edit at 0
+    win.library.select(*other)
+    rows[1].slider.setValue(500)
+    wait_idle(qtbot, win)  # the exact image with the other edit; key's strip is now stale
+    assert win._nodes[key].context != win._strip_context(key)[0]
+    before = win.canvas.edited_array().copy()
+    spy = CanvasSpy(win, monkeypatch, key)
+    rows[0].slider.setValue(700)
+    assert spy.events and spy.events[0][0] == "preview", spy.events
+    assert spy.events[0][2] == "preview (approximate)"
+    shown = win.canvas.edited_array().copy()
+    wait_idle(qtbot, win)
+    assert spy.events[-1][0] == "exact"
+    want = direct_edit(tiny_model, reference, dir_file, [(0, rows[0].scale()), (1, rows[1].scale())])
+    assert np.array_equal(win.canvas.edited_array(), want)
+    # the preview moved toward the exact image: closer to it than the image before the move
+    err = lambda a: np.abs(a.astype(int) - want.astype(int)).mean()  # noqa: E731
+    assert err(shown) < err(before), (err(shown), err(before))
+    assert win.moved_previews_shown == 1
+
+
+def test_node_images_moved_adds_the_strips_change():
+    from hspace_studio.gui.node_preview import NodeImages
+
+    n = NodeImages.from_strip((0.0, 1.0), [np.full((1, 1, 3), 100, np.uint8), np.full((1, 1, 3), 160, np.uint8)])
+    base = np.array([[[10, 250, 128]]], np.uint8)
+    assert n.moved(base, 0.0, 0.5).tolist() == [[[40, 255, 158]]]  # +30, clipped at 255
+    assert n.moved(base, 1.0, 0.0).tolist() == [[[0, 190, 68]]]  # -60, clipped at 0
+
+
 def test_node_images_cross_fade():
     from hspace_studio.gui.node_preview import NodeImages
 
