@@ -14,6 +14,7 @@ from ..core.errors import FileFormatError, HSpaceError, ModelLoadError, ModelMis
 from ..core.recipe import with_model_settings
 from ..core.session import SetState, DirectionState, default_range
 from ..core.spacing import spacing_key
+from .edits import h_delta, mask_region, noise_edit, strip_x0
 from .records import ModelInfo, TrajectoryInfo
 from .requests import H_SPACE_POINTS
 
@@ -87,7 +88,7 @@ class EngineState:
             conditioning=dict(model.conditioning) if model.takes_prompt else None,
             advice=dict(active_domain().advice))
         self.traj = None
-        self._invalidate()
+        self.invalidate()
         return self.model_info
 
     def require_model(self):
@@ -104,7 +105,7 @@ class EngineState:
         self.traj = traj
         self.source = dict(source)
         self.gen += 1
-        self._invalidate()
+        self.invalidate()
         return self.trajectory_info(note, psnr)
 
     def trajectory_info(self, note: str = "", psnr=None) -> TrajectoryInfo:
@@ -113,10 +114,20 @@ class EngineState:
                               source=dict(self.source), origin=dict(t.origin), h_space=t.h_space,
                               note=note, psnr=psnr)
 
-    def _invalidate(self) -> None:
+    def invalidate(self) -> None:
+        """Forget the cached deltas and the last render (the image, the model or the sets changed)."""
         self._deltas.clear()
         self._last = None
         self.version += 1
+
+    def forget_sets(self, set_ids) -> int:
+        """Drop direction sets and their cached deltas; returns how many were asked for."""
+        gone = set(set_ids)
+        for sid in gone:
+            self.sets.pop(sid, None)
+        for key in [k for k in self._deltas if k[0] in gone]:
+            del self._deltas[key]
+        return len(gone)
 
     # -- pixels ------------------------------------------------------------------------
     def pixels(self, x0) -> np.ndarray:
@@ -232,11 +243,8 @@ class EngineState:
         d = self._deltas.get(key)
         if d is None:
             ds = self.get_set(set_id)
-            info = self.model_info
-            ds.check_model(info.weights_fingerprint, traj.h_space, tuple(traj.hs.shape[1:]),
-                           f"direction set '{ds.labels[0] if len(ds) else set_id}'")
-            mapped = ds.for_timesteps(traj.timesteps)
-            d = mapped.steps_delta(int(index), self.at_step(at_timestep))
+            d = h_delta(ds, index, traj, self.model_info.weights_fingerprint, self.at_step(at_timestep),
+                        _set_name(ds, set_id))
             self._deltas[key] = d
         return d
 
@@ -252,14 +260,11 @@ class EngineState:
 
     def region(self):
         """The sampler ``Region`` of the current mask for the loaded model, or None."""
-        from ..engine.sampler import Region, region_weights
-
         if self.region_mask is None:
             return None
         model = self.require_model()
         if self._region is None or self._region[0] != model.fingerprint:
-            self._region = (model.fingerprint, Region(region_weights(model, self.region_mask),
-                                                      self.region_free_steps))
+            self._region = (model.fingerprint, mask_region(model, self.region_mask, self.region_free_steps))
         return self._region[1]
 
     def specs(self, edits) -> list:
@@ -276,8 +281,6 @@ class EngineState:
 
     def noise_edit(self, set_id: str, index: int, scale: float):
         """The sampler ``NoiseEdit`` of a noise-space direction (window and step do not apply)."""
-        from ..engine.noise_edits import noise_edit
-
         key = (set_id, int(index), "noise")
         ne = self._deltas.get(key)
         if ne is None:
@@ -285,8 +288,8 @@ class EngineState:
             status, why = self._check_noise_set(ds)
             if status == "mismatch":
                 raise ModelMismatchError(why)
-            ne = noise_edit(ds, int(index), 1.0, self.require_traj(),
-                            f"direction set '{ds.labels[0] if len(ds) else set_id}'")
+            ne = noise_edit(ds, index, 1.0, self.require_traj(), self.model_info.weights_fingerprint,
+                            _set_name(ds, set_id))
             self._deltas[key] = ne
         return dataclasses.replace(ne, scale=float(scale))
 
@@ -308,19 +311,11 @@ class EngineState:
         return self.pixels(self.render_x0(edits, cancel, preview))
 
     def strip_x0(self, item, scales, others, cancel=None, progress=None):
-        from ..engine.sampler import strip
-
+        """x_0 of ``item`` at each of ``scales`` with the ``others`` (its own scale is ignored)."""
         model, traj = self.require_model(), self.require_traj()
-        if self.is_noise(item.set_id):
-            from ..engine.sampler import edit_batch
-
-            batch = [[self.noise_edit(item.set_id, item.index, float(s)), *self.specs(others)] for s in scales]
-            return edit_batch(model, traj, batch, progress=progress, cancel=cancel, region=self.region()).x_0
-        delta = self.delta(item.set_id, item.index, item.at_timestep)
-        window = tuple(item.window) if item.window is not None else None
-        return strip(model, traj, delta, [float(s) for s in scales], window, self.specs(others),
-                     progress=progress, cancel=cancel, region=self.region(),
-                     asymmetric=bool(getattr(item, "asymmetric", False)))
+        (first,) = self.specs([dataclasses.replace(item, scale=1.0)])
+        return strip_x0(model, traj, first, scales, self.specs(others), region=self.region(),
+                        progress=progress, cancel=cancel)
 
     def render_strip(self, item, scales, others, cancel=None) -> List[np.ndarray]:
         xs = self.strip_x0(item, scales, others, cancel)
@@ -417,6 +412,11 @@ class EngineState:
 
 NOISE_RANGE = 2.0  # the slider range of noise-space directions
 PREVIEW_DECODE_S = 0.1  # a latent model's progressive preview decodes x_0 if that takes less
+
+
+def _set_name(ds, set_id: str) -> str:
+    """How a message names a set of the library."""
+    return f"direction set '{ds.labels[0] if len(ds) else set_id}'"
 
 
 def _is_noise(ds) -> bool:

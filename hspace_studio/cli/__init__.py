@@ -112,7 +112,8 @@ def domain_option(argv):
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    from ..core.errors import Cancelled, HSpaceError
+    from ..app.errors import error_message, is_expected
+    from ..core.errors import Cancelled
 
     try:
         from ..domains import DOMAINS, ENV, chosen
@@ -135,17 +136,11 @@ def main(argv=None) -> int:
     except (KeyboardInterrupt, Cancelled):
         print("cancelled", file=sys.stderr)
         return 130
-    except (HSpaceError, ValueError, IndexError, OSError) as e:
-        if debug:
-            raise
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 1
     except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
         if debug:
             raise
-        print(f"error: unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-              f"(run with --debug for details)", file=sys.stderr)
+        hint = "" if is_expected(e) else " (run with --debug for details)"  # a bug
+        print(f"error: {error_message(e)}{hint}", file=sys.stderr)
         return 1
 
 

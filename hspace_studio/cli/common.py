@@ -243,32 +243,28 @@ def progress_and_cancel(desc: str = ""):
 
 def load_source(args, model, bar, token):
     """The trajectory named by --seed, --trajectory or --image (with inversion)."""
-    from ..engine.sampler import sample
-    from ..engine.trajectory import Trajectory
+    from ..app.sources import invert_image, open_trajectory, sample_seed
 
     h = args.h_space
     if getattr(args, "trajectory", None):
-        traj = Trajectory.load(args.trajectory)
-        traj.check_model(model.fingerprint, h, args.trajectory, sample_shape=model.sample_shape)
+        traj = open_trajectory(model, args.trajectory, h)
         if model.takes_prompt and any(getattr(args, k, None) is not None
                                       for k in ("prompt", "negative_prompt", "guidance")):
             raise ValueError("a trajectory file fixes its own prompt and guidance: drop --prompt, "
                              "--negative-prompt and --guidance, or sample with --seed")
         model.use_conditioning(traj.origin)  # what follows (e.g. an interpolation's other end) too
         return traj
-    if getattr(args, "image", None):
-        from ..engine.images import load_image
-        from ..engine.inversion import invert
-
-        steps, eta = steps_eta(args)
-        img, note = load_image(args.image, model.image_size)
-        if note:
-            print(f"note: {args.image}: {note}", file=sys.stderr)
-        inv = invert(model, img, steps=steps, eta=eta, h_space=h, progress=bar, cancel=token,
-                     origin={"image": str(args.image)})
-        return inv.trajectory
     steps, eta = steps_eta(args)
-    return sample(model, [args.seed], steps=steps, eta=eta, h_space=h, progress=bar, cancel=token)[0]
+    if getattr(args, "image", None):
+        inv, _ = invert_image(model, args.image, steps, eta, h, progress=bar, cancel=token,
+                              on_note=image_note(args.image))
+        return inv.trajectory
+    return sample_seed(model, args.seed, steps, eta, h, bar, token)
+
+
+def image_note(path):
+    """What prints how an image file was fitted to the model's size (``note: PATH: ...``)."""
+    return lambda note: print(f"note: {path}: {note}", file=sys.stderr)
 
 
 def add_source_args(p: argparse.ArgumentParser, image: bool = True) -> None:

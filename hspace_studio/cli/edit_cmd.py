@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..app.edits import NOISE  # the "space" of a noise-space edit in the recipe
 from .common import (_nonneg_int, add_model_args, add_source_args, load_source, open_model, progress_and_cancel,
                      save_image, split_index, window, with_model_settings)
-
-
-NOISE = "noise"  # the "space" of a noise-space edit in the recipe
 
 
 class _EditAction(argparse.Action):
@@ -128,36 +126,34 @@ def add_parser(sub):
 
 
 def build_edits(model, traj, edits):
-    """EditSpecs and NoiseEdits from the parsed edit dicts, each direction checked against the
-    model, and the ``(path, params)`` of each direction file, read once."""
+    """EditSpecs and NoiseEdits from the parsed edit dicts (a recipe's ``edits``), each
+    direction checked against the model, and the ``(path, params)`` of each direction file,
+    read once."""
+    from ..app.edits import h_edit, noise_edit
     from ..core.errors import ModelMismatchError
     from ..engine.directions import DirectionSet
-    from ..engine.noise_edits import check_noise_set, is_noise_set, noise_edit
-    from ..engine.sampler import EditSpec
+    from ..engine.noise_edits import is_noise_set
 
     specs, files = [], []
     for e in edits:
-        ds = DirectionSet.load(e["direction"])
-        files.append((e["direction"], ds.params))
+        path = e["direction"]
+        ds = DirectionSet.load(path)
+        files.append((path, ds.params))
         if e.get("space") == NOISE:
-            check_noise_set(ds, model.weights_fingerprint, tuple(traj.x_T.shape), e["direction"])
-            specs.append(noise_edit(ds, int(e["index"]), float(e["scale"]), traj, e["direction"]))
+            specs.append(noise_edit(ds, e["index"], e["scale"], traj, model.weights_fingerprint, path))
             continue
         if is_noise_set(ds):
-            raise ModelMismatchError(f"{e['direction']} holds noise-space directions: pass it with "
+            raise ModelMismatchError(f"{path} holds noise-space directions: pass it with "
                                      "--noise-direction, not --direction")
-        ds.check_model(model.weights_fingerprint, traj.h_space, tuple(traj.hs.shape[1:]), e["direction"])
-        ds = ds.for_timesteps(traj.timesteps)
-        delta = ds.steps_delta(e["index"], e["at_step"])
-        specs.append(EditSpec(delta, float(e["scale"]), e["window"], bool(e.get("asymmetric", False))))
+        specs.append(h_edit(ds, e["index"], e["scale"], traj, model.weights_fingerprint, e["window"],
+                            e["at_step"], e.get("asymmetric", False), path))
     return specs, files
 
 
 def run(args) -> int:
-    from dataclasses import replace
-
+    from ..app.edits import region_entry, strip_x0
     from ..engine.images import grid, to_pil, save_png
-    from ..engine.sampler import edit, edit_batch
+    from ..engine.sampler import edit
 
     edits = args.edits or []
     if args.interpolate_with is not None:
@@ -180,13 +176,11 @@ def run(args) -> int:
                   "source": _source_recipe(args, traj), "edits": edits}
         if args.region_from:
             seg, parts = args.region_from
-            recipe["region"] = {"parts": parts, "grow": int(args.grow), "free_steps": region.free_steps,
-                                **({"segmenter": seg} if seg != "default" else {})}
+            recipe["region"] = region_entry(region.free_steps, parts=parts, grow=args.grow, segmenter=seg)
         elif region is not None:
-            recipe["region"] = {"mask": str(args.region), "free_steps": region.free_steps}
+            recipe["region"] = region_entry(region.free_steps, mask=args.region)
         if args.strip:
-            batch = [[replace(specs[0], scale=float(s)), *specs[1:]] for s in args.strip]
-            xs = edit_batch(model, traj, batch, progress=bar, cancel=token, region=region).x_0
+            xs = strip_x0(model, traj, specs[0], args.strip, specs[1:], region=region, progress=bar, cancel=token)
             imgs = [to_pil(model.to_pixels(x[None])[0]) for x in xs]
             recipe["strip"] = args.strip
             save_png(args.out, grid(imgs, cols=len(imgs)), with_model_settings(recipe, model))
@@ -202,21 +196,16 @@ def _other_image(args, model, traj, bar, token):
     image's steps and eta) and its recipe entry."""
     from pathlib import Path
 
-    from ..engine.sampler import sample
-    from ..engine.trajectory import Trajectory
+    from ..app.sources import open_trajectory, sample_seed
 
     value = str(args.interpolate_with)
     if Path(value).is_file():
-        other = Trajectory.load(value)
-        other.check_model(model.fingerprint, traj.h_space, value, sample_shape=model.sample_shape)
-        return other, {"trajectory": value}
+        return open_trajectory(model, value, traj.h_space), {"trajectory": value}
     try:
         seed = int(value)
     except ValueError:
         raise ValueError(f"--interpolate-with: '{value}' is neither a seed nor a trajectory file") from None
-    other = sample(model, [seed], steps=traj.steps, eta=traj.etas.tolist(), h_space=traj.h_space,
-                   progress=bar, cancel=token)[0]
-    return other, {"seed": seed}
+    return sample_seed(model, seed, traj.steps, traj.etas.tolist(), traj.h_space, bar, token), {"seed": seed}
 
 
 def _run_interpolation(args) -> int:
@@ -267,7 +256,8 @@ def _region_spec(s: str):
 
 
 def _region(args, model, traj):
-    from ..engine.sampler import Region, region_weights
+    """The region of --region, --region-from or --region-part (None: none)."""
+    from ..app.edits import mask_region, part_region
 
     if args.region_part:
         if args.region_from:
@@ -276,17 +266,11 @@ def _region(args, model, traj):
     if args.region is not None and args.region_from:
         raise ValueError("--region and --region-from exclude each other: give one")
     if args.region_from:
-        from ..engine.segmenter import part_region
-
         seg, parts = args.region_from
-        own = part_region(model, parts, args.grow, int(args.free_steps), segmenter=seg)
-        region = own(model.to_pixels(traj.x_0[None].to(model.device)).clamp(-1, 1))
-        if float(region.weights.sum()) == 0:
-            raise ValueError(f"the segmenter finds no {' or '.join(parts)} in this image")
-        return region
+        return part_region(model, traj, parts, args.grow, args.free_steps, segmenter=seg)
     if args.region is None:
         return None
-    return Region(region_weights(model, args.region), int(args.free_steps))
+    return mask_region(model, args.region, args.free_steps)
 
 
 def _source_recipe(args, traj):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import add_model_args, open_model, progress_and_cancel, save_image, steps_eta
+from .common import add_model_args, image_note, open_model, progress_and_cancel, save_image, steps_eta
 
 
 def add_parser(sub):
@@ -20,17 +20,13 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..engine.images import load_image
-    from ..engine.inversion import invert
+    from ..app.sources import invert_image
 
     model = open_model(args)
     steps, eta = steps_eta(args)
-    img, note = load_image(args.image, model.image_size)
-    if note:
-        print(f"note: {args.image}: {note}", file=sys.stderr)
     with progress_and_cancel("inverting") as (bar, token):
-        inv = invert(model, img, steps=steps, eta=eta, h_space=args.h_space, seed=args.noise_seed,
-                     progress=bar, cancel=token, origin={"image": str(args.image)})
+        inv, _ = invert_image(model, args.image, steps, eta, args.h_space, seed=args.noise_seed,
+                              progress=bar, cancel=token, on_note=image_note(args.image))
     inv.trajectory.save(args.trajectory)
     recipe = {"model": args.model, "fingerprint": model.fingerprint, "h_space": args.h_space,
               "source": {"image": str(args.image), "steps": steps, "eta": eta,

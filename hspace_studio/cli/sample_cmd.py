@@ -17,13 +17,12 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..engine.sampler import sample
+    from ..app.sources import sample_seed
 
     model = open_model(args)
     steps, eta = steps_eta(args)
     with progress_and_cancel("sampling") as (bar, token):
-        traj = sample(model, [args.seed], steps=steps, eta=eta, h_space=args.h_space,
-                      progress=bar, cancel=token)[0]
+        traj = sample_seed(model, args.seed, steps, eta, args.h_space, bar, token)
     recipe = {"model": args.model, "fingerprint": model.fingerprint, "h_space": args.h_space,
               "source": {"seed": args.seed, "steps": steps, "eta": eta}, "edits": []}
     if args.trajectory:

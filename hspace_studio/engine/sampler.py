@@ -9,7 +9,7 @@ any device and in any batch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -511,10 +511,14 @@ def edit(model: DiffusionModel, traj: Trajectory, edits: Sequence[Union[EditSpec
                       preview=preview, region=region).x_0[0]
 
 
-def strip(model: DiffusionModel, traj: Trajectory, delta: torch.Tensor, scales: Sequence[float],
-          window=None, others: Sequence[Union[EditSpec, NoiseEdit]] = (), progress: Optional[ProgressFn] = None,
-          cancel: Optional[CancelToken] = None, region: Optional[Region] = None,
-          asymmetric: bool = False) -> torch.Tensor:
-    """x_0 (S, C, H, W): one direction at several scales (plus fixed ``others``), batched."""
-    batch = [[EditSpec(delta, float(s), window, asymmetric), *others] for s in scales]
+def strip(model: DiffusionModel, traj: Trajectory, delta: Union[torch.Tensor, EditSpec, NoiseEdit],
+          scales: Sequence[float], window=None, others: Sequence[Union[EditSpec, NoiseEdit]] = (),
+          progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None,
+          region: Optional[Region] = None, asymmetric: bool = False) -> torch.Tensor:
+    """x_0 (S, C, H, W): one edit at several scales (plus fixed ``others``), batched: the h-space
+    ``delta`` (T, C', H', W') with ``window`` and ``asymmetric``, or an EditSpec or NoiseEdit."""
+    first = delta if isinstance(delta, (EditSpec, NoiseEdit)) else EditSpec(delta, 1.0, window, asymmetric)
+    if first is delta and (window is not None or asymmetric):
+        raise TypeError("strip: an edit carries its own window and mode")
+    batch = [[replace(first, scale=float(s)), *others] for s in scales]
     return edit_batch(model, traj, batch, progress=progress, cancel=cancel, region=region).x_0

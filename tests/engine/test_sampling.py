@@ -107,6 +107,10 @@ def test_several_directions_add_and_strips_batch(tiny_model):
     assert xs.shape[0] == 3
     assert (xs[1] - t.x_0).abs().max() < 1e-4
     assert (xs[2] - edit(tiny_model, t, [EditSpec(d1, 1.0)])).abs().max() < 1e-4
+    # the strip of an edit (whose scale each scale replaces) is the strip of its delta
+    assert torch.equal(strip(tiny_model, t, EditSpec(d1, 7.0), [-1.0, 0.0, 1.0]), xs)
+    with pytest.raises(TypeError):
+        strip(tiny_model, t, EditSpec(d1, 1.0), [1.0], window=(999, 0))
 
 
 def test_progress_and_cancel(tiny_model):

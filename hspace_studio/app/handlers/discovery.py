@@ -15,6 +15,7 @@ import numpy as np
 from ...core.errors import HSpaceError
 from ...core.session import SetState
 from ..requests import DiscoverJacobian, DiscoverPCA, DiscoverSupervised
+from ..sources import index_file
 from . import handler
 
 
@@ -103,8 +104,7 @@ def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
     seeds = list(range(int(job.index_size)))
     path = None
     if job.index_dir:
-        key = sup.recipe_key(sup.index_recipe(model, clf, int(job.steps), float(job.eta), state.h_space))
-        path = Path(job.index_dir) / f"hspace-index-{key}.json"
+        path = index_file(job.index_dir, model, clf, job.steps, float(job.eta), state.h_space)
         path.parent.mkdir(parents=True, exist_ok=True)
     index = sup.build_index(model, clf, int(job.index_size), path, steps=int(job.steps), eta=float(job.eta),
                             h_space=state.h_space, seeds=seeds, progress=progress, cancel=cancel)

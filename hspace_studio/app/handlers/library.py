@@ -12,12 +12,7 @@ from . import handler
 
 @handler(ForgetSets)
 def _forget_sets(state, job, progress, cancel):
-    gone = set(job.set_ids)
-    for sid in gone:
-        state.sets.pop(sid, None)
-    for key in [k for k in state._deltas if k[0] in gone]:
-        del state._deltas[key]
-    return len(gone)
+    return state.forget_sets(job.set_ids)
 
 
 @handler(SetRegion)

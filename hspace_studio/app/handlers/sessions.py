@@ -59,7 +59,7 @@ def _load_session(state, job, progress, cancel):
         for k, v in saved.items():
             setattr(state, k, v)
         state.sets = saved_sets
-        state._invalidate()
+        state.invalidate()
         raise
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..requests import Invert, LoadModel, OpenTrajectory, Sample, SaveTrajectory
+from ..sources import invert_image, open_trajectory, sample_seed
 from . import handler
 
 
@@ -23,26 +24,19 @@ def _prompt_of(src: dict) -> tuple:
 
 @handler(Sample)
 def _sample(state, job, progress, cancel):
-    from ...engine.sampler import sample
-
     model = state.require_model()
     job.apply(model)
-    traj = sample(model, [int(job.seed)], steps=int(job.steps), eta=float(job.eta),
-                  h_space=state.h_space, progress=progress, cancel=cancel)[0]
+    traj = sample_seed(model, job.seed, job.steps, float(job.eta), state.h_space, progress, cancel)
     return state.set_trajectory(traj, {"kind": "seed", "seed": int(job.seed), "steps": int(job.steps),
                                        "eta": float(job.eta), **model.conditioning})
 
 
 @handler(Invert)
 def _invert(state, job, progress, cancel):
-    from ...engine.images import load_image
-    from ...engine.inversion import invert
-
     model = state.require_model()
     job.apply(model)
-    img, note = load_image(job.path, model.image_size)
-    inv = invert(model, img, steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
-                 progress=progress, cancel=cancel, origin={"image": str(job.path)})
+    inv, note = invert_image(model, job.path, job.steps, float(job.eta), state.h_space,
+                             progress=progress, cancel=cancel)
     return state.set_trajectory(inv.trajectory, {"kind": "image", "path": str(job.path),
                                                  "steps": int(job.steps), "eta": float(job.eta),
                                                  **model.conditioning},
@@ -52,12 +46,9 @@ def _invert(state, job, progress, cancel):
 @handler(OpenTrajectory)
 def _open_traj(state, job, progress, cancel):
     from ...engine.sampler import decode
-    from ...engine.trajectory import Trajectory
 
     model = state.require_model()
-    traj = Trajectory.load(job.path)
-    traj.check_model(model.fingerprint, state.h_space, Path(job.path).name,
-                     sample_shape=model.sample_shape, h_shape=state.model_info.h_shape)
+    traj = open_trajectory(model, job.path, state.h_space, Path(job.path).name, state.model_info.h_shape)
     decode(model, traj, progress, cancel)
     return state.set_trajectory(traj, {"kind": "trajectory", "path": str(job.path),
                                        "steps": traj.steps})
