@@ -115,7 +115,7 @@ def ms(x):
     return f"{1000 * x:9.1f} ms"
 
 
-def bench_model(name, model, steps, repeats, moves, methods, variants, nodes=True):
+def bench_model(name, model, steps, repeats, moves, methods, variants, nodes=True, compiled=False):
     import torch
 
     from hspace_studio.engine.preview import LinearPreview, NodePreview
@@ -169,6 +169,30 @@ def bench_model(name, model, steps, repeats, moves, methods, variants, nodes=Tru
                 model.unet.to(memory_format=torch.contiguous_format)
             extra.setdefault("channels_last", []).append(psnr8(model.to_pixels(x[None])[0],
                                                                model.to_pixels(ref[None])[0]))
+    if compiled:  # engine.compiled, one setting at a time (each built once: a one-time cost)
+        from hspace_studio.engine.compiled import accelerate, restore
+
+        refs = {}
+        for r in range(repeats):
+            s = 0.3 + 0.4 * r / max(1, repeats)
+            refs[s] = model.to_pixels(engine(s)[None])[0]
+        for label, comp, bf16 in (("compiled", True, False), ("compiled + bf16", True, True),
+                                  ("bf16 autocast (gated)", False, True)):
+            accelerate(model, compile=comp, bf16=bf16)
+            try:
+                t = time.perf_counter()
+                engine(0.5)
+                build = time.perf_counter() - t
+                key = f"exact, {label}"
+                timings[key] = []
+                for s, want in refs.items():
+                    t = time.perf_counter()
+                    x = engine(s)
+                    timings[key].append(time.perf_counter() - t)
+                    extra.setdefault(label, []).append(psnr8(model.to_pixels(x[None])[0], want))
+                print(f"   {label}: first call (building) {build:.1f} s", flush=True)
+            finally:
+                restore(model)
     base = med(timings["engine decode (today)"])
     floor = med(timings["diffusers loop + hook"])
     print(f"   diffusers loop vs engine image: max |diff| {check:.1e} (same chain)")
@@ -305,6 +329,8 @@ def main(argv=None) -> int:
     ap.add_argument("--big-dir", default=None, help="reuse (or create) the CelebA-HQ-size model here")
     ap.add_argument("--big-methods", default="fd1,jvp", help="prepare methods timed on the big model")
     ap.add_argument("--variants", action="store_true", help="also time bf16 autocast and channels_last")
+    ap.add_argument("--compiled", action="store_true",
+                    help="also time engine.compiled: compiled, compiled + bf16, bf16 alone")
     ap.add_argument("--big-nodes", action="store_true", help="also time the node preview on the big model")
     ap.add_argument("--errors", action="store_true", help="print the preview error table and stop")
     ap.add_argument("--eta", type=float, default=1.0, help="eta of the edited trajectory (--errors)")
@@ -324,14 +350,16 @@ def main(argv=None) -> int:
           f"{'skipped' if args.no_big else f'{args.big_steps} steps x {args.big_repeats} repeats'}; "
           f"{args.moves} slider moves per preview", flush=True)
     bench_model("default model", load_model("default", device="cpu"), args.steps, args.repeats, args.moves,
-                ["fd1", "fd", "jvp"], args.variants)
+                ["fd1", "fd", "jvp"], args.variants,
+                compiled=args.compiled)
     if not args.no_big:
         folder = Path(args.big_dir) if args.big_dir else Path(tempfile.mkdtemp(prefix="hspace-celeba-")) / "m"
         t = time.perf_counter()
         model = load_model(str(celeba_size_model(folder)), device="cpu")
         print(f"\n(CelebA-HQ-size model ready in {time.perf_counter() - t:.0f} s: {folder})", flush=True)
         bench_model("CelebA-HQ-size UNet (random weights)", model, args.big_steps, args.big_repeats,
-                    args.moves, [m for m in args.big_methods.split(",") if m], args.variants, args.big_nodes)
+                    args.moves, [m for m in args.big_methods.split(",") if m], args.variants, args.big_nodes,
+                    compiled=args.compiled)
     print(f"\ntotal {time.perf_counter() - t_all:.0f} s", flush=True)
     return 0
 

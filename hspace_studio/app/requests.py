@@ -240,6 +240,16 @@ class SetRegion:
 
 
 @dataclass(frozen=True)
+class SetAcceleration:
+    """Run the network compiled and/or under bfloat16 autocast (:mod:`...engine.compiled`),
+    for the loaded model and every model loaded after."""
+
+    compile: bool = False
+    bf16: bool = False
+    label: ClassVar[str] = "Setting the engine's speed"
+
+
+@dataclass(frozen=True)
 class Sleep:
     """A job that only counts steps (tests, and to check Cancel)."""
 

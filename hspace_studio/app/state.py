@@ -52,6 +52,7 @@ class EngineState:
         self.region_mask: Optional[np.ndarray] = None  # edits stay inside it (see SetRegion)
         self.region_free_steps = 1
         self._region = None  # (model fingerprint, Region) built from region_mask
+        self.acceleration = {"compile": False, "bf16": False}  # engine.compiled, for every model loaded
 
     # -- model and trajectory --------------------------------------------------------
     def load_model(self, source: str, h_space: str, device=None, guide: Optional[str] = None,
@@ -75,6 +76,7 @@ class EngineState:
         if model is not self.model:
             self._decode_seconds = None
         self.model, self.h_space = model, h_space
+        self._accelerate(model)  # a new model, or h in another place (the mid-block may stay eager)
         # the spacing asked for (None: the model's recorded or its scheduler's): a request
         # for it, or for the spacing it gave, needs no reload
         self._asked_timesteps = spacing_key(timesteps)
@@ -90,6 +92,27 @@ class EngineState:
         self.traj = None
         self.invalidate()
         return self.model_info
+
+    def set_acceleration(self, compile: bool, bf16: bool) -> dict:
+        """Keep the speed setting (:mod:`..engine.compiled`) and apply it to the loaded model;
+        returns what is in force (compiling needs a C++ compiler: without one it stays off)."""
+        from ..engine.compiled import compiler_available
+
+        self.acceleration = {"compile": bool(compile) and compiler_available(), "bf16": bool(bf16)}
+        if self.model is not None:
+            self._accelerate(self.model)
+            self._decode_seconds = None
+            self.invalidate()
+        return dict(self.acceleration)
+
+    def _accelerate(self, model) -> None:
+        """Apply the speed setting to ``model`` and build its compiled code now, for one
+        image and for a strip, so that no slider waits for it."""
+        from ..engine.compiled import accelerate, warm_up
+
+        accelerate(model, h_space=self.h_space, **self.acceleration)
+        if self.acceleration["compile"]:
+            warm_up(model, batch_sizes=(1, 5))
 
     def require_model(self):
         if self.model is None:

@@ -159,7 +159,8 @@ def open_model(args):
             print("note: --compile needs a C++ compiler (g++ or clang++); running without it",
                   file=sys.stderr)
             compile_ = False
-        accelerate(model, compile=compile_, bf16=bool(getattr(args, "bf16", False)))
+        accelerate(model, compile=compile_, bf16=bool(getattr(args, "bf16", False)),
+                   h_space=getattr(args, "h_space", "after"))
     return model
 
 

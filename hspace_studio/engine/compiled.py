@@ -1,24 +1,28 @@
 """Faster network evaluations for decodes without grad: ``torch.compile`` and bf16.
 
-:func:`accelerate` replaces the ``forward`` of the model's diffusers UNets (the UNet, or
-the ones inside the engine's wrappers: a guide, a prompted UNet) by a gate: with grad off
-(sampling, edits, strips, previews) a compiled ``forward`` runs, with grad on (the
-Jacobian, fits through the sampler) the eager one, so autograd and forward-mode AD see
-the model as before. The h-space hooks (:mod:`.hspace`) are traced into the compiled code;
-a new edit or a new step does not recompile it (the hook's code stays the same, its
-tensors are inputs). A new batch size compiles once more, with the batch dimension left
-free, so strips and sampling batches share that second build.
+:func:`accelerate` compiles the ``forward`` of each down block, up block and the mid-block
+of the model's diffusers UNets (the UNet, or those inside the engine's wrappers: a guide,
+a prompted UNet), leaving the UNet's own ``forward`` eager. Compiling a block's
+``forward``, not the block, keeps the hooks registered on the block itself outside the
+compiled code, so the h-space hooks (:mod:`.hspace`), which change from call to call,
+run as they always do. Where h sits inside the mid-block (the ``middle`` point) the
+mid-block stays eager.
+
+Each block runs its compiled code only when nothing could make that code wrong: grad is
+off (sampling, edits, strips, previews), no functorch transform or forward-mode AD is
+active (the Jacobian), and no module inside the block carries a hook or a replaced
+``forward`` (the Jacobian's upstream stubs). Otherwise its eager ``forward`` runs.
 
 ``compile``: results agree with the eager model to float32 rounding (a few 1e-6 per
-evaluation, ``tests/engine/test_compiled.py``). Inductor freezes the weights into the code
-(they do not change after loading). Building needs a C++ compiler on a CPU
-(:func:`compiler_available`) and takes tens of seconds per model there (cached on disk by
-inductor, so a second start is faster); :func:`warm_up` builds it ahead of use.
+evaluation, ``tests/engine/test_compiled.py``). Building needs a C++ compiler on a CPU
+(:func:`compiler_available`) and takes tens of seconds per model and batch size there
+(a second batch size builds code with the batch left free, which serves every later
+one; inductor caches it on disk); :func:`warm_up` builds it ahead of use.
 
-``bf16``: the gated forward runs under bfloat16 autocast (on CPUs with AMX or AVX-512
-BF16, and on GPUs). Its final images differ from float32 by about 47 dB PSNR on the
-default model (``bench/bench_slider.py --variants`` measures it); every image it makes is
-then that model's image, replayed alike by the same setting.
+``bf16``: the UNet's forward runs under bfloat16 autocast (fast on CPUs with AMX or
+AVX-512 BF16, and on GPUs), grad-free calls only. Its final images differ from float32's
+by about 47 dB PSNR on the default model (``bench/bench_slider.py --compiled``); a
+recipe records it so that a replay uses it too.
 """
 from __future__ import annotations
 
@@ -28,7 +32,6 @@ from typing import Callable, List
 import torch
 
 _EAGER = "_hspace_eager_forward"
-
 
 def compiler_available() -> bool:
     """Whether ``torch.compile`` can build code here (a CPU build needs a C++ compiler)."""
@@ -44,46 +47,100 @@ def _unets(unet) -> List[torch.nn.Module]:
     return [m for m in unet.modules() if "down_blocks" in m._modules and "up_blocks" in m._modules]
 
 
-def _gate(eager: Callable, fast: Callable, device_type: str, bf16: bool) -> Callable:
+def _transforms_active() -> bool:
+    """Whether forward-mode AD or a functorch transform (jvp, vmap, grad) is running."""
+    try:
+        if torch._C._functorch.peek_interpreter_stack() is not None:
+            return True
+    except AttributeError:  # another torch: be safe
+        return True
+    from torch.autograd import forward_ad
+
+    return getattr(forward_ad, "_current_level", -1) >= 0
+
+
+def _plain(modules) -> bool:
+    """No module in ``modules`` has a hook or an instance ``forward`` of its own."""
+    for m in modules:
+        if m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__:
+            return False
+    return True
+
+
+def _fast_allowed() -> bool:
+    return not torch.is_grad_enabled() and not _transforms_active()
+
+
+def _gate_block(block, eager: Callable, fast: Callable) -> Callable:
+    inner = [m for m in block.modules() if m is not block]
+
     def forward(*args, **kwargs):
-        if torch.is_grad_enabled():
-            return eager(*args, **kwargs)
-        # an expanded (stride 0) input would otherwise build the code again
-        args = tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
-        if bf16:
-            with torch.autocast(device_type, dtype=torch.bfloat16):
-                return fast(*args, **kwargs)
-        return fast(*args, **kwargs)
+        if _fast_allowed() and _plain(inner):
+            return fast(*args, **kwargs)
+        return eager(*args, **kwargs)
 
     return forward
 
 
+def _gate_bf16(eager: Callable, device_type: str) -> Callable:
+    def forward(*args, **kwargs):
+        if _fast_allowed():
+            with torch.autocast(device_type, dtype=torch.bfloat16):
+                return eager(*args, **kwargs)
+        return eager(*args, **kwargs)
+
+    return forward
+
+
+def _blocks(u, h_space: str) -> List[torch.nn.Module]:
+    out = [*u.down_blocks, *u.up_blocks]
+    if getattr(u, "mid_block", None) is not None and h_space != "middle":
+        out.append(u.mid_block)
+    return out
+
+
+def _replace_forward(module, new: Callable) -> None:
+    setattr(module, _EAGER, module.__dict__.get("forward"))
+    module.forward = new
+
+
+def _give_back(module) -> None:
+    old = module.__dict__.pop(_EAGER)
+    module.__dict__.pop("forward", None)
+    if old is not None:
+        module.forward = old
+
+
 def accelerated(unet) -> bool:
-    return any(hasattr(u, _EAGER) for u in _unets(unet))
+    return any(hasattr(m, _EAGER) for m in unet.modules())
 
 
-def accelerate(model, compile: bool = True, bf16: bool = False) -> None:
+def accelerate(model, compile: bool = True, bf16: bool = False, h_space: str = "after") -> None:
     """Make ``model``'s grad-free evaluations faster in place (see the module doc).
 
-    Nothing is built until the first evaluation without grad. Calling it again first
-    gives the eager forward back (:func:`restore`)."""
+    Nothing is built until the first grad-free evaluation. Calling it again first gives
+    the eager forwards back (:func:`restore`)."""
     restore(model)
-    if not (compile or bf16):
-        return
+    if compile:
+        # one code object (a block class's forward) serves blocks of several shapes
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     for u in _unets(model.unet):
-        eager = u.forward
-        fast = torch.compile(eager, options={"freezing": True}) if compile else eager
-        u.forward = _gate(eager, fast, model.device.type, bf16)
-        setattr(u, _EAGER, eager)
-    model.info["accelerated"] = {"compile": bool(compile), "bf16": bool(bf16)}
+        if compile:
+            for block in _blocks(u, h_space):
+                eager = block.forward
+                fast = torch.compile(eager, options={"freezing": True})
+                _replace_forward(block, _gate_block(block, eager, fast))
+        if bf16:
+            _replace_forward(u, _gate_bf16(u.forward, model.device.type))
+    if compile or bf16:
+        model.info["accelerated"] = {"compile": bool(compile), "bf16": bool(bf16)}
 
 
 def restore(model) -> None:
-    """Give every UNet of ``model`` its eager ``forward`` back."""
-    for u in _unets(model.unet):
-        if hasattr(u, _EAGER):
-            u.forward = getattr(u, _EAGER)
-            delattr(u, _EAGER)
+    """Give every module of ``model``'s UNets its eager ``forward`` back."""
+    for m in model.unet.modules():
+        if hasattr(m, _EAGER):
+            _give_back(m)
     model.info.pop("accelerated", None)
 
 

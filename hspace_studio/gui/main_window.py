@@ -307,6 +307,9 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
             pass
         prog = s.value("view/progressive", True)
         self.act["progressive"].setChecked(prog not in (False, "false", "0", 0))
+        for key in ("compile", "bf16"):  # checking one asks the engine for it, before the model loads
+            if s.value(f"engine/{key}", False) not in (False, "false", "0", 0):
+                self.act[key].setChecked(True)
 
     def _save_settings(self) -> None:
         s = self.settings
@@ -315,6 +318,8 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
         s.setValue("brush/radius", self.brush.size_box.value())
         s.setValue("brush/opacity", self.brush.opacity.value())
         s.setValue("view/progressive", self.progressive)
+        s.setValue("engine/compile", self.act["compile"].isChecked())
+        s.setValue("engine/bf16", self.act["bf16"].isChecked())
         s.sync()
 
     def _last_dir(self, kind: str) -> str:

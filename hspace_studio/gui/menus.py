@@ -104,6 +104,8 @@ class Menus:
                                     checkable=True)
         self.act["progressive"].setChecked(True)
         m.addSeparator()
+        self._build_speed_actions(m)
+        m.addSeparator()
         for d in self.docks.values():
             m.addAction(d.toggleViewAction())
 
@@ -132,6 +134,39 @@ class Menus:
         m = mb.addMenu("&Help")
         A(m, "Keyboard shortcuts", self.show_shortcuts, "F1")
         A(m, "About", self.show_about)
+
+    def _build_speed_actions(self, m) -> None:
+        from ..engine.compiled import compiler_available
+
+        A = self._action
+        self.act["compile"] = A(m, "Compile the network (faster edits)", self._speed_changed, None,
+                                "torch.compile: sampling and edits run faster, with the same images to "
+                                "float32 rounding; building it takes tens of seconds once per model",
+                                checkable=True)
+        if not compiler_available():
+            self.act["compile"].setEnabled(False)
+            self.act["compile"].setToolTip("Needs a C++ compiler (g++ or clang++) on this computer")
+        self.act["bf16"] = A(m, "bfloat16 arithmetic (faster, approximate)", self._speed_changed, None,
+                             "The network runs in bfloat16 (fast on CPUs with AMX or AVX-512 BF16 and on "
+                             "GPUs); images differ slightly from float32's (about 47 dB PSNR), and an "
+                             "export records it so that it replays alike", checkable=True)
+
+    def _speed_changed(self, _on=None) -> None:
+        from ..app.requests import SetAcceleration
+
+        want = (self.act["compile"].isChecked() and self.act["compile"].isEnabled(), self.act["bf16"].isChecked())
+
+        def done(res):
+            if not res.ok:
+                if res.cancelled:
+                    return
+                self.show_error(f"Could not change the engine's speed settings: {res.error}")
+                return
+            on = [k for k, v in (res.value or {}).items() if v]
+            self.statusBar().showMessage("Engine: " + (", ".join(on) if on else "plain float32"), 6000)
+            self.request_preview()  # the image as the engine now makes it
+
+        self.submit(SetAcceleration(*want), done)
 
     def set_view(self, view: str) -> None:
         self.canvas.set_view(view)

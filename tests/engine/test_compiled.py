@@ -4,7 +4,7 @@ import torch
 
 from hspace_studio.engine import load_model, sample
 from hspace_studio.engine.compiled import accelerate, accelerated, compiler_available, restore
-from hspace_studio.engine.discover.jacobian import _forward_ad_safe
+from hspace_studio.engine.discover.jacobian import _forward_ad_safe, jacobian_directions
 from hspace_studio.engine.hspace import hspace_hook
 from hspace_studio.engine.sampler import EditSpec, edit, strip
 
@@ -84,3 +84,15 @@ def test_restore_gives_the_eager_forward_back(tiny_model_8_dir):
     restore(m)
     assert not accelerated(m.unet) and "accelerated" not in m.info
     assert m.unet.forward == before
+
+
+def test_jacobian_directions_of_a_compiled_model(pair):
+    """The Jacobian's upstream pass (hooks, then stubbed blocks, forward-mode AD) runs eagerly
+    where it must: its directions equal the eager model's."""
+    eager, fast = pair
+    traj = sample(eager, [5], steps=2, eta=1.0)[0]
+    a = jacobian_directions(eager, traj, k=1, steps_subset=[1])
+    b = jacobian_directions(fast, traj, k=1, steps_subset=[1])
+    assert torch.allclose(a.singular_values[0], b.singular_values[0], rtol=1e-4)
+    cos = (a.directions.delta_h.flatten() * b.directions.delta_h.flatten()).sum().abs()
+    assert cos > 0.9999, cos

@@ -76,7 +76,9 @@ def test_cancel_is_none_and_open_many_is_a_list(monkeypatch, settings, tmp_path)
 
 
 def test_every_job_type_is_routed_or_comes_with_a_callback():
-    with_callback = {J.SetRegion, J.Segment, J.ForgetSets}
+    from hspace_studio.app.requests import SetAcceleration
+
+    with_callback = {J.SetRegion, J.Segment, J.ForgetSets, SetAcceleration}
     for t in J.HANDLERS:
         assert (results.route(results.ROUTES, object.__new__(t)) is None) == (t in with_callback), t
     for table in (results.ROUTES, results.FAILED_ROUTES, results.CANCELLED_ROUTES):

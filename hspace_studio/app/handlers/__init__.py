@@ -29,4 +29,4 @@ def run_job(state: EngineState, job, progress: ProgressFn, cancel):
     return fn(state, job, progress, cancel)
 
 
-from . import discovery, export, library, sessions, source  # noqa: E402,F401  (registers the handlers)
+from . import discovery, export, library, sessions, source, speed  # noqa: E402,F401  (registers the handlers)
