@@ -1,13 +1,17 @@
 """The Discover panel: PCA, Jacobian (k, steps, the painted mask) and supervised
 (classifier attribute, or two folders of labelled images). Each Run queues a job on the
-engine worker; progress and Cancel are in the status bar."""
+engine worker; progress and Cancel are in the status bar.
+
+What the supervised tab offers for a subject (the default classifier and its attributes,
+the parts a fit can be kept in, the presets of a fit) comes from the active domain
+(:meth:`DiscoveryPanel.set_domain`); the panel itself knows no subject."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QLabel, QLineEdit, QPushButton, QRadioButton, QSpinBox,
                                QTabWidget, QToolButton, QVBoxLayout, QWidget)
@@ -15,17 +19,11 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
 from .jobs import DiscoverJacobian, DiscoverPCA, DiscoverSupervised
 from .layout import scrolled
 
-RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
-DEFAULT_CLASSIFIER = RESOURCES / "toyfaces-classifier"
-PART_CHECK_WEIGHT = 16.0  # 'Check the part': the weight of the segmenter's part check in the fit
-HAIR_COLOUR_WEIGHT = 48.0  # 'Recolour the hair': the weight of the pull of the hair to its colour
-OUTSIDE_HAIR_WEIGHT = 16.0  # ... and of holding the pixels outside the hair
-# 'Fit for edits kept in each face's own part': the choices and the segmenter parts they name
-OWN_PARTS = {"mouth": ("mouth",), "eyes": ("left_eye", "right_eye"), "eyes and glasses":
-             ("left_eye", "right_eye", "glasses"), "brows": ("brows",), "hair": ("hair",)}
-FALLBACK_ATTRIBUTES = ("smiling", "mouth_open", "eyeglasses", "bald", "long_hair", "beard",
-                       "black_hair", "blond_hair", "red_hair", "grey_hair", "dark_skin",
-                       "big_eyes", "wide_face", "looking_right")
+PART_CHECK = "part-check"  # 'Check the part': the domain's fit term of that name ...
+PART_CHECK_WEIGHT = 16.0  # ... and its weight in the fit, unless a preset gives its own
+# what a preset sets through the panel's widgets (the rest goes into the job as it is)
+_PRESET_WIDGETS = ("optimize", "train_samples", "window", "keep_in_part", "grow")
+_PRESET_JOB = ("terms", "free", "skip")
 
 
 def classifier_attributes(folder) -> List[str]:
@@ -70,10 +68,11 @@ class DiscoveryPanel(QTabWidget):
     runRequested = Signal(object)  # a job
 
     def __init__(self, sampling: Callable[[], tuple], mask: Callable[[], Optional[object]],
-                 steps: Callable[[], int], parent=None) -> None:
+                 steps: Callable[[], int], parent=None, domain=None) -> None:
         super().__init__(parent)
         self.setObjectName("discoveryPanel")
         self._sampling, self._mask, self._steps = sampling, mask, steps
+        self._domain = None  # set_domain (below): the active domain unless one is given
 
         # PCA
         w = QWidget()
@@ -149,7 +148,6 @@ class DiscoveryPanel(QTabWidget):
         v.addLayout(row)
         f = QFormLayout()
         self.sup_classifier = QLineEdit()
-        self.sup_classifier.setPlaceholderText(f"shipped: {DEFAULT_CLASSIFIER.name}")
         self.sup_classifier.editingFinished.connect(self._reload_attributes)
         f.addRow("Classifier", _folder_row(self.sup_classifier, "Classifier folder", self))
         self.sup_attr = QComboBox()
@@ -173,6 +171,17 @@ class DiscoveryPanel(QTabWidget):
         self.sup_examples.setToolTip("Top and bottom scored images used as positives and negatives")
         f.addRow("Index size", self.sup_index)
         f.addRow("Examples", self.sup_examples)
+        self.sup_preset = QComboBox()
+        self.sup_preset.setObjectName("supervisedPreset")
+        self.sup_preset.setToolTip("A recipe of the domain for a fit through the sampler: choosing one sets "
+                                   "the options below (change them after), and adds the fit terms, attributes "
+                                   "left free and samples skipped it names (as supervised --preset)")
+        self.sup_preset_info = QLabel("")
+        self.sup_preset_info.setObjectName("supervisedPresetInfo")
+        self.sup_preset_info.setWordWrap(True)
+        self.sup_preset_info.setVisible(False)
+        f.addRow("Preset", self.sup_preset)
+        f.addRow(self.sup_preset_info)
         self.sup_optimize = QCheckBox("Fit through the sampler, iterations")
         self.sup_optimize.setToolTip("Instead of a mean difference of examples, fit one direction that "
                                      "flips the attribute of the training samples while keeping the "
@@ -204,12 +213,11 @@ class DiscoveryPanel(QTabWidget):
         f.addRow(self.sup_keep_in)
         self.sup_own = QCheckBox("Fit for edits kept in each face's own part")
         self.sup_own.setToolTip(
-            "Toy faces: fit the change for edits kept inside each training sample's own part, found "
-            "by the shipped segmenter and grown by the pixels given (the last step runs free), as "
+            "Fit the change for edits kept inside each training sample's own part, found by the "
+            "domain's segmenter and grown by the pixels given (the last step runs free), as "
             "supervised --keep-in-part does; apply it with Fill part, widened by as many pixels, and "
             "'Keep edits inside the mask'")
-        self.sup_own_part = QComboBox()
-        self.sup_own_part.addItems(list(OWN_PARTS))
+        self.sup_own_part = QComboBox()  # the domain's part groups (set_domain)
         self.sup_own_grow = QSpinBox()
         self.sup_own_grow.setRange(0, 16)
         self.sup_own_grow.setValue(3)
@@ -221,21 +229,8 @@ class DiscoveryPanel(QTabWidget):
         own_row.addWidget(self.sup_own_grow, 1)
         f.addRow(self.sup_own)
         f.addRow("Own part", own_row)
-        self.sup_part_check = QCheckBox("Check the part with the toy-face segmenter")
-        self.sup_part_check.setToolTip(
-            "Toy faces (eyeglasses, smiling, mouth_open, blond_hair): also penalise edits that draw "
-            "one lens, erase the mouth or cut the hair, as the shipped segmenter reads them "
-            f"(weight {PART_CHECK_WEIGHT:g})")
+        self.sup_part_check = QCheckBox("Check the part with the domain's segmenter")
         f.addRow(self.sup_part_check)
-        self.sup_hair_colour = QCheckBox("Recolour the hair")
-        self.sup_hair_colour.setToolTip(
-            "Toy faces, hair colours (blond_hair, black_hair, red_hair, grey_hair): pull the hair's "
-            "pixels to the generator's colour (away from it: to brown), hold the pixels outside the "
-            "hair, let the other hair colours move and leave bald faces out of the fit (weights "
-            f"{HAIR_COLOUR_WEIGHT:g} and {OUTSIDE_HAIR_WEIGHT:g}), as supervised --hair-colour, "
-            "--outside-hair, --free and --skip bald do; best with the own part 'hair' and 'Check "
-            "the part' (model card)")
-        f.addRow(self.sup_hair_colour)
         self.sup_pos = QLineEdit()
         self.sup_neg = QLineEdit()
         f.addRow("Positive folder", _folder_row(self.sup_pos, "Folder of positive images", self))
@@ -244,9 +239,15 @@ class DiscoveryPanel(QTabWidget):
         self.sup_run = QPushButton("Run supervised")
         v.addStretch(1)
         self.addTab(_page(w, self.sup_run), "Supervised")
-        self._reload_attributes()
+        if domain is None:
+            from ..domains import ensure
+
+            domain = ensure()
+        self.set_domain(domain)
+        self.sup_preset.currentIndexChanged.connect(lambda _i: self._apply_preset())
         self.sup_by_classifier.toggled.connect(self._mode)
         self.sup_optimize.toggled.connect(self._mode)
+        self.sup_optimize.toggled.connect(lambda on: on or self.sup_preset.setCurrentIndex(0))
         self.sup_by_classifier.toggled.connect(lambda _on: self._show_advice())
         self.sup_optimize.toggled.connect(lambda _on: self._show_advice())
         self._mode()
@@ -255,6 +256,99 @@ class DiscoveryPanel(QTabWidget):
         self.jac_run.clicked.connect(self._emit_jacobian)
         self.sup_run.clicked.connect(self._emit_supervised)
         self.last_error = ""
+
+    # -- the domain ------------------------------------------------------------------
+    def set_domain(self, domain) -> None:
+        """What the supervised tab offers from ``domain`` (an ``engine.domain.Domain``): its
+        default classifier and attribute names, the parts a fit can be kept in, its presets
+        ('none' and nothing else for a domain without), and the part check if it has that term."""
+        self._domain = domain
+        default = domain.default_classifier
+        self.sup_classifier.setPlaceholderText(f"{domain.name}: {Path(default).name}" if default else
+                                               f"the {domain.name} domain has none: choose a classifier folder")
+        self.sup_preset.blockSignals(True)
+        self.sup_preset.clear()
+        self.sup_preset.addItem("none", None)
+        for i, preset in enumerate(domain.presets, start=1):
+            self.sup_preset.addItem(preset.name, preset.name)
+            self.sup_preset.setItemData(i, preset.description, Qt.ItemDataRole.ToolTipRole)
+        self.sup_preset.blockSignals(False)
+        self._show_preset()
+        self.sup_own_part.clear()
+        for name, parts in domain.part_groups.items():
+            self.sup_own_part.addItem(name, tuple(parts))
+        check = domain.terms.get(PART_CHECK)
+        self.sup_part_check.setToolTip(f"Also penalise the fit by the {domain.name} domain's part check: "
+                                       f"{check} (weight {PART_CHECK_WEIGHT:g})" if check else
+                                       f"The {domain.name} domain has no part check")
+        if not check:
+            self.sup_part_check.setChecked(False)
+        if not domain.part_groups:
+            self.sup_own.setChecked(False)
+        self._reload_attributes()
+        self._mode()
+
+    def preset(self):
+        """The chosen preset, or None."""
+        name = self.sup_preset.currentData()
+        return self._domain.preset(name) if name and self._domain is not None else None
+
+    def _show_preset(self) -> None:
+        p = self.preset()
+        self.sup_preset_info.setText(p.description if p else "")
+        self.sup_preset_info.setVisible(p is not None)
+
+    def _apply_preset(self) -> None:
+        """Set the widgets the chosen preset has values for, and the attribute to the first
+        it is for if the current one is not (and the list has it)."""
+        self._show_preset()
+        p = self.preset()
+        if p is None:
+            return
+        attribute = self.sup_attr.currentText().strip()
+        if p.attributes and attribute not in p.attributes:
+            listed = [self.sup_attr.itemText(i) for i in range(self.sup_attr.count())]
+            attribute = next((a for a in p.attributes if a in listed), p.attributes[0])
+            if attribute in listed:
+                self.sup_attr.setCurrentText(attribute)
+        opts = p.expand(attribute)
+        self.sup_by_classifier.setChecked(True)
+        if opts.get("optimize"):
+            self.sup_iters.setValue(int(opts["optimize"]))
+        self.sup_optimize.setChecked(True)
+        if opts.get("train_samples"):
+            self.sup_train.setValue(int(opts["train_samples"]))
+        self.sup_every_step.setChecked(opts.get("window") == "all")
+        parts = tuple(opts.get("keep_in_part") or ())
+        row = next((i for i in range(self.sup_own_part.count()) if self.sup_own_part.itemData(i) == parts), -1)
+        if parts and row >= 0:
+            self.sup_keep_in.setChecked(False)
+            self.sup_own_part.setCurrentIndex(row)
+            self.sup_own_grow.setValue(int(opts.get("grow", 3)))
+        self.sup_own.setChecked(bool(parts) and row >= 0)
+        self.sup_part_check.setChecked(float(opts.get("terms", {}).get(PART_CHECK, 0)) > 0)
+
+    def _preset_job(self, attribute: Optional[str]) -> dict:
+        """What the chosen preset adds to the job of a fit of ``attribute`` (None: no fit):
+        its terms (the part check's weight, for 'Check the part'), the attributes it frees and
+        the samples it skips (those the attribute list has); refused for an attribute it is
+        not for, and for options the panel has no place for."""
+        p = self.preset()
+        if p is None or attribute is None:
+            return {"terms": {}, "free": (), "skip": (), PART_CHECK: PART_CHECK_WEIGHT}
+        opts = p.expand(attribute)
+        other = sorted(k for k in opts if k not in _PRESET_WIDGETS + _PRESET_JOB
+                       or (k == "window" and opts[k] != "all"))
+        if other:
+            raise ValueError(f"the preset {p.name} sets {', '.join(other)}, which the app does not offer: "
+                             f"use supervised --preset {p.name}")
+        names = {self.sup_attr.itemText(i) for i in range(self.sup_attr.count())}
+        listed = (lambda a: a in names) if names else (lambda a: True)
+        terms = dict(opts.get("terms", {}))
+        return {"terms": {k: w for k, w in terms.items() if k != PART_CHECK},
+                "free": tuple(a for a in opts.get("free", ()) if listed(a)),
+                "skip": tuple(a for a in opts.get("skip", ()) if listed(a)),
+                PART_CHECK: terms.get(PART_CHECK) or PART_CHECK_WEIGHT}
 
     def set_advice(self, advice) -> None:
         """The loaded model's domain advice: attribute -> what works for it there."""
@@ -268,8 +362,11 @@ class DiscoveryPanel(QTabWidget):
         self.sup_advice.setVisible(shown)
 
     def _reload_attributes(self) -> None:
-        folder = self.sup_classifier.text().strip() or DEFAULT_CLASSIFIER
-        names = classifier_attributes(folder) or list(FALLBACK_ATTRIBUTES)
+        domain = self._domain
+        folder = self.sup_classifier.text().strip() or (domain.default_classifier if domain else None)
+        names = classifier_attributes(folder) if folder else []
+        if not names and not self.sup_classifier.text().strip() and domain is not None:
+            names = list(domain.attributes)  # the default classifier's names, before it is there
         cur = self.sup_attr.currentText()
         self.sup_attr.clear()
         self.sup_attr.addItems(names)
@@ -281,12 +378,16 @@ class DiscoveryPanel(QTabWidget):
         o = self.sup_optimize.isChecked()
         for wdg in (self.sup_classifier, self.sup_attr, self.sup_optimize):
             wdg.setEnabled(c)
+        self.sup_preset.setEnabled(c and self.sup_preset.count() > 1)
         for wdg in (self.sup_index, self.sup_examples):
             wdg.setEnabled(c and not o)
-        for wdg in (self.sup_iters, self.sup_train, self.sup_every_step, self.sup_region, self.sup_keep_in,
-                    self.sup_part_check, self.sup_hair_colour, self.sup_own, self.sup_own_part,
-                    self.sup_own_grow):
+        for wdg in (self.sup_iters, self.sup_train, self.sup_every_step, self.sup_region, self.sup_keep_in):
             wdg.setEnabled(c and o)
+        domain = self._domain
+        own = domain is not None and bool(domain.part_groups)
+        for wdg in (self.sup_own, self.sup_own_part, self.sup_own_grow):
+            wdg.setEnabled(c and o and own)
+        self.sup_part_check.setEnabled(c and o and domain is not None and PART_CHECK in domain.terms)
         for wdg in (self.sup_pos, self.sup_neg):
             wdg.setEnabled(not c)
 
@@ -339,23 +440,15 @@ class DiscoveryPanel(QTabWidget):
             if region is None or not region.any():
                 raise ValueError("'Change h only where the mask is painted' needs a painted mask")
         own = ()
-        if optimize and self.sup_own.isChecked():
+        if optimize and self.sup_own.isChecked() and self.sup_own_part.count():
             if self.sup_keep_in.isChecked():
                 raise ValueError("tick one of 'Fit for edits kept inside the mask' and 'Fit for edits "
                                  "kept in each face's own part'")
-            own = OWN_PARTS[self.sup_own_part.currentText()]
+            own = tuple(self.sup_own_part.currentData())
         attribute = self.sup_attr.currentText().strip()
-        colour, outside, free, skip = 0.0, 0.0, (), ()
-        if optimize and self.sup_hair_colour.isChecked():
-            from ..toyfaces.part_checks import hair_colour_attribute, hair_colour_attributes
-
-            if hair_colour_attribute(attribute) is None:
-                raise ValueError(f"'Recolour the hair' is for the hair colours "
-                                 f"({', '.join(hair_colour_attributes())}), not '{attribute}'")
-            names = [self.sup_attr.itemText(i) for i in range(self.sup_attr.count())]
-            colour, outside = HAIR_COLOUR_WEIGHT, OUTSIDE_HAIR_WEIGHT
-            free = tuple(n for n in names if n != attribute and hair_colour_attribute(n) is not None)
-            skip = ("bald",) if "bald" in names else ()
+        preset = self._preset_job(attribute if optimize else None)
+        part_check = preset[PART_CHECK] if optimize and self.sup_part_check.isChecked() else 0.0
+        terms = ((PART_CHECK, part_check),) + tuple(preset["terms"].items())
         return DiscoverSupervised(attribute=attribute,
                                   index_size=self.sup_index.value(), examples=self.sup_examples.value(),
                                   classifier=self.sup_classifier.text().strip() or None,
@@ -364,9 +457,7 @@ class DiscoveryPanel(QTabWidget):
                                   keep_in=bool(optimize) and self.sup_keep_in.isChecked(),
                                   keep_in_part=own, keep_in_grow=self.sup_own_grow.value(),
                                   every_step=bool(optimize) and self.sup_every_step.isChecked(),
-                                  terms=(("part-check", PART_CHECK_WEIGHT if optimize and self.sup_part_check.isChecked()
-                                          else 0.0), ("hair-colour", colour), ("outside-hair", outside)),
-                                  free=free, skip=skip)
+                                  terms=terms, free=preset["free"], skip=preset["skip"])
 
     def _emit_supervised(self) -> None:
         try:

@@ -333,17 +333,33 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     res = run_job(qtbot, win, win.run_discovery(dataclasses.replace(job, attribute="bald")))
     assert not res.ok and "checks the parts of" in res.error
     win.discovery.sup_part_check.setChecked(False)
-    # ... recolouring the hair: for hair colours only; pulls the hair to its colour, frees the
-    # other colours and leaves bald faces out, all recorded
-    win.discovery.sup_hair_colour.setChecked(True)
-    with pytest.raises(ValueError, match="for the hair colours"):
-        win.discovery.supervised_job()
+    # ... a preset of the domain, the toy faces' recolouring of the hair: choosing it sets the
+    # panel's options (a hair colour, every step, kept in each face's own hair +1 px) and adds
+    # the pull to the hair's colour, the hold outside the hair, the other hair colours freed and
+    # bald faces left out; it is for hair colours only. All recorded
+    d = win.discovery
+    assert [d.sup_preset.itemText(i) for i in range(d.sup_preset.count())] == \
+        ["none", "smiling", "eyeglasses", "mouth-open", "hair-colour"]
     win.discovery.sup_classifier.setText("")  # the shipped classifier, which reads hair colours
     win.discovery._reload_attributes()
+    win.discovery.sup_attr.setCurrentText("blond_hair")
+    d.sup_preset.setCurrentText("hair-colour")
+    assert d.sup_optimize.isChecked() and d.sup_iters.value() == 100 and d.sup_every_step.isChecked()
+    assert d.sup_own.isChecked() and d.sup_own_part.currentText() == "hair" and d.sup_own_grow.value() == 1
+    assert d.sup_part_check.isChecked() and "recolour the hair" in d.sup_preset_info.text()
+    # the options it set can be changed: a short fit at the default window, in the whole image
+    d.sup_iters.setValue(2)
+    d.sup_every_step.setChecked(False)
+    d.sup_own.setChecked(False)
+    d.sup_part_check.setChecked(False)
+    win.discovery.sup_attr.setCurrentText("smiling")
+    with pytest.raises(ValueError, match="is for black_hair, blond_hair, red_hair, grey_hair, not 'smiling'"):
+        win.discovery.supervised_job()
     win.discovery.sup_attr.setCurrentText("blond_hair")
     job = win.discovery.supervised_job()
     terms = dict(job.terms)
     assert terms["hair-colour"] > 0 and terms["outside-hair"] > 0 and job.skip == ("bald",)
+    assert terms["part-check"] == 0 and job.optimize == 2 and not job.keep_in_part and not job.every_step
     assert sorted(job.free) == ["black_hair", "grey_hair", "red_hair"]
     res = run_job(qtbot, win, win.run_discovery(job))
     assert res.ok, res.error
@@ -352,7 +368,9 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     assert params["part_term"] == {"name": f"hair pulled to its palette colour x{terms['hair-colour']:g} + pixels "
                                            f"outside the hair held x{terms['outside-hair']:g}", "weight": 1.0}
     assert params["skip"] == ["bald"] and sorted(params["free"]) == ["black_hair", "grey_hair", "red_hair"]
-    win.discovery.sup_hair_colour.setChecked(False)
+    d.sup_preset.setCurrentText("none")
+    job = win.discovery.supervised_job()
+    assert dict(job.terms) == {"part-check": 0.0} and job.free == () and job.skip == ()
     win.discovery.sup_classifier.setText(str(clf))
     win.discovery._reload_attributes()
     win.discovery.sup_attr.setCurrentText("smiling")
@@ -372,7 +390,11 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     win.discovery.sup_optimize.setChecked(False)
     assert not win.discovery.sup_region.isEnabled() and not win.discovery.sup_keep_in.isEnabled()
     assert not win.discovery.sup_part_check.isEnabled() and not win.discovery.sup_own.isEnabled()
-    assert not win.discovery.sup_hair_colour.isEnabled()
+    assert win.discovery.sup_preset.isEnabled()  # choosing a preset ticks the fit ...
+    win.discovery.sup_preset.setCurrentText("smiling")
+    assert win.discovery.sup_optimize.isChecked() and win.discovery.sup_iters.value() == 80
+    win.discovery.sup_optimize.setChecked(False)  # ... and unticking it leaves the preset
+    assert win.discovery.sup_preset.currentText() == "none"
     assert not win.discovery.sup_every_step.isEnabled()
     # supervised from two folders of labelled images
     for name, v in (("pos", 200), ("neg", 50)):
