@@ -98,7 +98,7 @@ def split_index(value: str):
 
 
 def _eta(s: str):
-    if ":" in s:  # a schedule spec such as last:0.3, expanded by steps_eta (engine.sampler.eta_schedule)
+    if ":" in s:  # a schedule spec such as last:0.3, expanded by steps_eta (engine.etas.eta_schedule)
         return s.strip()
     try:
         vals = [float(v) for v in s.split(",")]
@@ -168,7 +168,7 @@ def steps_eta(args, default_steps: int = 10, default_eta=1.0):
     steps = args.steps if getattr(args, "steps", None) is not None else default_steps
     eta = args.eta if getattr(args, "eta", None) is not None else default_eta
     if isinstance(eta, str):  # a schedule spec: one eta per step, recorded as such
-        from ..engine.sampler import etas_tensor
+        from ..engine.etas import etas_tensor
 
         eta = etas_tensor(eta, steps).tolist()
     return steps, eta

@@ -19,7 +19,8 @@ from ..core.progress import CancelToken, Progress, ProgressFn
 from .ddim import ddim_step, previous_timestep
 from .hspace import hspace_hook
 from .model import DiffusionModel
-from .sampler import EtaLike, decode, etas_tensor, noise_levels, prepare_scheduler, timesteps_for
+from .etas import EtaLike, etas_tensor
+from .sampler import decode, noise_levels, prepare_scheduler, timesteps_for
 from .trajectory import Trajectory
 
 

@@ -128,7 +128,7 @@ def noise_mean_difference(positive: Sequence[Trajectory],
 def seed_trajectory_noise(model: DiffusionModel, seed: int, steps: int, eta) -> Tuple[torch.Tensor, torch.Tensor]:
     """(x_T, zs) that :func:`~.sampler.sample` gives ``seed`` (zs zero where unused),
     without running the network."""
-    from .sampler import etas_tensor
+    from .etas import etas_tensor
 
     timesteps = timesteps_for(model, steps)
     etas = etas_tensor(eta, steps)

@@ -16,7 +16,8 @@ from hspace_studio.cli import main
 from hspace_studio.core.errors import ModelMismatchError
 from hspace_studio.engine import DirectionSet, EditSpec, Trajectory, edit, edit_batch, load_model, sample
 from hspace_studio.engine.hspace import hspace_hook
-from hspace_studio.engine.sampler import NoiseEdit, eta_schedule, etas_tensor, run_chain
+from hspace_studio.engine.etas import eta_schedule, etas_tensor
+from hspace_studio.engine.sampler import NoiseEdit, run_chain
 
 STEPS = 5
 

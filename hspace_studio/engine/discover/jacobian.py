@@ -37,16 +37,14 @@ run-length encoding, which :func:`mask_from_rle` turns back into the mask.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ...core.progress import CancelToken, ProgressFn, check
 from ..directions import DirectionSet

@@ -40,7 +40,8 @@ from ..directions import DirectionSet
 from ..ddim import ddim_step
 from ..hspace import hspace_hook
 from ..model import DiffusionModel
-from ..sampler import (EtaLike, Region, noise_levels, prepare_scheduler, region_blend, sample, steps_in_window,
+from ..etas import EtaLike
+from ..sampler import (Region, noise_levels, prepare_scheduler, region_blend, sample, steps_in_window,
                        timesteps_for)
 from ..trajectory import Trajectory
 from .supervised import _eta_json, _seed_record

@@ -55,7 +55,8 @@ from ...core.progress import CancelToken, Progress, ProgressFn
 from ..directions import DirectionSet
 from ..hspace import h_shape
 from ..model import DiffusionModel
-from ..sampler import EtaLike, etas_tensor, sample, timesteps_for
+from ..etas import EtaLike, etas_tensor
+from ..sampler import sample, timesteps_for
 
 MODES = ("per-step", "global")
 SOLVERS = ("auto", "gram", "covariance", "incremental")

@@ -42,7 +42,8 @@ from ...core.progress import CancelToken, Progress, ProgressFn
 from ..annotate import AttributeClassifier
 from ..directions import DirectionSet, disentangle
 from ..model import DiffusionModel
-from ..sampler import EtaLike, etas_tensor, sample, timesteps_for
+from ..etas import EtaLike, etas_tensor
+from ..sampler import sample, timesteps_for
 
 INDEX_KIND = "hspace-annotation-index"
 INDEX_FORMAT = 1
