@@ -66,3 +66,11 @@ def etas_tensor(eta: EtaLike, steps: int) -> torch.Tensor:
     if not torch.isfinite(e).all() or (e < 0).any():
         raise ValueError("eta must be finite and >= 0")
     return e
+
+
+def eta_json(eta: EtaLike, steps: int):
+    """What a recipe records of ``eta``: a number as it is, anything else (a sequence, a
+    tensor, a text spec) as its list of per-step etas."""
+    if isinstance(eta, (int, float)):
+        return float(eta)
+    return [float(e) for e in etas_tensor(eta, steps).tolist()]

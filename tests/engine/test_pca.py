@@ -181,3 +181,18 @@ def test_cancel(model):
     with pytest.raises(Cancelled):
         pca_directions(model, 40, components=2, steps=2, batch=8, progress=prog, cancel=tok)
     assert max(seen) < 40 * 2
+
+
+def test_an_eta_spec_given_through_the_api_is_sampled_and_recorded_per_step(model):
+    """A text eta schedule (``last:0.5``) reaches PCA as it reaches sampling, and the file
+    records its per-step etas, as the command line does."""
+    from hspace_studio.engine.etas import eta_schedule
+
+    res = pca_directions(model, n_samples=4, components=1, steps=4, eta="last:0.5")
+    want = eta_schedule("last:0.5", 4).tolist()
+    assert want == [0.0, 0.0, 1.0, 1.0]
+    assert res.directions.params["eta"] == want
+    same = pca_directions(model, n_samples=4, components=1, steps=4, eta=want)
+    assert torch.equal(res.directions.delta_h, same.directions.delta_h)
+    other = pca_directions(model, n_samples=4, components=1, steps=4, eta=1.0)
+    assert not torch.allclose(res.directions.delta_h, other.directions.delta_h)

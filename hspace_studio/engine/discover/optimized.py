@@ -40,11 +40,11 @@ from ..directions import DirectionSet
 from ..ddim import ddim_step
 from ..hspace import hspace_hook
 from ..model import DiffusionModel
-from ..etas import EtaLike
+from ..etas import EtaLike, eta_json
 from ..sampler import (Region, noise_levels, prepare_scheduler, region_blend, sample, steps_in_window,
                        timesteps_for)
 from ..trajectory import Trajectory
-from .supervised import _eta_json, _seed_record
+from .supervised import _seed_record
 
 
 def default_window(model: DiffusionModel) -> Tuple[int, int]:
@@ -305,7 +305,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     name = classifier.attributes[a]
     params_out = {
         "method": "supervised", "source": "optimized", "attribute": name, "steps": int(steps),
-        "eta": _eta_json(eta),
+        "eta": eta_json(eta, steps),
         "h_space": h_space, "classifier": classifier.identity, "seeds": _seed_record(seeds), "batch": batch,
         "samples_seen": int(iters) * batch, "iterations": int(iters), "lr": float(lr), "lr_end": float(lr_end),
         "keep": float(keep), "margin": float(margin), "score_change": gain,

@@ -55,7 +55,7 @@ from ...core.progress import CancelToken, Progress, ProgressFn
 from ..directions import DirectionSet
 from ..hspace import h_shape
 from ..model import DiffusionModel
-from ..etas import EtaLike, etas_tensor
+from ..etas import EtaLike, eta_json, etas_tensor
 from ..sampler import sample, timesteps_for
 
 MODES = ("per-step", "global")
@@ -523,7 +523,7 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
             labels = [f"PC {j} (global)" for j in range(k)]
         params = {
             "method": "pca", "mode": plan.mode, "components": int(k), "samples": N, "seeds": seed_rec,
-            "steps": int(steps), "eta": eta if isinstance(eta, (int, float)) else [float(e) for e in eta],
+            "steps": int(steps), "eta": eta_json(eta, steps),
             "h_space": h_space, "batch": batch, "memory_mb": float(memory_mb), "solver": plan.solver,
             "kept_components": plan.kept, "units": "sigma",
         }

@@ -42,7 +42,7 @@ from ...core.progress import CancelToken, Progress, ProgressFn
 from ..annotate import AttributeClassifier
 from ..directions import DirectionSet, disentangle
 from ..model import DiffusionModel
-from ..etas import EtaLike, etas_tensor
+from ..etas import EtaLike, eta_json, etas_tensor
 from ..sampler import sample, timesteps_for
 
 INDEX_KIND = "hspace-annotation-index"
@@ -52,15 +52,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".g
 
 # ------------------------------------------------------------------------- the index
 
-def _eta_json(eta):
-    if isinstance(eta, (int, float)):
-        return float(eta)
-    return [float(e) for e in (eta.tolist() if torch.is_tensor(eta) else eta)]
-
-
 def index_recipe(model: DiffusionModel, classifier: AttributeClassifier, steps: int, eta: EtaLike,
                  h_space: str) -> dict:
-    out = {"fingerprint": model.fingerprint, "steps": int(steps), "eta": _eta_json(eta),
+    out = {"fingerprint": model.fingerprint, "steps": int(steps), "eta": eta_json(eta, steps),
            "h_space": h_space, "classifier": classifier.identity}
     if model.conditioning:  # a text-to-image model's samples depend on the prompt too
         out["conditioning"] = model.conditioning
@@ -517,7 +511,7 @@ def supervised_from_images(model: DiffusionModel, positive, negative, steps: int
     params = {
         "method": "supervised", "source": "labelled-images", "attribute": attribute,
         "positive": [str(p) for p in pos], "negative": [str(p) for p in neg],
-        "steps": int(steps), "eta": _eta_json(eta), "h_space": h_space,
+        "steps": int(steps), "eta": eta_json(eta, steps), "h_space": h_space,
         "inversion_seed": int(inversion_seed),
         "classifier": classifier.identity if classifier is not None else None, "score_gap": gap,
     }
