@@ -22,7 +22,7 @@ COMMANDS = {
     "edit": "hspace_studio.cli.edit_cmd",
     "pca": "hspace_studio.cli.discover_cmd",
     "jacobian": "hspace_studio.cli.discover_cmd",
-    "supervised": "hspace_studio.cli.discover_cmd",
+    "supervised": "hspace_studio.cli.supervised_cmd",
     "disentangle": "hspace_studio.cli.discover_cmd",
     "name": "hspace_studio.cli.discover_cmd",
 }
