@@ -6,7 +6,7 @@ drag, release) and each action (clear, invert, fill from a part, load) is one un
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PySide6.QtCore import QObject, QPointF, Qt, Signal
@@ -19,8 +19,6 @@ from ..core.errors import HSpaceError, InvalidFileError
 from ..core.jsonfile import read_json
 from ..core.mask import MaskChange, MaskDocument
 
-DEFAULT_PARTS = ("left_eye", "right_eye", "brows", "mouth", "hair", "face", "glasses", "background")
-PART_GROUPS = {"eyes": ("left_eye", "right_eye")}
 
 
 def segmenter_part_names(path) -> List[str]:
@@ -219,7 +217,8 @@ class BrushPanel(QWidget):
         self.segmenter.addItem("Segmenter: default", None)
         self.segmenter.addItem("Choose file…", "")
         self.segmenter_spec: Optional[str] = None
-        self._default_parts: List[str] = list(DEFAULT_PARTS)
+        self._default_parts: List[str] = []  # the domain's segmenter's (set_default_parts)
+        self.part_groups: Dict[str, Tuple[str, ...]] = {}  # named groups of parts (the domain's)
         self.segmenter.activated.connect(self._segmenter_activated)
         g.addWidget(self.segmenter, 4, 0, 1, 4)
 
@@ -232,7 +231,7 @@ class BrushPanel(QWidget):
         g.addWidget(self.part, 5, 0, 1, 2)
         g.addWidget(self.part_mode, 5, 2)
         g.addWidget(self.fill_btn, 5, 3)
-        self.set_parts(DEFAULT_PARTS)
+        self.set_parts([])
 
         self.load_btn = QPushButton("Load…")
         self.save_btn = QPushButton("Save…")
@@ -295,9 +294,11 @@ class BrushPanel(QWidget):
         canvas.strokeEnd.connect(controller.end_stroke)
         self.size_box.setValue(3.0)
 
-    def set_default_parts(self, parts: List[str]) -> None:
-        """The default segmenter's part names (shown while it is chosen)."""
+    def set_default_parts(self, parts: List[str], groups: Optional[Dict[str, Tuple[str, ...]]] = None) -> None:
+        """The default segmenter's part names (shown while it is chosen), and named groups of
+        them that "Fill part" also offers (the domain's, e.g. 'eyes': left and right eye)."""
         self._default_parts = list(parts)
+        self.part_groups = {k: tuple(v) for k, v in (groups or {}).items() if k not in parts}
         if self.segmenter_spec is None:
             self.set_parts(self._default_parts)
 
@@ -341,7 +342,7 @@ class BrushPanel(QWidget):
     def set_parts(self, parts: List[str]) -> None:
         cur = self.part.currentData()
         self.part.clear()
-        for name, members in PART_GROUPS.items():
+        for name, members in self.part_groups.items():
             if all(m in parts for m in members):
                 self.part.addItem(name.replace("_", " "), name)
         for p in parts:

@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QListWidget, Q
                                QVBoxLayout)
 
 from . import jobs as J
-from .brush import PART_GROUPS
 from .worker import JobHandle, JobResult
 
 
@@ -87,7 +86,7 @@ class DiscoveryControl:
         if self.traj_info is None:
             self.show_error("No image to segment yet")
             return None
-        parts = PART_GROUPS.get(part, (part,))
+        parts = self.brush.part_groups.get(part, (part,))
 
         def done(res: JobResult):
             if res.ok and not res.value["mask"].any():  # e.g. hair on a bald head: keep the mask

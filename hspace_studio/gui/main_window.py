@@ -178,10 +178,11 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
         self.brush = BrushPanel(self.mask, self.canvas)
         from ..domains import ensure
 
-        segmenter = ensure().default_segmenter  # the domain's segmenter: its part names
+        domain = ensure()
+        segmenter = domain.default_segmenter  # the domain's segmenter: its part names and groups
         parts = segmenter_parts(Path(segmenter)) if segmenter else []
         if parts:
-            self.brush.set_default_parts(parts)
+            self.brush.set_default_parts(parts, domain.part_groups)
         self.brush.segmenterError.connect(self.show_error)
         self.library = DirectionLibrary()
         self.sliders = ActiveSliders()

@@ -75,3 +75,19 @@ def test_the_supervised_panel_says_what_works_for_an_attribute(qtbot, tmp_path):
         assert d.sup_advice.isHidden()
     finally:
         w.shutdown()
+
+
+def test_fill_part_lists_the_domains_parts_and_groups(qtbot, win):
+    """The brush's part list is the domain's segmenter's parts and the domain's groups of
+    them (the toy faces: 'eyes' = both eyes); the generic domain names none."""
+    from hspace_studio.engine.domain import active_domain
+    from hspace_studio.gui.brush import BrushPanel
+
+    items = [win.brush.part.itemData(i) for i in range(win.brush.part.count())]
+    assert "eyes" in items and "mouth" in items and "left_eye" in items
+    assert set(active_domain().part_groups["eyes"]) == {"left_eye", "right_eye"}
+    bare = BrushPanel(win.mask, win.canvas)  # before a domain gives it parts
+    qtbot.addWidget(bare)
+    assert bare.part.count() == 0
+    bare.set_default_parts(["a", "b"], {"both": ("a", "b"), "a": ("a",)})
+    assert [bare.part.itemData(i) for i in range(bare.part.count())] == ["both", "a", "b"]
