@@ -75,8 +75,8 @@ class EngineState:
         shape = h_shape(model.unet, h_space, model.sample_shape)
         if model is not self.model:
             self._decode_seconds = None
+            self._accelerate(model)
         self.model, self.h_space = model, h_space
-        self._accelerate(model)  # a new model, or h in another place (the mid-block may stay eager)
         # the spacing asked for (None: the model's recorded or its scheduler's): a request
         # for it, or for the spacing it gave, needs no reload
         self._asked_timesteps = spacing_key(timesteps)
@@ -110,9 +110,9 @@ class EngineState:
         image and for a strip, so that no slider waits for it."""
         from ..engine.compiled import accelerate, warm_up
 
-        accelerate(model, h_space=self.h_space, **self.acceleration)
+        accelerate(model, **self.acceleration)
         if self.acceleration["compile"]:
-            warm_up(model, batch_sizes=(1, 5))
+            warm_up(model, self.h_space)
 
     def require_model(self):
         if self.model is None:

@@ -159,8 +159,7 @@ def open_model(args):
             print("note: --compile needs a C++ compiler (g++ or clang++); running without it",
                   file=sys.stderr)
             compile_ = False
-        accelerate(model, compile=compile_, bf16=bool(getattr(args, "bf16", False)),
-                   h_space=getattr(args, "h_space", "after"))
+        accelerate(model, compile=compile_, bf16=bool(getattr(args, "bf16", False)))
     return model
 
 

@@ -1,28 +1,29 @@
 """Faster network evaluations for decodes without grad: ``torch.compile`` and bf16.
 
-:func:`accelerate` compiles the ``forward`` of each down block, up block and the mid-block
-of the model's diffusers UNets (the UNet, or those inside the engine's wrappers: a guide,
-a prompted UNet), leaving the UNet's own ``forward`` eager. Compiling a block's
-``forward``, not the block, keeps the hooks registered on the block itself outside the
-compiled code, so the h-space hooks (:mod:`.hspace`), which change from call to call,
-run as they always do. Where h sits inside the mid-block (the ``middle`` point) the
-mid-block stays eager.
+:func:`accelerate` compiles the ``forward`` of the model's diffusers UNets (the UNet, or
+those inside the engine's wrappers: a guide, a prompted UNet). The h-space hooks are
+traced into the compiled code, so they must not come and go between calls: the UNet gets
+permanent hooks at its h-space points (:func:`.hspace.install_slots`), which
+:func:`.hspace.hspace_hook` fills instead of registering hooks of its own. A new edit or a
+new step then reuses the compiled code (its tensors are inputs); a batch of another size
+builds it once more with the batch dimension left free, which serves every later size.
 
-Each block runs its compiled code only when nothing could make that code wrong: grad is
-off (sampling, edits, strips, previews), no functorch transform or forward-mode AD is
-active (the Jacobian), and no module inside the block carries a hook or a replaced
-``forward`` (the Jacobian's upstream stubs). Otherwise its eager ``forward`` runs.
+The compiled code runs only when nothing could make it wrong: grad is off (sampling,
+edits, strips, previews), no functorch transform or forward-mode AD is active (the
+Jacobian), and no module of the UNet carries a hook other than the permanent ones or a
+replaced ``forward`` (the Jacobian's upstream pass and stubs). Otherwise the eager
+``forward`` runs.
 
 ``compile``: results agree with the eager model to float32 rounding (a few 1e-6 per
 evaluation, ``tests/engine/test_compiled.py``). Building needs a C++ compiler on a CPU
 (:func:`compiler_available`) and takes tens of seconds per model and batch size there
-(a second batch size builds code with the batch left free, which serves every later
-one; inductor caches it on disk); :func:`warm_up` builds it ahead of use.
+(inductor caches it on disk: a second start takes a second); :func:`warm_up` builds it
+ahead of use.
 
-``bf16``: the UNet's forward runs under bfloat16 autocast (fast on CPUs with AMX or
-AVX-512 BF16, and on GPUs), grad-free calls only. Its final images differ from float32's
-by about 47 dB PSNR on the default model (``bench/bench_slider.py --compiled``); a
-recipe records it so that a replay uses it too.
+``bf16``: grad-free calls run under bfloat16 autocast (fast on CPUs with AMX or AVX-512
+BF16, and on GPUs). Its final images differ from float32's by about 45 dB PSNR on the
+default model (``bench/bench_slider.py --compiled``); a recipe records it so that a replay
+uses it too.
 """
 from __future__ import annotations
 
@@ -31,7 +32,10 @@ from typing import Callable, List
 
 import torch
 
+from .hspace import install_slots, remove_slots
+
 _EAGER = "_hspace_eager_forward"
+
 
 def compiler_available() -> bool:
     """Whether ``torch.compile`` can build code here (a CPU build needs a C++ compiler)."""
@@ -59,96 +63,80 @@ def _transforms_active() -> bool:
     return getattr(forward_ad, "_current_level", -1) >= 0
 
 
-def _plain(modules) -> bool:
-    """No module in ``modules`` has a hook or an instance ``forward`` of its own."""
-    for m in modules:
-        if m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__:
-            return False
-    return True
-
-
 def _fast_allowed() -> bool:
     return not torch.is_grad_enabled() and not _transforms_active()
 
 
-def _gate_block(block, eager: Callable, fast: Callable) -> Callable:
-    inner = [m for m in block.modules() if m is not block]
+def _gate(u, eager: Callable, fast: Callable, allowed: set, device_type: str, bf16: bool) -> Callable:
+    """``u``'s forward: ``fast`` where it is safe (see the module doc), else ``eager``."""
+    modules = list(u.modules())
+
+    def plain() -> bool:
+        for m in modules:
+            if (m._forward_hooks and not allowed.issuperset(m._forward_hooks)) or \
+                    (m._forward_pre_hooks and not allowed.issuperset(m._forward_pre_hooks)):
+                return False
+            if m is not u and "forward" in m.__dict__:
+                return False
+        return True
 
     def forward(*args, **kwargs):
-        if _fast_allowed() and _plain(inner):
-            return fast(*args, **kwargs)
-        return eager(*args, **kwargs)
-
-    return forward
-
-
-def _gate_bf16(eager: Callable, device_type: str) -> Callable:
-    def forward(*args, **kwargs):
-        if _fast_allowed():
+        if not _fast_allowed():
+            return eager(*args, **kwargs)
+        run = eager
+        if plain():
+            run = fast
+            # an expanded (stride 0) input would build the code again
+            args = tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
+        if bf16:
             with torch.autocast(device_type, dtype=torch.bfloat16):
-                return eager(*args, **kwargs)
-        return eager(*args, **kwargs)
+                return run(*args, **kwargs)
+        return run(*args, **kwargs)
 
     return forward
-
-
-def _blocks(u, h_space: str) -> List[torch.nn.Module]:
-    out = [*u.down_blocks, *u.up_blocks]
-    if getattr(u, "mid_block", None) is not None and h_space != "middle":
-        out.append(u.mid_block)
-    return out
-
-
-def _replace_forward(module, new: Callable) -> None:
-    setattr(module, _EAGER, module.__dict__.get("forward"))
-    module.forward = new
-
-
-def _give_back(module) -> None:
-    old = module.__dict__.pop(_EAGER)
-    module.__dict__.pop("forward", None)
-    if old is not None:
-        module.forward = old
 
 
 def accelerated(unet) -> bool:
     return any(hasattr(m, _EAGER) for m in unet.modules())
 
 
-def accelerate(model, compile: bool = True, bf16: bool = False, h_space: str = "after") -> None:
+def accelerate(model, compile: bool = True, bf16: bool = False) -> None:
     """Make ``model``'s grad-free evaluations faster in place (see the module doc).
 
     Nothing is built until the first grad-free evaluation. Calling it again first gives
     the eager forwards back (:func:`restore`)."""
     restore(model)
-    if compile:
-        # one code object (a block class's forward) serves blocks of several shapes
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    if not (compile or bf16):
+        return
     for u in _unets(model.unet):
-        if compile:
-            for block in _blocks(u, h_space):
-                eager = block.forward
-                fast = torch.compile(eager, options={"freezing": True})
-                _replace_forward(block, _gate_block(block, eager, fast))
-        if bf16:
-            _replace_forward(u, _gate_bf16(u.forward, model.device.type))
-    if compile or bf16:
-        model.info["accelerated"] = {"compile": bool(compile), "bf16": bool(bf16)}
+        allowed = {h.id for h in install_slots(u)}
+        eager = u.forward
+        fast = torch.compile(eager, options={"freezing": True}) if compile else eager
+        setattr(u, _EAGER, u.__dict__.get("forward"))
+        u.forward = _gate(u, eager, fast, allowed, model.device.type, bf16)
+    model.info["accelerated"] = {"compile": bool(compile), "bf16": bool(bf16)}
 
 
 def restore(model) -> None:
-    """Give every module of ``model``'s UNets its eager ``forward`` back."""
-    for m in model.unet.modules():
-        if hasattr(m, _EAGER):
-            _give_back(m)
+    """Give every UNet of ``model`` its eager ``forward`` back, without permanent hooks."""
+    for u in _unets(model.unet):
+        if hasattr(u, _EAGER):
+            old = u.__dict__.pop(_EAGER)
+            u.__dict__.pop("forward", None)
+            if old is not None:
+                u.forward = old
+        remove_slots(u)
     model.info.pop("accelerated", None)
 
 
-def warm_up(model, batch_sizes=(1,)) -> None:
-    """Build the compiled code now: one grad-free evaluation per batch size."""
-    shape = model.sample_shape
-    p = next(model.unet.parameters())
-    t = model.scheduler.timesteps[0] if len(getattr(model.scheduler, "timesteps", [])) else torch.tensor(0)
-    with torch.no_grad():
-        for b in batch_sizes:
-            model.unet(torch.zeros((b, *shape), device=p.device, dtype=p.dtype), t)
+def warm_up(model, h_space: str = "after", strip_size: int = 5) -> None:
+    """Build the compiled code now for what a slider needs next: a sample, an edit and a
+    strip of ``strip_size`` scales (each a one-step chain; the code depends on what the
+    h hook does and on the batch, not on the step or the scale)."""
+    from .sampler import EditSpec, edit, sample, strip
+
+    traj = sample(model, [0], steps=1, eta=0.0, h_space=h_space)[0]
+    delta = torch.full_like(traj.hs, 1e-6)
+    edit(model, traj, [EditSpec(delta, 1.0)])
+    if strip_size > 1:
+        strip(model, traj, delta, [float(i) for i in range(strip_size)])

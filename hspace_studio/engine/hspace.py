@@ -41,6 +41,76 @@ def hook_module(unet, point: str):
     return mid
 
 
+def _apply(h, unet, edit, record):
+    """h after ``edit`` (each guidance branch alike), the conditional part appended to ``record``."""
+    parts = h.chunk(getattr(unet, "branches", 1))
+    if edit is not None:
+        parts = [edit(p) for p in parts]
+    if record is not None:
+        record.append(parts[-1])
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _register(module, point: str, apply: Callable[[torch.Tensor], torch.Tensor]):
+    """A hook on ``module`` that passes h through ``apply``; returns its handle."""
+    if point == "before":
+        def pre(mod, args, kwargs):
+            if "hidden_states" in kwargs:
+                kwargs = dict(kwargs, hidden_states=apply(kwargs["hidden_states"]))
+                return args, kwargs
+            return (apply(args[0]),) + tuple(args[1:]), kwargs
+
+        return module.register_forward_pre_hook(pre, with_kwargs=True)
+
+    def post(mod, args, output):
+        return apply(output)
+
+    return module.register_forward_hook(post)
+
+
+class HookSlot:
+    """A permanent h hook at one point (:func:`install_slots`): :func:`hspace_hook` puts its
+    ``(unet, edit, record)`` in ``active`` instead of registering a hook of its own, so the
+    module's hooks stay the same from call to call (what compiled code, :mod:`.compiled`,
+    traced them as). Entries apply in the order they were entered, as stacked hooks do."""
+
+    def __init__(self, point: str):
+        self.point = point
+        self.active: list = []
+        self.handle = None
+
+    def __call__(self, h):
+        for unet, edit, record in self.active:
+            h = _apply(h, unet, edit, record)
+        return h
+
+
+def install_slots(unet) -> list:
+    """Give ``unet``'s h-space points permanent hooks (:class:`HookSlot`); returns their
+    handles (for :func:`remove_slots` and to tell them from other hooks)."""
+    handles = []
+    for point in POINTS:
+        try:
+            module = hook_module(unet, point)
+        except ModelLoadError:  # no second resnet: no 'middle' point
+            continue
+        slots = module.__dict__.setdefault("_hspace_slots", {})
+        if point in slots:
+            handles.append(slots[point].handle)
+            continue
+        slot = HookSlot(point)
+        slot.handle = _register(module, point, slot)
+        slots[point] = slot
+        handles.append(slot.handle)
+    return handles
+
+
+def remove_slots(unet) -> None:
+    for m in unet.modules():
+        for slot in m.__dict__.pop("_hspace_slots", {}).values():
+            slot.handle.remove()
+
+
 @contextmanager
 def hspace_hook(unet, point: str, edit: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                 record: Optional[list] = None):
@@ -54,28 +124,16 @@ def hspace_hook(unet, point: str, edit: Optional[Callable[[torch.Tensor], torch.
     branch's part of the batch alike and ``record`` receives the last (conditional) part.
     """
     module = hook_module(unet, point)
-
-    def apply(h):
-        parts = h.chunk(getattr(unet, "branches", 1))
-        if edit is not None:
-            parts = [edit(p) for p in parts]
-        if record is not None:
-            record.append(parts[-1])
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-    if point == "before":
-        def pre(mod, args, kwargs):
-            if "hidden_states" in kwargs:
-                kwargs = dict(kwargs, hidden_states=apply(kwargs["hidden_states"]))
-                return args, kwargs
-            return (apply(args[0]),) + tuple(args[1:]), kwargs
-
-        handle = module.register_forward_pre_hook(pre, with_kwargs=True)
-    else:
-        def post(mod, args, output):
-            return apply(output)
-
-        handle = module.register_forward_hook(post)
+    slot = module.__dict__.get("_hspace_slots", {}).get(point)
+    if slot is not None:
+        entry = (unet, edit, record)
+        slot.active.append(entry)
+        try:
+            yield
+        finally:
+            slot.active[:] = [e for e in slot.active if e is not entry]
+        return
+    handle = _register(module, point, lambda h: _apply(h, unet, edit, record))
     try:
         yield
     finally:
