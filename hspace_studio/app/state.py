@@ -93,26 +93,34 @@ class EngineState:
         self.invalidate()
         return self.model_info
 
-    def set_acceleration(self, compile: bool, bf16: bool) -> dict:
-        """Keep the speed setting (:mod:`..engine.compiled`) and apply it to the loaded model;
-        returns what is in force (compiling needs a C++ compiler: without one it stays off)."""
+    def set_acceleration(self, compile: bool, bf16: bool, progress=None, cancel=None) -> dict:
+        """Keep the speed setting (:mod:`..engine.compiled`) and apply it to the loaded model,
+        building its compiled code now (``progress``, ``cancel``: see
+        :func:`..engine.compiled.warm_up`); returns what is in force (compiling needs a C++
+        compiler: without one it stays off). Cancelled, the setting before stays."""
         from ..engine.compiled import compiler_available
 
+        before = dict(self.acceleration)
         self.acceleration = {"compile": bool(compile) and compiler_available(), "bf16": bool(bf16)}
         if self.model is not None:
-            self._accelerate(self.model)
             self._decode_seconds = None
             self.invalidate()
+            try:
+                self._accelerate(self.model, progress, cancel)
+            except BaseException:
+                self.acceleration = before
+                self._accelerate(self.model)  # as it was (its code is built already)
+                raise
         return dict(self.acceleration)
 
-    def _accelerate(self, model) -> None:
-        """Apply the speed setting to ``model`` and build its compiled code now, for one
-        image and for a strip, so that no slider waits for it."""
+    def _accelerate(self, model, progress=None, cancel=None) -> None:
+        """Apply the speed setting to ``model`` and build its compiled code now, for an
+        image, an edit and a strip, so that no slider waits for it."""
         from ..engine.compiled import accelerate, warm_up
 
         accelerate(model, **self.acceleration)
         if self.acceleration["compile"]:
-            warm_up(model, self.h_space)
+            warm_up(model, self.h_space, progress=progress, cancel=cancel)
 
     def require_model(self):
         if self.model is None:

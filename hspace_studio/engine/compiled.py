@@ -129,14 +129,25 @@ def restore(model) -> None:
     model.info.pop("accelerated", None)
 
 
-def warm_up(model, h_space: str = "after", strip_size: int = 5) -> None:
+def warm_up(model, h_space: str = "after", strip_size: int = 5, progress=None, cancel=None) -> None:
     """Build the compiled code now for what a slider needs next: a sample, an edit and a
     strip of ``strip_size`` scales (each a one-step chain; the code depends on what the
-    h hook does and on the batch, not on the step or the scale)."""
+    h hook does and on the batch, not on the step or the scale). ``progress(done, 3, msg)``
+    after each; ``cancel`` is checked between them."""
+    from ..core.progress import check
     from .sampler import EditSpec, edit, sample, strip
 
+    def stage(i, msg):
+        check(cancel)
+        if progress is not None:
+            progress(i, 3, msg)
+
+    stage(0, "building the compiled network: sampling")
     traj = sample(model, [0], steps=1, eta=0.0, h_space=h_space)[0]
     delta = torch.full_like(traj.hs, 1e-6)
+    stage(1, "building the compiled network: edits")
     edit(model, traj, [EditSpec(delta, 1.0)])
+    stage(2, "building the compiled network: strips")
     if strip_size > 1:
         strip(model, traj, delta, [float(i) for i in range(strip_size)])
+    stage(3, "compiled network built")

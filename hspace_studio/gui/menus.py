@@ -139,6 +139,7 @@ class Menus:
         from ..engine.compiled import compiler_available
 
         A = self._action
+        self._speed_in_force = (False, False)  # (compile, bf16) last asked of the engine
         self.act["compile"] = A(m, "Compile the network (faster edits)", self._speed_changed, None,
                                 "torch.compile: sampling and edits run faster, with the same images to "
                                 "float32 rounding; building it takes tens of seconds once per model",
@@ -155,14 +156,22 @@ class Menus:
         from ..app.requests import SetAcceleration
 
         want = (self.act["compile"].isChecked() and self.act["compile"].isEnabled(), self.act["bf16"].isChecked())
+        before = self._speed_in_force
+        self._speed_in_force = want
 
         def done(res):
             if not res.ok:
-                if res.cancelled:
+                if res.cancelled:  # the setting before stays
+                    self._speed_in_force = before
+                    for key, on in zip(("compile", "bf16"), before):
+                        self.act[key].blockSignals(True)
+                        self.act[key].setChecked(on)
+                        self.act[key].blockSignals(False)
                     return
                 self.show_error(f"Could not change the engine's speed settings: {res.error}")
                 return
-            on = [k for k, v in (res.value or {}).items() if v]
+            names = {"compile": "compiled network", "bf16": "bfloat16"}
+            on = [names[k] for k, v in (res.value or {}).items() if v]
             self.statusBar().showMessage("Engine: " + (", ".join(on) if on else "plain float32"), 6000)
             self.request_preview()  # the image as the engine now makes it
 

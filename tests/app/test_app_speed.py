@@ -51,3 +51,17 @@ def test_bf16_export_records_it_and_replays_through_the_cli(sampled, tmp_path):
     assert not np.array_equal(exported, plain)  # bf16 arithmetic: not float32's image
     assert cli_main(args) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "again.png").convert("RGB")), exported)
+
+
+def test_a_cancelled_build_keeps_the_setting_before(sampled):
+    from hspace_studio.core.errors import Cancelled
+    from hspace_studio.core.progress import CancelToken
+
+    state, info = sampled
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        run(state, R.SetAcceleration(compile=True), cancel=token)
+    assert state.acceleration == {"compile": False, "bf16": False}
+    assert not accelerated(state.model.unet)
+    assert np.array_equal(state.render(()), info.image)

@@ -15,7 +15,7 @@ def test_bf16_from_the_menu_changes_the_image_and_is_remembered(qtbot, win, dir_
     win.act["bf16"].setChecked(True)
     wait_idle(qtbot, win)
     assert win.worker.state.acceleration == {"compile": False, "bf16": True}
-    assert "bf16" in win.statusBar().currentMessage()
+    assert win.statusBar().currentMessage() == "Engine: bfloat16"
     assert not np.array_equal(win.canvas.edited_array(), plain)
     win._save_settings()
     assert win.settings.value("engine/bf16") in (True, "true")

@@ -10,8 +10,8 @@ def _set_acceleration(state, job, progress, cancel):
     """Keep the setting for every model loaded from now on, apply it to the loaded one and
     build its compiled code now (tens of seconds on a CPU the first time), so that no
     slider waits for it. Returns what is in force: ``{"compile": bool, "bf16": bool}``."""
-    progress(0, 1, "building the compiled network (the first time takes tens of seconds)"
+    progress(0, 3, "building the compiled network (once per model: tens of seconds)"
              if job.compile else "setting the engine's arithmetic")
-    in_force = state.set_acceleration(job.compile, job.bf16)
-    progress(1, 1, "done")
+    in_force = state.set_acceleration(job.compile, job.bf16, progress, cancel)
+    progress(3, 3, "done")
     return in_force
