@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import (_nonneg_int, _positive_int, add_model_args, add_source_args, load_source, open_model,
+from .common import (_nonneg_int, _number, _positive_int, add_model_args, add_source_args, load_source, open_model,
                      progress_and_cancel, steps_eta)
-from .discovery_io import _distributed, _float, _load_set, _model_params, _numbers, _positive_float, _save
+from .discovery_io import _distributed, _load_set, _model_params, _numbers, _positive_float, _save
 
 
 # ----------------------------------------------------------------------------- pca
@@ -271,7 +271,7 @@ def add_parser(sub):
     p.add_argument("--at-step", dest="at_step", type=_nonneg_int,
                    help="use this step's vector at every step (masked Jacobian directions)")
     p.add_argument("--top", type=_positive_int, default=3, help="attributes reported (default 3)")
-    p.add_argument("--min-change", dest="min_change", type=_float, default=0.02,
+    p.add_argument("--min-change", dest="min_change", type=_number, default=0.02,
                    help="smallest score change that names a direction (default 0.02)")
     p.add_argument("--classifier", help="classifier folder or TorchScript file "
                                         "(default: the domain's classifier; a TorchScript "

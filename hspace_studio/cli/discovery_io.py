@@ -6,17 +6,12 @@ import argparse
 import sys
 from contextlib import contextmanager
 
-from .common import open_model, split_index
+from .common import _number, open_model, split_index
 
-def _float(s):
-    try:
-        return float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{s}'")
 
 
 def _positive_float(s):
-    v = _float(s)
+    v = _number(s)
     if not v > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got '{s}'")
     return v

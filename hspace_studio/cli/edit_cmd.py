@@ -17,8 +17,8 @@ import argparse
 import sys
 
 from ..app.edits import NOISE  # the "space" of a noise-space edit in the recipe
-from .common import (_nonneg_int, add_model_args, add_source_args, load_source, open_model, progress_and_cancel,
-                     save_image, split_index, window, with_model_settings)
+from .common import (_nonneg_int, _number, add_model_args, add_source_args, load_source, open_model,
+                     progress_and_cancel, save_image, split_index, window, with_model_settings)
 
 
 class _EditAction(argparse.Action):
@@ -48,11 +48,6 @@ class _EditAction(argparse.Action):
         ns.edits = edits
 
 
-def _float(s):
-    try:
-        return float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{s}'")
 
 
 def _frames(s):
@@ -80,7 +75,7 @@ def add_parser(sub):
     add_source_args(p)
     p.add_argument("--direction", action=_EditAction, dest="direction",
                    help="direction file, optionally :INDEX (default 0); repeat for several")
-    p.add_argument("--scale", action=_EditAction, dest="scale", type=_float,
+    p.add_argument("--scale", action=_EditAction, dest="scale", type=_number,
                    help="scale of the preceding direction (default 1)")
     p.add_argument("--window", action=_EditAction, dest="window", type=window,
                    help="edit only at timesteps between T0 and T1 (e.g. 999:500)")
@@ -93,7 +88,7 @@ def add_parser(sub):
     p.add_argument("--noise-direction", action=_EditAction, dest="noise_direction", metavar="FILE[:INDEX]",
                    help="a noise-space direction file (x_T and per-step noise), optionally :INDEX; "
                         "repeat for several")
-    p.add_argument("--noise-scale", action=_EditAction, dest="noise_scale", type=_float, metavar="S",
+    p.add_argument("--noise-scale", action=_EditAction, dest="noise_scale", type=_number, metavar="S",
                    help="scale of the preceding --noise-direction (default 1)")
     p.add_argument("--strip", type=_scales, help="write the first edit at these scales side by side")
     p.add_argument("--region", metavar="MASK.png",
