@@ -198,7 +198,11 @@ class DiscoveryPanel(QTabWidget):
         self.sup_region = QCheckBox("Change h only where the mask is painted")
         self.sup_region.setToolTip("Fit the change at the positions of h whose part of the image meets "
                                    "the painted mask (each covers a block of pixels); zero elsewhere")
-        f.addRow(self.sup_optimize, self.sup_iters)
+        fit_row = QHBoxLayout()  # one full-width row: as a form label it would widen the label column
+        fit_row.addWidget(self.sup_optimize)
+        fit_row.addWidget(self.sup_iters)
+        fit_row.addStretch(1)
+        f.addRow(fit_row)
         f.addRow("Training samples", self.sup_train)
         self.sup_every_step = QCheckBox("Fit at every step")
         self.sup_every_step.setToolTip(
