@@ -159,6 +159,7 @@ class DiscoverSupervised:
     terms: Tuple[Tuple[str, float], ...] = ()  # with optimize: (name, weight) of the domain's fit terms
     free: Tuple[str, ...] = ()  # with optimize: attributes the fit may move
     skip: Tuple[str, ...] = ()  # with optimize: leave out the samples the classifier reads with these
+    preset: Optional[str] = None  # with optimize: the domain's preset the options came from (recorded)
     label: ClassVar[str] = "Supervised"
 
 

@@ -461,7 +461,8 @@ class DiscoveryPanel(QTabWidget):
                                   keep_in=bool(optimize) and self.sup_keep_in.isChecked(),
                                   keep_in_part=own, keep_in_grow=self.sup_own_grow.value(),
                                   every_step=bool(optimize) and self.sup_every_step.isChecked(),
-                                  terms=terms, free=preset["free"], skip=preset["skip"])
+                                  terms=terms, free=preset["free"], skip=preset["skip"],
+                                  preset=self.sup_preset.currentData() if optimize else None)
 
     def _emit_supervised(self) -> None:
         try:

@@ -368,9 +368,10 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
     assert params["part_term"] == {"name": f"hair pulled to its palette colour x{terms['hair-colour']:g} + pixels "
                                            f"outside the hair held x{terms['outside-hair']:g}", "weight": 1.0}
     assert params["skip"] == ["bald"] and sorted(params["free"]) == ["black_hair", "grey_hair", "red_hair"]
+    assert job.preset == "hair-colour" and params["preset"] == {"name": "hair-colour"}
     d.sup_preset.setCurrentText("none")
     job = win.discovery.supervised_job()
-    assert dict(job.terms) == {"part-check": 0.0} and job.free == () and job.skip == ()
+    assert dict(job.terms) == {"part-check": 0.0} and job.free == () and job.skip == () and job.preset is None
     win.discovery.sup_classifier.setText(str(clf))
     win.discovery._reload_attributes()
     win.discovery.sup_attr.setCurrentText("smiling")

@@ -96,11 +96,14 @@ def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
                 keep_in = part_region(model, job.keep_in_part, int(job.keep_in_grow))
             except (ValueError, OSError) as e:
                 raise HSpaceError(f"cannot keep the edits in each face's {' '.join(job.keep_in_part)}: {e}") from None
-        return opt.optimized_direction(model, clf, job.attribute, list(range(int(job.train_samples))),
-                                       steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
-                                       iters=int(job.optimize), window=_fit_window(opt, model, job),
-                                       region=job.region, keep_in=keep_in, free=list(job.free),
-                                       skip=list(job.skip), **_part_term(job), progress=progress, cancel=cancel)
+        res = opt.optimized_direction(model, clf, job.attribute, list(range(int(job.train_samples))),
+                                      steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
+                                      iters=int(job.optimize), window=_fit_window(opt, model, job),
+                                      region=job.region, keep_in=keep_in, free=list(job.free),
+                                      skip=list(job.skip), **_part_term(job), progress=progress, cancel=cancel)
+        if job.preset:  # the options it recorded are the expanded ones, as the panel had them
+            res.directions.params["preset"] = {"name": str(job.preset)}
+        return res
     seeds = list(range(int(job.index_size)))
     path = None
     if job.index_dir:
