@@ -20,10 +20,10 @@ evaluation, ``tests/engine/test_compiled.py``). Building needs a C++ compiler on
 (inductor caches it on disk: a second start takes a second); :func:`warm_up` builds it
 ahead of use.
 
-``bf16``: grad-free calls run under bfloat16 autocast (fast on CPUs with AMX or AVX-512
-BF16, and on GPUs). Its final images differ from float32's by about 45 dB PSNR on the
-default model (``bench/bench_slider.py --compiled``); a recipe records it so that a replay
-uses it too.
+``bf16``: the same calls (grad-free, nothing else hooked) run under bfloat16 autocast
+(fast on CPUs with AMX or AVX-512 BF16, and on GPUs). Its final images differ from
+float32's by about 45 dB PSNR on the default model (``bench/bench_slider.py --compiled``);
+a recipe records it so that a replay uses it too.
 """
 from __future__ import annotations
 
@@ -81,17 +81,16 @@ def _gate(u, eager: Callable, fast: Callable, allowed: set, device_type: str, bf
         return True
 
     def forward(*args, **kwargs):
-        if not _fast_allowed():
+        # grad, AD, another hook or a stub: the plain float32 forward (the Jacobian's upstream
+        # pass caches outputs that its float32 pass with grad reads back)
+        if not _fast_allowed() or not plain():
             return eager(*args, **kwargs)
-        run = eager
-        if plain():
-            run = fast
-            # an expanded (stride 0) input would build the code again
-            args = tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
+        # an expanded (stride 0) input would build the code again
+        args = tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
         if bf16:
             with torch.autocast(device_type, dtype=torch.bfloat16):
-                return run(*args, **kwargs)
-        return run(*args, **kwargs)
+                return fast(*args, **kwargs)
+        return fast(*args, **kwargs)
 
     return forward
 

@@ -96,3 +96,16 @@ def test_jacobian_directions_of_a_compiled_model(pair):
     assert torch.allclose(a.singular_values[0], b.singular_values[0], rtol=1e-4)
     cos = (a.directions.delta_h.flatten() * b.directions.delta_h.flatten()).sum().abs()
     assert cos > 0.9999, cos
+
+
+def test_jacobian_of_a_bf16_model_runs_in_float32(tiny_model_8_dir):
+    """bf16 applies to grad-free, unhooked calls only: the Jacobian (a hooked upstream pass,
+    then stubs and AD) runs in float32 and gives the plain model's directions."""
+    plain = load_model(str(tiny_model_8_dir), device="cpu")
+    fast = load_model(str(tiny_model_8_dir), device="cpu")
+    accelerate(fast, compile=False, bf16=True)
+    traj = sample(plain, [5], steps=2, eta=1.0)[0]
+    a = jacobian_directions(plain, traj, k=1, steps_subset=[1])
+    b = jacobian_directions(fast, traj, k=1, steps_subset=[1])
+    assert torch.equal(a.singular_values, b.singular_values)
+    assert torch.equal(a.directions.delta_h, b.directions.delta_h)
