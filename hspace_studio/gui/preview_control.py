@@ -21,6 +21,11 @@ from ..app.requests import EditItem, PreviewRequest, StripRequest
 STRIP_SCALES = (-1.0, -0.5, 0.0, 0.5, 1.0)  # times the direction's slider range
 
 
+def _others(edits, key) -> tuple:
+    """The edits besides direction ``key``'s that change the image (scale not 0)."""
+    return tuple(e for e in edits if (e.set_id, e.index) != tuple(key) and e.scale != 0.0)
+
+
 class PreviewControl:
     """Mixin of MainWindow; see the module docstring."""
 
@@ -122,10 +127,9 @@ class PreviewControl:
         epoch_now, _item, others = ctx
         if epoch != epoch_now:
             return None
-        mine = [e for e in edits if (e.set_id, e.index) == tuple(key)]
-        rest = tuple(e for e in edits if (e.set_id, e.index) != tuple(key) and e.scale != 0.0)
-        if rest != others:
+        if _others(edits, key) != others:
             return None
+        mine = [e for e in edits if (e.set_id, e.index) == tuple(key)]
         return image, (float(mine[0].scale) if mine else 0.0)
 
     def _canvas_painted(self) -> None:
@@ -249,8 +253,8 @@ class PreviewControl:
         s, d = found
         item = EditItem(s.set_id, d.index, 1.0, tuple(d.window) if d.window else None, d.at_timestep,
                         asymmetric=d.asymmetric)
-        others = tuple(e for e in self.current_edits() if (e.set_id, e.index) != tuple(key) and e.scale != 0.0)
-        return (self._node_epoch, item, others), tuple(round(f * d.range, 6) for f in STRIP_SCALES)
+        return (self._node_epoch, item, _others(self.current_edits(), key)), \
+            tuple(round(f * d.range, 6) for f in STRIP_SCALES)
 
     def _strip_cached(self, key, want) -> bool:
         nodes = self._nodes.get(key)
