@@ -142,3 +142,21 @@ def save_sdxl_model(folder: Path) -> Path:
                                      add_watermarker=False)
     pipe.save_pretrained(folder)
     return folder
+
+
+def save_direction_files(model_dir, folder: Path, steps: int, seed: int) -> Path:
+    """Two random h-space directions (``h.safetensors``) and two noise-space ones
+    (``n.safetensors``) for the model in ``model_dir`` at ``steps`` steps, in ``folder``."""
+    from hspace_studio.engine import DirectionSet, load_model, sample
+    from hspace_studio.engine.noise_edits import noise_direction_set
+
+    m = load_model(str(model_dir), device="cpu")
+    t = sample(m, [0], steps=steps)[0]
+    g = torch.Generator().manual_seed(seed)
+    folder = Path(folder)
+    DirectionSet(delta_h=torch.randn((2, *t.hs.shape), generator=g), timesteps=t.timesteps,
+                 fingerprint=m.weights_fingerprint, h_space="after", method="pca").save(folder / "h.safetensors")
+    noise_direction_set(torch.randn((2, *t.x_T.shape), generator=g) * 0.3,
+                        torch.randn((2, *t.zs.shape), generator=g) * 0.3, t.timesteps,
+                        m.weights_fingerprint).save(folder / "n.safetensors")
+    return folder

@@ -17,6 +17,7 @@ from hspace_studio.app.state import EngineState
 from hspace_studio.cli import main as cli_main
 from hspace_studio.core.errors import Cancelled, HSpaceError, ModelMismatchError
 from hspace_studio.core.progress import CancelToken
+from tests.tiny_models import save_direction_files
 
 SEED, STEPS = 3, 6
 
@@ -32,19 +33,7 @@ def pixels(path):
 @pytest.fixture(scope="module")
 def files(tiny_model_dir, tmp_path_factory):
     """An h-space and a noise-space direction file for the tiny model at STEPS steps."""
-    from hspace_studio.engine import DirectionSet, load_model, sample
-    from hspace_studio.engine.noise_edits import noise_direction_set
-
-    m = load_model(str(tiny_model_dir), device="cpu")
-    t = sample(m, [0], steps=STEPS)[0]
-    g = torch.Generator().manual_seed(5)
-    folder = tmp_path_factory.mktemp("shared")
-    DirectionSet(delta_h=torch.randn((2, *t.hs.shape), generator=g), timesteps=t.timesteps,
-                 fingerprint=m.weights_fingerprint, h_space="after", method="pca").save(folder / "h.safetensors")
-    noise_direction_set(torch.randn((2, *t.x_T.shape), generator=g) * 0.3,
-                        torch.randn((2, *t.zs.shape), generator=g) * 0.3, t.timesteps,
-                        m.weights_fingerprint).save(folder / "n.safetensors")
-    return folder
+    return save_direction_files(tiny_model_dir, tmp_path_factory.mktemp("shared"), STEPS, seed=5)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ model and the domain's own commands, --domain / $HSPACE_DOMAIN, and a missing sh
 network's hint."""
 import dataclasses
 import importlib.util
-import json
 
 import pytest
 import torch
@@ -13,31 +12,7 @@ from hspace_studio.cli import commands, main
 from hspace_studio.engine.directions import DirectionSet
 from hspace_studio.engine.domain import GENERIC, Domain, Preset, active_domain, use_domain
 from hspace_studio.toyfaces.domain import TOY_FACES
-
-
-def run(argv, capsys):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(err):
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    return len(lines) == 1 and lines[0].startswith("error:")
-
-
-@pytest.fixture(scope="module")
-def clf_files(tmp_path_factory):
-    """A TorchScript classifier with two attributes and its names file."""
-    d = tmp_path_factory.mktemp("clf")
-
-    class Net(torch.nn.Module):
-        def forward(self, x):
-            return torch.stack([x[:, 0].mean((1, 2)) * 4, x[:, 2].mean((1, 2)) * 4], 1)
-
-    torch.jit.script(Net()).save(str(d / "clf.pt"))
-    (d / "names.json").write_text(json.dumps(["red", "blue"]))
-    return str(d / "clf.pt"), str(d / "names.json")
+from tests.cli.test_discover_cli import clf_files, one_line_error, run  # noqa: F401  (clf_files: a fixture)
 
 
 @pytest.fixture

@@ -14,10 +14,11 @@ import torch
 
 from hspace_studio.cli import main
 from hspace_studio.core.errors import ModelMismatchError
-from hspace_studio.engine import DirectionSet, EditSpec, Trajectory, edit, edit_batch, load_model, sample
+from hspace_studio.engine import DirectionSet, EditSpec, edit, edit_batch, load_model, sample
 from hspace_studio.engine.hspace import hspace_hook
 from hspace_studio.engine.etas import eta_schedule, etas_tensor
 from hspace_studio.engine.sampler import NoiseEdit, run_chain
+from tests.tiny_models import save_direction_files
 
 STEPS = 5
 
@@ -354,18 +355,7 @@ def _run(*args):
 
 @pytest.fixture(scope="module")
 def files(tiny_model_dir, tmp_path_factory):
-    from hspace_studio.engine.noise_edits import noise_direction_set
-
-    m = load_model(str(tiny_model_dir), device="cpu")
-    t = sample(m, [0], steps=STEPS)[0]
-    g = torch.Generator().manual_seed(8)
-    folder = tmp_path_factory.mktemp("modes")
-    DirectionSet(delta_h=torch.randn((2, *t.hs.shape), generator=g), timesteps=t.timesteps,
-                 fingerprint=m.weights_fingerprint, h_space="after", method="pca").save(folder / "h.safetensors")
-    noise_direction_set(torch.randn((2, *t.x_T.shape), generator=g) * 0.3,
-                        torch.randn((2, *t.zs.shape), generator=g) * 0.3, t.timesteps,
-                        m.weights_fingerprint).save(folder / "n.safetensors")
-    return folder
+    return save_direction_files(tiny_model_dir, tmp_path_factory.mktemp("modes"), STEPS, seed=8)
 
 
 def _replay(path, again):
