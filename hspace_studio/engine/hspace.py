@@ -11,6 +11,7 @@ the rest of the model as it is.
 """
 from __future__ import annotations
 
+import itertools
 from contextlib import contextmanager
 from typing import Callable, Optional
 
@@ -68,6 +69,13 @@ def _register(module, point: str, apply: Callable[[torch.Tensor], torch.Tensor])
     return module.register_forward_hook(post)
 
 
+# The slots' entries live in a module-level table, not on the slot (which the compiled code
+# reaches through the UNet's hooks): with inductor's freezing, tensors reached through a
+# module are taken as constants, so an edit's tensors would build the code again per edit.
+_ACTIVE: dict = {}
+_KEYS = itertools.count()
+
+
 class HookSlot:
     """A permanent h hook at one point (:func:`install_slots`): :func:`hspace_hook` puts its
     ``(unet, edit, record)`` in ``active`` instead of registering a hook of its own, so the
@@ -76,11 +84,16 @@ class HookSlot:
 
     def __init__(self, point: str):
         self.point = point
-        self.active: list = []
+        self.key = next(_KEYS)
+        _ACTIVE[self.key] = []
         self.handle = None
 
+    @property
+    def active(self) -> list:
+        return _ACTIVE[self.key]
+
     def __call__(self, h):
-        for unet, edit, record in self.active:
+        for unet, edit, record in _ACTIVE[self.key]:
             h = _apply(h, unet, edit, record)
         return h
 
@@ -109,6 +122,7 @@ def remove_slots(unet) -> None:
     for m in unet.modules():
         for slot in m.__dict__.pop("_hspace_slots", {}).values():
             slot.handle.remove()
+            _ACTIVE.pop(slot.key, None)
 
 
 @contextmanager

@@ -40,6 +40,22 @@ def test_compiled_edits_and_strips_equal_the_eager_model(pair):
         assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
 
 
+def test_a_new_direction_or_scale_reuses_the_built_code(pair):
+    """The edit's tensors are inputs of the compiled code, not constants built into it (the
+    weights are): a new direction and new scales neither build again nor give stale images."""
+    from torch._dynamo.utils import counters
+
+    eager, fast = pair
+    traj = sample(eager, [4], steps=3, eta=1.0)[0]
+    edit(fast, traj, [EditSpec(_direction(traj, 1), 1.0)])
+    built = dict(counters["stats"])
+    for seed, scale in ((2, 0.7), (3, -1.5)):
+        d = _direction(traj, seed)
+        got = edit(fast, traj, [EditSpec(d, scale)])
+        assert torch.allclose(got, edit(eager, traj, [EditSpec(d, scale)]), atol=1e-5)
+    assert dict(counters["stats"]) == built
+
+
 @pytest.mark.slow
 def test_a_batch_of_another_size_builds_once_more_and_agrees(pair):
     eager, fast = pair
