@@ -125,3 +125,28 @@ def test_jacobian_of_a_bf16_model_runs_in_float32(tiny_model_8_dir):
     b = jacobian_directions(fast, traj, k=1, steps_subset=[1])
     assert torch.equal(a.singular_values, b.singular_values)
     assert torch.equal(a.directions.delta_h, b.directions.delta_h)
+
+
+def test_each_model_runs_its_own_weights(tiny_model_8_dir):
+    """Frozen code has the weights built in and does not check them on each call: a second
+    model of the same architecture, and a model whose weights changed before ``accelerate``
+    was called again, still get images from their own weights."""
+    a = load_model(str(tiny_model_8_dir), device="cpu")
+    b = load_model(str(tiny_model_8_dir), device="cpu")
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in b.unet.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    want = {id(m): sample(m, [2], steps=2, eta=0.0)[0].x_0 for m in (a, b)}
+    assert not torch.allclose(want[id(a)], want[id(b)], atol=1e-3)
+    for m in (a, b):
+        accelerate(m, compile=True)
+    for m in (a, b):
+        assert torch.allclose(sample(m, [2], steps=2, eta=0.0)[0].x_0, want[id(m)], atol=1e-5)
+    with torch.no_grad():
+        for p in a.unet.parameters():
+            p.mul_(0.9)
+    restore(a)
+    changed = sample(a, [2], steps=2, eta=0.0)[0].x_0
+    accelerate(a, compile=True)
+    assert torch.allclose(sample(a, [2], steps=2, eta=0.0)[0].x_0, changed, atol=1e-5)
