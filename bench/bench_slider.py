@@ -17,6 +17,9 @@ Per model, in one run, interleaved:
 - **diffusers loop**: the floor any tool pays for an exact edit: ``unet`` + ``DDIMScheduler.step``
   over every step, the edit added by a forward hook on ``unet.mid_block``, no caching;
 - **exact (proposed)**: the same ``edit`` under ``torch.inference_mode``;
+- **edit from a trajectory file**: the CLI's ``edit --trajectory FILE`` (the file read and
+  checked, no cached chain; the app decodes a file once when it opens it, after which a
+  move costs the same as on a sampled image);
 - **prepare**: ``LinearPreview.prepare`` (one-time per image, directions and linearisation
   point; its result includes the exact image at that point) for ``fd1``, ``fd``, ``jvp``;
 - **first feedback**: ``LinearPreview.pixels(scale)``, the uint8 image the canvas shows
@@ -135,7 +138,17 @@ def bench_model(name, model, steps, repeats, moves, methods, variants, nodes=Tru
         with torch.inference_mode():
             return edit(model, traj, [EditSpec(delta, scale)])
 
-    timings = {"engine decode (today)": [], "diffusers loop + hook": [], "exact, inference_mode": []}
+    traj_file = Path(tempfile.mkdtemp(prefix="hspace-bench-")) / "seed0.traj"
+    traj.save(traj_file)
+
+    def from_file(scale):  # the CLI's `edit --trajectory FILE`: the file read, no cached chain
+        from hspace_studio.app.sources import open_trajectory
+
+        loaded = open_trajectory(model, traj_file, traj.h_space)
+        return edit(model, loaded, [EditSpec(delta, scale)])
+
+    timings = {"engine decode (today)": [], "diffusers loop + hook": [], "exact, inference_mode": [],
+               "edit from a trajectory file": []}
     extra = {}
     if variants:
         timings.update({"exact, bf16 autocast": [], "exact, channels_last": []})
@@ -153,6 +166,11 @@ def bench_model(name, model, steps, repeats, moves, methods, variants, nodes=Tru
         x = proposed(s)
         timings["exact, inference_mode"].append(time.perf_counter() - t)
         extra.setdefault("inference_mode", []).append(psnr8(model.to_pixels(x[None])[0], model.to_pixels(ref[None])[0]))
+        t = time.perf_counter()
+        x = from_file(s)
+        timings["edit from a trajectory file"].append(time.perf_counter() - t)
+        extra.setdefault("trajectory file", []).append(psnr8(model.to_pixels(x[None])[0],
+                                                             model.to_pixels(ref[None])[0]))
         if variants:
             t = time.perf_counter()
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
