@@ -59,7 +59,9 @@ def test_sampling_equals_the_diffusers_pipeline(request, which, eta):
     pipe = _pipeline(folder)
     kw = dict(prompt=PROMPT, negative_prompt=NEGATIVE, guidance_scale=6.0, num_inference_steps=STEPS, eta=eta)
     ref = pipe(**kw, generator=torch.Generator().manual_seed(21), output_type="latent").images[0]
-    assert (traj.x_0 - ref).abs().max().item() < 1e-5
+    # float32 rounding: oneDNN picks different kernels on different CPUs, and guided latents
+    # reach magnitudes of about 10 here
+    assert (traj.x_0 - ref).abs().max().item() < 5e-6 * max(1.0, ref.abs().max().item())
     img = pipe(**kw, generator=torch.Generator().manual_seed(21), output_type="np").images[0]
     mine = (model.to_pixels(traj.x_0[None])[0] / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).numpy()
     assert np.abs(mine - img).max() < 1e-5
@@ -73,7 +75,7 @@ def test_no_guidance_runs_the_conditional_branch_only(sd_dir):
     pipe = _pipeline(sd_dir)
     ref = pipe(prompt=PROMPT, guidance_scale=1.0, num_inference_steps=STEPS, eta=0.0,
                generator=torch.Generator().manual_seed(4), output_type="latent").images[0]
-    assert (traj.x_0 - ref).abs().max().item() < 1e-5
+    assert (traj.x_0 - ref).abs().max().item() < 5e-6 * max(1.0, ref.abs().max().item())
 
 
 @pytest.mark.parametrize("which", ["sd_dir", "sdxl_dir"])
