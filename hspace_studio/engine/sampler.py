@@ -108,6 +108,8 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
     for i in range(start, T if end is None else int(end)):
         t = model.scheduler.timesteps[i]
         delta = delta_at(i) if delta_at is not None else None
+        if delta is not None:  # standard strides: compiled code (.compiled) is built per stride pattern
+            delta = delta.clone(memory_format=torch.contiguous_format)
         rec: list = []
 
         def edit(h, delta=delta):

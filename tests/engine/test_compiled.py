@@ -56,6 +56,22 @@ def test_a_new_direction_or_scale_reuses_the_built_code(pair):
     assert dict(counters["stats"]) == built
 
 
+def test_after_warm_up_a_slider_edit_builds_nothing(tiny_model_8_dir):
+    """warm_up builds on a one-step chain; an edit of a longer chain (its per-step deltas are
+    views with other strides) and a new sample must reuse that code."""
+    from torch._dynamo.utils import counters
+
+    from hspace_studio.engine.compiled import warm_up
+
+    m = load_model(str(tiny_model_8_dir), device="cpu")
+    accelerate(m, compile=True)
+    warm_up(m, strip_size=1)
+    built = dict(counters["stats"])
+    traj = sample(m, [6], steps=6, eta=1.0)[0]
+    edit(m, traj, [EditSpec(_direction(traj), 1.5)])
+    assert dict(counters["stats"]) == built
+
+
 @pytest.mark.slow
 def test_a_batch_of_another_size_builds_once_more_and_agrees(pair):
     eager, fast = pair
