@@ -20,9 +20,9 @@ weights; a model whose weights are changed in place needs :func:`accelerate` aga
 edit's tensors stay inputs (:mod:`.hspace` keeps them out of the modules' reach). Results
 agree with the eager model to float32 rounding (a few 1e-6 per evaluation,
 ``tests/engine/test_compiled.py``). Building needs a C++ compiler on a CPU
-(:func:`compiler_available`) and takes tens of seconds per model and batch size there
-(inductor caches it on disk: a second start takes a second); :func:`warm_up` builds it
-ahead of use.
+(:func:`compiler_available`) and takes tens of seconds per model and batch size there.
+Inductor cannot keep code with packed weights on disk, so every start builds it again;
+:func:`warm_up` builds it ahead of use.
 
 ``bf16``: the same calls (grad-free, nothing else hooked) run under bfloat16 autocast
 (fast on CPUs with AMX or AVX-512 BF16, and on GPUs). Its final images differ from

@@ -142,7 +142,8 @@ class Menus:
         self._speed_in_force = (False, False)  # (compile, bf16) last asked of the engine
         self.act["compile"] = A(m, "Compile the network (faster edits)", self._speed_changed, None,
                                 "torch.compile: sampling and edits run faster, with the same images to "
-                                "float32 rounding; building it takes tens of seconds once per model",
+                                "float32 rounding; building it takes a minute or more each time a model "
+                                "is loaded",
                                 checkable=True)
         if not compiler_available():
             self.act["compile"].setEnabled(False)
