@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from .common import _number, open_model, split_index
 
 
-
 def _positive_float(s):
     v = _number(s)
     if not v > 0:

@@ -48,8 +48,6 @@ class _EditAction(argparse.Action):
         ns.edits = edits
 
 
-
-
 def _frames(s):
     try:
         v = int(s)
