@@ -31,22 +31,21 @@ def sequential_directions(model, traj, k, tol, max_iter, seed=0, warm=False):
 
     Returns (vectors (T, k, D), singular values (T, k), iterations per step, converged).
     """
-    from hspace_studio.engine.discover.jacobian import _forward_ad_safe
-    from hspace_studio.engine.hspace import hspace_hook
+    from hspace_studio.engine.denoiser import forward_ad_safe
 
-    unet = model.unet
+    unet = model.net
     gen = torch.Generator().manual_seed(seed)
     vecs, sigs, iters, conv = [], [], [], []
     prev = None
-    with _forward_ad_safe(unet):  # math attention + contiguous GroupNorm input (forward AD)
+    with forward_ad_safe(unet):  # math attention + contiguous GroupNorm input (forward AD)
         for i in range(traj.steps):
             x = traj.xs[i][None].to(model.device)
             t = traj.timesteps[i].to(model.device)
             h0 = traj.hs[i][None].to(model.device)
 
             def f(h):
-                with hspace_hook(unet, traj.h_space, edit=lambda _h: h):
-                    out = unet(x, t).sample
+                with model.denoiser.hook(traj.h_space, edit=lambda _h: h):
+                    out = model.denoiser(x, t)
                 return model.predict_eps(out.float(), x, t).reshape(-1)
 
             found, vals, n_it, ok = [], [], 0, True

@@ -85,13 +85,13 @@ def plain_loop(model, traj, delta, scale):
     def hook(mod, args, out):
         return out + scale * delta[step[0]]
 
-    handle = model.unet.mid_block.register_forward_hook(hook)
+    handle = model.net.mid_block.register_forward_hook(hook)
     try:
         x = traj.x_T[None].clone()
         with torch.no_grad():
             for i, t in enumerate(sched.timesteps):
                 step[0] = i
-                eps = model.unet(x, t).sample
+                eps = model.denoiser(x, t)
                 x = sched.step(eps, t, x, eta=float(traj.etas[i]), variance_noise=traj.zs[i][None]).prev_sample
     finally:
         handle.remove()
@@ -178,13 +178,13 @@ def bench_model(name, model, steps, repeats, moves, methods, variants, nodes=Tru
             timings["exact, bf16 autocast"].append(time.perf_counter() - t)
             extra.setdefault("bf16 autocast", []).append(psnr8(model.to_pixels(x[None])[0],
                                                                model.to_pixels(ref[None])[0]))
-            model.unet.to(memory_format=torch.channels_last)
+            model.net.to(memory_format=torch.channels_last)
             try:
                 t = time.perf_counter()
                 x = proposed(s)
                 timings["exact, channels_last"].append(time.perf_counter() - t)
             finally:
-                model.unet.to(memory_format=torch.contiguous_format)
+                model.net.to(memory_format=torch.contiguous_format)
             extra.setdefault("channels_last", []).append(psnr8(model.to_pixels(x[None])[0],
                                                                model.to_pixels(ref[None])[0]))
     if compiled:  # engine.compiled, one setting at a time (each built once: a one-time cost)

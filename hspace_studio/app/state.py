@@ -58,7 +58,6 @@ class EngineState:
     def load_model(self, source: str, h_space: str, device=None, guide: Optional[str] = None,
                    guide_weight: Optional[float] = None, timesteps: Optional[str] = None) -> ModelInfo:
         from ..engine.domain import active_domain
-        from ..engine.hspace import h_shape
         from ..engine.model import load_model
 
         if h_space not in H_SPACE_POINTS:
@@ -72,7 +71,7 @@ class EngineState:
             return self.model_info
         model = self.model if same else load_model(source, device=device, guide=guide, guide_weight=guide_weight,
                                                    timesteps=timesteps)
-        shape = h_shape(model.unet, h_space, model.sample_shape)
+        shape = model.denoiser.h_shape(h_space, model.sample_shape)
         if model is not self.model:
             self._decode_seconds = None
             self._accelerate(model)

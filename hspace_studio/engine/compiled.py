@@ -1,10 +1,10 @@
 """Faster network evaluations for decodes without grad: ``torch.compile`` and bf16.
 
-:func:`accelerate` compiles the ``forward`` of the model's diffusers UNets (the UNet, or
-those inside the engine's wrappers: a guide, a prompted UNet). The h-space hooks are
-traced into the compiled code, so they must not come and go between calls: the UNet gets
-permanent hooks at its h-space points (:func:`.hspace.install_slots`), which
-:func:`.hspace.hspace_hook` fills instead of registering hooks of its own. A new edit or a
+:func:`accelerate` compiles the ``forward`` of the model's networks (the denoiser's, and a
+guide's; :meth:`.denoiser.Denoiser.accelerate`). The h-space hooks are traced into the
+compiled code, so they must not come and go between calls: the network gets permanent hooks
+at its h-space points (:meth:`.denoiser.Denoiser.install_slots`), which the denoiser's
+``hook`` fills instead of registering hooks of its own. A new edit or a
 new step then reuses the compiled code (its tensors are inputs); a batch of another size
 builds it once more with the batch dimension left free, which serves every later size.
 
@@ -33,13 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from typing import Callable, List
+from typing import Callable
 
 import torch
-
-from .hspace import install_slots, remove_slots
-
-_EAGER = "_hspace_eager_forward"
 
 
 def compiler_available() -> bool:
@@ -49,11 +45,6 @@ def compiler_available() -> bool:
     if torch.cuda.is_available():
         return True
     return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
-
-
-def _unets(unet) -> List[torch.nn.Module]:
-    """The diffusers UNets in ``unet`` (itself, or those a wrapper holds), outermost first."""
-    return [m for m in unet.modules() if "down_blocks" in m._modules and "up_blocks" in m._modules]
 
 
 def _transforms_active() -> bool:
@@ -92,6 +83,7 @@ def _gate(u, eager: Callable, fast: Callable, allowed: set, device_type: str, bf
             return eager(*args, **kwargs)
         # an expanded (stride 0) input would build the code again
         args = tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
+        kwargs = {k: v.contiguous() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
         with _frozen(fast is not eager), \
                 torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
             return fast(*args, **kwargs)
@@ -117,8 +109,17 @@ def _no_parameter_guards(entries) -> list:
     return [not isinstance(getattr(e, "value", None), torch.nn.Parameter) for e in entries]
 
 
-def accelerated(unet) -> bool:
-    return any(hasattr(m, _EAGER) for m in unet.modules())
+def gated_forward(net, allowed: set, compile: bool, bf16: bool, device_type: str) -> Callable:
+    """``net``'s new forward: compiled (weights frozen) and/or under bf16 autocast where that is
+    safe, the eager forward elsewhere (see the module doc). ``allowed``: the ids of the
+    permanent hooks the compiled code traces."""
+    eager = net.forward
+    fast = torch.compile(eager, options={"guard_filter_fn": _no_parameter_guards}) if compile else eager
+    return _gate(net, eager, fast, allowed, device_type, bf16)
+
+
+def accelerated(model) -> bool:
+    return model.denoiser.accelerated
 
 
 def accelerate(model, compile: bool = True, bf16: bool = False) -> None:
@@ -129,24 +130,13 @@ def accelerate(model, compile: bool = True, bf16: bool = False) -> None:
     restore(model)
     if not (compile or bf16):
         return
-    for u in _unets(model.unet):
-        allowed = {h.id for h in install_slots(u)}
-        eager = u.forward
-        fast = torch.compile(eager, options={"guard_filter_fn": _no_parameter_guards}) if compile else eager
-        setattr(u, _EAGER, u.__dict__.get("forward"))
-        u.forward = _gate(u, eager, fast, allowed, model.device.type, bf16)
+    model.denoiser.accelerate(compile, bf16, model.device.type)
     model.info["accelerated"] = {"compile": bool(compile), "bf16": bool(bf16)}
 
 
 def restore(model) -> None:
-    """Give every UNet of ``model`` its eager ``forward`` back, without permanent hooks."""
-    for u in _unets(model.unet):
-        if hasattr(u, _EAGER):
-            old = u.__dict__.pop(_EAGER)
-            u.__dict__.pop("forward", None)
-            if old is not None:
-                u.forward = old
-        remove_slots(u)
+    """Give every network of ``model`` its eager ``forward`` back, without permanent hooks."""
+    model.denoiser.restore()
     model.info.pop("accelerated", None)
 
 

@@ -17,7 +17,6 @@ import torch
 
 from ..core.progress import CancelToken, Progress, ProgressFn
 from .ddim import ddim_step, previous_timestep
-from .hspace import hspace_hook
 from .model import DiffusionModel
 from .etas import EtaLike, etas_tensor
 from .sampler import decode, noise_levels, prepare_scheduler, timesteps_for
@@ -37,8 +36,8 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _model_out(model, x, t, h_space, record):
-    with torch.no_grad(), hspace_hook(model.unet, h_space, record=record):
-        return model.unet(x.to(model.dtype), t).sample.float()
+    with torch.no_grad(), model.denoiser.hook(h_space, record=record):
+        return model.denoiser(x.to(model.dtype), t).float()
 
 
 def invert_ddpm(model: DiffusionModel, x0: torch.Tensor, steps: int, eta: EtaLike = 1.0,

@@ -35,9 +35,10 @@ import torch
 
 from ..core.errors import ModelLoadError
 from ..core.spacing import parse_spacing, spacing_name
-from .guidance import GuidedUNet, check_guide
-from .text_model import (CONDITIONING_KEYS, Prompt, PromptedUNet, PromptEncoder, default_guidance,
-                         is_text_to_image, load_text_pipeline)
+from .architectures import UNetArchitecture
+from .denoiser import Denoiser, Guide, Prompt
+from .guidance import check_guide
+from .text_model import CONDITIONING_KEYS, PromptEncoder, default_guidance, is_text_to_image, load_text_pipeline
 from .timesteps import SCHEDULE_KEYS, spaced_scheduler_class
 
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
@@ -63,9 +64,10 @@ def pick_device(device: Optional[str] = None) -> torch.device:
 
 @dataclass
 class DiffusionModel:
-    """A loaded model: denoiser, sampling scheduler, optional autoencoder."""
+    """A loaded model: denoiser (:class:`.denoiser.Denoiser`), sampling scheduler, optional
+    autoencoder."""
 
-    unet: torch.nn.Module
+    denoiser: Denoiser
     scheduler: object  # diffusers DDIMScheduler
     vae: Optional[torch.nn.Module]
     fingerprint: str
@@ -86,15 +88,20 @@ class DiffusionModel:
         return self.vae is not None
 
     @property
+    def net(self) -> torch.nn.Module:
+        """The diffusers network itself (for its weights; calls go through :attr:`denoiser`)."""
+        return self.denoiser.net
+
+    @property
     def takes_prompt(self) -> bool:
-        """Whether this is a text-to-image model (its UNet is a :class:`.text_model.PromptedUNet`)."""
-        return hasattr(self.unet, "set_prompt")
+        """Whether this is a conditional (text-to-image) model."""
+        return self.denoiser.conditioning is not None
 
     @property
     def conditioning(self) -> dict:
         """The prompt, negative prompt and guidance in use ({} for an unconditional model):
         what trajectories and recipes record."""
-        return self.unet.prompt.as_dict() if self.takes_prompt else {}
+        return self.denoiser.conditioning.prompt.as_dict() if self.takes_prompt else {}
 
     def set_prompt(self, prompt: Optional[str] = None, negative_prompt: Optional[str] = None,
                    guidance: Optional[float] = None) -> None:
@@ -105,11 +112,11 @@ class DiffusionModel:
                 raise ModelLoadError(f"{self.source} is an unconditional model: it takes no prompt "
                                      "or guidance scale")
             return
-        cur = self.unet.prompt
+        cur = self.denoiser.conditioning.prompt
         g = cur.guidance if guidance is None else float(guidance)
         if not g == g or g in (float("inf"), float("-inf")):
             raise ValueError("the guidance scale must be a finite number")
-        self.unet.set_prompt(Prompt(cur.prompt if prompt is None else str(prompt),
+        self.denoiser.conditioning.set(Prompt(cur.prompt if prompt is None else str(prompt),
                                     cur.negative_prompt if negative_prompt is None else str(negative_prompt), g))
 
     def use_conditioning(self, origin: dict) -> None:
@@ -121,9 +128,9 @@ class DiffusionModel:
     @property
     def sample_shape(self) -> tuple:
         """Shape (C, H, W) of x_t, the space the diffusion runs in."""
-        size = self.unet.config.sample_size
+        size = self.net.config.sample_size
         h, w = (size, size) if isinstance(size, int) else tuple(size)
-        return (self.unet.config.in_channels, h, w)
+        return (self.net.config.in_channels, h, w)
 
     @property
     def image_size(self) -> tuple:
@@ -390,11 +397,11 @@ def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_s
     size = pipe.unet.config.sample_size
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     encoder = PromptEncoder(pipe, xl, (h * vae_f, w * vae_f))
-    unet = PromptedUNet(pipe.unet, encoder, Prompt(guidance=default_guidance(xl)))
+    denoiser = Denoiser(pipe.unet, UNetArchitecture(), encoder.conditioning(default_guidance(xl)))
     info = {"root": str(root), "xl": xl}
     if power is not None:
         info["timesteps"] = spacing_name(power)
-    return DiffusionModel(unet=unet, scheduler=sched, vae=pipe.vae, fingerprint=fp, source=src,
+    return DiffusionModel(denoiser=denoiser, scheduler=sched, vae=pipe.vae, fingerprint=fp, source=src,
                           device=dev, dtype=dtype, info=info)
 
 
@@ -454,11 +461,12 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
     info = {"root": str(root)}
     if power is not None:
         info["timesteps"] = spacing_name(power)
+    guide_ = None
     if g_unet is not None:
         g_unet = g_unet.to(dev, dtype).eval().requires_grad_(False)
         _own_memory(g_unet)
         try:
-            unet = GuidedUNet(unet, g_unet, extra["guide_weight"], guide_interval)
+            guide_ = Guide(g_unet, extra["guide_weight"], guide_interval)
         except ValueError as e:
             raise ModelLoadError(str(e)) from e
         info.update(guide=str(guide), **extra)
@@ -466,5 +474,6 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
         vae = vae.to(dev, dtype).eval().requires_grad_(False)
         _own_memory(vae)
     sched = _sampling_scheduler(src, scfg, clip_sample, power)
-    return DiffusionModel(unet=unet, scheduler=sched, vae=vae, fingerprint=fp, source=src,
-                          device=dev, dtype=dtype, info=info, weights_fingerprint=weights_fp)
+    return DiffusionModel(denoiser=Denoiser(unet, UNetArchitecture(), guide=guide_), scheduler=sched,
+                          vae=vae, fingerprint=fp, source=src, device=dev, dtype=dtype, info=info,
+                          weights_fingerprint=weights_fp)

@@ -19,7 +19,7 @@ The derivative is taken through the cached chain from the first edited step on
   the directions with ``vmap`` so that the primal chain runs once; per-direction ``jvp``
   where a layer has no batching rule). The chain is :func:`~.sampler.run_chain` itself
   (its ``torch.no_grad`` does not switch forward-mode AD off) under
-  :func:`~.discover.jacobian._forward_ad_safe` (math attention, contiguous GroupNorm
+  :func:`~.denoiser.forward_ad_safe` (math attention, contiguous GroupNorm
   inputs). The primal is the exact edit at ``s0``.
 - ``method="fd"``: a central difference of exact decodes at ``s0 +- h e_k``, all decoded
   in one batch with the exact image (:func:`~.sampler.edit_batch`): the same derivative to
@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from ..core.progress import CancelToken, Progress, ProgressFn, check
+from .denoiser import forward_ad_safe
 from .model import DiffusionModel
 from .sampler import EditSpec, Region, decode, edit_batch, region_blend, run_chain, steps_in_window
 from .trajectory import Trajectory
@@ -107,8 +108,6 @@ def decoder_jvp(model: DiffusionModel, x0: torch.Tensor, dx0: torch.Tensor):
     as the identity (straight-through); the image is the exact decode."""
     if model.vae is None:
         return x0.float(), dx0.float()
-    from .discover.jacobian import _forward_ad_safe
-
     vae = model.vae
     with torch.no_grad():
         image0 = model.to_pixels(x0[None])[0].float()
@@ -124,7 +123,7 @@ def decoder_jvp(model: DiffusionModel, x0: torch.Tensor, dx0: torch.Tensor):
         def dec(w):
             return vae.decode(w).sample.float()
     tangents = dx0.to(model.device, model.dtype)[:, None] / sf  # (K, 1, C, h, w)
-    with torch.no_grad(), _forward_ad_safe(vae):
+    with torch.no_grad(), forward_ad_safe(vae):
         try:
             d = torch.func.vmap(lambda v: torch.func.jvp(dec, (z,), (v,))[1])(tangents)
         except (RuntimeError, NotImplementedError):  # a layer without a batching rule
@@ -273,8 +272,6 @@ def _deltas(model, traj, specs, vary):
 
 
 def _jvp_chain(model, traj, specs, vary, start, region, progress, cancel):
-    from .discover.jacobian import _forward_ad_safe
-
     dev = model.device
     T = traj.steps
     fixed, D = _deltas(model, traj, specs, vary)
@@ -295,7 +292,7 @@ def _jvp_chain(model, traj, specs, vary, start, region, progress, cancel):
         return res.x_0[0]
 
     eye = torch.eye(K, device=dev, dtype=torch.float32)
-    with _forward_ad_safe(model.unet):
+    with forward_ad_safe(model.net):
         try:
             prog = Progress(T - start, progress, cancel, "preparing the preview")
             x0, dx0 = torch.func.vmap(lambda v: torch.func.jvp(lambda s: chain(s, prog), (s0,), (v,)),

@@ -19,7 +19,6 @@ from ..core.progress import CancelToken, Progress, ProgressFn
 from .asyrp import ddim_step_asymmetric
 from .ddim import ddim_step, previous_timestep
 from .etas import EtaLike, etas_tensor
-from .hspace import hspace_hook
 from .masks import prepare_mask
 from .model import DiffusionModel
 from .trajectory import Trajectory
@@ -121,8 +120,8 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
             xs.append(x)
         asym = asym_delta_at(i) if asym_delta_at is not None else None
         if asym is None:
-            with torch.no_grad(), hspace_hook(model.unet, h_space, edit=edit, record=rec):
-                out = model.unet(x.to(dt), t).sample.float()
+            with torch.no_grad(), model.denoiser.hook(h_space, edit=edit, record=rec):
+                out = model.denoiser(x.to(dt), t).float()
         else:
             full = asym if delta is None else delta.to(asym.device) + asym
 
@@ -134,10 +133,10 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
             def edit_plain(h, delta=delta):
                 return h if delta is None else h + delta.to(h.device, h.dtype)
 
-            with torch.no_grad(), hspace_hook(model.unet, h_space, edit=edit_full, record=rec):
-                out = model.unet(x.to(dt), t).sample.float()
-            with torch.no_grad(), hspace_hook(model.unet, h_space, edit=edit_plain):
-                out_plain = model.unet(x.to(dt), t).sample.float()
+            with torch.no_grad(), model.denoiser.hook(h_space, edit=edit_full, record=rec):
+                out = model.denoiser(x.to(dt), t).float()
+            with torch.no_grad(), model.denoiser.hook(h_space, edit=edit_plain):
+                out_plain = model.denoiser(x.to(dt), t).float()
         hs.append(rec[-1].float())
         z = zs[:, i] if zs.dim() == 5 else zs[i].expand(B, *zs.shape[1:])
         eta = float(etas[i])

@@ -4,15 +4,10 @@ A diffusers folder with ``model_index.json``, ``unet/`` (``UNet2DConditionModel`
 ``vae/`` (``AutoencoderKL``), ``text_encoder/`` + ``tokenizer/`` (and, for SDXL,
 ``text_encoder_2/`` + ``tokenizer_2/``) and ``scheduler/``.
 
-:class:`PromptedUNet` stands in for the conditional UNet so that the rest of the engine
-calls it as it calls an unconditional one, ``unet(x, t).sample``. It holds the encoded
-prompt and the guidance scale; with classifier-free guidance (scale > 1, as diffusers'
-pipelines decide) it runs the unconditional and the conditional branch as one batch,
-``[uncond x B, cond x B]``, in the pipelines' order, and returns
-``uncond + scale (cond - uncond)``. While that batch runs, ``branches`` is 2, so the
-h-space hooks (:mod:`.hspace`) add an edit to both branches alike and record the
-conditional branch's h. Every other attribute (``config``, ``mid_block``, ...) is the
-wrapped UNet's, so hooks and the Jacobian's module stubs act on it directly.
+:class:`PromptEncoder` gives the UNet's :class:`.denoiser.Denoiser` its conditioning: the
+encoded prompt and negative prompt, and classifier-free guidance above scale 1 (as diffusers'
+pipelines decide), which the denoiser runs as one batch ``[uncond x B, cond x B]`` in the
+pipelines' order, returning ``uncond + scale (cond - uncond)``.
 
 Prompts are encoded by the pipeline's own ``encode_prompt``; SDXL's size and crop
 conditioning is ``(H, W, 0, 0, H, W)`` at the model's image size, as its pipeline
@@ -20,84 +15,15 @@ builds it by default.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
 from ..core.errors import ModelLoadError
-from .guidance import UNetOutput
+from .denoiser import Conditioning, Prompt
 
 # the prompt settings a trajectory, a recipe and a direction file record
 CONDITIONING_KEYS = ("prompt", "negative_prompt", "guidance")
-
-
-@dataclass(frozen=True)
-class Prompt:
-    prompt: str = ""
-    negative_prompt: str = ""
-    guidance: float = 7.5
-
-    def as_dict(self) -> dict:
-        return {"prompt": self.prompt, "negative_prompt": self.negative_prompt,
-                "guidance": float(self.guidance)}
-
-
-def _batch(t: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:
-    return None if t is None else t.expand(n, *t.shape[1:])
-
-
-class PromptedUNet(torch.nn.Module):
-    """A ``UNet2DConditionModel`` with its prompt and guidance bound (see the module doc)."""
-
-    def __init__(self, unet: torch.nn.Module, encoder: "PromptEncoder", prompt: Prompt):
-        super().__init__()
-        self.main = unet
-        self.encoder = encoder
-        self.branches = 1
-        self.prompt = None
-        self._emb = None
-        self.set_prompt(prompt)
-
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(super().__getattr__("main"), name)
-
-    @property
-    def guided(self) -> bool:
-        return float(self.prompt.guidance) > 1.0
-
-    def set_prompt(self, prompt: Prompt) -> None:
-        if self.prompt is None or (prompt.prompt, prompt.negative_prompt) != (
-                self.prompt.prompt, self.prompt.negative_prompt):
-            self._emb = self.encoder.encode(prompt.prompt, prompt.negative_prompt)
-        self.prompt = prompt
-
-    def forward(self, sample, timestep, *args, return_dict: bool = True, **kwargs):
-        n = sample.shape[0]
-        pos, neg, added_pos, added_neg = self._emb
-        t = torch.as_tensor(timestep)
-        if self.guided:
-            x = torch.cat([sample, sample])
-            emb = torch.cat([_batch(neg, n), _batch(pos, n)])
-            added = ({k: torch.cat([_batch(added_neg[k], n), _batch(added_pos[k], n)]) for k in added_pos}
-                     if added_pos else None)
-            if t.dim() == 1 and t.numel() == n > 1:
-                t = torch.cat([t, t])
-            self.branches = 2
-            try:
-                out = self.main(x, t, encoder_hidden_states=emb, added_cond_kwargs=added).sample
-            finally:
-                self.branches = 1
-            uncond, cond = out.chunk(2)
-            out = uncond + self.prompt.guidance * (cond - uncond)
-        else:
-            added = {k: _batch(v, n) for k, v in added_pos.items()} if added_pos else None
-            out = self.main(sample, t, encoder_hidden_states=_batch(pos, n), added_cond_kwargs=added).sample
-        return UNetOutput(out) if return_dict else (out,)
 
 
 class PromptEncoder:
@@ -112,7 +38,7 @@ class PromptEncoder:
 
     @torch.no_grad()
     def encode(self, prompt: str, negative_prompt: str):
-        """(prompt embeds, negative embeds, added kwargs, negative added kwargs), batch 1."""
+        """The UNet's keyword arguments of the prompt and of the negative prompt, batch 1."""
         neg = negative_prompt or None
         if self.xl:
             pos, nemb, pooled, npooled = self.pipe.encode_prompt(
@@ -120,9 +46,14 @@ class PromptEncoder:
                 do_classifier_free_guidance=True, negative_prompt=neg)
             h, w = self.image_size
             ids = torch.tensor([[h, w, 0, 0, h, w]], device=self.device, dtype=pos.dtype)
-            return pos, nemb, {"text_embeds": pooled, "time_ids": ids}, {"text_embeds": npooled, "time_ids": ids}
+            return ({"encoder_hidden_states": pos, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": ids}},
+                    {"encoder_hidden_states": nemb, "added_cond_kwargs": {"text_embeds": npooled, "time_ids": ids}})
         pos, nemb = self.pipe.encode_prompt(prompt, self.device, 1, True, neg)
-        return pos, nemb, None, None
+        return {"encoder_hidden_states": pos}, {"encoder_hidden_states": nemb}
+
+    def conditioning(self, guidance: float) -> Conditioning:
+        """The denoiser's conditioning: this encoder, classifier-free guidance above scale 1."""
+        return Conditioning(self.encode, Prompt(guidance=guidance))
 
 
 def is_text_to_image(root: Path) -> bool:

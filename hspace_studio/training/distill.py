@@ -68,7 +68,8 @@ def teacher_walk(teacher, x: torch.Tensor, grids: torch.Tensor, acs: torch.Tenso
         t, t_next = grids[:, j], grids[:, j + 1]
         ab, abn = _abs(acs, t), _abs(acs, t_next)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            v = teacher(x, t).sample.float()
+            v = teacher(x, t)
+            v = (v.sample if hasattr(v, "sample") else v).float()  # a UNet, or a guided Denoiser
         x0 = ab.sqrt() * x - (1 - ab).sqrt() * v
         eps = ab.sqrt() * v + (1 - ab).sqrt() * x
         x = abn.sqrt() * x0 + (1 - abn).sqrt() * eps
@@ -123,7 +124,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     from diffusers import UNet2DModel
 
-    from ..engine.guidance import GuidedUNet
+    from ..engine.architectures import UNetArchitecture
+    from ..engine.denoiser import Denoiser, Guide
     from .ddpm import build_scheduler
 
     torch.manual_seed(0)
@@ -131,7 +133,7 @@ def main(argv=None):
     acs = sched.alphas_cumprod.float()
     main_w = UNet2DModel.from_pretrained(args.init).eval().requires_grad_(False)
     guide = UNet2DModel.from_pretrained(args.guide).eval().requires_grad_(False)
-    teacher = GuidedUNet(main_w, guide, args.guide_weight, (lo, hi))
+    teacher = Denoiser(main_w, UNetArchitecture(), guide=Guide(guide, args.guide_weight, (lo, hi)))
     student = copy.deepcopy(main_w).train().requires_grad_(True)
     ema = copy.deepcopy(main_w)
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=0.0)

@@ -17,14 +17,14 @@ def test_compiled_engine_renders_the_same_images(sampled):
     edits = (Edit(sets[0].set_id, 0, 2.5),)
     plain = state.render(edits)
     in_force, calls = run(state, R.SetAcceleration(compile=True))
-    assert in_force == {"compile": True, "bf16": False} and accelerated(state.model.unet)
+    assert in_force == {"compile": True, "bf16": False} and accelerated(state.model)
     assert calls[0][2].startswith("building the compiled network")
     fast = state.render(edits)
     assert np.abs(fast.astype(int) - plain.astype(int)).max() <= 1  # float32 rounding, in 8-bit levels
     strip = state.render_strip(Edit(sets[0].set_id, 0, 1.0), (-2.5, 0.0, 2.5), ())
     assert np.abs(strip[2].astype(int) - plain.astype(int)).max() <= 1
     run(state, R.SetAcceleration())
-    assert not accelerated(state.model.unet)
+    assert not accelerated(state.model)
     assert np.array_equal(state.render(edits), plain)
 
 
@@ -63,5 +63,5 @@ def test_a_cancelled_build_keeps_the_setting_before(sampled):
     with pytest.raises(Cancelled):
         run(state, R.SetAcceleration(compile=True), cancel=token)
     assert state.acceleration == {"compile": False, "bf16": False}
-    assert not accelerated(state.model.unet)
+    assert not accelerated(state.model)
     assert np.array_equal(state.render(()), info.image)

@@ -4,8 +4,8 @@ import torch
 
 from hspace_studio.engine import load_model, sample
 from hspace_studio.engine.compiled import accelerate, accelerated, compiler_available, restore
-from hspace_studio.engine.discover.jacobian import _forward_ad_safe, jacobian_directions
-from hspace_studio.engine.hspace import hspace_hook
+from hspace_studio.engine.denoiser import forward_ad_safe
+from hspace_studio.engine.discover.jacobian import jacobian_directions
 from hspace_studio.engine.sampler import EditSpec, edit, strip
 
 pytestmark = pytest.mark.skipif(not compiler_available(), reason="torch.compile needs a C++ compiler")
@@ -27,7 +27,7 @@ def _direction(traj, seed=0):
 
 def test_compiled_edits_and_strips_equal_the_eager_model(pair):
     eager, fast = pair
-    assert accelerated(fast.unet) and not accelerated(eager.unet)
+    assert accelerated(fast) and not accelerated(eager)
     traj = sample(eager, [3], steps=4, eta=1.0)[0]
     traj_fast = sample(fast, [3], steps=4, eta=1.0)[0]
     assert torch.allclose(traj_fast.x_0, traj.x_0, atol=1e-5)
@@ -94,8 +94,8 @@ def test_grad_runs_the_eager_forward(pair):
 
     def eps(model):
         def f(h):
-            with hspace_hook(model.unet, traj.h_space, edit=lambda _h: h):
-                return model.unet(x, t).sample
+            with model.denoiser.hook(traj.h_space, edit=lambda _h: h):
+                return model.denoiser(x, t)
         return f
 
     for model in (eager, fast):
@@ -103,21 +103,21 @@ def test_grad_runs_the_eager_forward(pair):
         (eps(model)(h) * x).sum().backward()
         model.grad = h.grad
     assert torch.allclose(fast.grad, eager.grad, atol=1e-6)
-    with _forward_ad_safe(eager.unet):
+    with forward_ad_safe(eager.net):
         _, jv_eager = torch.func.jvp(eps(eager), (h0,), (v,))
-    with _forward_ad_safe(fast.unet):
+    with forward_ad_safe(fast.net):
         _, jv_fast = torch.func.jvp(eps(fast), (h0,), (v,))
     assert torch.allclose(jv_fast, jv_eager, atol=1e-6)
 
 
 def test_restore_gives_the_eager_forward_back(tiny_model_8_dir):
     m = load_model(str(tiny_model_8_dir), device="cpu")
-    before = m.unet.forward
+    before = m.net.forward
     accelerate(m, compile=False, bf16=True)
-    assert accelerated(m.unet) and m.info["accelerated"] == {"compile": False, "bf16": True}
+    assert accelerated(m) and m.info["accelerated"] == {"compile": False, "bf16": True}
     restore(m)
-    assert not accelerated(m.unet) and "accelerated" not in m.info
-    assert m.unet.forward == before
+    assert not accelerated(m) and "accelerated" not in m.info
+    assert m.net.forward == before
 
 
 def test_jacobian_directions_of_a_compiled_model(pair):
@@ -153,7 +153,7 @@ def test_each_model_runs_its_own_weights(pair, tiny_model_8_dir):
     other = load_model(str(tiny_model_8_dir), device="cpu")
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
-        for p in other.unet.parameters():
+        for p in other.net.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=g))
     want = sample(other, [2], steps=2, eta=0.0)[0].x_0
     assert not torch.allclose(sample(eager, [2], steps=2, eta=0.0)[0].x_0, want, atol=1e-3)
@@ -161,7 +161,7 @@ def test_each_model_runs_its_own_weights(pair, tiny_model_8_dir):
     accelerate(other, compile=True)
     assert torch.allclose(sample(other, [2], steps=2, eta=0.0)[0].x_0, want, atol=1e-5)
     with torch.no_grad():
-        for p in other.unet.parameters():
+        for p in other.net.parameters():
             p.mul_(0.9)
     restore(other)
     changed = sample(other, [2], steps=2, eta=0.0)[0].x_0

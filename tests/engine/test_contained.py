@@ -87,13 +87,12 @@ def eps_model(tiny_model_8_dir):
 
 def _dense_eps_jacobian(model, traj, i):
     """d eps / d h at step i through the full UNet, by autograd (no stubs)."""
-    from hspace_studio.engine.hspace import hspace_hook
-
+    
     x, t = traj.xs[i][None], traj.timesteps[i]
 
     def f(h):
-        with hspace_hook(model.unet, traj.h_space, edit=lambda _h: h):
-            out = model.unet(x, t).sample
+        with model.denoiser.hook(traj.h_space, edit=lambda _h: h):
+            out = model.denoiser(x, t)
         return model.predict_eps(out, x, t).reshape(-1)
 
     h0 = traj.hs[i][None].clone()

@@ -2,7 +2,7 @@
 noise-space edits, interpolation between two images, eta schedules — each against a
 hand-written implementation of its formula on a tiny model, and through the CLI.
 
-The hand-written chain below loops over the steps calling ``model.unet`` with an h-space
+The hand-written chain below loops over the steps calling ``model.net`` with an h-space
 hook and writes the DDIM update out (Song et al., eq. 12): it shares no code with the
 engine's sampler. The tiny untrained models give x_0 of magnitude ~50, so chains are
 compared to 1e-5 relative to the largest value (float32 batch-size effects are ~1e-6).
@@ -15,7 +15,6 @@ import torch
 from hspace_studio.cli import main
 from hspace_studio.core.errors import ModelMismatchError
 from hspace_studio.engine import DirectionSet, EditSpec, edit, edit_batch, load_model, sample
-from hspace_studio.engine.hspace import hspace_hook
 from hspace_studio.engine.etas import eta_schedule, etas_tensor
 from hspace_studio.engine.sampler import NoiseEdit, run_chain
 from tests.tiny_models import save_direction_files
@@ -46,8 +45,8 @@ def reference_chain(model, x_T, zs, etas, timesteps, h_space, delta=None, asym=N
 
     def net(i, d):
         add = None if d is None else (lambda h: h + d[i][None].to(h.dtype))
-        with torch.no_grad(), hspace_hook(model.unet, h_space, edit=add):
-            return model.unet(x, sched.timesteps[i]).sample.float()
+        with torch.no_grad(), model.denoiser.hook(h_space, edit=add):
+            return model.denoiser(x, sched.timesteps[i]).float()
 
     for i, t in enumerate(timesteps.tolist()):
         out_plain = net(i, delta)
@@ -155,7 +154,7 @@ def test_a_symmetric_edit_is_unchanged(models):
     t = sample(m, [7], steps=STEPS, eta=1.0)[0]
     d = torch.randn(t.hs.shape, generator=torch.Generator().manual_seed(3))
     calls = []
-    handle = m.unet.register_forward_hook(lambda *a: calls.append(1))
+    handle = m.net.register_forward_hook(lambda *a: calls.append(1))
     try:
         x = edit(m, t, [EditSpec(d, 1.5)])
     finally:

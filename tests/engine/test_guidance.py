@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from hspace_studio.core.errors import ModelLoadError
-from hspace_studio.engine.hspace import hspace_hook
 from hspace_studio.engine.model import load_model
 from hspace_studio.engine.sampler import sample
 from tests.tiny_models import save_pixel_model
@@ -29,7 +28,7 @@ def guide_dir(tmp_path_factory, tiny_model_dir):
 
 def _outputs(model, x, t):
     with torch.no_grad():
-        return model.unet(x, t).sample
+        return model.denoiser(x, t)
 
 
 def test_guided_output_is_guide_plus_weight_times_difference(tiny_model_dir, guide_dir):
@@ -82,15 +81,15 @@ def test_h_is_the_main_models_and_an_edit_moves_the_output_weight_times(tiny_mod
     x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     t = torch.tensor(600)
     rec_m, rec_g = [], []
-    with hspace_hook(m.unet, "after", record=rec_m):
+    with m.denoiser.hook("after", record=rec_m):
         _outputs(m, x, t)
-    with hspace_hook(guided.unet, "after", record=rec_g):
+    with guided.denoiser.hook("after", record=rec_g):
         _outputs(guided, x, t)
     assert len(rec_g) == 1 and torch.allclose(rec_g[0], rec_m[0])
     delta = 0.3 * torch.randn(rec_m[0].shape, generator=torch.Generator().manual_seed(3))
 
     def edited(model):
-        with hspace_hook(model.unet, "after", edit=lambda h: h + delta):
+        with model.denoiser.hook("after", edit=lambda h: h + delta):
             return _outputs(model, x, t)
 
     dm = edited(m) - _outputs(m, x, t)

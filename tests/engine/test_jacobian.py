@@ -9,7 +9,6 @@ from hspace_studio.engine import load_model, sample
 from hspace_studio.engine.discover.jacobian import (DownstreamEps, JacobianOperator, block_svd,
                                                     jacobian_directions, mask_from_rle,
                                                     mask_to_rle, parse_steps_subset, prepare_mask)
-from hspace_studio.engine.hspace import hspace_hook
 
 STEPS = 2
 TOL = 1e-6
@@ -43,8 +42,8 @@ def _dense_jacobian(model, traj, i):
     h0 = traj.hs[i][None].clone()
 
     def f(h):
-        with hspace_hook(model.unet, traj.h_space, edit=lambda _h: h):
-            out = model.unet(x, t).sample
+        with model.denoiser.hook(traj.h_space, edit=lambda _h: h):
+            out = model.denoiser(x, t)
         return model.predict_eps(out, x, t).reshape(-1)
 
     return torch.autograd.functional.jacobian(f, h0, vectorize=True).reshape(-1, h0.numel()).double()
@@ -113,13 +112,13 @@ def test_downstream_eps_matches_full_unet_and_restores(point, eps_model):
     traj = sample(model, [3], steps=2, eta=1.0, h_space=point)[0]
     x, t = traj.xs[1][None], traj.timesteps[1]
     with torch.no_grad():
-        ref = model.predict_eps(model.unet(x, t).sample, x, t)
+        ref = model.predict_eps(model.denoiser(x, t), x, t)
     h0 = traj.hs[1][None]
     v = torch.randn_like(h0)
 
     def full(h):
-        with hspace_hook(model.unet, point, edit=lambda _h: h):
-            out = model.unet(x, t).sample
+        with model.denoiser.hook(point, edit=lambda _h: h):
+            out = model.denoiser(x, t)
         return model.predict_eps(out, x, t).reshape(1, -1)
 
     J = torch.autograd.functional.jacobian(full, h0, vectorize=True).reshape(-1, h0.numel())
@@ -134,10 +133,10 @@ def test_downstream_eps_matches_full_unet_and_restores(point, eps_model):
         w = torch.randn(2, jv.shape[1])
         assert torch.allclose(op.jtmv(w), w @ J, atol=1e-5, rtol=1e-4)
     # the model is as it was: no stubs, no hooks left
-    assert not any("forward" in m.__dict__ for m in model.unet.modules())
-    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.unet.modules())
+    assert not any("forward" in m.__dict__ for m in model.net.modules())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.net.modules())
     with torch.no_grad():
-        assert torch.equal(model.predict_eps(model.unet(x, t).sample, x, t), ref)
+        assert torch.equal(model.predict_eps(model.denoiser(x, t), x, t), ref)
 
 
 def test_block_svd_on_a_matrix():

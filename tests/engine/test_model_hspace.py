@@ -7,7 +7,7 @@ import torch
 
 from hspace_studio.core.errors import ModelLoadError
 from hspace_studio.engine import load_model, sample
-from hspace_studio.engine.hspace import POINTS, h_shape, hspace_hook
+POINTS = ("before", "middle", "after")
 
 
 @pytest.mark.parametrize("which,expected", [
@@ -18,7 +18,7 @@ from hspace_studio.engine.hspace import POINTS, h_shape, hspace_hook
 def test_h_shapes_at_all_points(request, which, expected):
     model = load_model(str(request.getfixturevalue(which)), device="cpu")
     for point in POINTS:
-        assert h_shape(model.unet, point, model.sample_shape) == expected[point]
+        assert model.denoiser.h_shape(point, model.sample_shape) == expected[point]
         t = sample(model, [0], steps=3, h_space=point)[0]
         assert tuple(t.hs.shape) == (3, *expected[point])
 
@@ -28,8 +28,8 @@ def test_points_are_distinct_tensors(tiny_model):
     x = torch.randn(1, *tiny_model.sample_shape)
     for p in POINTS:
         rec = []
-        with torch.no_grad(), hspace_hook(tiny_model.unet, p, record=rec):
-            tiny_model.unet(x, torch.tensor([500]))
+        with torch.no_grad(), tiny_model.denoiser.hook(p, record=rec):
+            tiny_model.denoiser(x, torch.tensor([500]))
         assert len(rec) == 1
         recs[p] = rec[0]
     assert not torch.allclose(recs["before"], recs["after"])
@@ -40,10 +40,10 @@ def test_delta_at_before_changes_output_and_hook_is_removed(tiny_model):
     x = torch.randn(1, *tiny_model.sample_shape)
     t = torch.tensor([300])
     with torch.no_grad():
-        base = tiny_model.unet(x, t).sample
-        with hspace_hook(tiny_model.unet, "before", edit=lambda h: h + 1.0):
-            moved = tiny_model.unet(x, t).sample
-        again = tiny_model.unet(x, t).sample
+        base = tiny_model.denoiser(x, t)
+        with tiny_model.denoiser.hook("before", edit=lambda h: h + 1.0):
+            moved = tiny_model.denoiser(x, t)
+        again = tiny_model.denoiser(x, t)
     assert not torch.allclose(base, moved)
     assert torch.equal(base, again)
 
@@ -142,6 +142,6 @@ def test_a_loaded_model_survives_its_weights_file_rewritten_in_place(tiny_model_
             "import pathlib\n"
             "for f in pathlib.Path(sys.argv[1]).rglob('*.safetensors'):\n"
             "    open(f, 'r+b').truncate(0)\n"
-            "print(sum(float(p.abs().sum()) for p in m.unet.parameters()) > 0)\n")
+            "print(sum(float(p.abs().sum()) for p in m.net.parameters()) > 0)\n")
     r = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "True", (r.returncode, r.stderr[-2000:])

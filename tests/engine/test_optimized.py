@@ -106,7 +106,7 @@ def test_fitting_lowers_the_objective_and_records_its_recipe(model_b):
     seeds = list(range(8))
     clf = pixel_classifier(pixels_of(model_b, sample(model_b, seeds, steps=STEPS, eta=1.0)))
     seen = []
-    before = [p.requires_grad for p in model_b.unet.parameters()]
+    before = [p.requires_grad for p in model_b.net.parameters()]
     res = optimized_direction(model_b, clf, "bright", seeds, steps=STEPS, eta=1.0, iters=6, lr=3.0,
                               batch=4, progress=lambda d, t, m: seen.append((d, t)))
     h = res.history
@@ -119,7 +119,7 @@ def test_fitting_lowers_the_objective_and_records_its_recipe(model_b):
     assert ds.params["batch"] == 4 and ds.params["samples_seen"] == 24
     assert ds.params["score_change"] > 0
     assert seen[-1][0] == seen[-1][1]  # progress reaches its total
-    assert [p.requires_grad for p in model_b.unet.parameters()] == before  # weights left as they were
+    assert [p.requires_grad for p in model_b.net.parameters()] == before  # weights left as they were
 
 
 def test_a_falling_learning_rate_settles_the_last_steps(model_b):
@@ -344,7 +344,7 @@ def test_a_region_per_sample_keeps_each_edit_in_its_own(model_b):
 
 def test_cancel_stops_the_fit(model_b):
     token = CancelToken()
-    model_b.unet.requires_grad_(True)
+    model_b.net.requires_grad_(True)
     clf = pixel_classifier(pixels_of(model_b, sample(model_b, list(range(4)), steps=STEPS, eta=1.0)))
 
     def progress(d, t, m):
@@ -354,8 +354,8 @@ def test_cancel_stops_the_fit(model_b):
     with pytest.raises(Cancelled):
         optimized_direction(model_b, clf, "bright", list(range(4)), steps=STEPS, iters=5, batch=2,
                             progress=progress, cancel=token)
-    assert all(p.requires_grad for p in model_b.unet.parameters())  # given back after the cancel
-    model_b.unet.requires_grad_(False)
+    assert all(p.requires_grad for p in model_b.net.parameters())  # given back after the cancel
+    model_b.net.requires_grad_(False)
 
 
 def test_bad_arguments(model_b):

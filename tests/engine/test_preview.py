@@ -110,7 +110,7 @@ def test_steps_before_the_window_are_not_recomputed(setup):
     ts = [int(t) for t in traj.timesteps]
     window = (0, ts[3])  # steps 3, 4, 5 only
     calls = []
-    handle = model.unet.register_forward_hook(lambda mod, args, out: calls.append(int(args[1])))
+    handle = model.net.register_forward_hook(lambda mod, args, out: calls.append(int(args[1])))
     try:
         for method in ("jvp", "fd"):
             calls.clear()

@@ -12,7 +12,7 @@ SEEDS = [11, 12, 13]
 
 
 def _pipeline_images(model, seeds, eta, steps):
-    pipe = DDIMPipeline(unet=model.unet, scheduler=model.scheduler)
+    pipe = DDIMPipeline(unet=model.net, scheduler=model.scheduler)
     pipe.set_progress_bar_config(disable=True)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     out = pipe(batch_size=len(seeds), generator=gens, eta=eta, num_inference_steps=steps,
@@ -281,14 +281,14 @@ def test_an_edit_from_a_trajectory_file_costs_one_chain(tiny_model, tmp_path):
     loaded = Trajectory.load(tmp_path / "t.safetensors")
     assert loaded.xs is None
     calls = []
-    hook = tiny_model.unet.register_forward_hook(lambda *a: calls.append(1))
+    hook = tiny_model.net.register_forward_hook(lambda *a: calls.append(1))
     try:
         fresh = edit(tiny_model, loaded, [spec])
     finally:
         hook.remove()
     assert len(calls) == 8 and (fresh - cached).abs().max() < 1e-5
     calls.clear()
-    hook = tiny_model.unet.register_forward_hook(lambda *a: calls.append(1))
+    hook = tiny_model.net.register_forward_hook(lambda *a: calls.append(1))
     try:  # an edit at every step needs no prefix at all
         edit(tiny_model, Trajectory.load(tmp_path / "t.safetensors"), [EditSpec(spec.delta, 1.0)])
     finally:

@@ -6,7 +6,6 @@ import torch
 
 from hspace_studio.core.errors import ModelLoadError
 from hspace_studio.engine import EditSpec, edit, load_model, sample
-from hspace_studio.engine.hspace import hspace_hook
 from tests.tiny_models import save_sd_model, save_sdxl_model
 
 PROMPT, NEGATIVE = "a smiling face, photo", "blurry"
@@ -101,8 +100,8 @@ def test_edits_replay_under_the_trajectorys_prompt(request, which):
     want = run_chain(model, traj.x_T[None], traj.zs, traj.etas, traj.timesteps, "after",
                      delta_at=lambda i: 0.5 * d[i][None]).x_0[0]
     assert (got - want).abs().max() < 1e-5
-    with hspace_hook(model.unet, "after", edit=both):
-        model.unet(traj.x_T[None], traj.timesteps[0])
+    with model.denoiser.hook("after", edit=both):
+        model.denoiser(traj.x_T[None], traj.timesteps[0])
     assert seen == [1, 1]  # the hook saw the unconditional and the conditional branch
     assert (got - traj.x_0).abs().max() > 1e-3
 
@@ -140,8 +139,8 @@ def test_jacobian_directions_equal_a_dense_svd_of_the_guided_eps(sd_dir):
         x, t, h0 = traj.xs[i][None], traj.timesteps[i], traj.hs[i][None].clone()
 
         def f(h):  # eps of the guided output when both branches' h move by h - h0
-            with hspace_hook(model.unet, "after", edit=lambda hb: hb + (h - h0)):
-                out = model.unet(x, t).sample
+            with model.denoiser.hook("after", edit=lambda hb: hb + (h - h0)):
+                out = model.denoiser(x, t)
             return model.predict_eps(out, x, t).reshape(-1)
 
         J = torch.autograd.functional.jacobian(f, h0).reshape(-1, h0.numel()).double()

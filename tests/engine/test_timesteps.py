@@ -47,7 +47,7 @@ def _reference_chain(model, sched, seed, ts):
     for t in sched.timesteps:
         xs.append(x[0])
         with torch.no_grad():
-            out = model.unet(x, t).sample
+            out = model.denoiser(x, t)
         x = sched.step(out, t, x, generator=g).prev_sample
     return torch.stack(xs), x[0]
 

@@ -61,7 +61,8 @@ def _mismatch(student, teacher, acs, substeps=4):
 def test_distilling_brings_the_one_step_chain_to_the_teachers_walk(tmp_path):
     from diffusers import UNet2DModel
 
-    from hspace_studio.engine.guidance import GuidedUNet
+    from hspace_studio.engine.architectures import UNetArchitecture
+    from hspace_studio.engine.denoiser import Denoiser, Guide
     from hspace_studio.training import distill
 
     init, guide = tmp_path / "init", tmp_path / "guide"
@@ -73,8 +74,8 @@ def test_distilling_brings_the_one_step_chain_to_the_teachers_walk(tmp_path):
             p.add_(0.05 * torch.randn_like(p))
     gm.save_pretrained(guide)
     acs = _acs()
-    teacher = GuidedUNet(UNet2DModel.from_pretrained(init).eval(),
-                         UNet2DModel.from_pretrained(guide).eval(), 3.0)
+    teacher = Denoiser(UNet2DModel.from_pretrained(init).eval(), UNetArchitecture(),
+                       guide=Guide(UNet2DModel.from_pretrained(guide).eval(), 3.0))
     before = _mismatch(UNet2DModel.from_pretrained(init).eval(), teacher, acs)
     out = tmp_path / "out"
     args = ["--init", str(init), "--guide", str(guide), "--guide-weight", "3", "--steps", "4",

@@ -5,13 +5,12 @@ step t, the k directions in h-space that change the noise estimate eps_t the mos
 optionally with eps restricted to a mask (the paper's image-specific, and masked,
 edits). J_t is never formed:
 
-- **downstream only**: the UNet runs once per step with forward hooks that capture the
-  outputs of everything upstream of h (``conv_in``, the time embedding, the down
-  blocks, and for ``after``/``middle`` the part of the mid-block before h). While the
-  step is analysed those modules' ``forward`` is temporarily replaced by a stub that
-  returns the cached value, and h is injected with :func:`~..hspace.hspace_hook` — so
-  ``eps(h)`` costs only the network from h on, the skip activations being computed
-  once. No diffusers forward code is copied;
+- **downstream only**: the denoiser (:meth:`.denoiser.Denoiser.downstream`) runs once per
+  step, caching the outputs of everything upstream of h (a UNet's ``conv_in``, time
+  embedding, down blocks and the part of the mid-block before h; a transformer's embedders
+  and the blocks up to h); while the step is analysed those modules return their cached
+  values and h is injected by the denoiser's hook, so ``eps(h)`` costs only the network
+  from h on. No diffusers forward code is copied;
 - **block (subspace) iteration with Rayleigh-Ritz** on ``p = k + oversample`` vectors at
   once: ``W = J V`` (batched forward-mode JVPs: ``torch.func.vmap`` over
   ``torch.func.jvp``, the primal shared) and ``Z = J^T W`` (batched VJPs through one
@@ -39,7 +38,7 @@ from __future__ import annotations
 
 import re
 import time
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
@@ -48,7 +47,6 @@ import torch
 
 from ...core.progress import CancelToken, ProgressFn, check
 from ..directions import DirectionSet
-from ..hspace import hspace_hook
 from ..masks import mask_from_rle, mask_to_rle, prepare_mask  # noqa: F401 (re-exported)
 from ..model import DiffusionModel
 from ..sampler import decode, prepare_scheduler
@@ -58,111 +56,14 @@ from ..trajectory import Trajectory
 
 # ------------------------------------------------------------ eps(h), downstream only
 
-def _batch_of(args, kwargs) -> Optional[int]:
-    for a in list(args) + list(kwargs.values()):
-        if torch.is_tensor(a) and a.dim() > 0:
-            return int(a.shape[0])
-    return None
-
-
-def _expand(obj, n):
-    """``obj``'s batch of 1 expanded to ``n``; a batch of k > 1 (the branches of a guided
-    text-to-image call, in order) repeated to k blocks of n / k."""
-    if torch.is_tensor(obj):
-        if n is None or obj.dim() == 0 or obj.shape[0] == n:
-            return obj
-        if obj.shape[0] > 1:
-            return obj.repeat_interleave(n // obj.shape[0], 0)
-        return obj.expand(n, *obj.shape[1:])
-    if isinstance(obj, tuple):
-        return tuple(_expand(o, n) for o in obj)
-    if isinstance(obj, list):
-        return [_expand(o, n) for o in obj]
-    return obj
-
-
-def _freeze(obj):
-    if torch.is_tensor(obj):
-        return obj.detach().contiguous().clone()
-    if isinstance(obj, tuple):
-        return tuple(_freeze(o) for o in obj)
-    if isinstance(obj, list):
-        return [_freeze(o) for o in obj]
-    return obj
-
-
-def upstream_modules(unet, point: str) -> List[torch.nn.Module]:
-    """The modules whose outputs do not depend on h at ``point`` (cached, then stubbed)."""
-    mods = [unet.conv_in, unet.time_embedding]
-    if getattr(unet, "class_embedding", None) is not None:
-        mods.append(unet.class_embedding)
-    mods += list(unet.down_blocks)
-    mid = unet.mid_block
-    if point == "after":
-        mods.append(mid)
-    elif point == "middle":
-        mods.append(mid.resnets[0])
-        attns = getattr(mid, "attentions", None) or []
-        if len(attns) and attns[0] is not None:
-            mods.append(attns[0])
-    return [m for m in mods if m is not None]
-
-
-@contextmanager
-def _stubbed(modules, cached):
-    """Replace each module's forward by one returning its cached output (batch-expanded)."""
-    saved = []
-    try:
-        for m, out in zip(modules, cached):
-            saved.append((m, m.__dict__.get("forward", None)))
-
-            def stub(*args, _out=out, **kwargs):
-                return _expand(_out, _batch_of(args, kwargs))
-
-            m.forward = stub
-        yield
-    finally:
-        for m, old in saved:
-            if old is None:
-                m.__dict__.pop("forward", None)
-            else:
-                m.forward = old
-
-
-@contextmanager
-def _forward_ad_safe(unet):
-    """Contexts under which forward-mode AD runs through a diffusers UNet.
-
-    ``scaled_dot_product_attention``'s fused kernels have no forward-mode derivative:
-    use its math backend. GroupNorm's forward-mode formula needs a contiguous input
-    (attention outputs are channels-last-strided): make it so by a pre-hook.
-    """
-    handles = []
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        ctx = sdpa_kernel([SDPBackend.MATH])
-    except ImportError:  # older torch
-        ctx = nullcontext()
-    try:
-        for m in unet.modules():
-            if isinstance(m, torch.nn.GroupNorm):
-                handles.append(m.register_forward_pre_hook(
-                    lambda mod, args: (args[0].contiguous(),) + tuple(args[1:])))
-        with ctx:
-            yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
 class DownstreamEps:
-    """``eps_t(h)`` at one step, evaluated only through the network downstream of h.
+    """``eps_t(h)`` at one step, evaluated only through the network downstream of h
+    (:meth:`.denoiser.Denoiser.downstream`).
 
-    Use as a context manager: entering runs the UNet once on ``x`` (1, C, H, W) at
-    timestep ``t`` to cache the upstream outputs and h (``self.h0``, (1, C', H', W')),
-    and stubs the upstream modules; leaving restores the model. Calling it with h of
-    shape (B, C', H', W') returns the (masked) eps flattened to (B, M).
+    Use as a context manager: entering runs the network once on ``x`` (1, C, H, W) at
+    timestep ``t`` to cache the upstream outputs and h (``self.h0``, (1, C', H', W'));
+    leaving restores the model. Calling it with h of shape (B, C', H', W') returns the
+    (masked) eps flattened to (B, M).
     """
 
     def __init__(self, model: DiffusionModel, x: torch.Tensor, t, h_space: str,
@@ -173,35 +74,13 @@ class DownstreamEps:
         self.h_space = h_space
         self.mask = mask
         self.h0: Optional[torch.Tensor] = None
-        self._h = None
+        self._fn = None
         self._stack: Optional[ExitStack] = None
 
     def __enter__(self) -> "DownstreamEps":
-        unet = self.model.unet
-        mods = upstream_modules(unet, self.h_space)
-        cached: list = [None] * len(mods)
-        handles = []
-        rec: list = []
-        for i, m in enumerate(mods):
-            def grab(mod, args, out, i=i):
-                cached[i] = _freeze(out)
-            handles.append(m.register_forward_hook(grab))
-        try:
-            with torch.no_grad(), hspace_hook(unet, self.h_space, record=rec):
-                unet(self.x.to(self.model.dtype), self.t)
-        finally:
-            for h in handles:
-                h.remove()
-        self.h0 = rec[-1].detach().contiguous().clone()
         stack = ExitStack()
-        try:
-            stack.enter_context(_stubbed(mods, cached))
-            stack.enter_context(_forward_ad_safe(unet))
-            # h replaces the recorded h0; with guidance each branch moves by the same h - h0
-            stack.enter_context(hspace_hook(unet, self.h_space, edit=self._replace))
-        except BaseException:
-            stack.close()
-            raise
+        self.h0, self._fn = stack.enter_context(
+            self.model.denoiser.downstream(self.x.to(self.model.dtype), self.t, self.h_space))
         self._stack = stack
         return self
 
@@ -211,19 +90,10 @@ class DownstreamEps:
             self._stack = None
         return False
 
-    def _replace(self, h_branch: torch.Tensor) -> torch.Tensor:
-        if getattr(self.model.unet, "branches", 1) == 1:
-            return self._h
-        return self._h + (h_branch - self.h0)
-
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         n = h.shape[0]
         x = self.x if n == 1 else self.x.expand(n, *self.x.shape[1:])
-        self._h = h
-        try:
-            out = self.model.unet(x.to(self.model.dtype), self.t).sample
-        finally:
-            self._h = None
+        out = self._fn(h)
         eps = self.model.predict_eps(out.float(), x, self.t)
         if self.mask is not None:
             eps = eps * self.mask

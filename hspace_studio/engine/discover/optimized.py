@@ -38,7 +38,6 @@ from ...core.progress import CancelToken, Progress, ProgressFn
 from ..annotate import AttributeClassifier
 from ..directions import DirectionSet
 from ..ddim import ddim_step
-from ..hspace import hspace_hook
 from ..model import DiffusionModel
 from ..etas import EtaLike, eta_json
 from ..sampler import (Region, noise_levels, prepare_scheduler, region_blend, sample, steps_in_window,
@@ -96,8 +95,8 @@ def _edited_x0(model: DiffusionModel, trajs: Sequence[Trajectory], signs: torch.
     def step(x, d, i):
         t = model.scheduler.timesteps[i]
         edit = None if d is None else (lambda h: h + (s * d).to(h.dtype))
-        with hspace_hook(model.unet, point, edit=edit):
-            out = model.unet(x.to(model.dtype), t).sample.float()
+        with model.denoiser.hook(point, edit=edit):
+            out = model.denoiser(x.to(model.dtype), t).float()
         eta = float(etas[i])
         x, _ = ddim_step(model.scheduler, out, t, x, eta, zs[:, i] if eta > 0 else None)
         if eta > 0 and levels[i] == 0:  # the residual step of the engine's chain
@@ -282,7 +281,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
         return float(lr_end) + (1 - float(lr_end)) * 0.5 * (1 + math.cos(math.pi * it / max(1, n_it - 1)))
 
     history: List[dict] = []
-    with _frozen(model.unet, model.vae, getattr(classifier, "module", None)):
+    with _frozen(*model.denoiser.networks(), model.vae, getattr(classifier, "module", None)):
         for it in range(int(iters)):
             trajs, p0, signs, pixels, region = first if it == 0 else draw(it * batch)
             opt.zero_grad(set_to_none=True)

@@ -54,7 +54,6 @@ import torch
 
 from ...core.progress import CancelToken, Progress, ProgressFn
 from ..directions import DirectionSet
-from ..hspace import h_shape
 from ..model import DiffusionModel
 from ..etas import EtaLike, eta_json, etas_tensor
 from ..sampler import sample, timesteps_for
@@ -219,7 +218,7 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
         batch = max(1, int(batch))
         timesteps = timesteps_for(model, steps)
         etas_tensor(eta, steps)  # validate early
-        hs = h_shape(model.unet, h_space, model.sample_shape)
+        hs = model.denoiser.h_shape(h_space, model.sample_shape)
         D = int(np.prod(hs))
         x_dim = int(np.prod(model.sample_shape))
         plan = plan_pca(D, steps, components, N, min(batch, N), memory_mb, mode, solver, x_dim)

@@ -152,9 +152,8 @@ def supervised_directions(model: DiffusionModel, index: AnnotationIndex,
         D = _weighted_h(model, union[lo:hi], w[:, lo:hi], steps, eta, h_space, max(1, int(batch)),
                         prog, cancel)
         if D is None:
-            from ..hspace import h_shape
 
-            D = torch.zeros(len(allnames), steps, *h_shape(model.unet, h_space, model.sample_shape),
+            D = torch.zeros(len(allnames), steps, *model.denoiser.h_shape(h_space, model.sample_shape),
                             dtype=torch.float64)
         D = dist.all_reduce_sum(D.cpu()).to(D.device)
     else:
