@@ -40,6 +40,7 @@ from .denoiser import Denoiser, Guide, Prompt
 from .guidance import check_guide
 from .text_model import CONDITIONING_KEYS, PromptEncoder, default_guidance, is_text_to_image, load_text_pipeline
 from .timesteps import SCHEDULE_KEYS, spaced_scheduler_class
+from .transformer_model import family_of
 
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 DEFAULT_MODEL_DIR = RESOURCES / "default-model"
@@ -126,8 +127,15 @@ class DiffusionModel:
             self.set_prompt(*(origin.get(k) for k in CONDITIONING_KEYS))
 
     @property
+    def is_flow(self) -> bool:
+        """Whether this is a flow-matching model (its scheduler a :class:`.flow.FlowSchedule`)."""
+        return bool(getattr(self.scheduler, "is_flow", False))
+
+    @property
     def sample_shape(self) -> tuple:
         """Shape (C, H, W) of x_t, the space the diffusion runs in."""
+        if "sample_shape" in self.info:
+            return tuple(self.info["sample_shape"])
         size = self.net.config.sample_size
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         return (self.net.config.in_channels, h, w)
@@ -146,7 +154,9 @@ class DiffusionModel:
         return self.scheduler.config.prediction_type
 
     def predict_eps(self, model_output, x, t):
-        """Convert the UNet's output at timestep ``t`` to the noise estimate eps."""
+        """Convert the network's output at timestep ``t`` to the noise estimate eps."""
+        if self.is_flow:
+            return self.scheduler.predictions(model_output, t, x)[1]
         ab = self.scheduler.alphas_cumprod[int(t)].to(x.device, torch.float32)
         p = self.prediction_type
         if p == "epsilon":
@@ -164,8 +174,13 @@ class DiffusionModel:
         if self.vae is None:
             return x0
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            z = x0.to(self.device, self.vae.dtype) / self.vae.config.scaling_factor
+            z = x0.to(self.device, self.vae.dtype) / self.vae.config.scaling_factor + self._latent_shift
             return self.vae.decode(z).sample.float()
+
+    @property
+    def _latent_shift(self) -> float:
+        """The autoencoder's ``shift_factor`` (SD3, Flux), 0 for those without one."""
+        return float(getattr(self.vae.config, "shift_factor", None) or 0.0)
 
     @torch.no_grad()
     def from_pixels(self, img: torch.Tensor) -> torch.Tensor:
@@ -174,7 +189,7 @@ class DiffusionModel:
             return img.to(self.device, torch.float32)
         enc = self.vae.encode(img.to(self.device, self.vae.dtype))
         z = enc.latents if hasattr(enc, "latents") else enc.latent_dist.mode()
-        return (z * self.vae.config.scaling_factor).float()
+        return ((z - self._latent_shift) * self.vae.config.scaling_factor).float()
 
     def describe(self) -> str:
         c, h, w = self.sample_shape
@@ -188,7 +203,7 @@ class DiffusionModel:
         if self.info.get("timesteps"):
             guided += f", timesteps {self.info['timesteps']}"
         if self.takes_prompt:
-            kind = "text-to-image, " + ("SDXL" if self.info.get("xl") else "SD")
+            kind = "text-to-image, " + self.info.get("family", "SDXL" if self.info.get("xl") else "SD")
         return (f"{self.source} ({kind}, {c}x{h}x{w}, {self.prediction_type}{guided}, "
                 f"fingerprint {self.fingerprint}{weights}, {self.device})")
 
@@ -405,11 +420,39 @@ def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_s
                           device=dev, dtype=dtype, info=info)
 
 
+def _load_transformer_model(root: Path, family, src: str, dev: torch.device, half: bool,
+                            image_size) -> DiffusionModel:
+    """A flow-matching transformer folder (:mod:`.transformer_model`)."""
+    from . import transformer_model
+
+    _quiet_diffusers()
+    if half and dev.type != "cuda":
+        raise ModelLoadError("half precision needs a CUDA device")
+    dtype = torch.float16 if half else torch.float32
+    pipe = transformer_model.load_pipeline(root, family)
+    encoders = [getattr(pipe, n, None) for n in ("text_encoder", "text_encoder_2", "text_encoder_3")]
+    try:
+        fp = _fingerprint([pipe.transformer, pipe.vae, *encoders], dict(pipe.scheduler.config))
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"{src}: unusable scheduler config ({e})") from e
+    pipe.to(dev, dtype)
+    for m in [pipe.transformer, pipe.vae, *encoders]:
+        if m is not None:
+            m.eval().requires_grad_(False)
+            _own_memory(m)
+    denoiser, schedule, shape = transformer_model.build(pipe, family, image_size, dev)
+    info = {"root": str(root), "family": family.name, "sample_shape": list(shape)}
+    return DiffusionModel(denoiser=denoiser, scheduler=schedule, vae=pipe.vae, fingerprint=fp, source=src,
+                          device=dev, dtype=dtype, info=info)
+
+
 def load_model(source: str = "default", device: Optional[str] = None, half: bool = False,
                clip_sample: bool = False, guide: Optional[str] = None,
                guide_weight: Optional[float] = None, guide_interval=None,
-               timesteps: Optional[str] = None) -> DiffusionModel:
+               timesteps: Optional[str] = None, image_size=None) -> DiffusionModel:
     """Load a model by name, folder or hub id. See the module docstring.
+
+    ``image_size``: (H, W) of the images a transformer model makes (default: its pipeline's).
 
     ``timesteps``: where the sampling steps fall, ``"scheduler"`` or ``"power:P"``
     (:mod:`.timesteps`); None: the spacing the folder records (:func:`recorded_timesteps`,
@@ -430,6 +473,15 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
             power = parse_spacing(recorded)
         except ValueError as e:
             raise ModelLoadError(f"{root / 'training.json'}: {e}") from e
+    family = family_of(root)
+    if family is not None:
+        if guide is not None or guide_weight is not None or guide_interval is not None or power is not None:
+            raise ModelLoadError(f"{family.name} models sample with their own flow-matching schedule and "
+                                 "classifier-free or embedded guidance: --guide and --timesteps do not apply")
+        return _load_transformer_model(root, family, src, dev, half, image_size)
+    if image_size is not None:
+        raise ModelLoadError("a UNet model makes images of the size it was trained at; --size is for "
+                             "transformer models")
     if is_text_to_image(root):
         if guide is not None or guide_weight is not None or guide_interval is not None:
             raise ModelLoadError("autoguidance (--guide) is for unconditional models; a text-to-image "

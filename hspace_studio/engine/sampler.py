@@ -51,6 +51,8 @@ def noise_levels(model: DiffusionModel, timesteps: torch.Tensor) -> torch.Tensor
     """
     sched = model.scheduler
     prepare_scheduler(model, timesteps)
+    if model.is_flow:
+        return torch.tensor([sched.noise_std(t) for t in timesteps.tolist()])
     out = []
     for t in timesteps.tolist():
         ab_t = sched.alphas_cumprod[t]
@@ -198,7 +200,7 @@ def check_schedule(model: DiffusionModel, traj: Trajectory) -> None:
     """Refuse a trajectory made when every chain ended at alpha-bar_0 (``schedule`` 1) for a
     model whose scheduler ends at alpha-bar 1 (``set_alpha_to_one``): its last step would
     not replay as it was made."""
-    if traj.schedule < 2 and float(model.scheduler.final_alpha_cumprod) == 1.0:
+    if traj.schedule < 2 and not model.is_flow and float(model.scheduler.final_alpha_cumprod) == 1.0:
         raise ModelMismatchError(
             "this trajectory was made by an older hspace-studio that ended every chain at alpha-bar_0; "
             "this model's scheduler ends at alpha-bar 1 (set_alpha_to_one), so it would not replay "

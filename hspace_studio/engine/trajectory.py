@@ -17,7 +17,8 @@ class Trajectory:
     """One image's sampling chain.
 
     ``x_T`` (C, H, W); ``zs`` (T, C, H, W) the variance noise of each step (zeros where
-    eta is 0); ``etas`` (T,); ``timesteps`` (T,) in sampling order; ``hs`` (T, C', H', W')
+    eta is 0); ``etas`` (T,); ``timesteps`` (T,) in sampling order (integers, or a flow
+    model's sigma * 1000 as floats); ``hs`` (T, C', H', W')
     the h seen at each step; ``x_0`` (C, H, W) the result in the diffusion space,
     unclamped. ``xs`` (T, C, H, W), when present, caches the input x_t of each step so
     that an edit starting at step k need not recompute steps before k.
@@ -70,7 +71,7 @@ class Trajectory:
 
     def save(self, path) -> None:
         tensors = {"x_T": self.x_T, "zs": self.zs, "etas": self.etas.float(),
-                   "timesteps": self.timesteps.long(), "hs": self.hs, "x_0": self.x_0}
+                   "timesteps": stored_timesteps(self.timesteps), "hs": self.hs, "x_0": self.x_0}
         meta = {"kind": "trajectory", "fingerprint": self.fingerprint, "h_space": self.h_space,
                 "origin": self.origin, "format": 2}
         save_tensors(path, tensors, meta)
@@ -90,9 +91,14 @@ class Trajectory:
                 raise FileFormatError(f"{path}: trajectory metadata lacks '{key}'")
         origin = meta.get("origin") if isinstance(meta.get("origin"), dict) else {}
         return cls(x_T=t["x_T"].float(), zs=t["zs"].float(), etas=t["etas"].float(),
-                   timesteps=t["timesteps"].long(), hs=t["hs"].float(), x_0=t["x_0"].float(),
+                   timesteps=stored_timesteps(t["timesteps"]), hs=t["hs"].float(), x_0=t["x_0"].float(),
                    fingerprint=meta["fingerprint"], h_space=meta["h_space"], origin=origin,
                    schedule=2 if _format(meta) >= 2 else 1)
+
+
+def stored_timesteps(ts: torch.Tensor) -> torch.Tensor:
+    """Integer timesteps (DDPM-style models) as int64; a flow model's (sigma * 1000) as float32."""
+    return ts.float() if ts.is_floating_point() and not torch.equal(ts, ts.round()) else ts.long()
 
 
 def _format(meta: dict) -> int:

@@ -10,6 +10,7 @@ from ...core.errors import HSpaceError
 from ...core.session import SetState, read_session, write_session
 from ..records import SessionPayload
 from ..requests import Invert, LoadSession, Sample, SaveSession
+from ...engine.trajectory import stored_timesteps
 from ..state import _jsonable
 from . import handler
 from .source import _invert, _prompt_of, _sample
@@ -92,7 +93,7 @@ def _load_session_now(state, job, progress, cancel):
             t = {k: torch.from_numpy(np.array(arrays[f"traj/{k}"])) for k in TRAJ_KEYS
                  if f"traj/{k}" in arrays}
             traj = Trajectory(x_T=t["x_T"].float(), zs=t["zs"].float(), etas=t["etas"].float(),
-                              timesteps=t["timesteps"].long(), hs=t["hs"].float(), x_0=t["x_0"].float(),
+                              timesteps=stored_timesteps(t["timesteps"]), hs=t["hs"].float(), x_0=t["x_0"].float(),
                               fingerprint=tmeta["fingerprint"], h_space=tmeta["h_space"],
                               origin=tmeta.get("origin") or {}, xs=t["xs"].float() if "xs" in t else None,
                               schedule=2 if tmeta.get("format") == 2 else 1)
