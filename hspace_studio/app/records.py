@@ -27,6 +27,7 @@ class ModelInfo:
     timesteps: Optional[str] = None
     conditioning: Optional[dict] = None  # a text-to-image model's prompt settings (None: takes none)
     advice: Optional[dict] = None  # the domain's advice per attribute (engine.domain.Domain.advice)
+    h_points: Tuple[str, ...] = ("before", "middle", "after")  # the model's h-space points
 
 
 @dataclass(frozen=True)

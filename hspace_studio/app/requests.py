@@ -50,7 +50,7 @@ class StripRequest:
 @dataclass(frozen=True)
 class LoadModel:
     source: str
-    h_space: str = "after"
+    h_space: Optional[str] = "after"  # a point the model lacks (or None): its default point
     device: Optional[str] = None
     guide: Optional[str] = None  # a guide folder or "default" (autoguidance; engine/guidance.py)
     guide_weight: Optional[float] = None

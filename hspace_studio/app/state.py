@@ -60,7 +60,7 @@ class EngineState:
         from ..engine.domain import active_domain
         from ..engine.model import load_model
 
-        if h_space not in H_SPACE_POINTS:
+        if h_space is not None and h_space not in H_SPACE_POINTS and not h_space.startswith("block:"):
             raise ValueError(f"unknown h-space point '{h_space}'")
         if guide is None:
             guide_weight = None
@@ -71,6 +71,7 @@ class EngineState:
             return self.model_info
         model = self.model if same else load_model(source, device=device, guide=guide, guide_weight=guide_weight,
                                                    timesteps=timesteps)
+        h_space = _point_for(model, h_space)
         shape = model.denoiser.h_shape(h_space, model.sample_shape)
         if model is not self.model:
             self._decode_seconds = None
@@ -87,6 +88,7 @@ class EngineState:
             weights_fingerprint=model.weights_fingerprint, guide=model.info.get("guide"),
             guide_weight=model.info.get("guide_weight"), timesteps=model.info.get("timesteps"),
             conditioning=dict(model.conditioning) if model.takes_prompt else None,
+            h_points=tuple(model.denoiser.points()),
             advice=dict(active_domain().advice))
         self.traj = None
         self.invalidate()
@@ -474,3 +476,16 @@ def _jsonable(obj):
         except Exception:  # noqa: BLE001
             pass
     return str(obj)
+
+
+def _point_for(model, h_space) -> str:
+    """The h-space point to use on ``model``: ``h_space`` if it has it; its default point when
+    none is asked for or the point is of the other kind of network (a UNet's mid-block point
+    on a transformer, a block on a UNet: what a window asks before it knows the model)."""
+    points = model.denoiser.points()
+    if h_space in points:
+        return h_space
+    if h_space is None or str(h_space).startswith("block:") != points[0].startswith("block:"):
+        return model.denoiser.default_point()
+    raise ValueError(f"this model has no h-space point '{h_space}' (its points: {', '.join(points)})")
+

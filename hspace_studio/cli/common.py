@@ -26,8 +26,13 @@ def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     g.add_argument("--bf16", action="store_true",
                    help="run the network under bfloat16 autocast (CPUs with AMX/AVX-512 BF16, GPUs): "
                         "faster, images about 47 dB from float32's; recorded in the recipe")
-    g.add_argument("--h-space", dest="h_space", default="after", choices=("before", "middle", "after"),
-                   help="where h is read and edited (default: after the mid-block)")
+    g.add_argument("--h-space", dest="h_space", default=None, metavar="POINT",
+                   help="where h is read and edited: before, middle or after a UNet's mid-block (default "
+                        "after), block:N for a transformer's block N (default the middle block)")
+    g.add_argument("--list-h-points", dest="list_h_points", action="store_true",
+                   help="list the model's h-space points and exit")
+    g.add_argument("--size", type=_size, default=None, metavar="HxW",
+                   help="image size of a transformer model (default: its pipeline's), e.g. 1024x768")
     g.add_argument("--guide", default=None, metavar="FOLDER",
                    help="guide the model by a weaker one of the same kind (autoguidance): "
                         "'default' (the default model's shipped guide) or a model folder")
@@ -117,6 +122,18 @@ def _spacing(s: str) -> str:
     return s.strip()
 
 
+def _size(s: str):
+    """'1024x768' (height x width) or '512' -> (H, W) in pixels."""
+    parts = s.lower().split("x")
+    try:
+        hw = [int(v) for v in parts]
+    except ValueError:
+        hw = []
+    if len(hw) not in (1, 2) or min(hw) < 8 or max(hw) > 16384:
+        raise argparse.ArgumentTypeError(f"expected a size such as 1024x768 or 512 (8 to 16384 pixels), got '{s}'")
+    return (hw[0], hw[-1])
+
+
 def window(s: str):
     """'T0:T1' -> (T0, T1) diffusion timesteps."""
     try:
@@ -148,7 +165,18 @@ def open_model(args):
     model = load_model(args.model, device=args.device, half=getattr(args, "half", False),
                        guide=getattr(args, "guide", None), guide_weight=getattr(args, "guide_weight", None),
                        guide_interval=getattr(args, "guide_interval", None),
-                       timesteps=getattr(args, "timesteps", None))
+                       timesteps=getattr(args, "timesteps", None), image_size=getattr(args, "size", None))
+    points = model.denoiser.points()
+    if getattr(args, "list_h_points", False):
+        default = model.denoiser.default_point()
+        print("\n".join(p + ("  (default)" if p == default else "") for p in points))
+        raise SystemExit(0)
+    if getattr(args, "h_space", None) is None:
+        args.h_space = model.denoiser.default_point()  # what recipes record
+    elif args.h_space not in points:
+        raise ValueError(f"{args.model} has no h-space point '{args.h_space}' (its points: "
+                         f"{', '.join(points) if len(points) <= 8 else points[0] + ' ... ' + points[-1]}; "
+                         "--list-h-points lists them)")
     model.set_prompt(getattr(args, "prompt", None), getattr(args, "negative_prompt", None),
                      getattr(args, "guidance", None))
     if getattr(args, "compile", False) or getattr(args, "bf16", False):

@@ -18,6 +18,7 @@ The recipe format is the one ``hspace-studio edit`` writes::
                      "frames": 5}  (only for interpolation strips; then "edits" is empty),
      "guide": {"model": "default", "weight": 4.0, "interval": [lo, hi] or null}  (only if guided),
      "timesteps": "power:0.8"  (only if not the scheduler's own spacing),
+     "size": [H, W]  (transformer models: the image size, --size),
      "prompt": {"prompt": "...", "negative_prompt": "...", "guidance": 7.5}  (text-to-image models),
      "bf16": true  (only if the network ran under bfloat16 autocast, --bf16)}
 
@@ -54,6 +55,9 @@ def recipe_to_cli_args(recipe: dict, out: Optional[str] = None) -> List[str]:
             args.append(f"--guide-interval={int(lo)}:{int(hi)}")
     if recipe.get("timesteps"):
         args.append(f"--timesteps={recipe['timesteps']}")
+    size = recipe.get("size")
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        args.append(f"--size={int(size[0])}x{int(size[1])}")
     if recipe.get("bf16") is True:
         args.append("--bf16")
     prompt = recipe.get("prompt")
@@ -135,6 +139,8 @@ def with_model_settings(recipe: dict, model) -> dict:
                         "interval": info.get("guide_interval")}
     if info.get("timesteps"):
         out["timesteps"] = info["timesteps"]
+    if info.get("image_size"):
+        out["size"] = list(info["image_size"])
     if (info.get("accelerated") or {}).get("bf16"):
         out["bf16"] = True
     conditioning = getattr(model, "conditioning", None)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -140,11 +140,12 @@ def restore(model) -> None:
     model.info.pop("accelerated", None)
 
 
-def warm_up(model, h_space: str = "after", strip_size: int = 5, progress=None, cancel=None) -> None:
+def warm_up(model, h_space: Optional[str] = None, strip_size: int = 5, progress=None, cancel=None) -> None:
     """Build the compiled code now for what a slider needs next: a sample, an edit and a
     strip of ``strip_size`` scales (each a one-step chain; the code depends on what the
     h hook does and on the batch, not on the step or the scale). ``progress(done, 3, msg)``
     after each; ``cancel`` is checked between them."""
+    h_space = model.point(h_space)
     from ..core.progress import check
     from .sampler import EditSpec, edit, sample, strip
 

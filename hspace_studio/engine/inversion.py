@@ -7,6 +7,10 @@
 - ``method="ddim"`` (eta = 0): the deterministic DDIM chain run backwards, with the
   noise estimate at each step taken at the less noisy point. Reconstruction is close
   but not exact; its error is reported.
+
+Flow-matching models invert the same two ways: x_t drawn from q(x_t | x_0) =
+(1 - sigma) x_0 + sigma n and the noise of each stochastic step solved for (exact), or
+their Euler steps run backwards (eta 0).
 """
 from __future__ import annotations
 
@@ -41,7 +45,8 @@ def _model_out(model, x, t, h_space, record):
 
 
 def invert_ddpm(model: DiffusionModel, x0: torch.Tensor, steps: int, eta: EtaLike = 1.0,
-                h_space: str = "after", seed: int = 0, prog: Optional[Progress] = None) -> Trajectory:
+                h_space: Optional[str] = None, seed: int = 0, prog: Optional[Progress] = None) -> Trajectory:
+    h_space = model.point(h_space)
     etas = etas_tensor(eta, steps)
     if (etas <= 0).any():
         raise ValueError("edit-friendly inversion needs eta > 0 at every step (use ddim for eta 0)")
@@ -49,12 +54,15 @@ def invert_ddpm(model: DiffusionModel, x0: torch.Tensor, steps: int, eta: EtaLik
     dev = model.device
     x0 = x0.to(dev, torch.float32)[None]
     g = torch.Generator(device="cpu").manual_seed(int(seed))
-    acs = model.scheduler.alphas_cumprod
+    prepare_scheduler(model, ts)
     noisy = []
     for t in ts:
-        ab = acs[int(t)].to(dev)
         n = torch.randn(x0.shape, generator=g).to(dev)
-        noisy.append(ab.sqrt() * x0 + (1 - ab).sqrt() * n)
+        if model.is_flow:
+            noisy.append(model.scheduler.noise(x0, t, n))
+        else:
+            ab = model.scheduler.alphas_cumprod[int(t)].to(dev)
+            noisy.append(ab.sqrt() * x0 + (1 - ab).sqrt() * n)
     x = noisy[0]
     levels = noise_levels(model, ts)
     xs, hs, zs = [], [], []
@@ -81,23 +89,27 @@ def invert_ddpm(model: DiffusionModel, x0: torch.Tensor, steps: int, eta: EtaLik
                       h_space=h_space, origin={}, xs=torch.cat(xs).cpu())
 
 
-def invert_ddim(model: DiffusionModel, x0: torch.Tensor, steps: int, h_space: str = "after",
+def invert_ddim(model: DiffusionModel, x0: torch.Tensor, steps: int, h_space: Optional[str] = None,
                 prog: Optional[Progress] = None) -> Trajectory:
+    h_space = model.point(h_space)
     ts = timesteps_for(model, steps)
     prepare_scheduler(model, ts)
     sched = model.scheduler
-    acs = sched.alphas_cumprod
     dev = model.device
     x = x0.to(dev, torch.float32)[None]
     for i in reversed(range(steps)):
         t = ts[i]
-        prev = previous_timestep(sched, t)
-        ab_prev = acs[prev] if prev >= 0 else sched.final_alpha_cumprod
-        ab_prev, ab_t = ab_prev.to(dev), acs[int(t)].to(dev)
-        out = _model_out(model, x, t, h_space, None)
-        eps = model.predict_eps(out, x, t)  # noise estimate at the less noisy point
-        x0_hat = (x - (1 - ab_prev).sqrt() * eps) / ab_prev.sqrt()
-        x = ab_t.sqrt() * x0_hat + (1 - ab_t).sqrt() * eps
+        out = _model_out(model, x, t, h_space, None)  # taken at the less noisy point
+        if model.is_flow:  # the Euler step backwards
+            s, sn = sched.sigma_pair(t)
+            x = x + (s - sn) * out
+        else:
+            prev = previous_timestep(sched, t)
+            ab_prev = sched.alphas_cumprod[prev] if prev >= 0 else sched.final_alpha_cumprod
+            ab_prev, ab_t = ab_prev.to(dev), sched.alphas_cumprod[int(t)].to(dev)
+            eps = model.predict_eps(out, x, t)
+            x0_hat = (x - (1 - ab_prev).sqrt() * eps) / ab_prev.sqrt()
+            x = ab_t.sqrt() * x0_hat + (1 - ab_t).sqrt() * eps
         if prog is not None:
             prog.step()
     traj = Trajectory(x_T=x[0].cpu(), zs=torch.zeros((steps, *x.shape[1:])), etas=torch.zeros(steps),
@@ -107,13 +119,14 @@ def invert_ddim(model: DiffusionModel, x0: torch.Tensor, steps: int, h_space: st
 
 
 def invert(model: DiffusionModel, image: torch.Tensor, steps: int = 10, eta: EtaLike = 1.0,
-           method: Optional[str] = None, h_space: str = "after", seed: int = 0,
+           method: Optional[str] = None, h_space: Optional[str] = None, seed: int = 0,
            progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None,
            origin: Optional[dict] = None) -> Inversion:
     """Invert ``image`` ((3, H, W) in [-1, 1] at the model's image size).
 
     ``method`` defaults to ``"ddpm"`` when eta > 0 and ``"ddim"`` when eta is 0.
     """
+    h_space = model.point(h_space)
     if method is None:
         method = "ddim" if isinstance(eta, (int, float)) and float(eta) == 0 else "ddpm"
     if method not in ("ddpm", "ddim"):

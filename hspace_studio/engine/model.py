@@ -126,6 +126,10 @@ class DiffusionModel:
         if self.takes_prompt:
             self.set_prompt(*(origin.get(k) for k in CONDITIONING_KEYS))
 
+    def point(self, h_space: Optional[str] = None) -> str:
+        """``h_space``, or the network's default h-space point when None."""
+        return self.denoiser.default_point() if h_space is None else h_space
+
     @property
     def is_flow(self) -> bool:
         """Whether this is a flow-matching model (its scheduler a :class:`.flow.FlowSchedule`)."""
@@ -152,6 +156,12 @@ class DiffusionModel:
     @property
     def prediction_type(self) -> str:
         return self.scheduler.config.prediction_type
+
+    def jacobian_output(self, model_output, x, t):
+        """What the Jacobian method differentiates with respect to h: the noise estimate eps
+        (the paper's), or for a flow model the velocity itself (its eps = x + (1 - sigma) v
+        does not depend on the network at sigma 1, the first step)."""
+        return model_output if self.is_flow else self.predict_eps(model_output, x, t)
 
     def predict_eps(self, model_output, x, t):
         """Convert the network's output at timestep ``t`` to the noise estimate eps."""
@@ -441,7 +451,8 @@ def _load_transformer_model(root: Path, family, src: str, dev: torch.device, hal
             m.eval().requires_grad_(False)
             _own_memory(m)
     denoiser, schedule, shape = transformer_model.build(pipe, family, image_size, dev)
-    info = {"root": str(root), "family": family.name, "sample_shape": list(shape)}
+    info = {"root": str(root), "family": family.name, "sample_shape": list(shape),
+            "image_size": [int(v) for v in (image_size or family.default_size(pipe))]}
     return DiffusionModel(denoiser=denoiser, scheduler=schedule, vae=pipe.vae, fingerprint=fp, source=src,
                           device=dev, dtype=dtype, info=info)
 

@@ -164,10 +164,11 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
 
 
 def sample(model: DiffusionModel, seeds: Sequence[int], steps: int = 10, eta: EtaLike = 1.0,
-           h_space: str = "after", batch_size: int = 8, keep_chain: bool = True,
+           h_space: Optional[str] = None, batch_size: int = 8, keep_chain: bool = True,
            progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None,
            preview: Optional[PreviewFn] = None) -> List[Trajectory]:
     """Sample one trajectory per seed, ``batch_size`` at a time."""
+    h_space = model.point(h_space)
     seeds = [int(s) for s in seeds]
     timesteps = timesteps_for(model, steps)
     etas = etas_tensor(eta, steps)

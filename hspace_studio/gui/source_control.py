@@ -27,7 +27,7 @@ class SourceControl:
     def _show_model(self, info: J.ModelInfo) -> None:
         """The image source's model, h-space point, guidance and spacing as ``info`` has them."""
         self.source_panel.set_model_source(info.source, self.recent.get("models"))
-        self.source_panel.set_values(h_space=info.h_space)
+        self.source_panel.set_points(info.h_points, info.h_space)
         self.source_panel.set_guidance(info.source, info.guide, info.guide_weight)
         self.source_panel.set_timesteps(info.timesteps)
         self.source_panel.set_conditioning(info.conditioning)

@@ -57,11 +57,9 @@ class SourcePanel(QWidget):
 
         self.h_space = QComboBox()
         self.h_space.setObjectName("hSpacePoint")
-        for p, tip in (("after", "output of the mid-block (the paper's default)"),
-                       ("middle", "inside the mid-block's second resnet"),
-                       ("before", "input of the mid-block")):
+        for p in ("after", "middle", "before"):
             self.h_space.addItem(p)
-            self.h_space.setItemData(self.h_space.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+            self.h_space.setItemData(self.h_space.count() - 1, self.POINT_TIPS[p], Qt.ItemDataRole.ToolTipRole)
         form.addRow("h-space", self.h_space)
 
         self.guided = QCheckBox("guided")
@@ -233,6 +231,22 @@ class SourcePanel(QWidget):
         self.model.addItems(items)
         self.model.setCurrentText(source)
         self.model.blockSignals(False)
+
+    POINT_TIPS = {"after": "output of the mid-block (the paper's default)",
+                  "middle": "inside the mid-block's second resnet", "before": "input of the mid-block"}
+
+    def set_points(self, points, current: str) -> None:
+        """The h-space points of the loaded model (a UNet's three, or a transformer's blocks)."""
+        box = self.h_space
+        box.blockSignals(True)
+        if {box.itemText(i) for i in range(box.count())} != set(points):
+            box.clear()
+            for p in points:
+                box.addItem(p)
+                tip = self.POINT_TIPS.get(p, f"the image tokens after transformer block {p[6:]}")
+                box.setItemData(box.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        box.setCurrentText(current)
+        box.blockSignals(False)
 
     def set_values(self, seed=None, steps=None, eta=None, h_space=None) -> None:
         """Set controls without triggering sampling."""

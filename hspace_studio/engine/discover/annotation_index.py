@@ -126,7 +126,7 @@ class AnnotationIndex:
 
 
 def build_index(model: DiffusionModel, classifier: AttributeClassifier, n_samples: int,
-                path=None, steps: int = 10, eta: EtaLike = 1.0, h_space: str = "after",
+                path=None, steps: int = 10, eta: EtaLike = 1.0, h_space: Optional[str] = None,
                 batch: int = 16, seed_start: int = 0, seeds: Optional[Sequence[int]] = None,
                 progress: Optional[ProgressFn] = None,
                 cancel: Optional[CancelToken] = None) -> AnnotationIndex:
@@ -137,6 +137,7 @@ def build_index(model: DiffusionModel, classifier: AttributeClassifier, n_sample
     most one batch. Returns the whole index (it may hold more seeds than asked for;
     use :meth:`AnnotationIndex.subset`).
     """
+    h_space = model.point(h_space)
     if seeds is None:
         if int(n_samples) < 1:
             raise ValueError("the index needs at least one sample")

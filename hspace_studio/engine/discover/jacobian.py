@@ -21,7 +21,8 @@ edits). J_t is never formed:
 - signs are aligned across steps (each step's vector points the same way as the sum of
   the previous steps' vectors; the first step's largest entry is positive).
 
-``eps`` is ``model.predict_eps(output, x, t)``, so v-prediction models work.
+``eps`` is ``model.predict_eps(output, x, t)``, so v-prediction models work; for a flow
+model it is the predicted velocity (``model.jacobian_output``).
 
 Directions are unit vectors per step (``delta_h[k, t]``); ``values`` are the singular
 values. ``DirectionSet.steps_delta(k, at_step)`` applies one step's vector at every
@@ -94,7 +95,7 @@ class DownstreamEps:
         n = h.shape[0]
         x = self.x if n == 1 else self.x.expand(n, *self.x.shape[1:])
         out = self._fn(h)
-        eps = self.model.predict_eps(out.float(), x, self.t)
+        eps = self.model.jacobian_output(out.float(), x, self.t)
         if self.mask is not None:
             eps = eps * self.mask
         return eps.reshape(n, -1)

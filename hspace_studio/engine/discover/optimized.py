@@ -173,7 +173,7 @@ def objective(model: DiffusionModel, classifier: AttributeClassifier, trajs: Seq
 
 def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, attribute: str,
                         seeds: Sequence[int], steps: int = 10, eta: EtaLike = 1.0,
-                        h_space: str = "after", iters: int = 40, lr: float = 0.25,
+                        h_space: Optional[str] = None, iters: int = 40, lr: float = 0.25,
                         keep: float = 30.0, margin: float = 2.0, batch: int = 16,
                         window: Optional[Tuple[int, int]] = None, shared: bool = False,
                         still: float = 0.0, per_channel: bool = False, region=None,
@@ -216,6 +216,7 @@ def optimized_direction(model: DiffusionModel, classifier: AttributeClassifier, 
     may hold fewer than ``batch``): e.g. ``bald`` for a hair colour, which a bald head has no
     hair to show.
     """
+    h_space = model.point(h_space)
     t0 = time.perf_counter()
     a = classifier.index_of(attribute)
     free_idx = sorted({classifier.index_of(n) for n in free} - {a})

@@ -186,7 +186,7 @@ def _prompt_kept(model: DiffusionModel, prompts):
 
 def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int = 8,
                    mode: str = "per-step", steps: int = 10, eta: EtaLike = 1.0,
-                   h_space: str = "after", batch: int = 16, memory_mb: float = 1024,
+                   h_space: Optional[str] = None, batch: int = 16, memory_mb: float = 1024,
                    solver: str = "auto", seeds: Optional[Sequence[int]] = None,
                    seed_start: int = 0, keep_mean: bool = False,
                    prompts: Optional[Sequence[str]] = None,
@@ -200,6 +200,7 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
     model's negative prompt and guidance), and the model keeps its own prompt afterwards;
     None: the model's current prompt.
     """
+    h_space = model.point(h_space)
     with _prompt_kept(model, prompts):
         if prompts is not None:
             prompts = [str(p) for p in prompts]

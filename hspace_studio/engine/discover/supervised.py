@@ -219,7 +219,7 @@ def list_images(source) -> List[Path]:
 
 
 def supervised_from_images(model: DiffusionModel, positive, negative, steps: int = 10,
-                           eta: EtaLike = 1.0, h_space: str = "after", attribute: str = "attribute",
+                           eta: EtaLike = 1.0, h_space: Optional[str] = None, attribute: str = "attribute",
                            classifier: Optional[AttributeClassifier] = None, inversion_seed: int = 0,
                            progress: Optional[ProgressFn] = None,
                            cancel: Optional[CancelToken] = None) -> SupervisedResult:
@@ -229,6 +229,7 @@ def supervised_from_images(model: DiffusionModel, positive, negative, steps: int
     that knows ``attribute``, ``values`` hold its score gap between the two sets;
     otherwise ``values`` is None.
     """
+    h_space = model.point(h_space)
     from ..images import load_image
     from ..inversion import invert
 
