@@ -124,6 +124,13 @@ def main(argv=None) -> int:
         with chosen(name) as domain:  # the toy faces unless a domain was chosen
             ap = build_parser(domain)
             argv = route_files(argv, commands(domain))
+            if "--list-h-points" in argv:  # before the command's required options are asked for
+                from .common import list_h_points
+
+                try:
+                    return list_h_points(_global_options(argv)[1])
+                except SystemExit as e:
+                    return int(e.code or 0)
             args = ap.parse_args(argv)
             if args.command is None:
                 from .gui_cmd import run_gui

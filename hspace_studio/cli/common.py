@@ -191,6 +191,16 @@ def open_model(args):
     return model
 
 
+def list_h_points(argv) -> int:
+    """``COMMAND --list-h-points [--model M] [--size HxW]``: print the model's h-space points
+    (whatever else the command would need), the default marked."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_model_args(p)
+    args, _ = p.parse_known_args(argv)
+    open_model(args)  # prints the points and exits
+    return 0
+
+
 def steps_eta(args, default_steps: int = 10, default_eta=1.0):
     steps = args.steps if getattr(args, "steps", None) is not None else default_steps
     eta = args.eta if getattr(args, "eta", None) is not None else default_eta
