@@ -6,7 +6,9 @@ pipeline loads it, how its prompt is encoded (the pipeline's own ``encode_prompt
 guidance runs as classifier-free batches (SD3, above scale 1) or as an input of the network
 (Flux.1-dev's guidance embedding; Flux.1-schnell has none), how the pipeline sets its
 timesteps (SD3: the scheduler's static shift; Flux: sigmas ``linspace(1, 1/steps, steps)``
-with the dynamic shift of the image's token count) and the image size it makes by default.
+with the dynamic shift of the image's token count) and the image size it makes by default
+(SD3: the transformer's sample size; Flux: the autoencoder's declared ``sample_size``, 1024
+for Flux.1). ``load_model(..., image_size=(H, W))`` (``--size``) chooses another.
 """
 from __future__ import annotations
 
@@ -122,10 +124,15 @@ def _flux_latent_shape(pipe, size):
     return (pipe.transformer.config.in_channels // 4, 2 * (int(size[0]) // (f * 2)), 2 * (int(size[1]) // (f * 2)))
 
 
+def _vae_size(pipe):
+    """The image size the autoencoder's config declares (Flux.1's: 1024), else 1024."""
+    s = getattr(pipe.vae.config, "sample_size", None) or 1024
+    return (int(s), int(s)) if isinstance(s, int) else (int(s[0]), int(s[1]))
+
+
 FLUX = Family("Flux.1", "FluxPipeline", FluxArchitecture,
               lambda pipe: 3.5 if pipe.transformer.config.guidance_embeds else 0.0, _flux_encode,
-              lambda g: False, _flux_extra, _flux_timesteps, _flux_latent_shape,
-              lambda pipe: (1024, 1024))
+              lambda g: False, _flux_extra, _flux_timesteps, _flux_latent_shape, _vae_size)
 
 FAMILIES = {f.pipeline: f for f in (SD3, FLUX)}
 

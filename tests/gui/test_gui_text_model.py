@@ -98,3 +98,41 @@ def test_an_sdxl_folder_in_the_app(qtbot, tmp_path):
         assert recipe["prompt"]["prompt"] == "an old man" and recipe["prompt"]["guidance"] == 5.0
     finally:
         w.shutdown()
+
+
+def test_a_flux_folder_in_the_app(qtbot, tmp_path):
+    """A flow-matching transformer (tiny Flux.1-dev): the h-space list shows its blocks, a typed
+    prompt makes a new image, a slider moves it, and the export's command line replays it."""
+    from tests.tiny_flow_models import save_flux_model
+
+    folder = save_flux_model(tmp_path / "flux")
+    model = load_model(str(folder), device="cpu")
+    t = sample(model, [0], steps=10, eta=1.0)[0]
+    ds = DirectionSet(delta_h=torch.randn((1, *t.hs.shape), generator=torch.Generator().manual_seed(0)) * 3 * t.hs.std(),
+                      timesteps=t.timesteps, fingerprint=model.fingerprint, h_space="block:1", method="pca",
+                      labels=["pc 1"], values=[[1.0] * t.hs.shape[0]])
+    ds.save(tmp_path / "flux-dirs.safetensors")
+    w = make_window(qtbot, folder, tmp_path)
+    try:
+        panel = w.source_panel
+        box = panel.h_space
+        assert [box.itemText(i) for i in range(box.count())] == ["block:0", "block:1", "block:2"]
+        assert box.currentText() == "block:1" and w.model_info.h_space == "block:1"
+        assert panel.prompt.isVisibleTo(w) and panel.cfg_scale.value() == 3.5  # Flux.1-dev's default
+        first = image_of(w)
+        panel.prompt.setFocus()
+        qtbot.keyClicks(panel.prompt, "a red face")
+        qtbot.keyClick(panel.prompt, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: w.traj_info.origin.get("prompt") == "a red face", timeout=60_000)
+        wait_idle(qtbot, w)
+        prompted = image_of(w)
+        assert not np.array_equal(first, prompted)
+        import_and_activate(qtbot, w, tmp_path / "flux-dirs.safetensors")
+        w.slider_rows()[0].slider.setValue(800)
+        wait_idle(qtbot, w)
+        assert not np.array_equal(image_of(w), prompted)
+        recipe = export_and_replay(qtbot, w, tmp_path)
+        assert recipe["h_space"] == "block:1" and recipe["prompt"]["prompt"] == "a red face"
+        assert recipe["edits"] and recipe["edits"][0]["scale"] != 0
+    finally:
+        w.shutdown()
