@@ -431,7 +431,7 @@ def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_s
 
 
 def _load_transformer_model(root: Path, family, src: str, dev: torch.device, half: bool,
-                            image_size) -> DiffusionModel:
+                            image_size, clip_sample: bool = False, power=None) -> DiffusionModel:
     """A flow-matching transformer folder (:mod:`.transformer_model`)."""
     from . import transformer_model
 
@@ -451,8 +451,13 @@ def _load_transformer_model(root: Path, family, src: str, dev: torch.device, hal
             m.eval().requires_grad_(False)
             _own_memory(m)
     denoiser, schedule, shape = transformer_model.build(pipe, family, image_size, dev)
-    info = {"root": str(root), "family": family.name, "sample_shape": list(shape),
-            "image_size": [int(v) for v in (image_size or family.default_size(pipe))]}
+    info = {"root": str(root), "family": family.name, "sample_shape": list(shape)}
+    if not family.fixed_size:
+        info["image_size"] = [int(v) for v in (image_size or family.default_size(pipe))]
+    if schedule is None:  # a noise-predicting transformer: DDIM from its scheduler's config
+        schedule = _sampling_scheduler(src, dict(pipe.scheduler.config), clip_sample, power)
+        if power is not None:
+            info["timesteps"] = spacing_name(power)
     return DiffusionModel(denoiser=denoiser, scheduler=schedule, vae=pipe.vae, fingerprint=fp, source=src,
                           device=dev, dtype=dtype, info=info)
 
@@ -486,10 +491,13 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
             raise ModelLoadError(f"{root / 'training.json'}: {e}") from e
     family = family_of(root)
     if family is not None:
-        if guide is not None or guide_weight is not None or guide_interval is not None or power is not None:
-            raise ModelLoadError(f"{family.name} models sample with their own flow-matching schedule and "
-                                 "classifier-free or embedded guidance: --guide and --timesteps do not apply")
-        return _load_transformer_model(root, family, src, dev, half, image_size)
+        if guide is not None or guide_weight is not None or guide_interval is not None:
+            raise ModelLoadError(f"autoguidance (--guide) is for unconditional models; a {family.name} model "
+                                 "takes --guidance")
+        if power is not None and family.flow:
+            raise ModelLoadError(f"{family.name} models sample at their own flow-matching sigmas: "
+                                 "--timesteps does not apply")
+        return _load_transformer_model(root, family, src, dev, half, image_size, clip_sample, power)
     if image_size is not None:
         raise ModelLoadError("a UNet model makes images of the size it was trained at; --size is for "
                              "transformer models")

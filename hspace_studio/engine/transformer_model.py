@@ -1,4 +1,5 @@
-"""Flow-matching transformer folders: Stable Diffusion 3 / 3.5 and Flux.1.
+"""Transformer folders: Stable Diffusion 3 / 3.5 and Flux.1 (flow matching), PixArt-Sigma and
+DiT (noise-predicting, sampled with DDIM from their scheduler's config as UNet models are).
 
 A diffusers folder as ``save_pretrained`` writes it (``model_index.json``, ``transformer/``,
 ``vae/``, ``scheduler/``, the text encoders and tokenizers). Each family here says which
@@ -23,7 +24,7 @@ import torch
 from ..core.errors import ModelLoadError
 from .denoiser import Conditioning, Denoiser, Prompt
 from .flow import FlowSchedule, shifted_mu
-from .transformers import FluxArchitecture, SD3Architecture
+from .transformers import DiTArchitecture, FluxArchitecture, PixArtArchitecture, SD3Architecture
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class Family:
     set_timesteps: Callable  # (pipe, sample_shape) -> (scheduler, steps) -> None
     latent_shape: Callable  # (pipe, (H, W)) -> (C, h, w)
     default_size: Callable  # (pipe) -> (H, W)
+    flow: bool = True  # flow matching; False: sampled as DDPM-family models are (DDIM)
+    fixed_size: bool = False  # makes one size only (DiT)
 
 
 def _vae_scale(pipe) -> int:
@@ -134,7 +137,57 @@ FLUX = Family("Flux.1", "FluxPipeline", FluxArchitecture,
               lambda pipe: 3.5 if pipe.transformer.config.guidance_embeds else 0.0, _flux_encode,
               lambda g: False, _flux_extra, _flux_timesteps, _flux_latent_shape, _vae_size)
 
-FAMILIES = {f.pipeline: f for f in (SD3, FLUX)}
+# ------------------------------------------------------------------ PixArt-Sigma
+
+def _pixart_encode(pipe, device):
+    @torch.no_grad()
+    def encode(prompt: str, negative: str):
+        pe, pm, ne, nm = pipe.encode_prompt(prompt, do_classifier_free_guidance=True, negative_prompt=negative,
+                                            num_images_per_prompt=1, device=device, clean_caption=True)
+        return ({"encoder_hidden_states": pe, "encoder_attention_mask": pm},
+                {"encoder_hidden_states": ne, "encoder_attention_mask": nm})
+    return encode
+
+
+PIXART = Family("PixArt-Sigma", "PixArtSigmaPipeline", PixArtArchitecture, lambda pipe: 4.5, _pixart_encode,
+                lambda g: float(g) > 1.0, None, None, _sd3_latent_shape, _sd3_default_size, flow=False)
+
+
+# ------------------------------------------------------------------ DiT
+
+def _dit_encode(pipe, device):
+    labels = dict(getattr(pipe, "labels", None) or {})
+    n = int(pipe.transformer.config.num_embeds_ada_norm)
+
+    def class_id(text: str) -> int:
+        text = text.strip()
+        if not text:
+            return 0
+        if text.isdigit() and int(text) < n:
+            return int(text)
+        if text in labels:
+            return int(labels[text])
+        raise ValueError(f"'{text}' is not a class of this DiT model: give a class number from 0 to {n - 1}"
+                         + (" or a class name (e.g. " + ", ".join(list(labels)[:3]) + ")" if labels else ""))
+
+    def encode(prompt: str, negative: str):
+        if negative:
+            raise ValueError("a class-conditional DiT model takes no negative prompt (guidance is "
+                             "against its null class)")
+        return ({"class_labels": torch.tensor([class_id(prompt)], device=device)},
+                {"class_labels": torch.tensor([n], device=device)})  # the null class
+    return encode
+
+
+def _dit_latent_shape(pipe, size):
+    s = pipe.transformer.config.sample_size
+    return (pipe.transformer.config.in_channels, s, s)
+
+
+DIT = Family("DiT", "DiTPipeline", DiTArchitecture, lambda pipe: 4.0, _dit_encode, lambda g: float(g) > 1.0,
+             None, None, _dit_latent_shape, _sd3_default_size, flow=False, fixed_size=True)
+
+FAMILIES = {f.pipeline: f for f in (SD3, FLUX, PIXART, DIT)}
 
 
 def family_of(root: Path) -> Optional[Family]:
@@ -170,8 +223,11 @@ def load_pipeline(root: Path, family: Family):
     return pipe
 
 
-def build(pipe, family: Family, image_size: Optional[Tuple[int, int]], device) -> Tuple[Denoiser, FlowSchedule, tuple]:
-    """The denoiser, the flow schedule and the sample shape (C, h, w) of a loaded pipeline."""
+def build(pipe, family: Family, image_size: Optional[Tuple[int, int]], device) -> Tuple[Denoiser, Optional[FlowSchedule], tuple]:
+    """The denoiser, the flow schedule (None for a family sampled with DDIM) and the sample
+    shape (C, h, w) of a loaded pipeline."""
+    if image_size is not None and family.fixed_size:
+        raise ModelLoadError(f"a {family.name} model makes images of one size; --size does not apply")
     size = tuple(image_size) if image_size is not None else family.default_size(pipe)
     shape = family.latent_shape(pipe, size)
     if min(shape[1:]) < 2:
@@ -180,5 +236,5 @@ def build(pipe, family: Family, image_size: Optional[Tuple[int, int]], device) -
     cond = Conditioning(family.encode(pipe, device), Prompt(guidance=family.default_guidance(pipe)),
                         uses_cfg=family.uses_cfg, extra=extra)
     denoiser = Denoiser(pipe.transformer, family.arch(), cond)
-    schedule = FlowSchedule(pipe.scheduler, family.set_timesteps(pipe, shape))
+    schedule = FlowSchedule(pipe.scheduler, family.set_timesteps(pipe, shape)) if family.flow else None
     return denoiser, schedule, shape

@@ -111,3 +111,43 @@ class FluxArchitecture(TransformerArchitecture):
         # the inverse of the 2x2 packing
         out = out.view(B, H // 2, W // 2, C, 2, 2).permute(0, 3, 1, 4, 2, 5)
         return out.reshape(B, C, H, W)
+
+
+class _LearnedSigma:
+    """For networks that predict the noise and its variance (out channels = 2 x in): the
+    engine samples with the noise estimate, the first half, as the pipelines do."""
+
+    @staticmethod
+    def noise_part(out: torch.Tensor, channels: int) -> torch.Tensor:
+        return out[:, :channels] if out.shape[1] > channels else out
+
+
+class PixArtArchitecture(TransformerArchitecture):
+    """PixArt-Sigma (``PixArtTransformer2DModel``): blocks returning the image tokens, the text
+    entering by cross-attention; called as ``PixArtSigmaPipeline`` calls it."""
+
+    name = "PixArt transformer"
+    blocks = ("transformer_blocks",)
+    index = None
+    feeders = ("pos_embed", "adaln_single", "caption_projection")
+
+    def call(self, net, x, t, cond: dict) -> torch.Tensor:
+        t = torch.as_tensor(t, device=x.device)
+        out = net(x, timestep=t.expand(x.shape[0]) if t.dim() == 0 else t,
+                  added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False, **cond)[0]
+        return _LearnedSigma.noise_part(out, x.shape[1])
+
+
+class DiTArchitecture(TransformerArchitecture):
+    """DiT (``DiTTransformer2DModel``): class-conditional, blocks returning the image tokens;
+    called as ``DiTPipeline`` calls it (a class label; the null class for guidance)."""
+
+    name = "DiT transformer"
+    blocks = ("transformer_blocks",)
+    index = None
+    feeders = ("pos_embed",)
+
+    def call(self, net, x, t, cond: dict) -> torch.Tensor:
+        t = torch.as_tensor(t, device=x.device)
+        out = net(x, timestep=t.expand(x.shape[0]) if t.dim() == 0 else t, **cond).sample
+        return _LearnedSigma.noise_part(out, x.shape[1])

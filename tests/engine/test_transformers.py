@@ -79,7 +79,7 @@ def test_points_are_the_blocks_and_the_default_is_the_middle(folders):
 
 
 def test_a_transformer_refuses_unet_options(folders):
-    with pytest.raises(ModelLoadError, match="--guide"):
+    with pytest.raises(ModelLoadError, match="autoguidance"):
         load_model(str(folders["sd3"]), device="cpu", guide="default")
 
 
@@ -176,3 +176,74 @@ def test_pca_over_prompts_on_flux(folders):
     ds = res.directions
     assert tuple(ds.delta_h.shape) == (2, 2, 32, 8, 8) and ds.h_space == "block:1"
     assert model.conditioning["prompt"] == ""  # the model keeps its own prompt
+
+
+# ------------------------------------------------------------------ noise-predicting transformers
+
+def _captured_decode(pipe):
+    """Make ``pipe.vae.decode`` keep the latents it is given (the pipelines decode inside)."""
+    seen = []
+    orig = pipe.vae.decode
+
+    def decode(z, *a, **k):
+        seen.append(z.detach().clone())
+        return orig(z, *a, **k)
+
+    pipe.vae.decode = decode
+    return seen
+
+
+def test_pixart_sigma_with_ddim_equals_its_pipeline(tmp_path):
+    """PixArt-Sigma (T5, learned sigma, cross-attention blocks), sampled with DDIM from its
+    scheduler's config as every noise-predicting model is: equal to PixArtSigmaPipeline given that
+    DDIM scheduler (its own default is DPM-Solver++)."""
+    from diffusers import DDIMScheduler, PixArtSigmaPipeline
+
+    from tests.tiny_flow_models import save_pixart_model
+
+    folder = save_pixart_model(tmp_path / "pixart")
+    model = load_model(str(folder), device="cpu")
+    assert model.denoiser.points() == ["block:0", "block:1"] and not model.is_flow
+    model.set_prompt("a red cat", "", 4.5)
+    traj = sample(model, [5], steps=4, eta=0.0)[0]
+    pipe = PixArtSigmaPipeline.from_pretrained(folder)
+    # DDIM without clipping, as the engine samples (clipping x_0 is not invertible)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
+    pipe.set_progress_bar_config(disable=True)
+    seen = _captured_decode(pipe)
+    h, w = model.image_size
+    img = pipe(prompt="a red cat", num_inference_steps=4, height=h, width=w, guidance_scale=4.5,
+               use_resolution_binning=False, generator=torch.Generator().manual_seed(5), output_type="pt").images[0]
+    lat = seen[0][0] * pipe.vae.config.scaling_factor
+    assert (traj.x_0 - lat).abs().max() <= 1e-5 * lat.abs().max()
+    mine = (model.to_pixels(traj.x_0[None])[0] / 2 + 0.5).clamp(0, 1)
+    assert (mine - img).abs().max() * 255 <= 1.0
+    moved = edit(model, traj, [EditSpec(torch.randn(traj.hs.shape, generator=torch.Generator().manual_seed(0)), 1.0)])
+    assert (moved - traj.x_0).abs().max() > 1e-3
+
+
+def test_dit_takes_a_class_label_and_equals_its_pipeline(tmp_path):
+    from diffusers import DiTPipeline
+
+    from tests.tiny_flow_models import save_dit_model
+
+    folder = save_dit_model(tmp_path / "dit")
+    model = load_model(str(folder), device="cpu")
+    pipe = DiTPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    name = next(iter(pipe.labels))
+    model.set_prompt(name, "", 4.0)  # a class name in place of the prompt
+    traj = sample(model, [7], steps=4, eta=0.0)[0]
+    seen = _captured_decode(pipe)
+    img = pipe(class_labels=[pipe.labels[name]], guidance_scale=4.0, num_inference_steps=4,
+               generator=torch.Generator().manual_seed(7), output_type="pt").images[0]
+    lat = seen[0][0] * pipe.vae.config.scaling_factor
+    assert (traj.x_0 - lat).abs().max() <= 1e-5 * lat.abs().max()
+    mine = (model.to_pixels(traj.x_0[None])[0] / 2 + 0.5).clamp(0, 1)
+    assert (mine - img).abs().max() * 255 <= 1.0
+    with pytest.raises(ValueError, match="not a class"):
+        model.set_prompt("no such class")
+    with pytest.raises(ModelLoadError, match="one size"):
+        load_model(str(folder), device="cpu", image_size=(32, 32))
+    inv = invert(model, model.to_pixels(traj.x_0[None])[0].clamp(-1, 1), steps=4, eta=1.0)
+    assert inv.max_error <= 1e-4 * traj.x_0.abs().max()
