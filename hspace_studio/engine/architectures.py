@@ -27,12 +27,14 @@ from ..core.errors import ModelLoadError
 class HookTarget:
     """h at one point: the input (``pre``) or output of ``module``; of a tuple output, element
     ``index``. ``tokens``: h is a (B, N, D) sequence of image tokens, shown to edits and records
-    as (B, D, gh, gw) on the token grid of the call."""
+    as (B, D, gh, gw) on the token grid of the call; ``leading``: the image tokens are the first
+    gh * gw of a longer sequence (the rest, text and padding, is left as it is)."""
 
     module: torch.nn.Module
     pre: bool = False
     index: Optional[int] = None
     tokens: bool = False
+    leading: bool = False
 
 
 class Architecture:

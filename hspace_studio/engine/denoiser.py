@@ -55,14 +55,19 @@ class Conditioning:
     ``encode(prompt, negative_prompt)`` returns the keyword arguments of the positive and of
     the negative branch, batch 1 (nested dicts of tensors); ``uses_cfg(guidance)`` says whether
     a call runs both branches (classifier-free guidance); ``extra(guidance)`` adds arguments
-    every call takes (a guidance embedding). Encodings are kept until the prompt changes."""
+    every call takes (a guidance embedding); ``weight(guidance)`` is the w of
+    ``uncond + w (cond - uncond)`` (the scale itself, or 1 + scale for a pipeline that writes
+    ``cond + scale (cond - uncond)``). Lists in the arguments hold one entry per sample (texts of
+    different lengths). Encodings are kept until the prompt changes."""
 
     def __init__(self, encode: Callable[[str, str], Tuple[dict, dict]], prompt: Prompt,
                  uses_cfg: Callable[[float], bool] = lambda g: float(g) > 1.0,
-                 extra: Optional[Callable[[float], dict]] = None):
+                 extra: Optional[Callable[[float], dict]] = None,
+                 weight: Callable[[float], float] = float):
         self._encode = encode
         self._uses_cfg = uses_cfg
         self._extra = extra
+        self.weight = weight  # the guidance scale as w in uncond + w (cond - uncond)
         self.prompt: Optional[Prompt] = None
         self._emb: Optional[Tuple[dict, dict]] = None
         self.set(prompt)
@@ -91,6 +96,8 @@ def _tree_batch(obj, n):
         return obj.expand(n, *obj.shape[1:]) if obj.dim() > 0 and obj.shape[0] == 1 else obj
     if isinstance(obj, dict):
         return {k: _tree_batch(v, n) for k, v in obj.items()}
+    if isinstance(obj, list) and len(obj) == 1:  # one entry per sample
+        return obj * n
     return obj
 
 
@@ -100,6 +107,8 @@ def _tree_cat(objs):
         return torch.cat(objs) if first.dim() > 0 else first
     if isinstance(first, dict):
         return {k: _tree_cat([o[k] for o in objs]) for k in first}
+    if isinstance(first, list):
+        return [v for o in objs for v in o]
     return first
 
 
@@ -165,7 +174,7 @@ class Denoiser:
             finally:
                 self._branches = 1
             uncond, c = out.chunk(2)
-            return uncond + cond.prompt.guidance * (c - uncond)
+            return uncond + cond.weight(cond.prompt.guidance) * (c - uncond)
         kwargs = cond.kwargs(n, False) if cond is not None else {}
         out = self._call(self.net, x, t, kwargs)
         g = self.guide
@@ -198,6 +207,10 @@ class Denoiser:
     def _apply(self, h: torch.Tensor, target: HookTarget, edit: Edit, record: Optional[list]):
         """h after ``edit`` (each guidance branch alike), the conditional part in ``record``."""
         tokens = target.tokens and h.dim() == 3 and self._grid is not None
+        rest = None
+        if tokens and target.leading:  # the image tokens, then text and padding
+            n = self._grid[0] * self._grid[1]
+            h, rest = h[:, :n], h[:, n:]
         if tokens:
             B, N, D = h.shape
             h = h.transpose(1, 2).reshape(B, D, *self._grid)
@@ -211,7 +224,7 @@ class Denoiser:
         out = parts[0] if len(parts) == 1 else torch.cat(parts)
         if tokens:
             out = out.reshape(B, D, N).transpose(1, 2)
-        return out
+        return out if rest is None else torch.cat([out, rest], 1)
 
     @contextmanager
     def hook(self, point: str, edit: Edit = None, record: Optional[list] = None):

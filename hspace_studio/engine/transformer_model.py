@@ -1,4 +1,4 @@
-"""Transformer folders: Stable Diffusion 3 / 3.5 and Flux.1 (flow matching), PixArt-Sigma and
+"""Transformer folders: Stable Diffusion 3 / 3.5, Flux.1 and Z-Image (flow matching), PixArt-Sigma and
 DiT (noise-predicting, sampled with DDIM from their scheduler's config as UNet models are).
 
 A diffusers folder as ``save_pretrained`` writes it (``model_index.json``, ``transformer/``,
@@ -24,7 +24,8 @@ import torch
 from ..core.errors import ModelLoadError
 from .denoiser import Conditioning, Denoiser, Prompt
 from .flow import FlowSchedule, shifted_mu
-from .transformers import DiTArchitecture, FluxArchitecture, PixArtArchitecture, SD3Architecture
+from .transformers import (DiTArchitecture, FluxArchitecture, PixArtArchitecture, SD3Architecture,
+                           ZImageArchitecture)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Family:
     set_timesteps: Callable  # (pipe, sample_shape) -> (scheduler, steps) -> None
     latent_shape: Callable  # (pipe, (H, W)) -> (C, h, w)
     default_size: Callable  # (pipe) -> (H, W)
+    weight: Callable = float  # (guidance) -> w of uncond + w (cond - uncond)
     flow: bool = True  # flow matching; False: sampled as DDPM-family models are (DDIM)
     fixed_size: bool = False  # makes one size only (DiT)
 
@@ -187,7 +189,38 @@ def _dit_latent_shape(pipe, size):
 DIT = Family("DiT", "DiTPipeline", DiTArchitecture, lambda pipe: 4.0, _dit_encode, lambda g: float(g) > 1.0,
              None, None, _dit_latent_shape, _sd3_default_size, flow=False, fixed_size=True)
 
-FAMILIES = {f.pipeline: f for f in (SD3, FLUX, PIXART, DIT)}
+# ------------------------------------------------------------------ Z-Image (Tongyi-MAI, 2025)
+
+def _zimage_encode(pipe, device):
+    @torch.no_grad()
+    def encode(prompt: str, negative: str):
+        pos, neg = pipe.encode_prompt(prompt=prompt, device=device, do_classifier_free_guidance=True,
+                                      negative_prompt=negative)
+        return {"cap_feats": list(pos)}, {"cap_feats": list(neg)}
+    return encode
+
+
+def _zimage_timesteps(pipe, shape):
+    from diffusers.pipelines.z_image.pipeline_z_image import get_default_z_image_sigmas
+
+    mu = shifted_mu((shape[1] // 2) * (shape[2] // 2), pipe.scheduler.config)
+
+    def set_timesteps(sched, steps):
+        sched.set_timesteps(steps, device="cpu", sigmas=get_default_z_image_sigmas(steps), mu=mu)
+    return set_timesteps
+
+
+def _zimage_latent_shape(pipe, size):
+    f = _vae_scale(pipe)
+    return (pipe.transformer.config.in_channels, 2 * (int(size[0]) // (f * 2)), 2 * (int(size[1]) // (f * 2)))
+
+
+# its pipeline guides as cond + scale (cond - neg), whenever the scale is above 0
+ZIMAGE = Family("Z-Image", "ZImagePipeline", ZImageArchitecture, lambda pipe: 5.0, _zimage_encode,
+                lambda g: float(g) > 0.0, None, _zimage_timesteps, _zimage_latent_shape, _vae_size,
+                weight=lambda g: 1.0 + float(g))
+
+FAMILIES = {f.pipeline: f for f in (SD3, FLUX, PIXART, DIT, ZIMAGE)}
 
 
 def family_of(root: Path) -> Optional[Family]:
@@ -234,7 +267,7 @@ def build(pipe, family: Family, image_size: Optional[Tuple[int, int]], device) -
         raise ModelLoadError(f"an image of {size[0]}x{size[1]} pixels is too small for this {family.name} model")
     extra = family.extra(pipe) if family.extra is not None else None
     cond = Conditioning(family.encode(pipe, device), Prompt(guidance=family.default_guidance(pipe)),
-                        uses_cfg=family.uses_cfg, extra=extra)
+                        uses_cfg=family.uses_cfg, extra=extra, weight=family.weight)
     denoiser = Denoiser(pipe.transformer, family.arch(), cond)
     schedule = FlowSchedule(pipe.scheduler, family.set_timesteps(pipe, shape)) if family.flow else None
     return denoiser, schedule, shape

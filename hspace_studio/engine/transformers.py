@@ -151,3 +151,31 @@ class DiTArchitecture(TransformerArchitecture):
         t = torch.as_tensor(t, device=x.device)
         out = net(x, timestep=t.expand(x.shape[0]) if t.dim() == 0 else t, **cond).sample
         return _LearnedSigma.noise_part(out, x.shape[1])
+
+
+class ZImageArchitecture(TransformerArchitecture):
+    """Z-Image (``ZImageTransformer2DModel``): single-stream layers over one sequence, image tokens
+    first (then the padding to a multiple of 32 and the text); called as ``ZImagePipeline`` calls
+    it: a list of (C, 1, h, w) latents, the reversed time (1000 - t) / 1000, a list of text
+    embeddings, and the output negated into the velocity the scheduler steps with. Its refiner
+    layers and embedders take concatenated, not batched, inputs, so the Jacobian caches only
+    the main layers before h."""
+
+    name = "Z-Image transformer"
+    blocks = ("layers",)
+    index = None
+    feeders = ()
+
+    def target(self, net, point: str) -> HookTarget:
+        return HookTarget(self.block_list(net)[self._block(net, point)], tokens=True, leading=True)
+
+    def grid(self, net, x):
+        return (x.shape[-2] // 2, x.shape[-1] // 2)
+
+    def call(self, net, x, t, cond: dict) -> torch.Tensor:
+        B = x.shape[0]
+        t = torch.as_tensor(t, device=x.device)
+        tt = (1000 - (t.expand(B) if t.dim() == 0 else t)) / 1000
+        xs = list(x.unsqueeze(2).unbind(0))
+        out = net(xs, tt, cond["cap_feats"], return_dict=False)[0]
+        return -torch.stack([o.float() for o in out]).squeeze(2)

@@ -10,13 +10,14 @@ from hspace_studio.engine.discover.jacobian import jacobian_directions
 from hspace_studio.engine.discover.pca import pca_directions
 from hspace_studio.engine.inversion import invert
 from hspace_studio.engine.sampler import EditSpec, decode, edit
-from tests.tiny_flow_models import save_flux_model, save_sd3_model
+from tests.tiny_flow_models import save_flux_model, save_sd3_model, save_zimage_model
 
 FAMILIES = {
     "sd3": (save_sd3_model, {}, (16, 16), "StableDiffusion3Pipeline", 4.0),
     "sd3-no-t5": (save_sd3_model, {"with_t5": False}, (16, 16), "StableDiffusion3Pipeline", 4.0),
     "flux-dev": (save_flux_model, {}, (32, 32), "FluxPipeline", 3.5),
     "flux-schnell": (save_flux_model, {"guidance_embeds": False}, (32, 32), "FluxPipeline", 0.0),
+    "zimage": (save_zimage_model, {}, (16, 16), "ZImagePipeline", 5.0),
 }
 
 
@@ -119,7 +120,7 @@ def test_an_edit_equals_a_hand_written_hook_on_the_block(folders, name, block):
     assert (x[0] - got).abs().max() <= 1e-5 * got.abs().max()
 
 
-@pytest.mark.parametrize("name", ["sd3", "flux-dev"])
+@pytest.mark.parametrize("name", ["sd3", "flux-dev", "zimage"])
 def test_stochastic_inversion_is_exact_and_editable(folders, name):
     model = _load(folders, name)
     model.set_prompt("a dog", "", FAMILIES[name][4])
@@ -145,9 +146,10 @@ def _latent_psnr(a, b) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(peak * peak / mse)
 
 
-def test_jacobian_directions_equal_a_dense_svd(folders):
-    model = _load(folders, "sd3")
-    model.set_prompt("a boat", "", 4.0)  # guided: both branches move by the same change of h
+@pytest.mark.parametrize("name", ["sd3", "zimage"])
+def test_jacobian_directions_equal_a_dense_svd(folders, name):
+    model = _load(folders, name)
+    model.set_prompt("a boat", "", FAMILIES[name][4])  # guided: both branches move by the same change of h
     traj = sample(model, [4], steps=2, eta=0.0, h_space="block:0")[0]
     # random weights give a flat spectrum (2.108, 2.060, 2.059, ...): the top vector, well separated
     res = jacobian_directions(model, traj, k=1, tol=2e-6, max_iter=300, oversample=10)
