@@ -249,3 +249,47 @@ def test_dit_takes_a_class_label_and_equals_its_pipeline(tmp_path):
         load_model(str(folder), device="cpu", image_size=(32, 32))
     inv = invert(model, model.to_pixels(traj.x_0[None])[0].clamp(-1, 1), steps=4, eta=1.0)
     assert inv.max_error <= 1e-4 * traj.x_0.abs().max()
+
+
+def test_the_other_methods_on_flux(folders):
+    """A masked Jacobian (its change lands mostly inside the mask), a strip, the slider's
+    first-order preview against the exact image, slerp interpolation, a noise-space edit and
+    disentangling, on a flow transformer."""
+    from hspace_studio.engine.directions import disentangle
+    from hspace_studio.engine.interpolate import interpolate
+    from hspace_studio.engine.preview import LinearPreview
+    from hspace_studio.engine.sampler import NoiseEdit, strip
+
+    model = _load(folders, "flux-dev")
+    model.set_prompt("a cat", "", 3.5)
+    traj = sample(model, [1], steps=3, eta=0.0, h_space="block:1")[0]
+    h, w = model.image_size
+    mask = np.zeros((h, w), dtype=bool)
+    mask[: h // 2, : w // 2] = True
+    res = jacobian_directions(model, traj, k=2, mask=mask, tol=1e-4, max_iter=200)
+    d = res.directions.steps_delta(0)
+    moved = edit(model, traj, [EditSpec(d, 20.0)]) - traj.x_0
+    inside = moved[:, : moved.shape[1] // 2, : moved.shape[2] // 2].pow(2).sum()
+    assert inside > 0.25 * moved.pow(2).sum()  # a quarter of the area holds over a quarter of the change
+
+    scales = [-1.0, 0.0, 1.0]
+    imgs = strip(model, traj, d, scales)
+    assert torch.allclose(imgs[1], traj.x_0, atol=1e-5) and (imgs[2] - imgs[0]).abs().max() > 1e-3
+
+    spec = EditSpec(d, 0.0)
+    lin = LinearPreview.prepare(model, traj, [spec])
+    exact = edit(model, traj, [EditSpec(d, 0.01)])
+    approx = lin.x_0([0.01])
+    assert (approx - exact).abs().max() < 0.1 * (exact - traj.x_0).abs().max()
+
+    other = sample(model, [2], steps=3, eta=0.0, h_space="block:1")[0]
+    frames = interpolate(model, traj, other, mode="slerp", frames=3)
+    assert torch.allclose(frames.x_0[0], traj.x_0, atol=1e-4) and torch.allclose(frames.x_0[-1], other.x_0, atol=1e-4)
+
+    noisy = edit(model, traj, [NoiseEdit(d_xT=torch.randn(traj.x_T.shape, generator=torch.Generator().manual_seed(3)),
+                                         scale=0.3)])
+    assert (noisy - traj.x_0).abs().max() > 1e-3
+
+    a, b = res.directions.delta_h[0].reshape(1, -1), res.directions.delta_h[1].reshape(1, -1)
+    out = disentangle(a + b, [b])
+    assert float((out * b).sum().abs()) < 1e-6 * float(b.norm() * out.norm())
