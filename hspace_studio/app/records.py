@@ -28,6 +28,7 @@ class ModelInfo:
     conditioning: Optional[dict] = None  # a text-to-image model's prompt settings (None: takes none)
     advice: Optional[dict] = None  # the domain's advice per attribute (engine.domain.Domain.advice)
     h_points: Tuple[str, ...] = ("before", "middle", "after")  # the model's h-space points
+    takes_negative: bool = True  # whether a conditional model takes a negative prompt
 
 
 @dataclass(frozen=True)

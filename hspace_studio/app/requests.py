@@ -125,6 +125,7 @@ class DiscoverPCA:
     seed: int = 0
     mode: str = "per-step"  # or "global"
     solver: str = "auto"  # auto | covariance | incremental (engine.discover.pca)
+    prompts: Optional[Tuple[str, ...]] = None  # a conditional model's prompts: every seed under each
     label: ClassVar[str] = "PCA"
 
 

@@ -89,6 +89,7 @@ class EngineState:
             guide_weight=model.info.get("guide_weight"), timesteps=model.info.get("timesteps"),
             conditioning=dict(model.conditioning) if model.takes_prompt else None,
             h_points=tuple(model.denoiser.points()),
+            takes_negative=bool(model.info.get("negative_prompt", True)),
             advice=dict(active_domain().advice))
         self.traj = None
         self.invalidate()

@@ -328,7 +328,7 @@ class Denoiser:
     def accelerate(self, compile: bool, bf16: bool, device_type: str) -> None:
         """Grad-free calls compiled and/or under bf16 autocast (:mod:`.compiled`); the eager
         forward wherever grad, forward-mode AD, another hook or a stub is present."""
-        from .compiled import gated_forward
+        from .gating import gated_forward
 
         self.restore()
         if not (compile or bf16):

@@ -451,7 +451,8 @@ def _load_transformer_model(root: Path, family, src: str, dev: torch.device, hal
             m.eval().requires_grad_(False)
             _own_memory(m)
     denoiser, schedule, shape = transformer_model.build(pipe, family, image_size, dev)
-    info = {"root": str(root), "family": family.name, "sample_shape": list(shape)}
+    info = {"root": str(root), "family": family.name, "sample_shape": list(shape),
+            "negative_prompt": family.negative}
     if not family.fixed_size:
         info["image_size"] = [int(v) for v in (image_size or family.default_size(pipe))]
     if schedule is None:  # a noise-predicting transformer: DDIM from its scheduler's config

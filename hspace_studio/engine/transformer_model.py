@@ -41,6 +41,7 @@ class Family:
     latent_shape: Callable  # (pipe, (H, W)) -> (C, h, w)
     default_size: Callable  # (pipe) -> (H, W)
     weight: Callable = float  # (guidance) -> w of uncond + w (cond - uncond)
+    negative: bool = True  # takes a negative prompt
     flow: bool = True  # flow matching; False: sampled as DDPM-family models are (DDIM)
     fixed_size: bool = False  # makes one size only (DiT)
 
@@ -137,7 +138,7 @@ def _vae_size(pipe):
 
 FLUX = Family("Flux.1", "FluxPipeline", FluxArchitecture,
               lambda pipe: 3.5 if pipe.transformer.config.guidance_embeds else 0.0, _flux_encode,
-              lambda g: False, _flux_extra, _flux_timesteps, _flux_latent_shape, _vae_size)
+              lambda g: False, _flux_extra, _flux_timesteps, _flux_latent_shape, _vae_size, negative=False)
 
 # ------------------------------------------------------------------ PixArt-Sigma
 
@@ -187,7 +188,7 @@ def _dit_latent_shape(pipe, size):
 
 
 DIT = Family("DiT", "DiTPipeline", DiTArchitecture, lambda pipe: 4.0, _dit_encode, lambda g: float(g) > 1.0,
-             None, None, _dit_latent_shape, _sd3_default_size, flow=False, fixed_size=True)
+             None, None, _dit_latent_shape, _sd3_default_size, flow=False, fixed_size=True, negative=False)
 
 # ------------------------------------------------------------------ Z-Image (Tongyi-MAI, 2025)
 

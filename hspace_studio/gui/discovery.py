@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout,
@@ -95,8 +95,15 @@ class DiscoveryPanel(QTabWidget):
         self.pca_solver.addItems(["auto", "incremental", "covariance"])
         self.pca_solver.setToolTip("incremental: scikit-learn IncrementalPCA (fast for few samples); "
                                    "covariance: exact, needs D x D memory; auto picks by memory")
+        self.pca_prompts = QLineEdit()
+        self.pca_prompts.setObjectName("pcaPrompts")
+        self.pca_prompts.setPlaceholderText("blank: the image's prompt")
+        self.pca_prompts.setToolTip("Prompts separated by | : every seed is sampled under each of them")
         self.pca_run = QPushButton("Run PCA")
         f.addRow("Samples", self.pca_samples)
+        f.addRow("Prompts", self.pca_prompts)
+        self._pca_prompt_row = (f.labelForField(self.pca_prompts), self.pca_prompts)
+        self.set_conditional(False)
         f.addRow("Basis", self.pca_mode)
         f.addRow("Solver", self.pca_solver)
         f.addRow("Components", self.pca_k)
@@ -396,11 +403,23 @@ class DiscoveryPanel(QTabWidget):
             wdg.setEnabled(not c)
 
     # -- jobs --------------------------------------------------------------------------
+    def set_conditional(self, conditional: bool) -> None:
+        """Show the PCA's prompt list for a conditional model only."""
+        self._conditional = bool(conditional)
+        for w in self._pca_prompt_row:
+            w.setVisible(self._conditional)
+
+    def pca_prompts_list(self) -> Optional[Tuple[str, ...]]:
+        if not self._conditional:
+            return None
+        prompts = tuple(p.strip() for p in self.pca_prompts.text().split("|") if p.strip())
+        return prompts or None
+
     def pca_job(self) -> DiscoverPCA:
         steps, eta = self._sampling()
         return DiscoverPCA(samples=self.pca_samples.value(), k=self.pca_k.value(), steps=steps, eta=eta,
                            seed=self.pca_seed.value(), mode=self.pca_mode.currentData(),
-                           solver=self.pca_solver.currentText())
+                           solver=self.pca_solver.currentText(), prompts=self.pca_prompts_list())
 
     def _emit_jacobian(self) -> None:
         try:

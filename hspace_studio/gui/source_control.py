@@ -30,7 +30,8 @@ class SourceControl:
         self.source_panel.set_points(info.h_points, info.h_space)
         self.source_panel.set_guidance(info.source, info.guide, info.guide_weight)
         self.source_panel.set_timesteps(info.timesteps)
-        self.source_panel.set_conditioning(info.conditioning)
+        self.source_panel.set_conditioning(info.conditioning, info.takes_negative)
+        self.discovery.set_conditional(info.conditioning is not None)
 
     def _model_failed(self, job: J.LoadModel, error: str) -> None:
         if self.model_info is not None:  # keep the previous model
@@ -105,7 +106,7 @@ class SourceControl:
         self._source = dict(info.source)
         src = info.source
         if self.model_info is not None and self.model_info.conditioning is not None and "prompt" in info.origin:
-            self.source_panel.set_conditioning(info.origin)  # the image's own prompt (a file, a session)
+            self.source_panel.set_conditioning(info.origin, self.model_info.takes_negative)  # the image's own prompt
         if src.get("kind") == "seed":
             text = f"seed {src['seed']}, {src['steps']} steps, eta {src['eta']:g}"
             self.source_panel.set_values(seed=src["seed"])

@@ -198,12 +198,14 @@ class SourcePanel(QWidget):
             return (None, None, None)
         return (self.prompt.text(), self.negative_prompt.text(), float(self.cfg_scale.value()))
 
-    def set_conditioning(self, conditioning) -> None:
+    def set_conditioning(self, conditioning, takes_negative: bool = True) -> None:
         """Show a text-to-image model's prompt settings (a dict as the engine records them)
-        without making the image again; None hides the rows (an unconditional model)."""
+        without making the image again; None hides the rows (an unconditional model), and
+        ``takes_negative`` False the negative prompt's (Flux, DiT)."""
         for label, w in self._prompt_rows:
-            label.setVisible(conditioning is not None)
-            w.setVisible(conditioning is not None)
+            shown = conditioning is not None and (takes_negative or w is not self.negative_prompt)
+            label.setVisible(shown)
+            w.setVisible(shown)
         for w in self._autoguide_row:  # one "Guidance" row: the prompt's, or autoguidance
             w.setVisible(conditioning is None)
         if conditioning is None:

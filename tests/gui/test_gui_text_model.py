@@ -119,6 +119,7 @@ def test_a_flux_folder_in_the_app(qtbot, tmp_path):
         assert [box.itemText(i) for i in range(box.count())] == ["block:0", "block:1", "block:2"]
         assert box.currentText() == "block:1" and w.model_info.h_space == "block:1"
         assert panel.prompt.isVisibleTo(w) and panel.cfg_scale.value() == 3.5  # Flux.1-dev's default
+        assert not panel.negative_prompt.isVisibleTo(w)  # Flux takes none
         first = image_of(w)
         panel.prompt.setFocus()
         qtbot.keyClicks(panel.prompt, "a red face")
@@ -134,5 +135,17 @@ def test_a_flux_folder_in_the_app(qtbot, tmp_path):
         recipe = export_and_replay(qtbot, w, tmp_path)
         assert recipe["h_space"] == "block:1" and recipe["prompt"]["prompt"] == "a red face"
         assert recipe["edits"] and recipe["edits"][0]["scale"] != 0
+        # PCA over two prompts, from the Discover panel
+        disc = w.discovery
+        assert disc.pca_prompts.isVisibleTo(w)
+        disc.pca_samples.setValue(2)
+        disc.pca_k.setValue(2)
+        disc.pca_prompts.setText("a cat | a dog")
+        job = disc.pca_job()
+        assert job.prompts == ("a cat", "a dog")
+        res = run_job(qtbot, w, w.run_discovery(job))
+        assert res.ok, res.error
+        s = res.value[0]
+        assert s.params.get("prompts") == ["a cat", "a dog"] and s.h_space == "block:1" and len(s.directions) == 2
     finally:
         w.shutdown()

@@ -39,7 +39,8 @@ def discover_pca(state, job: DiscoverPCA, progress, cancel):
     pca = _engine_module("pca")
     return pca.pca_directions(model, n_samples=int(job.samples), components=int(job.k), mode=job.mode,
                               steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
-                              seed_start=int(job.seed), solver=job.solver, progress=progress,
+                              seed_start=int(job.seed), solver=job.solver,
+                              prompts=list(job.prompts) if job.prompts else None, progress=progress,
                               cancel=cancel)
 
 
