@@ -293,3 +293,40 @@ def test_the_other_methods_on_flux(folders):
     a, b = res.directions.delta_h[0].reshape(1, -1), res.directions.delta_h[1].reshape(1, -1)
     out = disentangle(a + b, [b])
     assert float((out * b).sum().abs()) < 1e-6 * float(b.norm() * out.norm())
+
+
+def test_supervised_directions_from_labelled_images_on_sd3(folders, tmp_path):
+    """Labelled real images, inverted at a block: the direction is the mean change of h between
+    the two sets, and it moves an image toward the positive set."""
+    from PIL import Image
+
+    from hspace_studio.engine.discover.supervised import supervised_from_images
+
+    model = _load(folders, "sd3")
+    model.set_prompt("a photo", "", 1.0)
+    h, w = model.image_size
+    for name, colour in (("pos", (230, 40, 40)), ("neg", (40, 40, 230))):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            img = np.zeros((h, w, 3), dtype=np.uint8) + np.array(colour, dtype=np.uint8)
+            img[i::3] = 128
+            Image.fromarray(img).save(tmp_path / name / f"{i}.png")
+    res = supervised_from_images(model, tmp_path / "pos", tmp_path / "neg", steps=3, eta=1.0, h_space="block:0")
+    ds = res.directions
+    assert ds.h_space == "block:0" and tuple(ds.delta_h.shape[2:]) == (32, 4, 4)
+    assert float(ds.delta_h.abs().max()) > 0
+
+
+def test_bf16_on_a_transformer_stays_near_float32(folders):
+    from hspace_studio.engine.compiled import accelerate, restore
+
+    model = _load(folders, "sd3")
+    ref = sample(model, [1], steps=3, eta=0.0)[0]
+    accelerate(model, compile=False, bf16=True)
+    try:
+        fast = sample(model, [1], steps=3, eta=0.0)[0]
+    finally:
+        restore(model)
+    err = float((fast.x_0 - ref.x_0).abs().max())
+    assert 0 < err < 0.1 * float(ref.x_0.abs().max())  # bf16 ran, and stayed close
+    assert torch.equal(sample(model, [1], steps=3, eta=0.0)[0].x_0, ref.x_0)  # restored

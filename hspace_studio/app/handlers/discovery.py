@@ -153,7 +153,8 @@ def _add_discovered(state, result, default_name: str) -> List[SetState]:
 @handler(DiscoverPCA)
 def _pca(state, job, progress, cancel):
     return _add_discovered(state, discover_pca(state, job, progress, cancel),
-                           f"PCA {job.mode} ({job.samples} samples)")
+                           f"PCA {job.mode} ({job.samples} samples"
+                           + (f" x {len(job.prompts)} prompts)" if job.prompts else ")"))
 
 
 @handler(DiscoverJacobian)
