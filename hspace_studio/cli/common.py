@@ -31,6 +31,9 @@ def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
                         "after), block:N for a transformer's block N (default the middle block)")
     g.add_argument("--list-h-points", dest="list_h_points", action="store_true",
                    help="list the model's h-space points and exit")
+    g.add_argument("--lora", action="append", default=None, metavar="FILE[:W]",
+                   help="a LoRA file (diffusers, kohya or PEFT format) on the model's denoiser and text "
+                        "encoders, at weight W (default 1); repeat for several")
     g.add_argument("--size", type=_size, default=None, metavar="HxW",
                    help="image size of a transformer model (default: its pipeline's), e.g. 1024x768")
     g.add_argument("--guide", default=None, metavar="FOLDER",
@@ -165,7 +168,8 @@ def open_model(args):
     model = load_model(args.model, device=args.device, half=getattr(args, "half", False),
                        guide=getattr(args, "guide", None), guide_weight=getattr(args, "guide_weight", None),
                        guide_interval=getattr(args, "guide_interval", None),
-                       timesteps=getattr(args, "timesteps", None), image_size=getattr(args, "size", None))
+                       timesteps=getattr(args, "timesteps", None), image_size=getattr(args, "size", None),
+                       loras=getattr(args, "lora", None) or ())
     points = model.denoiser.points()
     if getattr(args, "list_h_points", False):
         default = model.denoiser.default_point()

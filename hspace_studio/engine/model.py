@@ -39,6 +39,7 @@ from .architectures import UNetArchitecture
 from .denoiser import Denoiser, Guide, Prompt
 from .guidance import check_guide
 from .text_model import CONDITIONING_KEYS, PromptEncoder, default_guidance, is_text_to_image, load_text_pipeline
+from . import lora
 from .timesteps import SCHEDULE_KEYS, spaced_scheduler_class
 from .transformer_model import family_of
 
@@ -390,7 +391,7 @@ def _sampling_scheduler(src: str, scfg: dict, clip_sample: bool, power):
 
 
 def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_sample: bool,
-                     power) -> DiffusionModel:
+                     power, loras=()) -> DiffusionModel:
     """A Stable Diffusion 1.x/2.x or SDXL folder (:mod:`.text_model`)."""
     _quiet_diffusers()
     if half and dev.type != "cuda":
@@ -403,6 +404,8 @@ def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_s
         fp = _fingerprint([pipe.unet, pipe.vae, *encoders], scfg)
     except (TypeError, ValueError) as e:
         raise ModelLoadError(f"{src}: unusable scheduler config ({e})") from e
+    lora_recs = lora.apply(pipe, loras)
+    fp = lora.fingerprint_with(fp, lora_recs)
     pipe.to(dev, dtype)
     if half and getattr(pipe.vae.config, "force_upcast", False):
         pipe.vae.to(torch.float32)  # SDXL's autoencoder overflows in float16, as its config says
@@ -424,6 +427,8 @@ def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_s
     encoder = PromptEncoder(pipe, xl, (h * vae_f, w * vae_f))
     denoiser = Denoiser(pipe.unet, UNetArchitecture(), encoder.conditioning(default_guidance(xl)))
     info = {"root": str(root), "xl": xl}
+    if lora_recs:
+        info["loras"] = lora_recs
     if power is not None:
         info["timesteps"] = spacing_name(power)
     return DiffusionModel(denoiser=denoiser, scheduler=sched, vae=pipe.vae, fingerprint=fp, source=src,
@@ -431,7 +436,7 @@ def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_s
 
 
 def _load_transformer_model(root: Path, family, src: str, dev: torch.device, half: bool,
-                            image_size, clip_sample: bool = False, power=None) -> DiffusionModel:
+                            image_size, clip_sample: bool = False, power=None, loras=()) -> DiffusionModel:
     """A flow-matching transformer folder (:mod:`.transformer_model`)."""
     from . import transformer_model
 
@@ -445,6 +450,8 @@ def _load_transformer_model(root: Path, family, src: str, dev: torch.device, hal
         fp = _fingerprint([pipe.transformer, pipe.vae, *encoders], dict(pipe.scheduler.config))
     except (TypeError, ValueError) as e:
         raise ModelLoadError(f"{src}: unusable scheduler config ({e})") from e
+    lora_recs = lora.apply(pipe, loras)
+    fp = lora.fingerprint_with(fp, lora_recs)
     pipe.to(dev, dtype)
     for m in [pipe.transformer, pipe.vae, *encoders]:
         if m is not None:
@@ -453,6 +460,8 @@ def _load_transformer_model(root: Path, family, src: str, dev: torch.device, hal
     denoiser, schedule, shape = transformer_model.build(pipe, family, image_size, dev)
     info = {"root": str(root), "family": family.name, "sample_shape": list(shape),
             "negative_prompt": family.negative}
+    if lora_recs:
+        info["loras"] = lora_recs
     if not family.fixed_size:
         info["image_size"] = [int(v) for v in (image_size or family.default_size(pipe))]
     if schedule is None:  # a noise-predicting transformer: DDIM from its scheduler's config
@@ -466,10 +475,13 @@ def _load_transformer_model(root: Path, family, src: str, dev: torch.device, hal
 def load_model(source: str = "default", device: Optional[str] = None, half: bool = False,
                clip_sample: bool = False, guide: Optional[str] = None,
                guide_weight: Optional[float] = None, guide_interval=None,
-               timesteps: Optional[str] = None, image_size=None) -> DiffusionModel:
+               timesteps: Optional[str] = None, image_size=None, loras=()) -> DiffusionModel:
     """Load a model by name, folder or hub id. See the module docstring.
 
     ``image_size``: (H, W) of the images a transformer model makes (default: its pipeline's).
+
+    ``loras``: LoRA files on a pipeline model's denoiser and text encoders (:mod:`.lora`:
+    ``"file[:weight]"`` specs, ``LoRA`` objects or recipe dicts).
 
     ``timesteps``: where the sampling steps fall, ``"scheduler"`` or ``"power:P"``
     (:mod:`.timesteps`); None: the spacing the folder records (:func:`recorded_timesteps`,
@@ -498,7 +510,8 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
         if power is not None and family.flow:
             raise ModelLoadError(f"{family.name} models sample at their own flow-matching sigmas: "
                                  "--timesteps does not apply")
-        return _load_transformer_model(root, family, src, dev, half, image_size, clip_sample, power)
+        return _load_transformer_model(root, family, src, dev, half, image_size, clip_sample, power,
+                                       lora.as_loras(loras))
     if image_size is not None:
         raise ModelLoadError("a UNet model makes images of the size it was trained at; --size is for "
                              "transformer models")
@@ -506,7 +519,10 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
         if guide is not None or guide_weight is not None or guide_interval is not None:
             raise ModelLoadError("autoguidance (--guide) is for unconditional models; a text-to-image "
                                  "model takes --guidance (classifier-free)")
-        return _load_text_model(root, src, dev, half, clip_sample, power)
+        return _load_text_model(root, src, dev, half, clip_sample, power, lora.as_loras(loras))
+    if loras:
+        raise ModelLoadError("LoRA files apply to Stable Diffusion and transformer pipelines; "
+                             f"{src} is an unconditional UNet model")
     unet, scfg, vae = _load_folder(root)
     if unet.mid_block is None:
         raise ModelLoadError(f"{src}: the UNet has no mid-block, so it has no h-space")
