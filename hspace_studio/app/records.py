@@ -29,6 +29,7 @@ class ModelInfo:
     advice: Optional[dict] = None  # the domain's advice per attribute (engine.domain.Domain.advice)
     h_points: Tuple[str, ...] = ("before", "middle", "after")  # the model's h-space points
     takes_negative: bool = True  # whether a conditional model takes a negative prompt
+    loras: Tuple[Tuple[str, float], ...] = ()  # the LoRA files on the model and their weights
 
 
 @dataclass(frozen=True)

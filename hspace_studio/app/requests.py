@@ -55,6 +55,7 @@ class LoadModel:
     guide: Optional[str] = None  # a guide folder or "default" (autoguidance; engine/guidance.py)
     guide_weight: Optional[float] = None
     timesteps: Optional[str] = None  # the timestep spacing sampled at ("power:0.8"), None: the scheduler's own
+    loras: Tuple[Tuple[str, float], ...] = ()  # LoRA files and their weights (engine/lora.py)
     coalesce: ClassVar[str] = "model"
     label: ClassVar[str] = "Loading model"
 

@@ -56,7 +56,8 @@ class EngineState:
 
     # -- model and trajectory --------------------------------------------------------
     def load_model(self, source: str, h_space: str, device=None, guide: Optional[str] = None,
-                   guide_weight: Optional[float] = None, timesteps: Optional[str] = None) -> ModelInfo:
+                   guide_weight: Optional[float] = None, timesteps: Optional[str] = None,
+                   loras=()) -> ModelInfo:
         from ..engine.domain import active_domain
         from ..engine.model import load_model
 
@@ -66,11 +67,12 @@ class EngineState:
             guide_weight = None
         same = (self.model is not None and self.model_info.source == source
                 and (self.model_info.guide, self.model_info.guide_weight) == (guide, guide_weight)
-                and spacing_key(timesteps) in (self._asked_timesteps, self.model_info.timesteps))
+                and spacing_key(timesteps) in (self._asked_timesteps, self.model_info.timesteps)
+                and tuple(self.model_info.loras) == _lora_key(loras))
         if same and self.h_space == h_space:
             return self.model_info
         model = self.model if same else load_model(source, device=device, guide=guide, guide_weight=guide_weight,
-                                                   timesteps=timesteps)
+                                                   timesteps=timesteps, loras=[f"{p}:{w!r}" for p, w in loras])
         h_space = _point_for(model, h_space)
         shape = model.denoiser.h_shape(h_space, model.sample_shape)
         if model is not self.model:
@@ -90,6 +92,7 @@ class EngineState:
             conditioning=dict(model.conditioning) if model.takes_prompt else None,
             h_points=tuple(model.denoiser.points()),
             takes_negative=bool(model.info.get("negative_prompt", True)),
+            loras=tuple((r["path"], float(r["weight"])) for r in model.info.get("loras") or ()),
             advice=dict(active_domain().advice))
         self.traj = None
         self.invalidate()
@@ -490,3 +493,9 @@ def _point_for(model, h_space) -> str:
         return model.denoiser.default_point()
     raise ValueError(f"this model has no h-space point '{h_space}' (its points: {', '.join(points)})")
 
+
+def _lora_key(loras) -> tuple:
+    """LoRAs as a loaded model records them: (absolute path, weight) pairs."""
+    from pathlib import Path
+
+    return tuple((str(Path(p).expanduser().resolve()), float(w)) for p, w in loras or ())

@@ -21,13 +21,19 @@ class SourceControl:
         self.canvas.placeholder = f"Loading model {source}…"
         self.canvas.update()
         guide, weight = self.source_panel.guidance(str(source))
+        try:
+            loras = self.source_panel.loras()
+        except ValueError as e:
+            self.show_error(str(e))
+            loras = ()
         return self.submit(J.LoadModel(str(source), h_space, self.device, guide, weight,
-                                       self.source_panel.timesteps()))
+                                       self.source_panel.timesteps(), loras))
 
     def _show_model(self, info: J.ModelInfo) -> None:
         """The image source's model, h-space point, guidance and spacing as ``info`` has them."""
         self.source_panel.set_model_source(info.source, self.recent.get("models"))
         self.source_panel.set_points(info.h_points, info.h_space)
+        self.source_panel.set_loras(info.loras, info.conditioning is not None)
         self.source_panel.set_guidance(info.source, info.guide, info.guide_weight)
         self.source_panel.set_timesteps(info.timesteps)
         self.source_panel.set_conditioning(info.conditioning, info.takes_negative)

@@ -132,6 +132,22 @@ class SourcePanel(QWidget):
         row.addWidget(self.generate)
         form.addRow("Seed", row)
         self._add_prompt_rows(form)
+        self.lora = QLineEdit()
+        self.lora.setObjectName("loraFiles")
+        self.lora.setPlaceholderText("FILE[:WEIGHT]; … (Enter to load)")
+        self.lora.setToolTip("LoRA files on the model (diffusers, kohya or PEFT format), each with a weight "
+                             "(default 1), separated by ';'. Enter loads the model with them.")
+        self.lora_browse = QToolButton()
+        self.lora_browse.setText("…")
+        self.lora_browse.setToolTip("Add a LoRA file")
+        row = QHBoxLayout()
+        row.addWidget(self.lora, 1)
+        row.addWidget(self.lora_browse)
+        form.addRow("LoRA", row)
+        self._lora_row = [form.labelForField(row), self.lora, self.lora_browse]
+        self.set_loras((), False)
+        self.lora.returnPressed.connect(self._load)
+        self.lora_browse.clicked.connect(self._add_lora)
         lay.addLayout(form)
 
         self.open_image = QPushButton("Open image…")
@@ -296,6 +312,33 @@ class SourcePanel(QWidget):
             i = self.spacing.count() - 1
         self.spacing.setCurrentIndex(i)
         self.spacing.blockSignals(False)
+
+    def loras(self):
+        """The LoRA field as (path, weight) pairs; ValueError for a bad weight."""
+        out = []
+        for part in self.lora.text().split(";"):
+            part = part.strip()
+            if not part:
+                continue
+            head, sep, tail = part.rpartition(":")
+            try:
+                out.append((head, float(tail)) if sep and head else (part, 1.0))
+            except ValueError:
+                out.append((part, 1.0))
+        return tuple(out)
+
+    def set_loras(self, loras, shown: bool) -> None:
+        """Show a loaded model's LoRAs (the row only for models that take them)."""
+        self.lora.setText("; ".join(f"{p}:{w:g}" for p, w in loras))
+        for w in self._lora_row:
+            w.setVisible(bool(shown))
+
+    def _add_lora(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Add a LoRA file", "", "LoRA (*.safetensors *.bin)")
+        if path:
+            text = self.lora.text().strip()
+            self.lora.setText(f"{text}; {path}:1" if text else f"{path}:1")
+            self._load()
 
     def randomize(self) -> None:
         self.seed.setValue(random.randint(0, 999_999))

@@ -149,3 +149,28 @@ def test_a_flux_folder_in_the_app(qtbot, tmp_path):
         assert s.params.get("prompts") == ["a cat", "a dog"] and s.h_space == "block:1" and len(s.directions) == 2
     finally:
         w.shutdown()
+
+
+def test_a_lora_typed_in_the_app_loads_and_replays(qtbot, sd_dir, tmp_path):
+    pytest.importorskip("peft")
+    from tests.engine.test_lora import _save_lora
+
+    lora = _save_lora(tmp_path / "lora", sd_dir, 1)
+    w = make_window(qtbot, sd_dir, tmp_path)
+    try:
+        panel = w.source_panel
+        assert panel.lora.isVisibleTo(w) and w.model_info.loras == ()
+        before = image_of(w)
+        fp = w.model_info.fingerprint
+        panel.lora.setText(f"{lora}:0.8")
+        panel.lora.setFocus()
+        qtbot.keyClick(panel.lora, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: w.model_info is not None and w.model_info.loras == ((str(lora), 0.8),),
+                        timeout=60_000)
+        wait_idle(qtbot, w)
+        assert w.model_info.fingerprint != fp
+        assert not np.array_equal(image_of(w), before)
+        recipe = export_and_replay(qtbot, w, tmp_path)
+        assert recipe["loras"] == [{"path": str(lora), "weight": 0.8}]
+    finally:
+        w.shutdown()

@@ -11,7 +11,8 @@ from . import handler
 @handler(LoadModel)
 def _load_model(state, job, progress, cancel):
     progress(0, 1, f"loading {job.source}")
-    info = state.load_model(job.source, job.h_space, job.device, job.guide, job.guide_weight, job.timesteps)
+    info = state.load_model(job.source, job.h_space, job.device, job.guide, job.guide_weight, job.timesteps,
+                            loras=job.loras)
     progress(1, 1, "model loaded")
     return info
 
