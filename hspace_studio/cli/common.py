@@ -34,6 +34,8 @@ def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     g.add_argument("--lora", action="append", default=None, metavar="FILE[:W]",
                    help="a LoRA file (diffusers, kohya or PEFT format) on the model's denoiser and text "
                         "encoders, at weight W (default 1); repeat for several")
+    g.add_argument("--vae", default=None, metavar="PATH",
+                   help="an autoencoder (a diffusers folder or a .safetensors file) in place of the model's own")
     g.add_argument("--size", type=_size, default=None, metavar="HxW",
                    help="image size of a transformer model (default: its pipeline's), e.g. 1024x768")
     g.add_argument("--guide", default=None, metavar="FOLDER",
@@ -169,7 +171,7 @@ def open_model(args):
                        guide=getattr(args, "guide", None), guide_weight=getattr(args, "guide_weight", None),
                        guide_interval=getattr(args, "guide_interval", None),
                        timesteps=getattr(args, "timesteps", None), image_size=getattr(args, "size", None),
-                       loras=getattr(args, "lora", None) or ())
+                       loras=getattr(args, "lora", None) or (), vae=getattr(args, "vae", None))
     points = model.denoiser.points()
     if getattr(args, "list_h_points", False):
         default = model.denoiser.default_point()

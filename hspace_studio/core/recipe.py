@@ -20,6 +20,7 @@ The recipe format is the one ``hspace-studio edit`` writes::
      "timesteps": "power:0.8"  (only if not the scheduler's own spacing),
      "size": [H, W]  (transformer models: the image size, --size),
      "loras": [{"path": "style.safetensors", "weight": 0.7}]  (LoRA files on the model, --lora),
+     "vae": "vae.safetensors"  (an autoencoder in place of the model's own, --vae),
      "prompt": {"prompt": "...", "negative_prompt": "...", "guidance": 7.5}  (text-to-image models),
      "bf16": true  (only if the network ran under bfloat16 autocast, --bf16)}
 
@@ -56,6 +57,8 @@ def recipe_to_cli_args(recipe: dict, out: Optional[str] = None) -> List[str]:
             args.append(f"--guide-interval={int(lo)}:{int(hi)}")
     if recipe.get("timesteps"):
         args.append(f"--timesteps={recipe['timesteps']}")
+    if recipe.get("vae"):
+        args.append(f"--vae={recipe['vae']}")
     for lo in recipe.get("loras") or []:
         if isinstance(lo, dict) and lo.get("path"):
             args.append(f"--lora={lo['path']}:{float(lo.get('weight', 1.0))!r}")
@@ -145,6 +148,8 @@ def with_model_settings(recipe: dict, model) -> dict:
         out["timesteps"] = info["timesteps"]
     if info.get("image_size"):
         out["size"] = list(info["image_size"])
+    if info.get("vae"):
+        out["vae"] = info["vae"]
     if info.get("loras"):
         out["loras"] = [{"path": lo["path"], "weight": float(lo["weight"])} for lo in info["loras"]]
     if (info.get("accelerated") or {}).get("bf16"):

@@ -41,6 +41,7 @@ from .guidance import check_guide
 from .text_model import CONDITIONING_KEYS, PromptEncoder, default_guidance, is_text_to_image, load_text_pipeline
 from . import lora
 from .timesteps import SCHEDULE_KEYS, spaced_scheduler_class
+from .custom_vae import load_vae
 from .transformer_model import family_of
 
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
@@ -271,7 +272,7 @@ def _own_memory(module) -> None:
                 t.data = t.data.clone()
 
 
-def _load_folder(root: Path):
+def _load_folder(root: Path, vae_spec: Optional[str] = None):
     from diffusers import AutoencoderKL, UNet2DModel, VQModel
 
     _quiet_diffusers()
@@ -303,6 +304,10 @@ def _load_folder(root: Path):
         except Exception as e:
             raise ModelLoadError(f"cannot load the autoencoder in {vae_dir}: "
                                  f"{str(e).splitlines()[0]}") from e
+    if vae_spec is not None:
+        if vae is None:
+            raise ModelLoadError(f"{root} is a pixel-space model: it has no autoencoder to replace (--vae)")
+        vae = load_vae(vae_spec, vae, vae_dir)
     return unet, scfg, vae
 
 
@@ -391,13 +396,15 @@ def _sampling_scheduler(src: str, scfg: dict, clip_sample: bool, power):
 
 
 def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_sample: bool,
-                     power, loras=()) -> DiffusionModel:
+                     power, loras=(), vae_spec: Optional[str] = None) -> DiffusionModel:
     """A Stable Diffusion 1.x/2.x or SDXL folder (:mod:`.text_model`)."""
     _quiet_diffusers()
     if half and dev.type != "cuda":
         raise ModelLoadError("half precision needs a CUDA device")
     dtype = torch.float16 if half else torch.float32
     pipe, xl = load_text_pipeline(root)  # float32: fingerprinted so, converted after
+    if vae_spec is not None:
+        pipe.vae = load_vae(vae_spec, pipe.vae, root / "vae")
     scfg = dict(pipe.scheduler.config)
     encoders = [pipe.text_encoder, getattr(pipe, "text_encoder_2", None)]
     try:
@@ -436,7 +443,8 @@ def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_s
 
 
 def _load_transformer_model(root: Path, family, src: str, dev: torch.device, half: bool,
-                            image_size, clip_sample: bool = False, power=None, loras=()) -> DiffusionModel:
+                            image_size, clip_sample: bool = False, power=None, loras=(),
+                            vae_spec: Optional[str] = None) -> DiffusionModel:
     """A flow-matching transformer folder (:mod:`.transformer_model`)."""
     from . import transformer_model
 
@@ -445,6 +453,8 @@ def _load_transformer_model(root: Path, family, src: str, dev: torch.device, hal
         raise ModelLoadError("half precision needs a CUDA device")
     dtype = torch.float16 if half else torch.float32
     pipe = transformer_model.load_pipeline(root, family)
+    if vae_spec is not None:
+        pipe.vae = load_vae(vae_spec, pipe.vae, root / "vae")
     encoders = [getattr(pipe, n, None) for n in ("text_encoder", "text_encoder_2", "text_encoder_3")]
     try:
         fp = _fingerprint([pipe.transformer, pipe.vae, *encoders], dict(pipe.scheduler.config))
@@ -472,16 +482,24 @@ def _load_transformer_model(root: Path, family, src: str, dev: torch.device, hal
                           device=dev, dtype=dtype, info=info)
 
 
+def _with_vae_info(model: DiffusionModel, vae_spec: Optional[str]) -> DiffusionModel:
+    if vae_spec is not None:
+        model.info["vae"] = str(Path(vae_spec).expanduser().resolve())
+    return model
+
+
 def load_model(source: str = "default", device: Optional[str] = None, half: bool = False,
                clip_sample: bool = False, guide: Optional[str] = None,
                guide_weight: Optional[float] = None, guide_interval=None,
-               timesteps: Optional[str] = None, image_size=None, loras=()) -> DiffusionModel:
+               timesteps: Optional[str] = None, image_size=None, loras=(), vae: Optional[str] = None) -> DiffusionModel:
     """Load a model by name, folder or hub id. See the module docstring.
 
     ``image_size``: (H, W) of the images a transformer model makes (default: its pipeline's).
 
     ``loras``: LoRA files on a pipeline model's denoiser and text encoders (:mod:`.lora`:
     ``"file[:weight]"`` specs, ``LoRA`` objects or recipe dicts).
+
+    ``vae``: an autoencoder (folder or file) in place of the model's own (:mod:`.custom_vae`).
 
     ``timesteps``: where the sampling steps fall, ``"scheduler"`` or ``"power:P"``
     (:mod:`.timesteps`); None: the spacing the folder records (:func:`recorded_timesteps`,
@@ -510,8 +528,9 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
         if power is not None and family.flow:
             raise ModelLoadError(f"{family.name} models sample at their own flow-matching sigmas: "
                                  "--timesteps does not apply")
-        return _load_transformer_model(root, family, src, dev, half, image_size, clip_sample, power,
-                                       lora.as_loras(loras))
+        model = _load_transformer_model(root, family, src, dev, half, image_size, clip_sample, power,
+                                        lora.as_loras(loras), vae)
+        return _with_vae_info(model, vae)
     if image_size is not None:
         raise ModelLoadError("a UNet model makes images of the size it was trained at; --size is for "
                              "transformer models")
@@ -519,11 +538,13 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
         if guide is not None or guide_weight is not None or guide_interval is not None:
             raise ModelLoadError("autoguidance (--guide) is for unconditional models; a text-to-image "
                                  "model takes --guidance (classifier-free)")
-        return _load_text_model(root, src, dev, half, clip_sample, power, lora.as_loras(loras))
+        return _with_vae_info(_load_text_model(root, src, dev, half, clip_sample, power, lora.as_loras(loras), vae),
+                              vae)
     if loras:
         raise ModelLoadError("LoRA files apply to Stable Diffusion and transformer pipelines; "
                              f"{src} is an unconditional UNet model")
-    unet, scfg, vae = _load_folder(root)
+    vae_spec = vae
+    unet, scfg, vae = _load_folder(root, vae_spec)
     if unet.mid_block is None:
         raise ModelLoadError(f"{src}: the UNet has no mid-block, so it has no h-space")
     g_unet, extra = None, None
@@ -562,6 +583,6 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
         vae = vae.to(dev, dtype).eval().requires_grad_(False)
         _own_memory(vae)
     sched = _sampling_scheduler(src, scfg, clip_sample, power)
-    return DiffusionModel(denoiser=Denoiser(unet, UNetArchitecture(), guide=guide_), scheduler=sched,
-                          vae=vae, fingerprint=fp, source=src, device=dev, dtype=dtype, info=info,
-                          weights_fingerprint=weights_fp)
+    return _with_vae_info(DiffusionModel(denoiser=Denoiser(unet, UNetArchitecture(), guide=guide_), scheduler=sched,
+                                         vae=vae, fingerprint=fp, source=src, device=dev, dtype=dtype, info=info,
+                                         weights_fingerprint=weights_fp), vae_spec)
