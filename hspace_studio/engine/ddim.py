@@ -54,8 +54,9 @@ def predictions(scheduler, model_output: torch.Tensor, t, x: torch.Tensor) -> Tu
 def ddim_step(scheduler, model_output: torch.Tensor, t, x: torch.Tensor, eta: float,
               noise: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """(x of the next step, predicted x_0) from the network's output at timestep ``t``. A
-    flow-matching model's schedule (:class:`.flow.FlowSchedule`) steps by its own update."""
-    if getattr(scheduler, "is_flow", False):
+    model's own-step schedule (:class:`.flow.FlowSchedule`, :mod:`.schedules`) steps by its own
+    update."""
+    if getattr(scheduler, "own_step", False):
         return scheduler.step(model_output, t, x, eta, noise)
     x0, eps = predictions(scheduler, model_output, t, x)
     return step_from(scheduler, t, x0, eps, eta, noise), x0

@@ -32,6 +32,8 @@ class FlowSchedule:
     steps)``: how the family's pipeline sets it for the model's image size."""
 
     is_flow = True
+    own_step = True  # the protocol of :mod:`.schedules`
+    init_noise_sigma = 1.0
 
     def __init__(self, scheduler, set_timesteps: Callable[[object, int], None]):
         self.scheduler = scheduler
@@ -87,6 +89,14 @@ class FlowSchedule:
         if noise is not None and std > 0:
             prev = prev + std * noise
         return prev, x0
+
+    def model_input(self, x: torch.Tensor, t) -> torch.Tensor:
+        return x
+
+    def reverse(self, v: torch.Tensor, t, x: torch.Tensor) -> torch.Tensor:
+        """The Euler step backwards, from the next sigma to this one."""
+        s, sn = self.sigma_pair(t)
+        return x + (s - sn) * v
 
     def noise(self, x0: torch.Tensor, t, n: torch.Tensor) -> torch.Tensor:
         """x_t drawn from q(x_t | x_0) with the standard normal ``n``."""

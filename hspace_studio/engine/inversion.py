@@ -41,7 +41,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _model_out(model, x, t, h_space, record):
     with torch.no_grad(), model.denoiser.hook(h_space, record=record):
-        return model.denoiser(x.to(model.dtype), t).float()
+        return model.denoiser(model.network_input(x, t).to(model.dtype), t).float()
 
 
 def invert_ddpm(model: DiffusionModel, x0: torch.Tensor, steps: int, eta: EtaLike = 1.0,
@@ -58,7 +58,7 @@ def invert_ddpm(model: DiffusionModel, x0: torch.Tensor, steps: int, eta: EtaLik
     noisy = []
     for t in ts:
         n = torch.randn(x0.shape, generator=g).to(dev)
-        if model.is_flow:
+        if model.own_step:
             noisy.append(model.scheduler.noise(x0, t, n))
         else:
             ab = model.scheduler.alphas_cumprod[int(t)].to(dev)
@@ -100,9 +100,8 @@ def invert_ddim(model: DiffusionModel, x0: torch.Tensor, steps: int, h_space: Op
     for i in reversed(range(steps)):
         t = ts[i]
         out = _model_out(model, x, t, h_space, None)  # taken at the less noisy point
-        if model.is_flow:  # the Euler step backwards
-            s, sn = sched.sigma_pair(t)
-            x = x + (s - sn) * out
+        if model.own_step:  # the schedule's own step backwards
+            x = sched.reverse(out, t, x)
         else:
             prev = previous_timestep(sched, t)
             ab_prev = sched.alphas_cumprod[prev] if prev >= 0 else sched.final_alpha_cumprod

@@ -42,6 +42,7 @@ from .text_model import CONDITIONING_KEYS, PromptEncoder, default_guidance, is_t
 from . import lora
 from .timesteps import SCHEDULE_KEYS, spaced_scheduler_class
 from .custom_vae import load_vae
+from .schedules import own_schedule, ships_own_sampler
 from .transformer_model import family_of
 
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
@@ -165,9 +166,18 @@ class DiffusionModel:
         does not depend on the network at sigma 1, the first step)."""
         return model_output if self.is_flow else self.predict_eps(model_output, x, t)
 
+    def network_input(self, x, t):
+        """What the network is given for x_t (an Euler schedule scales it; others: x itself)."""
+        return self.scheduler.model_input(x, t) if self.own_step else x
+
+    @property
+    def own_step(self) -> bool:
+        """Whether the scheduler does its own update (flow matching, Euler, LCM: :mod:`.schedules`)."""
+        return bool(getattr(self.scheduler, "own_step", False))
+
     def predict_eps(self, model_output, x, t):
         """Convert the network's output at timestep ``t`` to the noise estimate eps."""
-        if self.is_flow:
+        if self.own_step:
             return self.scheduler.predictions(model_output, t, x)[1]
         ab = self.scheduler.alphas_cumprod[int(t)].to(x.device, torch.float32)
         p = self.prediction_type
@@ -385,6 +395,16 @@ def _load_guide(guide: str, unet, scfg: dict):
 
 
 def _sampling_scheduler(src: str, scfg: dict, clip_sample: bool, power):
+    if power is None and ships_own_sampler(scfg):  # a few-step model keeps its own sampler
+        import diffusers
+
+        try:
+            sched = own_schedule(getattr(diffusers, scfg["_class_name"]).from_config(
+                {k: v for k, v in scfg.items() if not k.startswith("_")}))
+            sched.set_timesteps(2)
+        except Exception as e:  # a scheduler config diffusers cannot use
+            raise ModelLoadError(f"{src}: unusable scheduler config ({str(e).splitlines()[0][:120]})") from e
+        return sched
     try:
         sched = make_scheduler(scfg, clip_sample, power)
         sched.set_timesteps(10)
@@ -405,7 +425,7 @@ def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_s
     pipe, xl = load_text_pipeline(root)  # float32: fingerprinted so, converted after
     if vae_spec is not None:
         pipe.vae = load_vae(vae_spec, pipe.vae, root / "vae")
-    scfg = dict(pipe.scheduler.config)
+    scfg = dict(pipe.scheduler.config, _class_name=type(pipe.scheduler).__name__)
     encoders = [pipe.text_encoder, getattr(pipe, "text_encoder_2", None)]
     try:
         fp = _fingerprint([pipe.unet, pipe.vae, *encoders], scfg)
@@ -475,7 +495,8 @@ def _load_transformer_model(root: Path, family, src: str, dev: torch.device, hal
     if not family.fixed_size:
         info["image_size"] = [int(v) for v in (image_size or family.default_size(pipe))]
     if schedule is None:  # a noise-predicting transformer: DDIM from its scheduler's config
-        schedule = _sampling_scheduler(src, dict(pipe.scheduler.config), clip_sample, power)
+        schedule = _sampling_scheduler(src, dict(pipe.scheduler.config, _class_name=type(pipe.scheduler).__name__),
+                                       clip_sample, power)
         if power is not None:
             info["timesteps"] = spacing_name(power)
     return DiffusionModel(denoiser=denoiser, scheduler=schedule, vae=pipe.vae, fingerprint=fp, source=src,

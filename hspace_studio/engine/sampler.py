@@ -51,7 +51,7 @@ def noise_levels(model: DiffusionModel, timesteps: torch.Tensor) -> torch.Tensor
     """
     sched = model.scheduler
     prepare_scheduler(model, timesteps)
-    if model.is_flow:
+    if model.own_step:
         return torch.tensor([sched.noise_std(t) for t in timesteps.tolist()])
     out = []
     for t in timesteps.tolist():
@@ -121,9 +121,12 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
         if keep_xs:
             xs.append(x)
         asym = asym_delta_at(i) if asym_delta_at is not None else None
+        if asym is not None and model.own_step:
+            raise ValueError("asymmetric (Asyrp) edits use DDIM's update; this model samples with its own "
+                             f"{type(getattr(model.scheduler, 'scheduler', model.scheduler)).__name__}")
         if asym is None:
             with torch.no_grad(), model.denoiser.hook(h_space, edit=edit, record=rec):
-                out = model.denoiser(x.to(dt), t).float()
+                out = model.denoiser(model.network_input(x, t).to(dt), t).float()
         else:
             full = asym if delta is None else delta.to(asym.device) + asym
 
@@ -136,9 +139,9 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
                 return h if delta is None else h + delta.to(h.device, h.dtype)
 
             with torch.no_grad(), model.denoiser.hook(h_space, edit=edit_full, record=rec):
-                out = model.denoiser(x.to(dt), t).float()
+                out = model.denoiser(model.network_input(x, t).to(dt), t).float()
             with torch.no_grad(), model.denoiser.hook(h_space, edit=edit_plain):
-                out_plain = model.denoiser(x.to(dt), t).float()
+                out_plain = model.denoiser(model.network_input(x, t).to(dt), t).float()
         hs.append(rec[-1].float())
         z = zs[:, i] if zs.dim() == 5 else zs[i].expand(B, *zs.shape[1:])
         eta = float(etas[i])
@@ -181,7 +184,8 @@ def sample(model: DiffusionModel, seeds: Sequence[int], steps: int = 10, eta: Et
     for b in range(0, len(seeds), batch_size):
         chunk = seeds[b:b + batch_size]
         noise = [seed_noise(s, shape, steps) for s in chunk]
-        x_T = torch.stack([n[0] for n in noise])
+        # the chain's first x: the noise at the schedule's initial scale (1 but for Euler)
+        x_T = torch.stack([n[0] for n in noise]) * float(getattr(model.scheduler, "init_noise_sigma", 1.0))
         used = (etas > 0) & (noise_levels(model, timesteps) > 0)
         zs = torch.stack([n[1] for n in noise]) * used.view(1, -1, 1, 1, 1)
         res = run_chain(model, x_T, zs, etas, timesteps, h_space, keep_xs=keep_chain,
@@ -201,7 +205,7 @@ def check_schedule(model: DiffusionModel, traj: Trajectory) -> None:
     """Refuse a trajectory made when every chain ended at alpha-bar_0 (``schedule`` 1) for a
     model whose scheduler ends at alpha-bar 1 (``set_alpha_to_one``): its last step would
     not replay as it was made."""
-    if traj.schedule < 2 and not model.is_flow and float(model.scheduler.final_alpha_cumprod) == 1.0:
+    if traj.schedule < 2 and not model.own_step and float(model.scheduler.final_alpha_cumprod) == 1.0:
         raise ModelMismatchError(
             "this trajectory was made by an older hspace-studio that ended every chain at alpha-bar_0; "
             "this model's scheduler ends at alpha-bar 1 (set_alpha_to_one), so it would not replay "

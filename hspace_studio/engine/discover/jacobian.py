@@ -81,7 +81,8 @@ class DownstreamEps:
     def __enter__(self) -> "DownstreamEps":
         stack = ExitStack()
         self.h0, self._fn = stack.enter_context(
-            self.model.denoiser.downstream(self.x.to(self.model.dtype), self.t, self.h_space))
+            self.model.denoiser.downstream(self.model.network_input(self.x, self.t).to(self.model.dtype),
+                                           self.t, self.h_space))
         self._stack = stack
         return self
 

@@ -96,7 +96,7 @@ def _edited_x0(model: DiffusionModel, trajs: Sequence[Trajectory], signs: torch.
         t = model.scheduler.timesteps[i]
         edit = None if d is None else (lambda h: h + (s * d).to(h.dtype))
         with model.denoiser.hook(point, edit=edit):
-            out = model.denoiser(x.to(model.dtype), t).float()
+            out = model.denoiser(model.network_input(x, t).to(model.dtype), t).float()
         eta = float(etas[i])
         x, _ = ddim_step(model.scheduler, out, t, x, eta, zs[:, i] if eta > 0 else None)
         if eta > 0 and levels[i] == 0:  # the residual step of the engine's chain
