@@ -56,7 +56,10 @@ DEFAULT_10STEP_DIR = RESOURCES / "default-model-10step"
 
 def pick_device(device: Optional[str] = None) -> torch.device:
     if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError) as e:
@@ -226,6 +229,12 @@ class DiffusionModel:
             guided += f", timesteps {self.info['timesteps']}"
         if self.takes_prompt:
             kind = "text-to-image, " + self.info.get("family", "SDXL" if self.info.get("xl") else "SD")
+        if self.own_step and not self.is_flow:  # a few-step model's own sampler
+            guided += f", {type(self.scheduler.scheduler).__name__.replace('Scheduler', '')} sampler"
+        for lo in self.info.get("loras") or ():
+            guided += f", LoRA {Path(lo['path']).name} at {lo['weight']:g}"
+        if self.info.get("vae"):
+            guided += f", VAE {Path(self.info['vae']).name}"
         return (f"{self.source} ({kind}, {c}x{h}x{w}, {self.prediction_type}{guided}, "
                 f"fingerprint {self.fingerprint}{weights}, {self.device})")
 
