@@ -94,3 +94,39 @@ def test_a_lora_images_recipe_replays(sd_and_loras, tmp_path):
     again = tmp_path / "again.png"
     assert main(recipe_to_cli_args(rec, str(again))) == 0
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(out)))
+
+
+def test_a_flux_lora_equals_diffusers(tmp_path):
+    """A LoRA of a Flux transformer's attention (the flow-matching family people ask LoRA for)."""
+    from diffusers import FluxPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from tests.tiny_flow_models import save_flux_model
+
+    folder = save_flux_model(tmp_path / "flux")
+    pipe = FluxPipeline.from_pretrained(folder)
+    torch.manual_seed(0)
+    pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"],
+                                            init_lora_weights=False))
+    with torch.no_grad():
+        for n, p in pipe.transformer.named_parameters():
+            if "lora_B" in n:
+                p.mul_(20.0)
+    FluxPipeline.save_lora_weights(tmp_path / "lora", transformer_lora_layers=get_peft_model_state_dict(pipe.transformer))
+    file = tmp_path / "lora" / "pytorch_lora_weights.safetensors"
+    model = load_model(str(folder), device="cpu", loras=[f"{file}:0.6"])
+    model.set_prompt("a cat", "", 3.5)
+    traj = sample(model, [3], steps=3, eta=0.0)[0]
+    ref = FluxPipeline.from_pretrained(folder)
+    ref.load_lora_weights(str(file.parent), adapter_name="x")
+    ref.set_adapters(["x"], adapter_weights=[0.6])
+    ref.set_progress_bar_config(disable=True)
+    h, w = model.image_size
+    lat = ref(prompt="a cat", num_inference_steps=3, height=h, width=w, guidance_scale=3.5,
+              generator=torch.Generator().manual_seed(3), output_type="latent").images
+    lat = ref._unpack_latents(lat, h, w, ref.vae_scale_factor)[0]
+    assert (traj.x_0 - lat).abs().max() <= 1e-5 * lat.abs().max()
+    plain = load_model(str(folder), device="cpu")
+    plain.set_prompt("a cat", "", 3.5)
+    assert (sample(plain, [3], steps=3, eta=0.0)[0].x_0 - traj.x_0).abs().max() > 1e-2
