@@ -13,9 +13,10 @@ run on a CPU; ``--steps 20`` is the issue's setting on a GPU.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+
+from bench.bench_sd import clock
 
 SD35M_TRANSFORMER = dict(attention_head_dim=64, caption_projection_dim=1536, in_channels=16, joint_attention_dim=4096,
                          num_attention_heads=24, num_layers=24, out_channels=16, patch_size=2,
@@ -53,12 +54,6 @@ def build_pipeline():
     for m in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2, pipe.text_encoder_3):
         m.requires_grad_(False)
     return pipe
-
-
-def clock(fn):
-    t = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t, out
 
 
 def main(argv=None):

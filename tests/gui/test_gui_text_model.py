@@ -14,6 +14,20 @@ from tests.tiny_models import save_sd_model
 pytest.importorskip("pytestqt")
 
 
+def type_prompt(qtbot, w, text):
+    """Type a prompt and Enter; returns the new image (checked to differ from the one before)."""
+    panel = w.source_panel
+    first = image_of(w)
+    panel.prompt.setFocus()
+    qtbot.keyClicks(panel.prompt, text)
+    qtbot.keyClick(panel.prompt, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: w.traj_info.origin.get("prompt") == text, timeout=60_000)
+    wait_idle(qtbot, w)
+    prompted = image_of(w)
+    assert not np.array_equal(first, prompted)
+    return prompted
+
+
 @pytest.fixture(scope="module")
 def sd_dir(tmp_path_factory):
     return save_sd_model(tmp_path_factory.mktemp("sd_gui"))
@@ -32,14 +46,7 @@ def test_prompt_slider_export_and_replay(qtbot, sd_dir, tmp_path):
         panel = w.source_panel
         assert panel.prompt.isVisibleTo(w) and panel.cfg_scale.value() == 7.5  # SD's default
         assert not panel.guided.isVisibleTo(w)  # one "Guidance" row: the prompt's, not autoguidance
-        first = image_of(w)
-        panel.prompt.setFocus()
-        qtbot.keyClicks(panel.prompt, "a red face")
-        qtbot.keyClick(panel.prompt, Qt.Key.Key_Return)
-        qtbot.waitUntil(lambda: w.traj_info.origin.get("prompt") == "a red face", timeout=60_000)
-        wait_idle(qtbot, w)
-        prompted = image_of(w)
-        assert not np.array_equal(first, prompted)
+        prompted = type_prompt(qtbot, w, "a red face")
         panel.cfg_scale.setValue(3.0)  # a new guidance scale makes the image again
         qtbot.waitUntil(lambda: w.traj_info.origin.get("guidance") == 3.0, timeout=60_000)
         wait_idle(qtbot, w)
@@ -120,14 +127,7 @@ def test_a_flux_folder_in_the_app(qtbot, tmp_path):
         assert box.currentText() == "block:1" and w.model_info.h_space == "block:1"
         assert panel.prompt.isVisibleTo(w) and panel.cfg_scale.value() == 3.5  # Flux.1-dev's default
         assert not panel.negative_prompt.isVisibleTo(w)  # Flux takes none
-        first = image_of(w)
-        panel.prompt.setFocus()
-        qtbot.keyClicks(panel.prompt, "a red face")
-        qtbot.keyClick(panel.prompt, Qt.Key.Key_Return)
-        qtbot.waitUntil(lambda: w.traj_info.origin.get("prompt") == "a red face", timeout=60_000)
-        wait_idle(qtbot, w)
-        prompted = image_of(w)
-        assert not np.array_equal(first, prompted)
+        prompted = type_prompt(qtbot, w, "a red face")
         import_and_activate(qtbot, w, tmp_path / "flux-dirs.safetensors")
         w.slider_rows()[0].slider.setValue(800)
         wait_idle(qtbot, w)
