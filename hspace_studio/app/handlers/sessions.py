@@ -10,7 +10,6 @@ from ...core.errors import HSpaceError
 from ...core.session import SetState, read_session, write_session
 from ..records import SessionPayload
 from ..requests import Invert, LoadSession, Sample, SaveSession
-from ...engine.trajectory import stored_timesteps
 from ..state import _jsonable
 from . import handler
 from .source import _invert, _prompt_of, _sample
@@ -68,7 +67,7 @@ def _load_session_now(state, job, progress, cancel):
     import torch
 
     from ...engine.directions import DirectionSet
-    from ...engine.trajectory import Trajectory
+    from ...engine.trajectory import Trajectory, stored_timesteps
 
     doc, arrays = read_session(job.path)
     warnings: List[str] = []
