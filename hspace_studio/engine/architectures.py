@@ -61,6 +61,15 @@ class Architecture:
         """The token grid (gh, gw) of a call on ``x``; None for a convolutional network."""
         return None
 
+    def timestep_of(self, args, kwargs) -> Optional[float]:
+        """The diffusion timestep (0..1000) of a call of the network as its pipeline makes it
+        (from the forward's arguments); None if it cannot be told."""
+        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        if t is None:
+            return None
+        t = torch.as_tensor(t).flatten()
+        return float(t[0]) if t.numel() else None
+
     def check_point(self, net, point: str) -> str:
         pts = self.points(net)
         if point not in pts:

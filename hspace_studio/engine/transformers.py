@@ -95,6 +95,10 @@ class FluxArchitecture(TransformerArchitecture):
     def grid(self, net, x):
         return (x.shape[-2] // 2, x.shape[-1] // 2)
 
+    def timestep_of(self, args, kwargs):
+        t = super().timestep_of(args, kwargs)
+        return None if t is None else 1000.0 * t  # the pipeline passes t / 1000
+
     def call(self, net, x, t, cond: dict) -> torch.Tensor:
         from diffusers import FluxPipeline
 
@@ -172,6 +176,10 @@ class ZImageArchitecture(TransformerArchitecture):
     def grid(self, net, x):
         return (x.shape[-2] // 2, x.shape[-1] // 2)
 
+    def timestep_of(self, args, kwargs):
+        t = super().timestep_of(args, kwargs)
+        return None if t is None else 1000.0 * (1.0 - t)  # the pipeline passes (1000 - t) / 1000
+
     def call(self, net, x, t, cond: dict) -> torch.Tensor:
         B = x.shape[0]
         t = torch.as_tensor(t, device=x.device)
@@ -179,3 +187,18 @@ class ZImageArchitecture(TransformerArchitecture):
         xs = list(x.unsqueeze(2).unbind(0))
         out = net(xs, tt, cond["cap_feats"], return_dict=False)[0]
         return -torch.stack([o.float() for o in out]).squeeze(2)
+
+
+def architecture_for(net) -> Architecture:
+    """The architecture of a diffusers network, by its class (a UNet or a transformer family)."""
+    from .architectures import UNetArchitecture
+
+    name = type(net).__name__
+    table = {"UNet2DModel": UNetArchitecture, "UNet2DConditionModel": UNetArchitecture,
+             "SD3Transformer2DModel": SD3Architecture, "FluxTransformer2DModel": FluxArchitecture,
+             "PixArtTransformer2DModel": PixArtArchitecture, "DiTTransformer2DModel": DiTArchitecture,
+             "ZImageTransformer2DModel": ZImageArchitecture}
+    if name not in table:
+        raise ValueError(f"no h-space for a {name} (supported: {', '.join(sorted(table))})")
+    return table[name]()
+
