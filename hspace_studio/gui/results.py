@@ -90,7 +90,8 @@ class ResultRouting:
             for p in job.paths:
                 self.recent.add("directions", str(p))
         names = ", ".join(s.name for s in v)
-        self.show_info(f"{J.describe(job)}: added {names} ({sum(s.count for s in v)} directions, "
+        n = sum(s.count for s in v)
+        self.show_info(f"{J.describe(job)}: added {names} ({n} direction{'' if n == 1 else 's'}, "
                        f"{res.seconds:.1f} s)")
 
     def _on_directions_exported(self, job, res: JobResult) -> None:

@@ -19,6 +19,25 @@ def nearest_index(timesteps: Sequence[int], t: int) -> int:
     return min(range(len(timesteps)), key=lambda i: abs(int(timesteps[i]) - int(t)))
 
 
+class ScaleSlider(QSlider):
+    """A direction's scale slider: an arrow key moves it 1 % of its span, Page Up/Down 10 %,
+    and with Shift an arrow key moves it by its finest step (0.05 %)."""
+
+    def __init__(self, parent=None):
+        super().__init__(Qt.Orientation.Horizontal, parent)
+        self.setRange(-SLIDER_STEPS, SLIDER_STEPS)
+        self.setSingleStep(SLIDER_STEPS // 50)
+        self.setPageStep(SLIDER_STEPS // 5)
+
+    def keyPressEvent(self, event) -> None:
+        keys = {Qt.Key.Key_Left: -1, Qt.Key.Key_Down: -1, Qt.Key.Key_Right: 1, Qt.Key.Key_Up: 1}
+        if event.modifiers() & Qt.KeyboardModifier.ShiftModifier and event.key() in keys:
+            self.setValue(self.value() + keys[event.key()])
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+
 class DirectionSliderRow(QFrame):
     changed = Signal(object)  # key
     removeRequested = Signal(object)
@@ -66,11 +85,10 @@ class DirectionSliderRow(QFrame):
         top.addWidget(self.remove_btn)
         g.addLayout(top, 0, 0, 1, 3)
 
-        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider = ScaleSlider()
         self.slider.setObjectName("directionSlider")
-        self.slider.setRange(-SLIDER_STEPS, SLIDER_STEPS)
-        self.slider.setPageStep(SLIDER_STEPS // 10)
-        self.slider.setToolTip("Scale of the direction (drag, or use the arrow keys)")
+        self.slider.setToolTip("Scale of the direction (drag; arrow keys 1 %, Page Up/Down 10 %, "
+                               "Shift+arrow finer)")
         self.box = QDoubleSpinBox()
         self.box.setObjectName("directionScale")
         self.box.setDecimals(3)

@@ -326,3 +326,30 @@ def test_about_names_version_torch_device_and_threads(qtbot, win):
     QTimer.singleShot(200, close_box)
     win.show_about()
     assert "torch threads" in seen.get("text", "")
+
+
+def test_slider_keys_move_one_percent_ten_with_page_and_finer_with_shift(qtbot):
+    from PySide6.QtCore import Qt
+
+    from hspace_studio.core.session import DirectionState
+    from hspace_studio.gui.sliders import DirectionSliderRow
+
+    row = DirectionSliderRow(("s", 0), "PC 1", "pca", DirectionState(index=0, label="PC 1", range=4.0), [900, 500])
+    qtbot.addWidget(row)
+    for _ in range(3):
+        qtbot.keyClick(row.slider, Qt.Key.Key_Right)
+    assert row.box.value() == pytest.approx(0.24)  # 1 % of the -4..4 span a press
+    qtbot.keyClick(row.slider, Qt.Key.Key_PageUp)
+    assert row.box.value() == pytest.approx(1.04)  # 10 % with Page Up
+    qtbot.keyClick(row.slider, Qt.Key.Key_Left, Qt.KeyboardModifier.ShiftModifier)
+    assert row.box.value() == pytest.approx(1.036)  # the finest step with Shift
+
+
+def test_added_directions_are_counted_in_good_english(qtbot, win, dir_file, tmp_path):  # noqa: F811
+    from hspace_studio.engine import DirectionSet
+
+    one = tmp_path / "one.safetensors"
+    DirectionSet.load(dir_file).subset([0]).save(one)
+    assert run_job(qtbot, win, win.import_directions([one])).ok
+    text = win.statusBar().currentMessage()
+    assert "(1 direction," in text, text
