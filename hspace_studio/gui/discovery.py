@@ -314,8 +314,13 @@ class DiscoveryPanel(QTabWidget):
         it is for if the current one is not (and the list has it)."""
         self._show_preset()
         p = self.preset()
-        if p is None:
+        if p is None:  # back to "none": undo what the preset ticked, so Run is a plain fit again
+            if getattr(self, "_preset_set", False):
+                for box in (self.sup_optimize, self.sup_own, self.sup_part_check):
+                    box.setChecked(False)
+            self._preset_set = False
             return
+        self._preset_set = True
         attribute = self.sup_attr.currentText().strip()
         if p.attributes and attribute not in p.attributes:
             listed = [self.sup_attr.itemText(i) for i in range(self.sup_attr.count())]

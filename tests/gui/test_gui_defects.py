@@ -353,3 +353,12 @@ def test_added_directions_are_counted_in_good_english(qtbot, win, dir_file, tmp_
     assert run_job(qtbot, win, win.import_directions([one])).ok
     text = win.statusBar().currentMessage()
     assert "(1 direction," in text, text
+
+
+def test_preset_none_unticks_the_fit_a_preset_ticked(qtbot, win):
+    disc = win.discovery
+    assert disc.sup_preset.count() > 1
+    disc.sup_preset.setCurrentIndex(1)
+    assert disc.sup_optimize.isChecked()
+    disc.sup_preset.setCurrentIndex(0)  # "none"
+    assert not disc.sup_optimize.isChecked() and not disc.sup_own.isChecked()
