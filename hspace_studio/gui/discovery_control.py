@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QListWidget, Q
                                QVBoxLayout)
 
 from . import jobs as J
+from .labels import shown_label
 from .worker import JobHandle, JobResult
 
 
@@ -40,7 +41,14 @@ class DiscoveryControl:
         if not against:
             self.show_error("Select the directions to disentangle against (besides the current one)")
             return None
-        return self.submit(J.Disentangle(tuple(target), against, name))
+        # named as the library shows the directions (numbered from one), and said
+        titles = {(st.set_id, d.index): shown_label(d.index, d.label) for st, d in self.library.all_directions()}
+        them = ", ".join(titles.get(a, str(a)) for a in against)
+        if name is None and tuple(target) in titles:
+            name = f"{titles[tuple(target)]} ⟂ {them}"
+        handle = self.submit(J.Disentangle(tuple(target), against, name))
+        self.show_info(f"Disentangling {titles.get(tuple(target), 'the direction')}: projecting out {them}")
+        return handle
 
     def disentangle_dialog(self) -> None:
         sel = self.library.selected()

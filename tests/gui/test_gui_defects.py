@@ -362,3 +362,15 @@ def test_preset_none_unticks_the_fit_a_preset_ticked(qtbot, win):
     assert disc.sup_optimize.isChecked()
     disc.sup_preset.setCurrentIndex(0)  # "none"
     assert not disc.sup_optimize.isChecked() and not disc.sup_own.isChecked()
+
+
+def test_disentangling_names_the_directions_as_the_library_shows_them(qtbot, win, dir_file):  # noqa: F811
+    res = run_job(qtbot, win, win.import_directions([dir_file]))
+    s = res.value[0]
+    from hspace_studio.gui.labels import shown_label
+
+    want = [shown_label(d.index, d.label) for d in s.directions[:2]]
+    res = run_job(qtbot, win, win.disentangle((s.set_id, 1), [(s.set_id, 0)]))
+    assert res.ok, res.error
+    made = res.value[0] if isinstance(res.value, list) else res.value
+    assert made.directions[0].label == f"{want[1]} ⟂ {want[0]}"
