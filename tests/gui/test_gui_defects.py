@@ -364,8 +364,14 @@ def test_preset_none_unticks_the_fit_a_preset_ticked(qtbot, win):
     assert not disc.sup_optimize.isChecked() and not disc.sup_own.isChecked()
 
 
-def test_disentangling_names_the_directions_as_the_library_shows_them(qtbot, win, dir_file):  # noqa: F811
-    res = run_job(qtbot, win, win.import_directions([dir_file]))
+def test_disentangling_names_the_directions_as_the_library_shows_them(qtbot, win, dir_file, tmp_path):  # noqa: F811
+    from hspace_studio.engine import DirectionSet
+
+    ds = DirectionSet.load(dir_file)
+    pcs = tmp_path / "pcs.safetensors"  # the engine's own labels, "pca 0", "pca 1" (shown from one)
+    DirectionSet(delta_h=ds.delta_h, timesteps=ds.timesteps, fingerprint=ds.fingerprint, h_space=ds.h_space,
+                 method="pca").save(pcs)
+    res = run_job(qtbot, win, win.import_directions([pcs]))
     s = res.value[0]
     from hspace_studio.gui.labels import shown_label
 
