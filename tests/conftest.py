@@ -12,7 +12,9 @@ from hspace_studio.domains import activate  # noqa: E402
 
 activate()  # the toy faces, as the command line and the app start with
 
-torch.set_num_threads(max(1, min(2, int(os.environ.get("HSPACE_TEST_THREADS", "2")))))
+# one thread per worker when pytest-xdist runs the suite on several processes (make test: -n 2)
+_THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+torch.set_num_threads(max(1, min(2, int(os.environ.get("HSPACE_TEST_THREADS", _THREADS)))))
 
 
 def pytest_collection_modifyitems(config, items):

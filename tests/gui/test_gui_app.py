@@ -369,9 +369,12 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
                                            f"outside the hair held x{terms['outside-hair']:g}", "weight": 1.0}
     assert params["skip"] == ["bald"] and sorted(params["free"]) == ["black_hair", "grey_hair", "red_hair"]
     assert job.preset == "hair-colour" and params["preset"] == {"name": "hair-colour"}
-    d.sup_preset.setCurrentText("none")
+    d.sup_preset.setCurrentText("none")  # back to none: the fit the preset ticked is off again
+    assert not d.sup_optimize.isChecked()
     job = win.discovery.supervised_job()
     assert dict(job.terms) == {"part-check": 0.0} and job.free == () and job.skip == () and job.preset is None
+    assert not job.optimize
+    d.sup_optimize.setChecked(True)  # a fit without a preset
     win.discovery.sup_classifier.setText(str(clf))
     win.discovery._reload_attributes()
     win.discovery.sup_attr.setCurrentText("smiling")
