@@ -129,11 +129,26 @@ def recipe_to_cli_args(recipe: dict, out: Optional[str] = None) -> List[str]:
     return args
 
 
-def cli_command_line(recipe: dict, out: str = "out.png") -> str:
-    """The shell command (quoted) that re-creates ``recipe``."""
+def cli_command_line(recipe: dict, out: str = "out.png", program=("hspace-studio",)) -> str:
+    """The shell command (quoted) that re-creates ``recipe``; ``program``: the words that start
+    the command line (the console script, or ``python -m hspace_studio``)."""
     import shlex
 
-    return "hspace-studio " + " ".join(shlex.quote(a) for a in recipe_to_cli_args(recipe, out))
+    return " ".join(shlex.quote(a) for a in [*program, *recipe_to_cli_args(recipe, out)])
+
+
+def this_program() -> list:
+    """How to start this installation's command line from any shell: the console script beside
+    the running interpreter (a venv's ``bin/hspace-studio``), else ``python -m hspace_studio``
+    with that interpreter's full path."""
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable)
+    for name in ("hspace-studio", "hspace-studio.exe"):
+        if (exe.parent / name).is_file():
+            return [str(exe.parent / name)]
+    return [str(exe), "-m", "hspace_studio"]
 
 
 def with_model_settings(recipe: dict, model) -> dict:

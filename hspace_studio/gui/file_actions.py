@@ -163,10 +163,12 @@ class FileActions:
         if not rec:
             self.show_info("Export an image first: the command line is made from its recipe")
             return
-        from ..core.recipe import cli_command_line
+        from ..core.recipe import cli_command_line, this_program
 
+        exported = Path(rec["path"]).resolve()  # the copy writes beside the export, not in the shell's folder
         try:
-            cmd = cli_command_line(rec["recipe"], "out.png")
+            cmd = cli_command_line(rec["recipe"], str(exported.with_name(exported.stem + "-again.png")),
+                                   this_program())
         except ValueError as e:
             self.show_error(str(e))
             return

@@ -380,3 +380,27 @@ def test_disentangling_names_the_directions_as_the_library_shows_them(qtbot, win
     assert res.ok, res.error
     made = res.value[0] if isinstance(res.value, list) else res.value
     assert made.directions[0].label == f"{want[1]} ⟂ {want[0]}"
+
+
+def test_the_copied_command_line_runs_as_pasted_and_writes_beside_the_export(qtbot, win, tmp_path):
+    import os
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    from PIL import Image
+    from PySide6.QtWidgets import QApplication
+
+    out = tmp_path / "export.png"
+    assert run_job(qtbot, win, win.export_image(str(out))).ok
+    win.copy_command_line()
+    cmd = QApplication.clipboard().text()
+    words = shlex.split(cmd)
+    assert Path(words[0]).is_absolute()  # the console script or the interpreter, not a bare name
+    again = tmp_path / "export-again.png"
+    assert f"--out={again}" in words
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env["PATH"] = "/usr/bin:/bin"  # as pasted into a shell where the environment is not active
+    r = subprocess.run(words, capture_output=True, text=True, timeout=300, cwd=str(tmp_path), env=env)
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.asarray(Image.open(again).convert("RGB")), np.asarray(Image.open(out).convert("RGB")))
