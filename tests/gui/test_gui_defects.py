@@ -404,3 +404,11 @@ def test_the_copied_command_line_runs_as_pasted_and_writes_beside_the_export(qtb
     r = subprocess.run(words, capture_output=True, text=True, timeout=300, cwd=str(tmp_path), env=env)
     assert r.returncode == 0, r.stderr
     assert np.array_equal(np.asarray(Image.open(again).convert("RGB")), np.asarray(Image.open(out).convert("RGB")))
+
+
+def test_pca_with_more_components_than_samples_warns(qtbot, win):
+    from hspace_studio.gui import jobs as J
+
+    res = run_job(qtbot, win, win.run_discovery(J.DiscoverPCA(samples=3, k=3, steps=10, eta=1.0)))
+    assert res.ok, res.error
+    assert not win.messages.isHidden() and "3 samples give at most 2 components" in win.messages.label.text()

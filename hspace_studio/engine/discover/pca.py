@@ -300,5 +300,10 @@ def pca_directions(model: DiffusionModel, n_samples: int = 1000, components: int
                           fingerprint=model.weights_fingerprint, h_space=h_space, method="pca",
                           labels=labels, values=values, params=params)
         notes = [f"sampled on {nproc} processes"] if nproc > 1 else []
+        if int(k) > N - 1:  # N centred samples span at most N - 1 directions
+            warn = (f"{N} samples give at most {N - 1} components with variance: components {N} to {int(k)} "
+                    "carry none (sample more, or ask for fewer)")
+            notes.append(warn)
+            ds.params["warnings"] = [warn]
         return PCAResult(directions=ds, explained_variance=ev, explained_variance_ratio=ratio, plan=plan,
                          n_samples=N, seconds=time.perf_counter() - t0, mean=mean, notes=notes)
