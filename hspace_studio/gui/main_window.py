@@ -355,6 +355,9 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
         self.setWindowTitle(f"hspace-studio — {name}{' *' if self.dirty else ''} — {model}")
 
     def _mark_dirty(self, *_a) -> None:
+        # a fresh window's start (its model, empty mask and first image) is no change of the user's
+        if getattr(self, "_first_image", True) and self.traj_info is None:
+            return
         if not self._loading_session and not self.dirty:
             self.dirty = True
             self._update_title()

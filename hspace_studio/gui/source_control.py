@@ -64,7 +64,8 @@ class SourceControl:
         self.statusBar().showMessage(f"model: {info.description}", 8000)
         self.traj_info = None  # the worker dropped the old trajectory with the old model
         self._node_epoch += 1
-        self._mark_dirty()
+        if not first:  # the window's own first model is no change of the user's
+            self._mark_dirty()
         if not self._loading_session:
             self.remake_source()
 
@@ -132,7 +133,10 @@ class SourceControl:
         if self.mask.doc.shape != info.image.shape[:2]:
             self.mask.reset(info.image.shape[:2])
         self._sync_sliders()
-        self._mark_dirty()
+        if getattr(self, "_first_image", True):  # the image a fresh window starts with changes nothing
+            self._first_image = False
+        else:
+            self._mark_dirty()
         self.trajectoryShown.emit()
         self.request_preview()
         self._request_strip()

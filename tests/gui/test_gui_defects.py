@@ -412,3 +412,14 @@ def test_pca_with_more_components_than_samples_warns(qtbot, win):
     res = run_job(qtbot, win, win.run_discovery(J.DiscoverPCA(samples=3, k=3, steps=10, eta=1.0)))
     assert res.ok, res.error
     assert not win.messages.isHidden() and "3 samples give at most 2 components" in win.messages.label.text()
+
+
+def test_a_fresh_window_is_not_marked_changed(qtbot, tiny_model_dir, tmp_path):
+    w = make_window(qtbot, tiny_model_dir, tmp_path)
+    try:
+        assert not w.dirty and "*" not in w.windowTitle()
+        w.source_panel.seed.setValue(w.source_panel.seed.value() + 1)  # a change of the user's
+        qtbot.waitUntil(lambda: w.dirty, timeout=TIMEOUT)
+        assert "untitled *" in w.windowTitle()
+    finally:
+        w.shutdown()
