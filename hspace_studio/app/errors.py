@@ -15,8 +15,8 @@ APP_ERRORS = USER_ERRORS + (KeyError,)
 
 
 def first_line(e: BaseException) -> str:
-    text = str(e)
-    return text.splitlines()[0] if text else ""
+    """The first non-empty line of the message ("" if it has none)."""
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), "")
 
 
 def is_expected(e: BaseException, expected=USER_ERRORS) -> bool:

@@ -33,3 +33,13 @@ class ImageError(FileFormatError):
 
 class Cancelled(HSpaceError):
     """A long operation was cancelled by the user."""
+
+
+def reason(e: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (at most ``limit`` characters), or
+    its type's name: what a one-line error says after "cannot load ...:", never empty."""
+    for line in str(e).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(e).__name__
+

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import InvalidFileError, MissingFileError
+from .errors import InvalidFileError, MissingFileError, reason
 
 MAX_JSON_BYTES = 256 * 1024 * 1024
 
@@ -39,4 +39,4 @@ def read_json(path, what: str = "JSON file", max_bytes: int = MAX_JSON_BYTES):
     except RecursionError as e:
         raise InvalidFileError(f"{what} {p} is not valid JSON (nested too deeply)") from e
     except ValueError as e:
-        raise InvalidFileError(f"{what} {p} is not valid JSON ({str(e).splitlines()[0][:100]})") from e
+        raise InvalidFileError(f"{what} {p} is not valid JSON ({reason(e, 100)})") from e

@@ -27,7 +27,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..core.errors import FileFormatError, HSpaceError
+from ..core.errors import FileFormatError, HSpaceError, reason
 from .domain import active_domain, folder_format
 
 ACTIVATIONS = ("sigmoid", "none")
@@ -209,7 +209,7 @@ class TorchScriptClassifier(AttributeClassifier):
         try:
             self.module = torch.jit.load(str(p), map_location=self.device)
         except Exception as e:  # torch raises RuntimeError/ValueError/zip errors
-            first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+            first = reason(e, 120)
             raise ClassifierError(f"{p} is not a TorchScript file (save it with torch.jit.save; "
                                   f"{TRUSTED_CODE_NOTE}): {first}") from e
         if not callable(getattr(self.module, "forward", None)):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.errors import ModelLoadError
+from ..core.errors import ModelLoadError, reason
 
 
 def load_vae(spec: str, like: torch.nn.Module, like_dir: Path):
@@ -43,5 +43,5 @@ def load_vae(spec: str, like: torch.nn.Module, like_dir: Path):
     except ModelLoadError:
         raise
     except Exception as e:  # diffusers raises many types for files it cannot use
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = reason(e)
         raise ModelLoadError(f"cannot use the autoencoder {spec} with this model: {first[:200]}") from e

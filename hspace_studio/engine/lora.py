@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..core.errors import ModelLoadError
+from ..core.errors import ModelLoadError, reason
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def apply(pipe, loras: Sequence[LoRA]) -> List[dict]:
         except ModelLoadError:
             raise
         except Exception as e:  # diffusers and peft raise many types for files they cannot use
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            first = reason(e)
             raise ModelLoadError(f"cannot load the LoRA {lora.path}: {first[:200]}") from e
         names.append(name)
         weights.append(float(lora.weight))

@@ -33,7 +33,7 @@ from typing import Optional
 
 import torch
 
-from ..core.errors import ModelLoadError
+from ..core.errors import ModelLoadError, reason
 from ..core.spacing import parse_spacing, spacing_name
 from .architectures import UNetArchitecture
 from .denoiser import Denoiser, Guide, Prompt
@@ -260,7 +260,7 @@ def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as e:
-        raise ModelLoadError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else e!r}") from e
+        raise ModelLoadError(f"cannot read {path}: {reason(e)}") from e
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path} is not a JSON object")
     return data
@@ -310,7 +310,7 @@ def _load_folder(root: Path, vae_spec: Optional[str] = None):
     try:
         unet = UNet2DModel.from_pretrained(unet_dir)
     except Exception as e:  # diffusers raises many types for broken folders
-        raise ModelLoadError(f"cannot load the UNet in {unet_dir}: {str(e).splitlines()[0]}") from e
+        raise ModelLoadError(f"cannot load the UNet in {unet_dir}: {reason(e)}") from e
     vae = None
     vae_dir = _find_component(root, ("vqvae", "vae"))
     if vae_dir is not None:
@@ -322,7 +322,7 @@ def _load_folder(root: Path, vae_spec: Optional[str] = None):
             vae = cls.from_pretrained(vae_dir)
         except Exception as e:
             raise ModelLoadError(f"cannot load the autoencoder in {vae_dir}: "
-                                 f"{str(e).splitlines()[0]}") from e
+                                 f"{reason(e)}") from e
     if vae_spec is not None:
         if vae is None:
             raise ModelLoadError(f"{root} is a pixel-space model: it has no autoencoder to replace (--vae)")
@@ -338,8 +338,7 @@ def _download(repo_id: str) -> Path:
         os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
         return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.bin"]))
     except Exception as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelLoadError(f"could not get '{repo_id}' from the Hugging Face hub ({reason[:120]}); "
+        raise ModelLoadError(f"could not get '{repo_id}' from the Hugging Face hub ({reason(e, 120)}); "
                              f"download it elsewhere and pass its local folder instead") from e
 
 
@@ -412,13 +411,13 @@ def _sampling_scheduler(src: str, scfg: dict, clip_sample: bool, power):
                 {k: v for k, v in scfg.items() if not k.startswith("_")}))
             sched.set_timesteps(2)
         except Exception as e:  # a scheduler config diffusers cannot use
-            raise ModelLoadError(f"{src}: unusable scheduler config ({str(e).splitlines()[0][:120]})") from e
+            raise ModelLoadError(f"{src}: unusable scheduler config ({reason(e, 120)})") from e
         return sched
     try:
         sched = make_scheduler(scfg, clip_sample, power)
         sched.set_timesteps(10)
     except Exception as e:  # a scheduler config diffusers cannot use
-        raise ModelLoadError(f"{src}: unusable scheduler config ({str(e).splitlines()[0][:120]})") from e
+        raise ModelLoadError(f"{src}: unusable scheduler config ({reason(e, 120)})") from e
     if sched.config.prediction_type not in ("epsilon", "v_prediction", "sample"):
         raise ModelLoadError(f"{src}: unsupported prediction type '{sched.config.prediction_type}'")
     return sched

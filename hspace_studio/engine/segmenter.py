@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.errors import FileFormatError, HSpaceError
+from ..core.errors import FileFormatError, HSpaceError, reason
 from .domain import active_domain, folder_format
 
 MAX_PARTS = 1024
@@ -178,7 +178,7 @@ def torchscript_segmenter(path, parts_file, device=None) -> Segmenter:
     try:
         module = torch.jit.load(str(p), map_location=dev)
     except Exception as e:  # torch raises RuntimeError/ValueError/zip errors
-        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        first = reason(e, 120)
         raise SegmenterError(f"{p} is not a TorchScript file (save it with torch.jit.save; "
                              f"{TRUSTED_CODE_NOTE}): {first}") from e
     seg = Segmenter(module, meta["parts"], name=f"torchscript:{p.name}", digest=_digest([p, parts_file]),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.errors import ModelLoadError
+from ..core.errors import ModelLoadError, reason
 from .denoiser import Conditioning, Prompt
 
 # the prompt settings a trajectory, a recipe and a direction file record
@@ -92,7 +92,7 @@ def load_text_pipeline(root: Path):
             pipe = StableDiffusionPipeline.from_pretrained(root, safety_checker=None, feature_extractor=None,
                                                            requires_safety_checker=False)
     except Exception as e:  # diffusers and transformers raise many types for broken folders
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = reason(e)
         raise ModelLoadError(f"cannot load the text-to-image model in {root}: {first[:200]}") from e
     pipe.set_progress_bar_config(disable=True)
     return pipe, xl

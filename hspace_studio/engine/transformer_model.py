@@ -21,7 +21,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 import torch
 
-from ..core.errors import ModelLoadError
+from ..core.errors import ModelLoadError, reason
 from .denoiser import Conditioning, Denoiser, Prompt
 from .flow import FlowSchedule, shifted_mu
 from .transformers import (DiTArchitecture, FluxArchitecture, PixArtArchitecture, SD3Architecture,
@@ -251,7 +251,7 @@ def load_pipeline(root: Path, family: Family):
     try:
         pipe = getattr(diffusers, family.pipeline).from_pretrained(root, **absent)
     except Exception as e:  # diffusers and transformers raise many types for broken folders
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = reason(e)
         raise ModelLoadError(f"cannot load the {family.name} model in {root}: {first[:200]}") from e
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -8,6 +8,8 @@ classifier and part segmenter (folders in the toy networks' own format, loaded b
 """
 from __future__ import annotations
 
+from ..core.errors import reason
+
 import json
 from pathlib import Path
 from typing import Dict
@@ -52,7 +54,7 @@ class ToyFaceAttributeClassifier(AttributeClassifier):
         try:
             module, names = _load(folder)
         except (FileNotFoundError, ValueError) as e:
-            raise ClassifierError(str(e).splitlines()[0]) from e
+            raise ClassifierError(reason(e)) from e
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.module = module.to(self.device).eval()
         self.attributes = _check_names(list(names), str(folder))
@@ -77,7 +79,7 @@ def load_toy_segmenter(folder, device=None) -> Segmenter:
     try:
         net, parts = _load(folder)
     except (FileNotFoundError, ValueError) as e:
-        raise SegmenterError(f"no segmenter: {str(e).splitlines()[0]}") from e
+        raise SegmenterError(f"no segmenter: {reason(e)}") from e
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors"))
     seg = Segmenter(net, parts, name=f"toyfaces:{folder.name}", digest=_file_digest(files))
     return seg.to(device) if device is not None else seg

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core.errors import InvalidFileError, MissingFileError
+from ..core.errors import InvalidFileError, MissingFileError, reason
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -205,7 +205,7 @@ def _load(folder, kind: str, names_file: str, build):
             meta_module = build(config, len(names))
     except (TypeError, ValueError, KeyError, OverflowError, RuntimeError) as e:
         raise InvalidFileError(f"{folder / CONFIG_FILE}: bad architecture sizes: "
-                               f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}") from None
+                               f"{reason(e, 120)}") from None
     wpath = folder / WEIGHTS_FILE
     if not wpath.is_file():
         raise MissingFileError(f"{kind} weights not found: {wpath}")
@@ -213,7 +213,7 @@ def _load(folder, kind: str, names_file: str, build):
         header = _header_shapes(wpath)
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for corrupt files
         raise InvalidFileError(f"{wpath} is not a readable safetensors file: "
-                               f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}") from None
+                               f"{reason(e, 120)}") from None
     own = {k: v for k, v in meta_module.state_dict().items() if v.is_floating_point()}
     expected = set(own)
     missing, unexpected = expected - set(header), set(header) - expected
@@ -234,7 +234,7 @@ def _load(folder, kind: str, names_file: str, build):
         state = load_file(str(wpath))
     except Exception as e:  # noqa: BLE001 - e.g. a header that promises more bytes than there are
         raise InvalidFileError(f"{wpath} is not a readable safetensors file: "
-                               f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}") from None
+                               f"{reason(e, 120)}") from None
     for k in sorted(expected):
         if not torch.isfinite(state[k]).all():
             raise InvalidFileError(f"{wpath}: tensor {k} contains NaN or infinite values")
@@ -242,7 +242,7 @@ def _load(folder, kind: str, names_file: str, build):
     try:
         module.load_state_dict({k: state[k] for k in expected}, strict=False)
     except RuntimeError as e:  # pragma: no cover - shapes were checked above
-        raise InvalidFileError(f"{wpath}: {str(e).splitlines()[0][:200]}") from None
+        raise InvalidFileError(f"{wpath}: {reason(e, 200)}") from None
     module.eval()
     return module, names
 

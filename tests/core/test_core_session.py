@@ -104,3 +104,15 @@ def test_core_has_no_qt_or_torch():
             "print(sorted(m for m in ('torch', 'PySide6') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_an_error_reason_is_never_empty():
+    """A message that starts with a newline (as diffusers' import errors do) still gives its
+    first real line; one with no text gives the error's type."""
+    from hspace_studio.app.errors import error_message
+    from hspace_studio.core.errors import ModelLoadError, reason
+
+    assert reason(ImportError("\n\nFluxPipeline requires the transformers library\nmore")) == \
+        "FluxPipeline requires the transformers library"
+    assert reason(RuntimeError("")) == "RuntimeError"
+    assert error_message(ModelLoadError("\ncannot load: no transformers")) == "cannot load: no transformers"
