@@ -35,9 +35,9 @@ ROUTES: Dict[type, str] = {
     J.Sleep: "_on_slept",
 }
 # job type -> method of the window taking (job, result): a job that failed (after the error is shown)
-FAILED_ROUTES: Dict[type, str] = {J.LoadModel: "_on_model_failed"}
+FAILED_ROUTES: Dict[type, str] = {J.LoadModel: "_on_model_failed", J.Sample: "_on_sample_stopped"}
 # job type -> method of the window taking (job, result): a job that was cancelled
-CANCELLED_ROUTES: Dict[type, str] = {J.LoadModel: "_on_model_cancelled"}
+CANCELLED_ROUTES: Dict[type, str] = {J.LoadModel: "_on_model_cancelled", J.Sample: "_on_sample_stopped"}
 
 
 def route(table: Dict[type, str], job) -> Optional[str]:
@@ -77,6 +77,15 @@ class ResultRouting:
         if self.model_info is None:
             self.canvas.placeholder = "No model loaded"
             self.canvas.update()
+
+    def _on_sample_stopped(self, job, res: JobResult) -> None:
+        """A sample cancelled or failed: the seed box shows the seed of the image on the canvas
+        again (unless a newer sample replaced this one)."""
+        if res.cancelled and res.error == "replaced by a newer request":
+            return
+        src = self.traj_info.source if self.traj_info is not None else {}
+        if src.get("kind") == "seed":
+            self.source_panel.set_values(seed=int(src["seed"]))
 
     def _on_trajectory(self, job, res: JobResult) -> None:
         if isinstance(job, J.Invert):

@@ -423,3 +423,16 @@ def test_a_fresh_window_is_not_marked_changed(qtbot, tiny_model_dir, tmp_path):
         assert "untitled *" in w.windowTitle()
     finally:
         w.shutdown()
+
+
+def test_the_seed_box_shows_the_images_seed_after_a_sample_is_cancelled(qtbot, win):
+    from hspace_studio.gui import jobs as J
+
+    shown = win.traj_info.source["seed"]
+    win.source_panel.set_values(seed=shown + 5)  # what Random does before the sample starts
+    h = win.submit(J.Sample(seed=shown + 5, steps=1000, eta=1.0))  # long enough to be stopped
+    qtbot.wait(100)
+    h.cancel()
+    wait_idle(qtbot, win)
+    assert win.traj_info.source["seed"] == shown
+    assert win.source_panel.seed.value() == shown
