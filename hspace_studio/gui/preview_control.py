@@ -181,9 +181,24 @@ class PreviewControl:
         self._active_keys = set(keys)
         if new:  # a newly ticked direction: its strip is made when idle, so its first drag previews
             self._focus_key = new[-1]
+            self._hint_masked(new)
         self._sync_sliders()
         self.request_preview()
         self._request_strip()  # the other edits of every strip changed
+
+    def _hint_masked(self, keys) -> None:
+        """A direction found inside a painted mask changes the whole image unless the edit is kept
+        inside the mask: say so where it is ticked, with the button that keeps it inside."""
+        keep = self.brush.keep_inside
+        if keep.isChecked():
+            return
+        for key in keys:
+            found = self.library.direction(key)
+            if found is not None and found[0].method == "jacobian" and (found[0].params or {}).get("mask"):
+                self.show_info(f"'{found[1].label}' was found inside a mask, but applied to h it changes the "
+                               "whole image; keep the edit inside the mask to confine it",
+                               level="warning", action=("Keep inside the mask", lambda: keep.setChecked(True)))
+                return
 
     def _slider_changed(self, key) -> None:
         moved_at = time.perf_counter()

@@ -436,3 +436,19 @@ def test_the_seed_box_shows_the_images_seed_after_a_sample_is_cancelled(qtbot, w
     wait_idle(qtbot, win)
     assert win.traj_info.source["seed"] == shown
     assert win.source_panel.seed.value() == shown
+
+
+def test_a_masked_jacobian_direction_offers_to_keep_the_edit_inside_the_mask(qtbot, win):
+    from hspace_studio.gui import jobs as J
+
+    mask = np.zeros((16, 16), dtype=bool)
+    mask[4:10, 4:10] = True
+    win.mask.set_array(mask)
+    assert not win.brush.keep_inside.isChecked()
+    res = run_job(qtbot, win, win.run_discovery(J.DiscoverJacobian(k=1, steps=(0,), mask=mask, iterations=3)))
+    assert res.ok, res.error
+    s = res.value[0]
+    win.library.set_active((s.set_id, 0), True)
+    assert not win.messages.isHidden() and "whole image" in win.messages.label.text()
+    win.messages.action_btn.click()
+    assert win.brush.keep_inside.isChecked()
