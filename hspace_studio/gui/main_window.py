@@ -29,10 +29,10 @@ import weakref
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent
-from PySide6.QtWidgets import (QApplication, QDockWidget, QLabel, QMainWindow, QMessageBox, QProgressBar,
-                               QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QDockWidget, QLabel, QLineEdit, QMainWindow,
+                               QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
 from ..app.requests import PreviewRequest
 from . import jobs as J
@@ -71,6 +71,19 @@ def segmenter_parts(folder: Path) -> List[str]:
         return [str(n) for n in names] if isinstance(names, list) else []
     except (OSError, ValueError, RecursionError):
         return []
+
+
+class BrushKeysThroughSpinBoxes(QObject):
+    """``[`` and ``]`` (brush size) reach their shortcuts while a spin box has the focus: a spin
+    box's line edit would otherwise claim every printable key for typing, though it takes no
+    brackets."""
+
+    KEYS = (Qt.Key.Key_BracketLeft, Qt.Key.Key_BracketRight)
+
+    def eventFilter(self, obj, event) -> bool:
+        if event.type() == QEvent.Type.ShortcutOverride and event.key() in self.KEYS:
+            return True  # not accepted: the window's shortcut runs
+        return False
 
 
 class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, SessionControl,
@@ -145,6 +158,10 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
 
         self._build_widgets(seed, steps, eta, h_space, model)
         self._build_menus()
+        self._brush_keys = BrushKeysThroughSpinBoxes(self)
+        for box in self.findChildren(QAbstractSpinBox):
+            box.installEventFilter(self._brush_keys)
+            box.findChild(QLineEdit).installEventFilter(self._brush_keys)
         self._connect()
         self._restore_settings()
         self._update_title()

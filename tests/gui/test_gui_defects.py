@@ -452,3 +452,19 @@ def test_a_masked_jacobian_direction_offers_to_keep_the_edit_inside_the_mask(qtb
     assert not win.messages.isHidden() and "whole image" in win.messages.label.text()
     win.messages.action_btn.click()
     assert win.brush.keep_inside.isChecked()
+
+
+def test_brush_size_keys_work_while_a_spin_box_has_the_focus(qtbot, win):
+    from PySide6.QtCore import Qt
+
+    win.activateWindow()
+    qtbot.waitUntil(win.isActiveWindow, timeout=5000)
+    box = win.source_panel.steps
+    box.setFocus()
+    qtbot.waitUntil(box.hasFocus, timeout=5000)
+    before = win.brush.size_box.value()
+    qtbot.keyClick(box.lineEdit(), Qt.Key.Key_BracketRight)
+    assert win.brush.size_box.value() > before
+    qtbot.keyClick(box.lineEdit(), Qt.Key.Key_BracketLeft)
+    assert win.brush.size_box.value() == pytest.approx(before, rel=0.05)
+    assert box.value() == 10  # the spin box took no bracket as input
