@@ -173,3 +173,25 @@ def with_model_settings(recipe: dict, model) -> dict:
     if conditioning:
         out["prompt"] = dict(conditioning)
     return out
+
+
+def read_png_recipe(path) -> Optional[dict]:
+    """The recipe a PNG this tool wrote carries (its ``hspace-recipe`` chunk), or None for any
+    other file (no chunk, not a PNG, unreadable JSON). Reads the file's header chunks only."""
+    import json
+
+    try:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            text = getattr(img, "text", {}).get("hspace-recipe")
+    except (OSError, ValueError, SyntaxError):
+        return None
+    if not text:
+        return None
+    try:
+        rec = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return rec if isinstance(rec, dict) and isinstance(rec.get("source"), dict) else None
+

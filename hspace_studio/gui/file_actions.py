@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from ..core.errors import HSpaceError
 from . import jobs as J
@@ -80,8 +80,70 @@ class FileActions:
                     self.import_directions([p])
                 else:  # a trajectory, or a file whose error the loader explains
                     self.open_trajectory(p)
-            else:
+            elif not self.open_recipe_image(p):
                 self.open_image(p)
+
+    def open_recipe_image(self, path: str, switch_model: Optional[bool] = None) -> bool:
+        """A PNG this tool exported reopens as its edit: the model it was made with (asking before
+        switching; ``switch_model`` answers for the dialog), its source (the seed and prompt, the
+        trajectory file or the inverted image) and its directions with their scales and windows.
+        False if the file carries no recipe (then it is a photo to invert)."""
+        from ..core.recipe import read_png_recipe
+
+        rec = read_png_recipe(path)
+        if rec is None:
+            return False
+        model, point = str(rec.get("model", "default")), rec.get("h_space")
+        info = self.model_info
+        if info is None or info.source != model or (point and info.h_space != point):
+            if switch_model is None:
+                answer = QMessageBox.question(
+                    self, "Open the edit", f"{Path(path).name} was made with the model {model} "
+                    f"(h at {point}). Load that model to continue its edit? (No: open it as a photo)")
+                switch_model = answer == QMessageBox.StandardButton.Yes
+            if not switch_model:
+                return False
+            guide = rec.get("guide") or {}
+            self.submit(J.LoadModel(model, point, self.device, guide.get("model"), guide.get("weight"),
+                                    rec.get("timesteps"),
+                                    tuple((lo["path"], float(lo["weight"])) for lo in rec.get("loras") or ())))
+        src, prompt = rec["source"], rec.get("prompt") or {}
+        steps, eta = src.get("steps"), src.get("eta")
+        if prompt:  # shown before the image comes, so a remade source uses it too
+            self.source_panel.set_conditioning(prompt, self.model_info.takes_negative if self.model_info else True)
+        if src.get("trajectory"):
+            self.open_trajectory(src["trajectory"])
+        elif src.get("image") is not None:
+            self.submit(J.Invert(prompt.get("prompt"), prompt.get("negative_prompt"), prompt.get("guidance"),
+                                 path=str(src["image"]), steps=int(steps or 10), eta=eta if eta is not None else 1.0))
+        else:
+            self.source_panel.set_values(seed=int(src["seed"]), steps=int(steps or 10),
+                                         eta=float(eta) if isinstance(eta, (int, float)) else None)
+            self.submit(J.Sample(prompt.get("prompt"), prompt.get("negative_prompt"), prompt.get("guidance"),
+                                 seed=int(src["seed"]), steps=int(steps or 10), eta=eta if eta is not None else 1.0))
+        edits = [e for e in rec.get("edits") or [] if e.get("space") != "noise" and e.get("direction")]
+        for file in dict.fromkeys(e["direction"] for e in edits):
+            mine = [e for e in edits if e["direction"] == file]
+            self.submit(J.ImportDirections((str(file),)),
+                        on_done=lambda res, mine=mine: self._activate_recipe_edits(res, mine))
+        self.show_info(f"{Path(path).name}: reopening its edit ({len(edits)} direction(s))")
+        return True
+
+    def _activate_recipe_edits(self, res, edits) -> None:
+        self._default_result(res)  # the sets join the library as an import's do
+        if not res.ok or not res.value:
+            return
+        s = res.value[0]
+        for e in edits:
+            found = self.library.direction((s.set_id, int(e.get("index") or 0)))
+            if found is None:
+                continue
+            d = found[1]
+            d.scale = float(e.get("scale", 1.0))
+            d.range = max(float(d.range), abs(d.scale))
+            d.window = tuple(e["window"]) if e.get("window") else None
+            d.asymmetric = bool(e.get("asymmetric", False))
+            self.library.set_active((s.set_id, d.index), True)
 
     def import_directions(self, paths) -> JobHandle:
         return self.submit(J.ImportDirections(tuple(str(p) for p in paths)))

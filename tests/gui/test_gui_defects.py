@@ -468,3 +468,45 @@ def test_brush_size_keys_work_while_a_spin_box_has_the_focus(qtbot, win):
     qtbot.keyClick(box.lineEdit(), Qt.Key.Key_BracketLeft)
     assert win.brush.size_box.value() == pytest.approx(before, rel=0.05)
     assert box.value() == 10  # the spin box took no bracket as input
+
+
+def test_an_exported_png_reopens_as_its_edit(qtbot, win, dir_file, tiny_model_dir, tmp_path):  # noqa: F811
+    from PIL import Image
+
+    from tests.gui.test_gui_app import image_of, import_and_activate
+
+    win.source_panel.seed.setValue(win.source_panel.seed.value() + 3)
+    wait_idle(qtbot, win)
+    s = import_and_activate(qtbot, win, dir_file, rows=(1,))
+    win.slider_rows()[0].slider.setValue(700)
+    wait_idle(qtbot, win)
+    out = tmp_path / "edit.png"
+    assert run_job(qtbot, win, win.export_image(str(out))).ok
+    exported = np.asarray(Image.open(out).convert("RGB"))
+    w2 = make_window(qtbot, tiny_model_dir, tmp_path, name="w2")
+    try:
+        w2.open_paths([str(out)])
+        qtbot.waitUntil(lambda: len(w2.slider_rows()) == 1, timeout=TIMEOUT)
+        wait_idle(qtbot, w2)
+        assert w2.traj_info.source["seed"] == win.traj_info.source["seed"]  # its seed, not inverted
+        assert w2.slider_rows()[0].scale() == pytest.approx(win.slider_rows()[0].scale())
+        assert np.array_equal(image_of(w2), exported)
+        assert s.name in w2.slider_rows()[0].title.text()
+    finally:
+        w2.shutdown()
+
+
+def test_a_png_made_with_another_model_opens_as_a_photo_when_the_user_declines(qtbot, win, tmp_path):
+    import json
+
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("hspace-recipe", json.dumps({"model": str(tmp_path / "elsewhere"), "h_space": "after",
+                                               "source": {"seed": 3, "steps": 10, "eta": 1.0}, "edits": []}))
+    png = tmp_path / "other.png"
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(png, pnginfo=info)
+    assert win.open_recipe_image(str(png), switch_model=False) is False  # then it is inverted as a photo
+    plain = tmp_path / "plain.png"
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(plain)
+    assert win.open_recipe_image(str(plain)) is False  # no recipe
