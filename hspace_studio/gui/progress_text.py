@@ -22,11 +22,14 @@ def duration(seconds: float) -> str:
 
 def time_left(done: int, total: int, elapsed_at_report: float, elapsed_now: float) -> Optional[float]:
     """Seconds left, at the rate so far (the time up to the last report over the steps it
-    finished), less the time since that report; None before the first step."""
+    finished), less the time since that report; None before the first step, and None once the
+    estimate has run out while steps remain (a step slower than those before: the time left is
+    not known, and "< 1 s left" would be wrong for as long as it runs)."""
     if done <= 0 or total <= 0 or done >= total or elapsed_at_report <= 0:
         return None
     per_step = elapsed_at_report / done
-    return max(0.0, per_step * total - elapsed_now)
+    left = per_step * total - elapsed_now
+    return left if left > 0 else None
 
 
 def bar_format(done: int, total: int, left: Optional[float], queued: int = 0) -> str:

@@ -510,3 +510,12 @@ def test_a_png_made_with_another_model_opens_as_a_photo_when_the_user_declines(q
     plain = tmp_path / "plain.png"
     Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(plain)
     assert win.open_recipe_image(str(plain)) is False  # no recipe
+
+
+def test_no_time_left_is_shown_once_the_estimate_has_run_out():
+    from hspace_studio.gui.progress_text import bar_format, time_left
+
+    # the compile build: stage 1 of 3 took 1 s, stage 2 has run for 20 s
+    left = time_left(1, 3, elapsed_at_report=1.0, elapsed_now=21.0)
+    assert left is None and "left" not in bar_format(1, 3, left)
+    assert time_left(1, 3, elapsed_at_report=10.0, elapsed_now=12.0) == pytest.approx(18.0)
