@@ -19,48 +19,28 @@ One step from sigma to the next sigma' is
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Callable, Optional, Tuple
 
 import torch
 
+from .schedules import OwnStepSchedule
 
-class FlowSchedule:
+
+class FlowSchedule(OwnStepSchedule):
     """The sampling schedule of a flow-matching model (see the module doc).
 
     ``scheduler``: the model's ``FlowMatchEulerDiscreteScheduler``; ``set_timesteps(scheduler,
     steps)``: how the family's pipeline sets it for the model's image size."""
 
     is_flow = True
-    own_step = True  # the protocol of :mod:`.schedules`
     init_noise_sigma = 1.0
 
     def __init__(self, scheduler, set_timesteps: Callable[[object, int], None]):
-        self.scheduler = scheduler
+        super().__init__(scheduler, prediction_type="flow")
         self._set = set_timesteps
-        self.config = SimpleNamespace(num_train_timesteps=int(scheduler.config.num_train_timesteps),
-                                      prediction_type="flow")
-        self.timesteps = torch.empty(0)
-        self.sigmas = torch.empty(0)
-        self._index: dict = {}
-        self.num_inference_steps = 0
 
-    def set_timesteps(self, steps: int) -> None:
-        self._set(self.scheduler, int(steps))
-        self.timesteps = self.scheduler.timesteps.detach().float().cpu().clone()
-        self.sigmas = self.scheduler.sigmas.detach().float().cpu().clone()
-        self.num_inference_steps = int(self.timesteps.shape[0])
-        self._index = {float(t): i for i, t in enumerate(self.timesteps.tolist())}
-
-    def index(self, t) -> int:
-        try:
-            return self._index[float(t)]
-        except KeyError:
-            raise ValueError(f"timestep {float(t):g} is not one of this schedule's") from None
-
-    def sigma_pair(self, t) -> Tuple[float, float]:
-        i = self.index(t)
-        return self.sigmas[i], self.sigmas[i + 1]
+    def _set_scheduler(self, steps: int) -> None:
+        self._set(self.scheduler, steps)
 
     def predictions(self, v: torch.Tensor, t, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(predicted x_0, predicted noise) from the velocity ``v`` at timestep ``t``."""

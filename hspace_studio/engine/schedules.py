@@ -36,21 +36,32 @@ def ships_own_sampler(config: dict) -> bool:
     return name == "EulerDiscreteScheduler" and config.get("timestep_spacing") == "trailing"
 
 
-class _Indexed:
+class OwnStepSchedule:
+    """What every own-step schedule shares: the model's diffusers scheduler set for a number of
+    steps (``_set_scheduler``; a family may set it as its pipeline does), its timesteps and sigmas
+    (where it has them) read back, and a step's index by its timestep."""
+
     own_step = True
     is_flow = False
 
-    def __init__(self, scheduler):
+    def __init__(self, scheduler, prediction_type=None):
         self.scheduler = scheduler
         self.config = SimpleNamespace(num_train_timesteps=int(scheduler.config.num_train_timesteps),
-                                      prediction_type=scheduler.config.prediction_type)
+                                      prediction_type=prediction_type or scheduler.config.prediction_type)
         self.timesteps = torch.empty(0)
+        self.sigmas = torch.empty(0)
         self._index: dict = {}
         self.num_inference_steps = 0
 
+    def _set_scheduler(self, steps: int) -> None:
+        self.scheduler.set_timesteps(steps, device="cpu")
+
     def set_timesteps(self, steps: int) -> None:
-        self.scheduler.set_timesteps(int(steps), device="cpu")
+        self._set_scheduler(int(steps))
         self.timesteps = self.scheduler.timesteps.detach().cpu().clone()
+        sigmas = getattr(self.scheduler, "sigmas", None)
+        if sigmas is not None:
+            self.sigmas = sigmas.detach().float().cpu().clone()
         self.num_inference_steps = int(self.timesteps.shape[0])
         self._index = {float(t): i for i, t in enumerate(self.timesteps.tolist())}
         self._after_set()
@@ -64,8 +75,13 @@ class _Indexed:
         except KeyError:
             raise ValueError(f"timestep {float(t):g} is not one of this schedule's") from None
 
+    def sigma_pair(self, t) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The sigma of the step from ``t``, and of the next (schedules with sigmas)."""
+        i = self.index(t)
+        return self.sigmas[i], self.sigmas[i + 1]
 
-class SigmaSchedule(_Indexed):
+
+class SigmaSchedule(OwnStepSchedule):
     """Euler and Euler ancestral in the schedulers' own variable x = x_0 + sigma eps (the network
     sees x / sqrt(sigma^2 + 1)). A step from sigma to sigma' with eta:
     ``x + (x - x_0) / sigma (sigma_down - sigma) + sigma_up z``, ``sigma_up = eta sqrt(sigma'^2
@@ -76,12 +92,7 @@ class SigmaSchedule(_Indexed):
         self.init_noise_sigma = float(scheduler.init_noise_sigma)
 
     def _after_set(self) -> None:
-        self.sigmas = self.scheduler.sigmas.detach().float().cpu().clone()
         self.init_noise_sigma = float(self.scheduler.init_noise_sigma)
-
-    def sigma_pair(self, t) -> Tuple[torch.Tensor, torch.Tensor]:
-        i = self.index(t)
-        return self.sigmas[i], self.sigmas[i + 1]
 
     def model_input(self, x: torch.Tensor, t) -> torch.Tensor:
         s, _ = self.sigma_pair(t)
@@ -126,7 +137,7 @@ class SigmaSchedule(_Indexed):
         return x + (s - sn) * eps
 
 
-class LCMSchedule(_Indexed):
+class LCMSchedule(OwnStepSchedule):
     """LCM (latent consistency): the boundary-condition scalings turn the network's x_0 into
     ``denoised = c_out x_0 + c_skip x``; a step goes to ``sqrt(ab') denoised + sqrt(1 - ab' - std^2)
     eps + std z`` with ``std = eta sqrt(1 - ab')`` (at eta 1 LCM's own step), and the last step
