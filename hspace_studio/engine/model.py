@@ -423,31 +423,42 @@ def _sampling_scheduler(src: str, scfg: dict, clip_sample: bool, power):
     return sched
 
 
-def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_sample: bool,
-                     power, loras=(), vae_spec: Optional[str] = None) -> DiffusionModel:
-    """A Stable Diffusion 1.x/2.x or SDXL folder (:mod:`.text_model`)."""
-    _quiet_diffusers()
+def _prepare_pipeline(pipe, net, root: Path, src: str, dev: torch.device, half: bool, loras, vae_spec,
+                      upcast_vae: bool = False):
+    """What every pipeline model goes through: a custom autoencoder put in place, the fingerprint
+    of the float32 weights (with the LoRAs on them), then the pipeline on the device, frozen, each
+    weight in memory of its own. Returns (the scheduler's config with its class name, the
+    fingerprint, the LoRAs' records, the dtype)."""
     if half and dev.type != "cuda":
         raise ModelLoadError("half precision needs a CUDA device")
     dtype = torch.float16 if half else torch.float32
-    pipe, xl = load_text_pipeline(root)  # float32: fingerprinted so, converted after
     if vae_spec is not None:
         pipe.vae = load_vae(vae_spec, pipe.vae, root / "vae")
     scfg = dict(pipe.scheduler.config, _class_name=type(pipe.scheduler).__name__)
-    encoders = [pipe.text_encoder, getattr(pipe, "text_encoder_2", None)]
+    encoders = [getattr(pipe, n, None) for n in ("text_encoder", "text_encoder_2", "text_encoder_3")]
     try:
-        fp = _fingerprint([pipe.unet, pipe.vae, *encoders], scfg)
+        fp = _fingerprint([net, pipe.vae, *encoders], scfg)
     except (TypeError, ValueError) as e:
         raise ModelLoadError(f"{src}: unusable scheduler config ({e})") from e
     lora_recs = lora.apply(pipe, loras)
     fp = lora.fingerprint_with(fp, lora_recs)
     pipe.to(dev, dtype)
-    if half and getattr(pipe.vae.config, "force_upcast", False):
+    if upcast_vae and half and getattr(pipe.vae.config, "force_upcast", False):
         pipe.vae.to(torch.float32)  # SDXL's autoencoder overflows in float16, as its config says
-    for m in [pipe.unet, pipe.vae, *encoders]:
+    for m in [net, pipe.vae, *encoders]:
         if m is not None:
             m.eval().requires_grad_(False)
             _own_memory(m)
+    return scfg, fp, lora_recs, dtype
+
+
+def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_sample: bool,
+                     power, loras=(), vae_spec: Optional[str] = None) -> DiffusionModel:
+    """A Stable Diffusion 1.x/2.x or SDXL folder (:mod:`.text_model`)."""
+    _quiet_diffusers()
+    pipe, xl = load_text_pipeline(root)  # float32: fingerprinted so, converted after
+    scfg, fp, lora_recs, dtype = _prepare_pipeline(pipe, pipe.unet, root, src, dev, half, loras, vae_spec,
+                                                   upcast_vae=True)
     if pipe.unet.mid_block is None:
         raise ModelLoadError(f"{src}: the UNet has no mid-block, so it has no h-space")
     ucfg = pipe.unet.config
@@ -473,28 +484,12 @@ def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_s
 def _load_transformer_model(root: Path, family, src: str, dev: torch.device, half: bool,
                             image_size, clip_sample: bool = False, power=None, loras=(),
                             vae_spec: Optional[str] = None) -> DiffusionModel:
-    """A flow-matching transformer folder (:mod:`.transformer_model`)."""
+    """A transformer folder (:mod:`.transformer_model`)."""
     from . import transformer_model
 
     _quiet_diffusers()
-    if half and dev.type != "cuda":
-        raise ModelLoadError("half precision needs a CUDA device")
-    dtype = torch.float16 if half else torch.float32
     pipe = transformer_model.load_pipeline(root, family)
-    if vae_spec is not None:
-        pipe.vae = load_vae(vae_spec, pipe.vae, root / "vae")
-    encoders = [getattr(pipe, n, None) for n in ("text_encoder", "text_encoder_2", "text_encoder_3")]
-    try:
-        fp = _fingerprint([pipe.transformer, pipe.vae, *encoders], dict(pipe.scheduler.config))
-    except (TypeError, ValueError) as e:
-        raise ModelLoadError(f"{src}: unusable scheduler config ({e})") from e
-    lora_recs = lora.apply(pipe, loras)
-    fp = lora.fingerprint_with(fp, lora_recs)
-    pipe.to(dev, dtype)
-    for m in [pipe.transformer, pipe.vae, *encoders]:
-        if m is not None:
-            m.eval().requires_grad_(False)
-            _own_memory(m)
+    scfg, fp, lora_recs, dtype = _prepare_pipeline(pipe, pipe.transformer, root, src, dev, half, loras, vae_spec)
     denoiser, schedule, shape = transformer_model.build(pipe, family, image_size, dev)
     info = {"root": str(root), "family": family.name, "sample_shape": list(shape),
             "negative_prompt": family.negative}
@@ -503,8 +498,7 @@ def _load_transformer_model(root: Path, family, src: str, dev: torch.device, hal
     if not family.fixed_size:
         info["image_size"] = [int(v) for v in (image_size or family.default_size(pipe))]
     if schedule is None:  # a noise-predicting transformer: DDIM from its scheduler's config
-        schedule = _sampling_scheduler(src, dict(pipe.scheduler.config, _class_name=type(pipe.scheduler).__name__),
-                                       clip_sample, power)
+        schedule = _sampling_scheduler(src, scfg, clip_sample, power)
         if power is not None:
             info["timesteps"] = spacing_name(power)
     return DiffusionModel(denoiser=denoiser, scheduler=schedule, vae=pipe.vae, fingerprint=fp, source=src,
