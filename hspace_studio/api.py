@@ -24,6 +24,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
+from .core.specs import split_index
 from .engine.directions import DirectionSet
 from .engine.model import DiffusionModel
 from .engine.trajectory import Trajectory
@@ -95,8 +96,8 @@ def directions(refs: Refs) -> List[Tuple[DirectionSet, int, float]]:
         if isinstance(ref, tuple):
             ds, k = ref
         else:
-            head, sep, tail = str(ref).rpartition(":")
-            path, k = (head, int(tail)) if sep and head and tail.isdigit() else (str(ref), 0)
+            path, k = split_index(str(ref))
+            k = 0 if k is None else k
             ds = DirectionSet.load(path)
         if not 0 <= int(k) < len(ds):
             raise IndexError(f"direction index {k} out of range (the set has {len(ds)})")

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from ..core.progress import CancelToken
 from ..core.recipe import with_model_settings
 from ..core.spacing import SPACINGS_HELP, parse_spacing
+from ..core.specs import split_index  # noqa: F401 (the commands' FILE:INDEX options)
 
 
 def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
@@ -97,14 +98,6 @@ def _finite_float(s: str) -> float:
     if v != v or v in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number, got '{s}'")
     return v
-
-
-def split_index(value: str):
-    """'file.safetensors:3' -> ('file.safetensors', 3); 'file.safetensors' -> (file, None)."""
-    head, sep, tail = value.rpartition(":")
-    if sep and head and tail.isdigit():
-        return head, int(tail)
-    return value, None
 
 
 def _eta(s: str):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..core.errors import ModelLoadError, reason
+from ..core.specs import split_weight
 
 
 @dataclass(frozen=True)
@@ -25,16 +26,7 @@ class LoRA:
 
 def parse_lora(spec: str) -> LoRA:
     """``"style.safetensors"`` or ``"style.safetensors:0.7"``."""
-    head, sep, tail = str(spec).rpartition(":")
-    if sep and head:
-        try:
-            w = float(tail)
-        except ValueError:
-            return LoRA(str(spec))
-        if not w == w or w in (float("inf"), float("-inf")):
-            raise ValueError(f"a LoRA weight must be a finite number, got '{tail}'")
-        return LoRA(head, w)
-    return LoRA(str(spec))
+    return LoRA(*split_weight(spec))
 
 
 def as_loras(items) -> List[LoRA]:

@@ -10,6 +10,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QLabel, QLineEdit, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
+from ..core.specs import split_weight
+
 SEED_MAX = 2 ** 31 - 1
 # the models every install has: the embedded one and its ten-step variant
 BUILT_IN = ("default", "default-10step")
@@ -314,18 +316,8 @@ class SourcePanel(QWidget):
         self.spacing.blockSignals(False)
 
     def loras(self):
-        """The LoRA field as (path, weight) pairs; ValueError for a bad weight."""
-        out = []
-        for part in self.lora.text().split(";"):
-            part = part.strip()
-            if not part:
-                continue
-            head, sep, tail = part.rpartition(":")
-            try:
-                out.append((head, float(tail)) if sep and head else (part, 1.0))
-            except ValueError:
-                out.append((part, 1.0))
-        return tuple(out)
+        """The LoRA field as (path, weight) pairs; ValueError for a weight that is not finite."""
+        return tuple(split_weight(part.strip()) for part in self.lora.text().split(";") if part.strip())
 
     def set_loras(self, loras, shown: bool) -> None:
         """Show a loaded model's LoRAs (the row only for models that take them)."""
