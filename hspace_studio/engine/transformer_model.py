@@ -125,9 +125,15 @@ def _flux_timesteps(pipe, shape):
     return set_timesteps
 
 
-def _flux_latent_shape(pipe, size):
+def _latent_shape_2x2(pipe, size, channels: int):
+    """Latents whose grid the transformer reads in 2x2 patches: each side a multiple of 2 after
+    the autoencoder's scale (Flux, Z-Image)."""
     f = _vae_scale(pipe)
-    return (pipe.transformer.config.in_channels // 4, 2 * (int(size[0]) // (f * 2)), 2 * (int(size[1]) // (f * 2)))
+    return (channels, 2 * (int(size[0]) // (f * 2)), 2 * (int(size[1]) // (f * 2)))
+
+
+def _flux_latent_shape(pipe, size):  # the transformer takes the 2x2 patches packed: 4 x the channels
+    return _latent_shape_2x2(pipe, size, pipe.transformer.config.in_channels // 4)
 
 
 def _vae_size(pipe):
@@ -212,8 +218,7 @@ def _zimage_timesteps(pipe, shape):
 
 
 def _zimage_latent_shape(pipe, size):
-    f = _vae_scale(pipe)
-    return (pipe.transformer.config.in_channels, 2 * (int(size[0]) // (f * 2)), 2 * (int(size[1]) // (f * 2)))
+    return _latent_shape_2x2(pipe, size, pipe.transformer.config.in_channels)
 
 
 # its pipeline guides as cond + scale (cond - neg), whenever the scale is above 0
