@@ -173,7 +173,6 @@ class LCMSchedule(OwnStepSchedule):
 
     def predictions(self, out, t, x):
         """(LCM's denoised x_0, the noise that x_t = sqrt(ab) x_0 + sqrt(1 - ab) eps gives for it)."""
-        self.scheduler._step_index = self.index(t)
         c_skip, c_out = self.scheduler.get_scalings_for_boundary_condition_discrete(int(t))
         den = c_out * self._raw(out, t, x) + c_skip * x
         ab = self._ab(t)
