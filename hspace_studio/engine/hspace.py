@@ -31,8 +31,12 @@ def register(target: HookTarget, apply: Callable[[torch.Tensor], torch.Tensor]):
     def post(mod, args, output):
         if index is None:
             return apply(output)
+        h = output[index]
+        new = apply(h)
+        if new is h:  # read, not replaced (a record, or an empty permanent slot): the output as it is
+            return None
         out = list(output)
-        out[index] = apply(out[index])
+        out[index] = new
         return type(output)(out) if isinstance(output, tuple) else out
 
     return module.register_forward_hook(post)
