@@ -106,7 +106,27 @@ class FileActions:
             guide = rec.get("guide") or {}
             self.submit(J.LoadModel(model, point, self.device, guide.get("model"), guide.get("weight"),
                                     rec.get("timesteps"),
-                                    tuple((lo["path"], float(lo["weight"])) for lo in rec.get("loras") or ())))
+                                    tuple((lo["path"], float(lo["weight"])) for lo in rec.get("loras") or ())),
+                        on_done=lambda res: self._recipe_model_loaded(res, rec, path))
+            return True
+        self._restore_recipe(rec, path)
+        return True
+
+    def _recipe_model_loaded(self, res, rec: dict, path: str) -> None:
+        """The recipe's model is in: the recipe's source follows (not the old image made again
+        under the new model), then its directions."""
+        was = self._loading_session
+        self._loading_session = True
+        try:
+            self._default_result(res)
+        finally:
+            self._loading_session = was
+        if res.ok:
+            self._restore_recipe(rec, path)
+
+    def _restore_recipe(self, rec: dict, path: str) -> None:
+        """The recipe's source (seed and prompt, trajectory or inverted image) and its directions,
+        on the model that is loaded."""
         src, prompt = rec["source"], rec.get("prompt") or {}
         steps, eta = src.get("steps"), src.get("eta")
         if prompt:  # shown before the image comes, so a remade source uses it too
@@ -127,7 +147,6 @@ class FileActions:
             self.submit(J.ImportDirections((str(file),)),
                         on_done=lambda res, mine=mine: self._activate_recipe_edits(res, mine))
         self.show_info(f"{Path(path).name}: reopening its edit ({len(edits)} direction(s))")
-        return True
 
     def _activate_recipe_edits(self, res, edits) -> None:
         self._default_result(res)  # the sets join the library as an import's do

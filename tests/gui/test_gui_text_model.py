@@ -174,3 +174,26 @@ def test_a_lora_typed_in_the_app_loads_and_replays(qtbot, sd_dir, tmp_path):
         assert recipe["loras"] == [{"path": str(lora), "weight": 0.8}]
     finally:
         w.shutdown()
+
+
+def test_a_png_made_with_another_model_and_a_prompt_reopens_as_made(qtbot, sd_dir, tiny_model_dir, tmp_path):
+    """The model is switched (the user said yes), then the recipe's seed and prompt make the image:
+    not the old image remade under the new model with the panel's prompt."""
+    from PIL import Image
+
+    from hspace_studio.cli import main
+
+    png = tmp_path / "made.png"
+    assert main(["sample", "--model", str(sd_dir), "--prompt", "a red face", "--guidance", "3", "--seed", "4",
+                 "--steps", "5", "--out", str(png)]) == 0
+    w = make_window(qtbot, tiny_model_dir, tmp_path)
+    try:
+        assert w.open_recipe_image(str(png), switch_model=True)
+        qtbot.waitUntil(lambda: w.traj_info is not None and w.traj_info.origin.get("prompt") == "a red face",
+                        timeout=60_000)
+        wait_idle(qtbot, w)
+        assert w.model_info.source == str(sd_dir) and w.traj_info.source["seed"] == 4
+        assert w.source_panel.conditioning() == ("a red face", "", 3.0)
+        assert np.array_equal(image_of(w), np.asarray(Image.open(png).convert("RGB")))
+    finally:
+        w.shutdown()
