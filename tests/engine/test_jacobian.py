@@ -6,7 +6,7 @@ import torch
 from hspace_studio.core.errors import Cancelled
 from hspace_studio.core.progress import CancelToken
 from hspace_studio.engine import load_model, sample
-from hspace_studio.engine.discover.jacobian import (DownstreamEps, JacobianOperator, block_svd,
+from hspace_studio.engine.discover.jacobian import (DownstreamEps, JacobianOperator,
                                                     jacobian_directions, mask_from_rle,
                                                     mask_to_rle, parse_steps_subset, prepare_mask)
 
@@ -137,19 +137,6 @@ def test_downstream_eps_matches_full_unet_and_restores(point, eps_model):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.net.modules())
     with torch.no_grad():
         assert torch.equal(model.predict_eps(model.denoiser(x, t), x, t), ref)
-
-
-def test_block_svd_on_a_matrix():
-    g = torch.Generator().manual_seed(0)
-    A = torch.randn(40, 30, generator=g, dtype=torch.float64) @ torch.diag(torch.linspace(3, 0.1, 30,
-                                                                                        dtype=torch.float64))
-    r = block_svd(lambda V: V.double() @ A.T, lambda W: W.double() @ A, 30, 4, tol=1e-10, max_iter=2000)
-    S = torch.linalg.svdvals(A)
-    assert r.converged and torch.allclose(r.values, S[:4], rtol=1e-8)
-    zero = block_svd(lambda V: V.double() @ (0 * A.T), lambda W: W.double() @ (0 * A), 30, 3)
-    assert torch.equal(zero.values, torch.zeros(3, dtype=torch.float64)) and zero.converged
-    with pytest.raises(ValueError):
-        block_svd(lambda V: V, lambda W: W, 3, 4)
 
 
 def test_masks_png_rle_and_latent_resize(latent_model_dir, tmp_path):

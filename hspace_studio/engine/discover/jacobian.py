@@ -11,13 +11,15 @@ edits). J_t is never formed:
   and the blocks up to h); while the step is analysed those modules return their cached
   values and h is injected by the denoiser's hook, so ``eps(h)`` costs only the network
   from h on. No diffusers forward code is copied;
-- **block (subspace) iteration with Rayleigh-Ritz** on ``p = k + oversample`` vectors at
-  once: ``W = J V`` (batched forward-mode JVPs: ``torch.func.vmap`` over
-  ``torch.func.jvp``, the primal shared) and ``Z = J^T W`` (batched VJPs through one
-  ``torch.func.vjp`` per step whose graph is reused by every iteration). The Ritz pairs
-  come from the p x p matrix ``W^T W``; a direction is converged when its eigen-residual
-  ``||J^T J y - s^2 y|| / s_1^2`` is below ``tol``. The vectors of step t start the
-  iteration of the next step (warm start);
+- **a block Krylov method** (:mod:`.krylov`: block Davidson / thick-restart Lanczos on
+  J^T J) on blocks of ``p = k + oversample`` vectors: ``W = J V`` (batched forward-mode
+  JVPs: ``torch.func.vmap`` over ``torch.func.jvp``, the primal shared) and ``Z = J^T W``
+  (batched VJPs through one ``torch.func.vjp`` per step whose graph is reused by every
+  iteration). It stops when the eigen-residual ``||J^T J y - s^2 y|| / s_1^2`` is below
+  ``tol`` or every direction is known to within ``angle_tol`` (a Davis-Kahan bound from
+  its residual and the gap to the other singular values; directions with nearly equal
+  singular values are reported as the subspace they span). The Ritz vectors of step t
+  start the next step (warm start);
 - signs are aligned across steps (each step's vector points the same way as the sum of
   the previous steps' vectors; the first step's largest entry is positive).
 
@@ -52,6 +54,7 @@ from ..masks import mask_from_rle, mask_to_rle, prepare_mask  # noqa: F401 (re-e
 from ..model import DiffusionModel
 from ..sampler import decode, prepare_scheduler
 from ..trajectory import Trajectory
+from .krylov import krylov_svd
 
 
 
@@ -166,72 +169,7 @@ class JacobianOperator:
         return self._run("jtmv", W).reshape(W.shape[0], -1)
 
 
-# ----------------------------------------------------------------- subspace iteration
-
-@dataclass
-class BlockSVD:
-    vectors: torch.Tensor  # (D, k) float64, orthonormal right singular vectors
-    values: torch.Tensor  # (k,) float64, singular values, descending
-    iterations: int
-    residual: float  # max over the k of ||J^T J v - s^2 v|| / s_1^2
-    converged: bool
-    basis: torch.Tensor  # (D, p) all Ritz vectors (a warm start for a nearby operator)
-
-
-def block_svd(jmv: Callable, jtmv: Callable, dim: int, k: int, oversample: int = 2,
-              tol: float = 1e-4, max_iter: int = 100, init: Optional[torch.Tensor] = None,
-              generator: Optional[torch.Generator] = None,
-              cancel: Optional[CancelToken] = None,
-              on_iteration: Optional[Callable[[int, float], None]] = None) -> BlockSVD:
-    """Top-k right singular vectors of an operator given by row-batched products.
-
-    ``jmv`` maps (p, dim) to (p, M) (J V) and ``jtmv`` (p, M) to (p, dim) (J^T W). Block
-    power iteration on J^T J with a Rayleigh-Ritz step every iteration; linear algebra
-    on the (dim, p) basis is done in float64.
-    """
-    if k < 1:
-        raise ValueError("k must be at least 1")
-    if k > dim:
-        raise ValueError(f"k = {k} is more than the {dim} dimensions of h")
-    p = min(dim, k + max(0, int(oversample)))
-    if init is not None:
-        V = init.double().reshape(dim, -1)[:, :p]
-        if V.shape[1] < p:
-            extra = torch.randn(dim, p - V.shape[1], generator=generator, dtype=torch.float64)
-            V = torch.cat([V.cpu(), extra], 1)
-    else:
-        V = torch.randn(dim, p, generator=generator, dtype=torch.float64)
-    V = torch.linalg.qr(V.cpu())[0]
-    residual = float("inf")
-    it = 0
-    lam = torch.zeros(p, dtype=torch.float64)
-    Y = V
-    while True:
-        check(cancel)
-        it += 1
-        W = jmv(V.T).double().cpu()  # (p, M): rows J v_j
-        G = W @ W.T  # V^T J^T J V
-        lam, Q = torch.linalg.eigh((G + G.T) / 2)
-        lam, Q = lam.flip(0).clamp(min=0), Q.flip(1)
-        Y = V @ Q  # Ritz vectors
-        if lam[0] <= 1e-300 or not torch.isfinite(lam).all():
-            if not torch.isfinite(lam).all():
-                raise FloatingPointError("the Jacobian products are not finite")
-            lam.zero_()
-            residual = 0.0
-            break
-        Z = jtmv(W).double().cpu().T  # (dim, p): J^T J v_j
-        ZQ = Z @ Q
-        res = (ZQ[:, :k] - Y[:, :k] * lam[:k]).norm(dim=0) / lam[0]
-        residual = float(res.max())
-        if on_iteration is not None:
-            on_iteration(it, residual)
-        if residual <= tol or it >= max_iter:
-            break
-        V = torch.linalg.qr(ZQ)[0]
-    return BlockSVD(vectors=Y[:, :k].contiguous(), values=lam[:k].sqrt(), iterations=it,
-                    residual=residual, converged=residual <= tol, basis=Y)
-
+# ------------------------------------------------------------------------ signs
 
 def align_signs(vectors: torch.Tensor) -> torch.Tensor:
     """Flip (S, k, D) per-step vectors so each points the way of the previous steps' sum.
@@ -264,11 +202,14 @@ class JacobianResult:
     converged: List[bool]
     seconds: float
     notes: List[str] = field(default_factory=list)
+    products: List[int] = field(default_factory=list)  # J^T J products (vectors) per step
+    accuracy: List[str] = field(default_factory=list)  # per step: what the residual means
 
     def summary(self) -> str:
         bad = [i for i, c in zip(self.step_indices, self.converged) if not c]
-        s = (f"{len(self.step_indices)} step(s), {sum(self.iterations)} iterations, "
-             f"max residual {max(self.residuals):.1e}, {self.seconds:.1f} s")
+        s = (f"{len(self.step_indices)} step(s), {sum(self.iterations)} iterations "
+             f"({sum(self.products)} products), max residual {max(self.residuals):.1e}, "
+             f"{self.seconds:.1f} s")
         if bad:
             s += f"; not converged at step(s) {bad}"
         return s
@@ -301,14 +242,17 @@ def parse_steps_subset(spec, steps: int) -> List[int]:
 
 
 def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mask=None,
-                        steps_subset=None, tol: float = 1e-4, max_iter: int = 100,
+                        steps_subset=None, tol: float = 1e-4, angle_tol: Optional[float] = 1.0,
+                        max_iter: int = 100,
                         oversample: int = 2, init_seed: int = 0, warm_start: bool = True,
                         batching: str = "auto", progress: Optional[ProgressFn] = None,
                         cancel: Optional[CancelToken] = None) -> JacobianResult:
     """Top-k right singular vectors of d eps_t / d h_t at the chosen steps of ``traj``.
 
     ``mask`` is None, a PNG path or an (H, W) array in image pixels; ``steps_subset``
-    is None (all steps) or step indices (see :func:`parse_steps_subset`).
+    is None (all steps) or step indices (see :func:`parse_steps_subset`). A step stops when
+    its residual is below ``tol`` or every direction (or cluster of directions with nearly
+    equal singular values) is known to within ``angle_tol`` degrees (None: residual only).
     """
     t0 = time.perf_counter()
     traj.check_model(model.fingerprint, traj.h_space)
@@ -317,6 +261,8 @@ def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mas
         raise ValueError("tol must be > 0")
     if int(max_iter) < 1:
         raise ValueError("max_iter must be at least 1")
+    if angle_tol is not None and not 0 < angle_tol < 90:
+        raise ValueError("angle_tol must be between 0 and 90 degrees")
     steps = parse_steps_subset(steps_subset, traj.steps)
     weights, mask_info = prepare_mask(mask, model)
     prepare_scheduler(model, traj.timesteps)
@@ -332,7 +278,7 @@ def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mas
     if traj.xs is None:  # a loaded trajectory: replay it to get x_t of every step
         decode(model, traj, lambda d, t, m: report("replaying the trajectory"), cancel)
     gen = torch.Generator().manual_seed(int(init_seed))
-    vecs, sigmas, iters, resids, conv = [], [], [], [], []
+    vecs, sigmas, iters, resids, conv, prods, acc, angles, clusters = [], [], [], [], [], [], [], [], []
     basis = None
     shape = None
     for n, i in enumerate(steps):
@@ -342,8 +288,10 @@ def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mas
         with DownstreamEps(model, x, t, traj.h_space, weights) as fn:
             op = JacobianOperator(fn, fn.h0, batching)
             shape = op.shape
-            r = block_svd(op.jmv, op.jtmv, op.dim, k, oversample, tol, max_iter,
-                          init=basis if warm_start else None, generator=gen, cancel=cancel)
+            r = krylov_svd(op.jmv, op.jtmv, op.dim, k, block=k + max(0, int(oversample)), tol=tol,
+                           angle_tol=None if angle_tol is None else np.radians(angle_tol),
+                           max_iter=max_iter, init=basis if warm_start else None, generator=gen,
+                           cancel=cancel)
             if op.batching == "batch" and batching == "auto" and "batch" not in notes:
                 notes.append("batch")
         basis = r.basis
@@ -352,18 +300,25 @@ def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mas
         iters.append(r.iterations)
         resids.append(r.residual)
         conv.append(r.converged)
-        report(f"jacobian: step {n + 1}/{len(steps)} ({r.iterations} iterations)")
+        prods.append(r.products)
+        acc.append(r.accuracy_text())
+        angles.append([round(float(np.degrees(a)), 4) for a in r.angles])
+        clusters.append([list(c) for c in r.clusters if len(c) > 1])
+        report(f"jacobian: step {n + 1}/{len(steps)} ({r.iterations} iterations; {acc[-1]})")
     V = align_signs(torch.stack(vecs))  # (S, k, D)
     delta = V.permute(1, 0, 2).reshape(k, len(steps), *shape).float()
     sig = torch.stack(sigmas)  # (S, k)
     params = {
-        "method": "jacobian", "k": int(k), "tol": float(tol), "max_iter": int(max_iter),
+        "method": "jacobian", "k": int(k), "tol": float(tol),
+        "angle_tol": None if angle_tol is None else float(angle_tol), "max_iter": int(max_iter),
         "oversample": int(oversample), "init_seed": int(init_seed), "warm_start": bool(warm_start),
         "steps_subset": steps, "source": dict(traj.origin), "steps": traj.steps,
         "eta": traj.etas.tolist() if not torch.all(traj.etas == traj.etas[0]) else float(traj.etas[0]),
         "mask": mask_info or None,
         "convergence": {"iterations": iters, "residuals": [float(r) for r in resids],
-                        "converged": conv},
+                        "converged": conv, "products": prods, "angle_bounds_deg": angles,
+                        "clusters": clusters},
+        "accuracy": _accuracy_line(acc, resids, steps),
     }
     if notes:
         params["batching"] = "batch (vmap unavailable)"
@@ -374,4 +329,13 @@ def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mas
     return JacobianResult(directions=ds, singular_values=sig.float(), step_indices=steps,
                           iterations=iters, residuals=resids, converged=conv,
                           seconds=time.perf_counter() - t0,
-                          notes=["vmap unavailable: used batched copies"] if notes else [])
+                          notes=["vmap unavailable: used batched copies"] if notes else [],
+                          products=prods, accuracy=acc)
+
+
+def _accuracy_line(acc: List[str], resids: List[float], steps: List[int]) -> str:
+    """One line for the whole set: the one step's accuracy, or the worst residual's step's."""
+    if len(acc) == 1:
+        return acc[0]
+    worst = max(range(len(acc)), key=lambda n: resids[n])
+    return f"worst step {steps[worst]}: {acc[worst]}"
