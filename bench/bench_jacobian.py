@@ -1,44 +1,92 @@
-"""Block Jacobian directions vs the sequential power method, at equal accuracy.
+"""Jacobian directions: the block Krylov method vs the sequential power method, at equal accuracy.
 
-    python -m bench.bench_jacobian [--model M] [--steps 10] [-k 3] [--tol 1e-4]
-                                   [--oversample 2] [--device cpu] [--threads 1]
+    python -m bench.bench_jacobian [--model default|celeba-size|PATH] [--steps 10] [--at 0]
+                                   [-k 3] [--tol 1e-4] [--all-steps] [--threads 2]
 
-Both find the top-k right singular vectors of J_t = d eps_t / d h_t at every step of the
-same trajectory, to the same tolerance on the eigen-residual ||J'J v - s^2 v|| / s_1^2:
+Both find the top-k right singular vectors of J_t = d eps_t / d h_t of one trajectory
+(seed 0, ``--steps`` DDIM steps, eta 1) at step ``--at`` (default 0, t = 900 of 10 steps),
+with the same tolerance on the eigen-residual ||J'J v - s^2 v|| / s_1^2:
 
-- **block** (``engine.discover.jacobian``): p = k + oversample vectors at once, batched
-  JVPs (vmap over jvp, one primal) and VJPs (one vjp per step, reused), only through
-  the network downstream of h, Rayleigh-Ritz every iteration, warm start across steps;
+- **krylov** (``engine.discover.jacobian``, the product's path): block Krylov on blocks of
+  k + 2 vectors, batched JVPs/VJPs only through the network downstream of h, stopped by
+  the same residual rule as the sequential method (``--all-steps`` uses the default rule,
+  residual or a 1 degree angle bound);
 - **sequential** (the straightforward method): one vector at a time, deflation by
   projection against the vectors found before, and per iteration a forward-mode pass
-  (``torch.func.jvp``) and a reverse-mode pass (``torch.func.vjp``) through the full UNet,
-  from a random start at every step.
+  (``torch.func.jvp``) and a reverse-mode pass (``torch.func.vjp``) through the full UNet.
 
-Both run in the same process on the same trajectory; the ratio of their times is
-printed, with their agreement (singular values, |cos| of the vectors) and final
-residuals measured afterwards in one common way. Uses the default model when it exists.
+Both run in this process on the same step; the script prints their times, ratio, peak
+memory (resident set, polled) and their accuracy measured afterwards in one common way:
+the eigen-residual, and the largest principal angle of the top-k subspace (and each
+vector's angle) to *converged* directions of the same operator. Those come from a long
+run (the Krylov method to ``--tol`` / 100), saved once under ``--cache`` and reused.
+
+``--all-steps`` then times the Krylov method on every step of the trajectory with warm
+starts; the sequential method's all-step time is measured too when ``--sequential-all``
+is given (hours on a CPU at real size), else estimated from the one step and labelled so.
+
+``--model celeba-size`` is a random-weight UNet with google/ddpm-ema-celebahq-256's
+config (h after the mid-block: 512 x 8 x 8), built once under ``--cache``.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import threading
 import time
+from pathlib import Path
 
 import torch
 
 
-def sequential_directions(model, traj, k, tol, max_iter, seed=0, warm=False):
-    """The sequential power method with deflation, through the full UNet.
+class PeakRSS:
+    """The largest resident set size of this process while the block runs (polled)."""
 
-    Returns (vectors (T, k, D), singular values (T, k), iterations per step, converged).
+    def __init__(self, every: float = 0.05):
+        self.every = every
+        self.peak = 0
+        self.start = 0
+
+    @staticmethod
+    def now() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        self.start = self.peak = self.now()
+        self._stop = threading.Event()
+
+        def poll():
+            while not self._stop.wait(self.every):
+                self.peak = max(self.peak, self.now())
+
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.now())
+        return False
+
+    def text(self) -> str:
+        return f"peak RSS {self.peak / 2**30:.2f} GB (+{(self.peak - self.start) / 2**30:.2f} GB)"
+
+
+def sequential_directions(model, traj, k, tol, max_iter, steps, seed=0, warm=False, log=None):
+    """The sequential power method with deflation, through the full UNet, at ``steps``.
+
+    Returns (vectors (S, k, D), singular values (S, k), iterations per step, converged).
     """
     from hspace_studio.engine.denoiser import forward_ad_safe
 
-    unet = model.net
     gen = torch.Generator().manual_seed(seed)
     vecs, sigs, iters, conv = [], [], [], []
     prev = None
-    with forward_ad_safe(unet):  # math attention + contiguous GroupNorm input (forward AD)
-        for i in range(traj.steps):
+    with forward_ad_safe(model.net):  # math attention + contiguous GroupNorm input (forward AD)
+        for i in steps:
             x = traj.xs[i][None].to(model.device)
             t = traj.timesteps[i].to(model.device)
             h0 = traj.hs[i][None].to(model.device)
@@ -55,7 +103,7 @@ def sequential_directions(model, traj, k, tol, max_iter, seed=0, warm=False):
                     v = prev[j].clone()
                 else:
                     v = torch.randn(h0.numel(), generator=gen, dtype=torch.float64)
-                for it in range(max_iter):
+                for _ in range(max_iter):
                     for u in found:  # deflation by projection
                         v = v - (u @ v) * u
                     v = v / v.norm()
@@ -67,6 +115,8 @@ def sequential_directions(model, traj, k, tol, max_iter, seed=0, warm=False):
                         z = z - (u @ z) * u
                     res = float((z - lam * v).norm()) / max(lam if j == 0 else lam1, 1e-300)
                     n_it += 1
+                    if log:
+                        log(f"  sequential step {i} vector {j} iteration {n_it}: residual {res:.1e}")
                     if res <= tol:
                         break
                     v = z
@@ -84,73 +134,149 @@ def sequential_directions(model, traj, k, tol, max_iter, seed=0, warm=False):
     return torch.stack(vecs), torch.stack(sigs), iters, conv
 
 
-def full_residuals(model, traj, vecs):
-    """||J'J v - |Jv|^2 v|| / s_1^2 for each step's vectors (T, k, D), one common check."""
+def common_residuals(model, traj, steps, vecs):
+    """||J'J v - |Jv|^2 v|| / s_1^2 for each step's vectors (S, k, D), one common check
+    (s_1^2 is the largest |Jv|^2 among the vectors checked)."""
     from hspace_studio.engine.discover.jacobian import DownstreamEps, JacobianOperator
 
     out = []
-    for i in range(traj.steps):
+    for n, i in enumerate(steps):
         with DownstreamEps(model, traj.xs[i][None], traj.timesteps[i].to(model.device), traj.h_space) as fn:
             op = JacobianOperator(fn, fn.h0)
-            V = vecs[i].double()
+            V = vecs[n].double()
             W = op.jmv(V).double().cpu()
             Z = op.jtmv(W).double().cpu()
             lam = W.pow(2).sum(1)
-            r = (Z - lam[:, None] * V).norm(dim=1) / lam.max().clamp(min=1e-300)
-            out.append(r)
+            out.append((Z - lam[:, None] * V).norm(dim=1) / lam.max().clamp(min=1e-300))
     return torch.stack(out)
+
+
+def angles_deg(V, R):
+    """(largest principal angle of span V to span R, per-vector angles) in degrees; V, R (k, D)."""
+    qv, qr = torch.linalg.qr(V.double().T)[0], torch.linalg.qr(R.double().T)[0]
+    resid = qv - qr @ (qr.T @ qv)  # sin of the largest principal angle = its spectral norm
+    sub = math.degrees(math.asin(min(1.0, float(torch.linalg.matrix_norm(resid, ord=2)))))
+    per = []
+    for v, r in zip(V.double(), R.double()):
+        v, r = v / v.norm(), r / r.norm()
+        per.append(math.degrees(math.asin(min(1.0, float((v - (v @ r) * r).norm())))))
+    return sub, per
+
+
+def reference_directions(model, traj, step, k, tol, cache: Path, log):
+    """Converged directions at one step (a long Krylov run), saved once and reused."""
+    from hspace_studio.engine.discover.jacobian import jacobian_directions
+
+    key = f"reference-{model.weights_fingerprint}-seed0-{traj.steps}steps-at{step}-k{k}-tol{tol:g}.pt"
+    path = cache / key
+    if path.is_file():
+        log(f"reference: {path} (saved before)")
+        return torch.load(path)
+    log(f"reference: a long run to tol {tol:g} (saved to {path})")
+    t0 = time.perf_counter()
+    res = jacobian_directions(model, traj, k=k, tol=tol, angle_tol=None, max_iter=400, steps_subset=[step],
+                              progress=lambda d, n, m: log("  " + m))
+    vec = res.directions.delta_h[:, 0].reshape(k, -1).double()
+    ref = {"vectors": vec, "values": res.singular_values[0].double(), "residual": res.residuals[0],
+           "products": res.products[0], "seconds": time.perf_counter() - t0, "accuracy": res.accuracy[0]}
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(ref, path)
+    return ref
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="default: resources/default-model, else a tiny model")
+    ap.add_argument("--model", default="default", help="default, celeba-size or a model folder")
     ap.add_argument("--device", default=None)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--at", type=int, default=0, help="the step compared (default 0)")
     ap.add_argument("-k", type=int, default=3)
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--max-iter", type=int, default=300)
-    ap.add_argument("--oversample", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--baseline-warm", action="store_true",
-                    help="also warm-start the sequential method from the previous step")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--all-steps", action="store_true", help="also every step with warm starts")
+    ap.add_argument("--sequential-all", action="store_true", help="with --all-steps: run the sequential "
+                    "method on every step too (else its one-step time x steps, labelled an estimate)")
+    ap.add_argument("--cache", default=str(Path.home() / ".cache" / "hspace-studio" / "bench"))
+    ap.add_argument("--verbose", action="store_true", help="print every iteration")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    cache = Path(args.cache)
+
+    def log(msg):
+        if args.verbose or not msg.startswith("  "):
+            print(msg, flush=True)
 
     from bench.common import bench_model
     from hspace_studio.engine import sample
     from hspace_studio.engine.discover.jacobian import jacobian_directions
 
-    model = bench_model(args.model, args.device)
+    if args.model == "celeba-size":
+        from bench.bench_slider import celeba_size_model
+
+        model = bench_model(str(celeba_size_model(cache / "celeba-size")), args.device)
+    else:
+        model = bench_model(None if args.model == "default" else args.model, args.device)
     print(f"model: {model.describe()}; torch threads {torch.get_num_threads()}")
-    traj = sample(model, [args.seed], steps=args.steps, eta=1.0)[0]
-    print(f"trajectory: seed {args.seed}, {args.steps} steps, h {tuple(traj.hs.shape[1:])}; "
-          f"k = {args.k}, tol = {args.tol:g}")
+    traj = sample(model, [0], steps=args.steps, eta=1.0)[0]
+    at = args.at
+    print(f"trajectory: seed 0, {args.steps} steps, h {tuple(traj.hs.shape[1:])} at '{traj.h_space}'; "
+          f"step {at} (t = {int(traj.timesteps[at])}); k = {args.k}, tol = {args.tol:g}")
 
-    t0 = time.perf_counter()
-    blk = jacobian_directions(model, traj, k=args.k, tol=args.tol, max_iter=args.max_iter,
-                              oversample=args.oversample)
-    t_block = time.perf_counter() - t0
-    bv = blk.directions.delta_h.permute(1, 0, 2, 3, 4).reshape(traj.steps, args.k, -1).double()
+    with PeakRSS() as mem_new:
+        t0 = time.perf_counter()
+        new = jacobian_directions(model, traj, k=args.k, tol=args.tol, angle_tol=None, max_iter=args.max_iter,
+                                  steps_subset=[at], progress=lambda d, n, m: log("  " + m))
+        t_new = time.perf_counter() - t0
+    nv = new.directions.delta_h[:, 0].reshape(args.k, -1).double()
+    log(f"krylov done: {t_new:.1f} s, {new.products[0]} products; {new.accuracy[0]}")
 
-    t0 = time.perf_counter()
-    sv, ss, s_iters, s_conv = sequential_directions(model, traj, args.k, args.tol, args.max_iter,
-                                                    args.seed, warm=args.baseline_warm)
-    t_seq = time.perf_counter() - t0
+    with PeakRSS() as mem_seq:
+        t0 = time.perf_counter()
+        sv, ss, s_iters, s_conv = sequential_directions(model, traj, args.k, args.tol, args.max_iter, [at],
+                                                        log=log)
+        t_seq = time.perf_counter() - t0
+    log(f"sequential done: {t_seq:.1f} s, {s_iters[0]} iterations")
 
-    rb = full_residuals(model, traj, bv)
-    rs = full_residuals(model, traj, sv)
-    cos = (bv * sv).sum(-1).abs()
-    rel = ((blk.singular_values.double() - ss.double()).abs() / ss.double().clamp(min=1e-300))
-    print(f"block      : {t_block:8.2f} s  iterations {sum(blk.iterations):4d} (x {args.k + args.oversample} "
-          f"vectors)  converged {all(blk.converged)}  max residual {float(rb.max()):.1e}")
-    print(f"sequential : {t_seq:8.2f} s  iterations {sum(s_iters):4d} (x 1 vector)   "
-          f"converged {all(s_conv)}  max residual {float(rs.max()):.1e}"
-          + ("  (warm start)" if args.baseline_warm else ""))
-    print(f"agreement  : singular values max rel diff {float(rel.max()):.1e}, "
-          f"min |cos| {float(cos.min()):.5f} (median {float(cos.median()):.5f})")
-    print(f"per step   : block iterations {blk.iterations}; sequential {s_iters}")
-    print(f"speed-up   : {t_seq / t_block:.2f}x (block vs sequential, k = {args.k}, all {args.steps} steps)")
+    ref = reference_directions(model, traj, at, args.k, args.tol / 100, cache, log)
+    rn = common_residuals(model, traj, [at], nv[None])[0]
+    rs = common_residuals(model, traj, [at], sv[0][None])[0]
+    sub_n, per_n = angles_deg(nv, ref["vectors"])
+    sub_s, per_s = angles_deg(sv[0], ref["vectors"])
+    vals = ", ".join(f"{float(v):.5g}" for v in ref["values"])
+    print(f"converged  : singular values {vals}; residual {ref['residual']:.1e} "
+          f"({ref['products']} products, {ref['seconds']:.0f} s when made)")
+    print(f"krylov     : {t_new:8.1f} s  {new.iterations[0]:3d} iterations, {new.products[0]:3d} products "
+          f"(blocks of {args.k + 2})  max residual {float(rn.max()):.1e}  subspace angle {sub_n:.3g} deg  "
+          f"vectors {', '.join(f'{a:.3g}' for a in per_n)} deg  {mem_new.text()}")
+    print(f"             says: {new.accuracy[0]}")
+    print(f"sequential : {t_seq:8.1f} s  {s_iters[0]:3d} iterations (1 vector each, full UNet)  "
+          f"max residual {float(rs.max()):.1e}  subspace angle {sub_s:.3g} deg  "
+          f"vectors {', '.join(f'{a:.3g}' for a in per_s)} deg  {mem_seq.text()}")
+    as_good = float(rn.max()) <= float(rs.max()) * 1.05 and sub_n <= sub_s * 1.05 + 1e-3
+    print(f"accuracy   : krylov at least as accurate as sequential: {'yes' if as_good else 'NO'}")
+    print(f"speed-up   : {t_seq / t_new:.2f}x at step {at} (krylov {t_new / t_seq:.3f} of the sequential time)")
+
+    if args.all_steps:
+        steps = list(range(args.steps))
+        t0 = time.perf_counter()
+        allr = jacobian_directions(model, traj, k=args.k, tol=args.tol, max_iter=args.max_iter,
+                                   progress=lambda d, n, m: log("  " + m))
+        t_all = time.perf_counter() - t0
+        per = ", ".join(str(p) for p in allr.products)
+        print(f"all steps  : krylov {t_all:.1f} s, products per step {per} (warm starts), "
+              f"max residual {max(allr.residuals):.1e}")
+        if args.sequential_all:
+            t0 = time.perf_counter()
+            _, _, it_all, _ = sequential_directions(model, traj, args.k, args.tol, args.max_iter, steps,
+                                                    warm=True, log=log)
+            t_sall = time.perf_counter() - t0
+            print(f"all steps  : sequential (warm starts) {t_sall:.1f} s, iterations per step {it_all}; "
+                  f"speed-up {t_sall / t_all:.2f}x")
+        else:
+            est = t_seq * args.steps
+            print(f"all steps  : sequential estimated {est:.0f} s (its step-{at} time x {args.steps}, "
+                  f"not run); speed-up about {est / t_all:.1f}x")
 
 
 if __name__ == "__main__":

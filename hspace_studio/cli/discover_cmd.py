@@ -21,6 +21,13 @@ from .common import (_nonneg_int, _number, _positive_int, add_model_args, add_so
 from .discovery_io import _distributed, _load_set, _model_params, _numbers, _positive_float, _save
 
 
+def _angle(text: str) -> float:
+    v = float(text)
+    if not 0 <= v < 90:
+        raise argparse.ArgumentTypeError("an angle in degrees, 0 <= angle < 90")
+    return v
+
+
 # ----------------------------------------------------------------------------- pca
 
 def run_pca(args) -> int:
@@ -61,7 +68,8 @@ def run_jacobian(args) -> int:
     with progress_and_cancel("Jacobian") as (bar, token):
         traj = load_source(args, model, bar, token)
         res = jacobian_directions(model, traj, k=args.k, mask=args.mask, steps_subset=args.steps_subset,
-                                  tol=args.tol, max_iter=args.max_iter, oversample=args.oversample,
+                                  tol=args.tol, angle_tol=args.angle_tol, max_iter=args.max_iter,
+                                  oversample=args.oversample,
                                   init_seed=args.init_seed, progress=bar, cancel=token)
     ds = res.directions
     ds.params.update(_model_params(args, model))
@@ -69,12 +77,12 @@ def run_jacobian(args) -> int:
         ds.params["source"]["trajectory"] = str(args.trajectory)
     print(f"jacobian: {res.summary()}", file=sys.stderr)
     if not all(res.converged):
-        print(f"warning: not converged to --tol {args.tol:g} at some steps within --max-iter "
-              f"{args.max_iter}; the file records the residuals", file=sys.stderr)
+        print(f"warning: not converged to --tol {args.tol:g} or --angle-tol {args.angle_tol:g} degrees at "
+              f"some steps within --max-iter {args.max_iter}; the file records the residuals", file=sys.stderr)
     for n, s in enumerate(res.step_indices):
         sv = ", ".join(f"{v:.4g}" for v in res.singular_values[n].tolist())
         print(f"step {s} (t={int(ds.timesteps[n])}): singular values {sv}; "
-              f"{res.iterations[n]} iterations, residual {res.residuals[n]:.1e}")
+              f"{res.iterations[n]} iterations ({res.products[n]} products); {res.accuracy[n]}")
     _save(ds, args.out)
     return 0
 
@@ -209,8 +217,8 @@ def add_parser(sub):
     # jacobian
     p = sub.add_parser("jacobian", help="image-specific directions from the Jacobian of eps",
                        description="Top-k right singular vectors of d eps_t / d h_t for one image, "
-                                   "optionally with eps restricted to a mask, by block subspace "
-                                   "iteration with batched JVPs/VJPs (J is never formed). "
+                                   "optionally with eps restricted to a mask, by a block Krylov "
+                                   "method with batched JVPs/VJPs (J is never formed). "
                                    "Directions are unit vectors per step; values are singular values.",
                        epilog="example: hspace-studio jacobian --seed 7 --mask mouth.png -k 3 "
                               "--out mouth.safetensors   (apply with edit --at-step J); "
@@ -221,11 +229,15 @@ def add_parser(sub):
     p.add_argument("--steps-subset", dest="steps_subset", nargs="+", metavar="STEPS",
                    help="step indices, e.g. 0,3,5 or 2-5 (default: every step)")
     p.add_argument("--tol", type=_positive_float, default=1e-4,
-                   help="residual tolerance ||J'Jv - s^2 v|| / s_1^2 (default 1e-4)")
+                   help="stop a step when the residual ||J'Jv - s^2 v|| / s_1^2 is below this (default 1e-4)")
+    p.add_argument("--angle-tol", dest="angle_tol", type=_angle, default=1.0, metavar="DEGREES",
+                   help="... or when every direction is known to within this angle (directions with "
+                        "nearly equal singular values: the subspace they span); 0 turns this rule off "
+                        "(default 1)")
     p.add_argument("--max-iter", dest="max_iter", type=_positive_int, default=100,
-                   help="iteration cap per step (default 100)")
+                   help="cap on the blocks of products per step (default 100)")
     p.add_argument("--oversample", type=_nonneg_int, default=2,
-                   help="extra vectors in the block (default 2)")
+                   help="extra vectors in each block of products, beyond k (default 2)")
     p.add_argument("--init-seed", dest="init_seed", type=int, default=0,
                    help="seed of the random starting block (default 0)")
     p.add_argument("--contained", type=int, metavar="STEP", default=None,

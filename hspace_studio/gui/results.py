@@ -101,8 +101,10 @@ class ResultRouting:
         names = ", ".join(s.name for s in v)
         n = sum(s.count for s in v)
         warnings = [w for s in v for w in (s.params.get("warnings") or [])]
+        accuracy = [s.params["accuracy"] for s in v if s.params.get("accuracy")]
         self.show_info(f"{J.describe(job)}: added {names} ({n} direction{'' if n == 1 else 's'}, "
-                       f"{res.seconds:.1f} s)" + "".join(f"; {w}" for w in warnings),
+                       f"{res.seconds:.1f} s)" + "".join(f"; {a}" for a in accuracy)
+                       + "".join(f"; {w}" for w in warnings),
                        level="warning" if warnings else "info")
 
     def _on_directions_exported(self, job, res: JobResult) -> None:

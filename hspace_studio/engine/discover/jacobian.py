@@ -50,6 +50,7 @@ import torch
 
 from ...core.progress import CancelToken, ProgressFn, check
 from ..directions import DirectionSet
+from ..group_norm_ad import fast_group_norm_ad
 from ..masks import mask_from_rle, mask_to_rle, prepare_mask  # noqa: F401 (re-exported)
 from ..model import DiffusionModel
 from ..sampler import decode, prepare_scheduler
@@ -162,7 +163,8 @@ class JacobianOperator:
 
     def jmv(self, V: torch.Tensor) -> torch.Tensor:
         V = V.reshape(V.shape[0], *self.shape).to(self.h0.device, self.h0.dtype)
-        return self._run("jmv", V).reshape(V.shape[0], -1)
+        with fast_group_norm_ad():  # GroupNorm's JVP in three passes (the VJP keeps torch's kernel)
+            return self._run("jmv", V).reshape(V.shape[0], -1)
 
     def jtmv(self, W: torch.Tensor) -> torch.Tensor:
         W = W.to(self.h0.device, torch.float32)
@@ -252,7 +254,7 @@ def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mas
     ``mask`` is None, a PNG path or an (H, W) array in image pixels; ``steps_subset``
     is None (all steps) or step indices (see :func:`parse_steps_subset`). A step stops when
     its residual is below ``tol`` or every direction (or cluster of directions with nearly
-    equal singular values) is known to within ``angle_tol`` degrees (None: residual only).
+    equal singular values) is known to within ``angle_tol`` degrees (None or 0: residual only).
     """
     t0 = time.perf_counter()
     traj.check_model(model.fingerprint, traj.h_space)
@@ -261,8 +263,9 @@ def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mas
         raise ValueError("tol must be > 0")
     if int(max_iter) < 1:
         raise ValueError("max_iter must be at least 1")
-    if angle_tol is not None and not 0 < angle_tol < 90:
+    if angle_tol is not None and not 0 <= angle_tol < 90:
         raise ValueError("angle_tol must be between 0 and 90 degrees")
+    angle_tol = angle_tol or None  # 0: the residual rule only
     steps = parse_steps_subset(steps_subset, traj.steps)
     weights, mask_info = prepare_mask(mask, model)
     prepare_scheduler(model, traj.timesteps)
@@ -270,8 +273,8 @@ def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mas
     total = len(steps) + (traj.steps if traj.xs is None else 0)
     done = [0]
 
-    def report(msg):
-        done[0] += 1
+    def report(msg, advance=True):
+        done[0] += int(advance)
         if progress is not None:
             progress(min(done[0], total), total, msg)
 
@@ -291,7 +294,10 @@ def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mas
             r = krylov_svd(op.jmv, op.jtmv, op.dim, k, block=k + max(0, int(oversample)), tol=tol,
                            angle_tol=None if angle_tol is None else np.radians(angle_tol),
                            max_iter=max_iter, init=basis if warm_start else None, generator=gen,
-                           cancel=cancel)
+                           cancel=cancel,
+                           on_iteration=lambda it, res: report(
+                               f"jacobian: step {n + 1}/{len(steps)}, iteration {it}: residual {res:.1e} "
+                               f"(stops at {tol:g})", advance=False))
             if op.batching == "batch" and batching == "auto" and "batch" not in notes:
                 notes.append("batch")
         basis = r.basis
@@ -322,6 +328,10 @@ def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mas
     }
     if notes:
         params["batching"] = "batch (vmap unavailable)"
+    if not all(conv):
+        bad = ", ".join(str(i) for i, c in zip(steps, conv) if not c)
+        params["warnings"] = [f"not converged within {max_iter} iterations at step(s) {bad}: "
+                              "the directions are less accurate than asked"]
     labels = [f"J {j}" + (" (masked)" if mask_info else "") for j in range(k)]
     ds = DirectionSet(delta_h=delta.cpu(), timesteps=traj.timesteps[steps].clone().long(),
                       fingerprint=model.weights_fingerprint, h_space=traj.h_space, method="jacobian",
