@@ -27,6 +27,7 @@ class ModelInfo:
     timesteps: Optional[str] = None
     conditioning: Optional[dict] = None  # a text-to-image model's prompt settings (None: takes none)
     advice: Optional[dict] = None  # the domain's advice per attribute (engine.domain.Domain.advice)
+    domain_images: bool = True  # the domain's default segmenter and classifier apply to its images
     h_points: Tuple[str, ...] = ("before", "middle", "after")  # the model's h-space points
     takes_negative: bool = True  # whether a conditional model takes a negative prompt
     loras: Tuple[Tuple[str, float], ...] = ()  # the LoRA files on the model and their weights

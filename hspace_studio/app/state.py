@@ -93,7 +93,8 @@ class EngineState:
             h_points=tuple(model.denoiser.points()),
             takes_negative=bool(model.info.get("negative_prompt", True)),
             loras=tuple((r["path"], float(r["weight"])) for r in model.info.get("loras") or ()),
-            advice=dict(active_domain().advice))
+            advice=dict(active_domain().advice),
+            domain_images=active_domain().makes_its_images(model.image_size, model.takes_prompt))
         self.traj = None
         self.invalidate()
         return self.model_info

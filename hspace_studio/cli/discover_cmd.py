@@ -69,7 +69,7 @@ def run_jacobian(args) -> int:
         traj = load_source(args, model, bar, token)
         res = jacobian_directions(model, traj, k=args.k, mask=args.mask, steps_subset=args.steps_subset,
                                   tol=args.tol, angle_tol=args.angle_tol, max_iter=args.max_iter,
-                                  oversample=args.oversample,
+                                  oversample=args.oversample, block=args.block,
                                   init_seed=args.init_seed, progress=bar, cancel=token)
     ds = res.directions
     ds.params.update(_model_params(args, model))
@@ -237,7 +237,10 @@ def add_parser(sub):
     p.add_argument("--max-iter", dest="max_iter", type=_positive_int, default=100,
                    help="cap on the blocks of products per step (default 100)")
     p.add_argument("--oversample", type=_nonneg_int, default=2,
-                   help="extra vectors in each block of products, beyond k (default 2)")
+                   help="the iteration starts from k + this many vectors (default 2)")
+    p.add_argument("--block", type=_positive_int, default=1,
+                   help="vectors added per iteration, their products batched (default 1: the fewest "
+                        "products; more: fewer, larger batches)")
     p.add_argument("--init-seed", dest="init_seed", type=int, default=0,
                    help="seed of the random starting block (default 0)")
     p.add_argument("--contained", type=int, metavar="STEP", default=None,

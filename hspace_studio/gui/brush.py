@@ -218,6 +218,7 @@ class BrushPanel(QWidget):
         self.segmenter.addItem("Choose file…", "")
         self.segmenter_spec: Optional[str] = None
         self._default_parts: List[str] = []  # the domain's segmenter's (set_default_parts)
+        self._default_fits = True  # whether the domain's segmenter fits the model's images
         self.part_groups: Dict[str, Tuple[str, ...]] = {}  # named groups of parts (the domain's)
         self.segmenter.activated.connect(self._segmenter_activated)
         g.addWidget(self.segmenter, 4, 0, 1, 4)
@@ -300,7 +301,18 @@ class BrushPanel(QWidget):
         self._default_parts = list(parts)
         self.part_groups = {k: tuple(v) for k, v in (groups or {}).items() if k not in parts}
         if self.segmenter_spec is None:
-            self.set_parts(self._default_parts)
+            self.set_parts(self._default_parts if self._default_fits else [])
+
+    def set_default_fits(self, fits: bool) -> None:
+        """Whether the domain's segmenter is made for the current model's images: if not,
+        its parts are not offered (a user's own segmenter still can be chosen)."""
+        self._default_fits = bool(fits)
+        self.segmenter.setItemText(0, "Segmenter: default" if fits else "Segmenter: none for this model")
+        self.segmenter.setItemData(0, None if fits else
+                                   "The default segmenter knows the toy faces' parts only; choose your own "
+                                   "segmenter file for this model's images", Qt.ItemDataRole.ToolTipRole)
+        if self.segmenter_spec is None:
+            self.set_parts(self._default_parts if fits else [])
 
     def _segmenter_activated(self, index: int) -> None:
         if self.segmenter.itemData(index) == "":
@@ -320,7 +332,7 @@ class BrushPanel(QWidget):
         names (no torch here) and fills the part list; what the file dialog calls."""
         if path is None or str(path) == "default":
             self.segmenter_spec = None
-            self.set_parts(self._default_parts)
+            self.set_parts(self._default_parts if self._default_fits else [])
             self._show_segmenter()
             return True
         try:
@@ -349,6 +361,8 @@ class BrushPanel(QWidget):
             self.part.addItem(p.replace("_", " "), p)
         i = self.part.findData(cur)
         self.part.setCurrentIndex(max(0, i))
+        self.part.setEnabled(self.part.count() > 0)
+        self.fill_btn.setEnabled(self.part.count() > 0)
 
     def _size_changed(self, v: float) -> None:
         self.controller.radius = float(v)

@@ -56,6 +56,7 @@ class SourceControl:
             self.recent.add("models", info.source)
         self._show_model(info)
         self.discovery.set_advice(info.advice)
+        self.brush.set_default_fits(info.domain_images)
         self.mask.reset(info.image_size)
         self.canvas.placeholder = "Sampling…"
         self._update_title()

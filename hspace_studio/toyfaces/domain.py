@@ -168,4 +168,5 @@ TOY_FACES = Domain(
                  "eyes and glasses": ("left_eye", "right_eye", "glasses"), "brows": ("brows",), "hair": ("hair",)},
     commands={"demo": "hspace_studio.toyfaces.commands.demo", "evaluate": "hspace_studio.toyfaces.commands.evaluate"},
     missing_hints=MISSING,
+    image_size=(64, 64),
 )

@@ -11,8 +11,9 @@ edits). J_t is never formed:
   and the blocks up to h); while the step is analysed those modules return their cached
   values and h is injected by the denoiser's hook, so ``eps(h)`` costs only the network
   from h on. No diffusers forward code is copied;
-- **a block Krylov method** (:mod:`.krylov`: block Davidson / thick-restart Lanczos on
-  J^T J) on blocks of ``p = k + oversample`` vectors: ``W = J V`` (batched forward-mode
+- **a Krylov method** (:mod:`.krylov`: block Davidson / thick-restart Lanczos on J^T J)
+  from ``k + oversample`` vectors, growing by ``block`` vectors per iteration (one by
+  default: the fewest products on the flat spectra of real networks): ``W = J V`` (batched forward-mode
   JVPs: ``torch.func.vmap`` over ``torch.func.jvp``, the primal shared) and ``Z = J^T W``
   (batched VJPs through one ``torch.func.vjp`` per step whose graph is reused by every
   iteration). It stops when the eigen-residual ``||J^T J y - s^2 y|| / s_1^2`` is below
@@ -246,7 +247,7 @@ def parse_steps_subset(spec, steps: int) -> List[int]:
 def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mask=None,
                         steps_subset=None, tol: float = 1e-4, angle_tol: Optional[float] = 1.0,
                         max_iter: int = 100,
-                        oversample: int = 2, init_seed: int = 0, warm_start: bool = True,
+                        oversample: int = 2, block: int = 1, init_seed: int = 0, warm_start: bool = True,
                         batching: str = "auto", progress: Optional[ProgressFn] = None,
                         cancel: Optional[CancelToken] = None) -> JacobianResult:
     """Top-k right singular vectors of d eps_t / d h_t at the chosen steps of ``traj``.
@@ -291,7 +292,7 @@ def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mas
         with DownstreamEps(model, x, t, traj.h_space, weights) as fn:
             op = JacobianOperator(fn, fn.h0, batching)
             shape = op.shape
-            r = krylov_svd(op.jmv, op.jtmv, op.dim, k, block=k + max(0, int(oversample)), tol=tol,
+            r = krylov_svd(op.jmv, op.jtmv, op.dim, k, block=block, start=k + max(0, int(oversample)), tol=tol,
                            angle_tol=None if angle_tol is None else np.radians(angle_tol),
                            max_iter=max_iter, init=basis if warm_start else None, generator=gen,
                            cancel=cancel,
@@ -317,7 +318,7 @@ def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mas
     params = {
         "method": "jacobian", "k": int(k), "tol": float(tol),
         "angle_tol": None if angle_tol is None else float(angle_tol), "max_iter": int(max_iter),
-        "oversample": int(oversample), "init_seed": int(init_seed), "warm_start": bool(warm_start),
+        "oversample": int(oversample), "block": int(block), "init_seed": int(init_seed), "warm_start": bool(warm_start),
         "steps_subset": steps, "source": dict(traj.origin), "steps": traj.steps,
         "eta": traj.etas.tolist() if not torch.all(traj.etas == traj.etas[0]) else float(traj.etas[0]),
         "mask": mask_info or None,

@@ -4,7 +4,8 @@
 row-batched products ``J V`` and ``J^T W`` (J^T J is never formed). It is a block
 Davidson / thick-restart Lanczos method on J^T J:
 
-- the basis Q grows by one block of p vectors per iteration: the eigen-residuals
+- the basis Q starts from k + 2 vectors (a warm start, or random) and grows by a block
+  of p vectors per iteration (p = 1 by default): the eigen-residuals
   ``J^T J y - s^2 y`` of the Ritz vectors not yet accurate (the block is filled with
   the residuals of the next Ritz vectors), orthogonalised against Q. Without restarts
   this spans the same block Krylov space as block Lanczos, so the top of the spectrum
@@ -138,7 +139,7 @@ def angle_bounds(lam: torch.Tensor, rnorm: torch.Tensor, k: int, equal_rel: floa
     return bounds, clusters
 
 
-def krylov_svd(jmv: Callable, jtmv: Callable, dim: int, k: int, block: int = 5,
+def krylov_svd(jmv: Callable, jtmv: Callable, dim: int, k: int, block: int = 1, start: Optional[int] = None,
                tol: float = 1e-4, angle_tol: Optional[float] = None, equal_rel: float = 1e-3,
                max_iter: int = 100, init: Optional[torch.Tensor] = None,
                max_basis: Optional[int] = None, memory_bytes: float = 2e9,
@@ -147,8 +148,10 @@ def krylov_svd(jmv: Callable, jtmv: Callable, dim: int, k: int, block: int = 5,
                on_iteration: Optional[Callable[[int, float], None]] = None) -> KrylovSVD:
     """Top-k right singular vectors of J from ``jmv`` ((p, dim) -> (p, M)) and ``jtmv``.
 
-    ``block`` vectors per batch of products; ``max_iter`` batches at most; ``init`` (dim, q)
-    starts the basis (e.g. the previous step's ``basis``). ``max_basis`` (default: what
+    The basis starts from ``start`` vectors (default k + 2: ``init``, e.g. the previous
+    step's ``basis``, filled up with random ones) and grows by ``block`` vectors per batch
+    of products (one: Lanczos' own order, the fewest products when the top of the spectrum
+    is dense; more: fewer, larger batches); ``max_iter`` batches at most. ``max_basis`` (default: what
     ``memory_bytes`` allows for the basis and its products, at most 200 vectors).
     """
     if k < 1:
@@ -160,7 +163,7 @@ def krylov_svd(jmv: Callable, jtmv: Callable, dim: int, k: int, block: int = 5,
     p = max(1, min(int(block), dim))
     if max_basis is None:
         max_basis = int(min(200, max(memory_bytes // (16 * dim), 0)))
-    max_basis = max(int(max_basis), k + 2 * p)
+    max_basis = max(int(max_basis), k + 2 + 2 * p)
     max_basis = min(max_basis, dim)
 
     def product(V):  # V (dim, q) -> (J V as rows (q, M), J^T J V (dim, q))
@@ -169,11 +172,11 @@ def krylov_svd(jmv: Callable, jtmv: Callable, dim: int, k: int, block: int = 5,
             raise FloatingPointError("the Jacobian products are not finite")
         return JV, jtmv(JV).double().cpu().T
 
+    q = min(dim, max(k, p, int(start) if start is not None else k + 2))
     if init is not None:
-        V = init.double().cpu().reshape(dim, -1)[:, :max(p, k)]
+        V = init.double().cpu().reshape(dim, -1)[:, :q]
     else:
         V = torch.empty(dim, 0, dtype=torch.float64)
-    q = max(p, k)
     if V.shape[1] < q:
         V = torch.cat([V, torch.randn(dim, q - V.shape[1], generator=generator, dtype=torch.float64)], 1)
     Q = _orthogonalise(V, None)
@@ -189,7 +192,7 @@ def krylov_svd(jmv: Callable, jtmv: Callable, dim: int, k: int, block: int = 5,
         if float(lam[0]) <= 1e-300:  # J is zero
             Y = Q @ S
             return KrylovSVD(Y[:, :k].contiguous(), torch.zeros(k, dtype=torch.float64), it, products,
-                             0.0, True, Y[:, :k + p], [0.0] * k, [(j,) for j in range(k)], "zero")
+                             0.0, True, Y[:, :q], [0.0] * k, [(j,) for j in range(k)], "zero")
         Y = Q @ S
         AY = AQ @ S
         R = AY - Y * lam
@@ -202,7 +205,7 @@ def krylov_svd(jmv: Callable, jtmv: Callable, dim: int, k: int, block: int = 5,
         stopped = ("residual" if residual <= tol else
                    "angle" if angle_tol is not None and max(angles) <= angle_tol else "")
         if stopped or it >= max_iter or Q.shape[1] >= dim:
-            keep = min(Y.shape[1], k + p)
+            keep = min(Y.shape[1], max(q, k + p))
             return KrylovSVD(Y[:, :k].contiguous(), lam[:k].sqrt(), it, products, residual,
                              bool(stopped), Y[:, :keep].contiguous(), angles, clusters,
                              stopped or "max_iter")
@@ -212,7 +215,7 @@ def krylov_svd(jmv: Callable, jtmv: Callable, dim: int, k: int, block: int = 5,
         rest = [j for j in range(k, R.shape[1]) if j not in todo]
         sel = (todo + rest)[:p]
         if Q.shape[1] + len(sel) > max_basis:  # thick restart from the best Ritz vectors
-            keep = min(Y.shape[1], max(k + p, max_basis - p))
+            keep = min(Y.shape[1], max(q, k + p, max_basis // 2))
             Q, AQ, JQ = Y[:, :keep].contiguous(), AY[:, :keep].contiguous(), S[:, :keep].T @ JQ
         W = _orthogonalise(R[:, sel], Q)
         if W.shape[1] < len(sel):  # the residuals lie in the basis: add fresh directions
