@@ -94,7 +94,8 @@ class EngineState:
             takes_negative=bool(model.info.get("negative_prompt", True)),
             loras=tuple((r["path"], float(r["weight"])) for r in model.info.get("loras") or ()),
             advice=dict(active_domain().advice),
-            domain_images=active_domain().makes_its_images(model.image_size, model.takes_prompt))
+            domain_images=active_domain().makes_its_images(model.image_size, model.takes_prompt,
+                                                           model.is_latent))
         self.traj = None
         self.invalidate()
         return self.model_info

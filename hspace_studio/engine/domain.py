@@ -123,16 +123,19 @@ class Domain:
     part_groups: Dict[str, Tuple[str, ...]] = field(default_factory=dict)  # name -> default segmenter parts
     commands: Dict[str, str] = field(default_factory=dict)  # command name -> module (add_parser, run)
     missing_hints: Dict[str, str] = field(default_factory=dict)  # "classifier"/"segmenter" -> what to do
-    # the images its default classifier and segmenter are made for: (height, width) of an
-    # unconditional model's images (None: any model's)
+    # the images its default classifier and segmenter are made for: unconditional pixel
+    # models' images of at most this (height, width) (None: any model's)
     image_size: Optional[Tuple[int, int]] = None
 
-    def makes_its_images(self, image_size, conditional: bool) -> bool:
-        """Whether a model with these images is one the domain's default classifier and
-        segmenter mean something on (the app offers them only then)."""
+    def makes_its_images(self, image_size, conditional: bool, latent: bool) -> bool:
+        """Whether a model is one the domain's default classifier and segmenter mean
+        something on (the app offers them only then): with ``image_size`` set, unconditional
+        pixel models of images no larger than it; text-to-image, latent and larger-image
+        models make other images."""
         if self.image_size is None:
             return True
-        return not conditional and tuple(image_size) == tuple(self.image_size)
+        h, w = self.image_size
+        return not conditional and not latent and image_size[0] <= h and image_size[1] <= w
 
     def preset(self, name: str) -> Preset:
         """The preset ``name``; refused, naming the ones there are, if the domain has none so named."""

@@ -519,3 +519,27 @@ def test_no_time_left_is_shown_once_the_estimate_has_run_out():
     left = time_left(1, 3, elapsed_at_report=1.0, elapsed_now=21.0)
     assert left is None and "left" not in bar_format(1, 3, left)
     assert time_left(1, 3, elapsed_at_report=10.0, elapsed_now=12.0) == pytest.approx(18.0)
+
+
+def test_the_toy_segmenter_is_offered_only_on_models_that_make_toy_faces(qtbot, tmp_path):
+    """Issue 42, defect 11: a text-to-image model (or a larger-image one) gets no toy-face
+    parts; the default model's kind gets them back after a switch."""
+    from hspace_studio.engine.domain import active_domain
+    from hspace_studio.gui import jobs as J
+    from tests.tiny_models import save_pixel_model, save_sd_model
+
+    dom = active_domain()
+    assert dom.makes_its_images((64, 64), False, False) and dom.makes_its_images((16, 16), False, False)
+    assert not dom.makes_its_images((256, 256), False, False)
+    assert not dom.makes_its_images((64, 64), True, True)
+    w = make_window(qtbot, save_sd_model(tmp_path / "sd"), tmp_path)
+    try:
+        b = w.brush
+        assert b.part.count() == 0 and not b.fill_btn.isEnabled()
+        assert "none for this model" in b.segmenter.itemText(0)
+        run_job(qtbot, w, w.submit(J.LoadModel(str(save_pixel_model(tmp_path / "px", "a")), h_space="after")))
+        wait_idle(qtbot, w)
+        assert b.part.count() > 0 and b.fill_btn.isEnabled() and b.segmenter.itemText(0) == "Segmenter: default"
+        assert b.part.findData("mouth") >= 0
+    finally:
+        w.shutdown()
