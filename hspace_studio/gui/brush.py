@@ -158,8 +158,8 @@ class BrushPanel(QWidget):
         g.setContentsMargins(6, 6, 6, 6)
 
         self.enabled = QCheckBox("Brush on")
-        self.enabled.setToolTip("Paint the mask on the canvas (B). Off: the left button pans.")
-        self.enabled.setChecked(True)
+        self.enabled.setToolTip("Paint the mask on the canvas (B). Off (at start): the left button pans.")
+        self.enabled.setChecked(False)
         self.paint = QRadioButton("Paint")
         self.erase = QRadioButton("Erase")
         self.paint.setChecked(True)
@@ -275,6 +275,7 @@ class BrushPanel(QWidget):
         self.opacity.valueChanged.connect(lambda v: canvas.set_mask_opacity(v / 100))
         self.show_mask.toggled.connect(canvas.set_mask_visible)
         self.enabled.toggled.connect(self._enabled_changed)
+        self._enabled_changed(self.enabled.isChecked())
         self.erase.toggled.connect(self._mode_changed)
         self.undo_btn.clicked.connect(controller.undo_stack.undo)
         self.redo_btn.clicked.connect(controller.undo_stack.redo)

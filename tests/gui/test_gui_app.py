@@ -129,6 +129,18 @@ def test_stroke_paints_mask_and_one_undo_removes_it(qtbot, win):
     win.brush.size_box.setValue(1.5)
     a = c.image_to_widget(QPoint(2, 2).toPointF()).toPoint()
     b = c.image_to_widget(QPoint(12, 10).toPointF()).toPoint()
+    # the brush starts off: a left drag pans and paints nothing; B turns it on
+    assert not win.brush.enabled.isChecked()
+    qtbot.mousePress(c, Qt.MouseButton.LeftButton, pos=a)
+    qtbot.mouseMove(c, b)
+    qtbot.mouseRelease(c, Qt.MouseButton.LeftButton, pos=b)
+    assert not win.mask.array.any() and win.mask.undo_stack.count() == 0
+    c.fit()  # back to the whole image after the pan
+    win.activateWindow()
+    qtbot.keyClick(win, Qt.Key.Key_B)
+    assert win.brush.enabled.isChecked()
+    a = c.image_to_widget(QPoint(2, 2).toPointF()).toPoint()
+    b = c.image_to_widget(QPoint(12, 10).toPointF()).toPoint()
     qtbot.mousePress(c, Qt.MouseButton.LeftButton, pos=a)
     for i in range(1, 9):
         qtbot.mouseMove(c, a + (b - a) * i / 8)
