@@ -47,6 +47,7 @@ class JobQueue:
         self._job_name = label
         self._job_t0 = time.monotonic()
         self._job_counts = (0, 0, 0.0)  # done, total, seconds elapsed at that report
+        self._job_phase = (1, 0.0)  # phase number, seconds elapsed when it began
         self.job_label.setText(label)
         self.job_progress.setRange(0, 0)
         self._job_clock.start()
@@ -55,6 +56,11 @@ class JobQueue:
     def _job_progress(self, job_id: int, done: int, total: int, message: str) -> None:
         if job_id != self._running:
             return
+        old_done, old_total, old_at = self._job_counts
+        if old_total and (int(total) != old_total or int(done) < old_done):
+            # a new phase (another total, or the count starting again): its time left is
+            # estimated from its own steps, from the previous phase's last report on
+            self._job_phase = (self._job_phase[0] + 1, old_at)
         self._job_counts = (int(done), int(total), time.monotonic() - self._job_t0)
         self.job_progress.setRange(0, max(1, total))
         self.job_progress.setValue(done)
@@ -69,9 +75,10 @@ class JobQueue:
             return
         done, total, at = self._job_counts
         now = time.monotonic() - self._job_t0
-        left = time_left(done, total, at, now)
+        phase, since = self._job_phase
+        left = time_left(done, total, at - since, now - since)
         self._job_left = left
-        self.job_progress.setFormat(bar_format(done, total, left, self._queued()))
+        self.job_progress.setFormat(bar_format(done, total, left, self._queued(), phase=phase))
         text = self._job_message or self._job_name
         self.job_label.setText(f"{text} ({duration(now)})" if now >= 2 else text)
 

@@ -32,12 +32,13 @@ def time_left(done: int, total: int, elapsed_at_report: float, elapsed_now: floa
     return left if left > 0 else None
 
 
-def bar_format(done: int, total: int, left: Optional[float], queued: int = 0) -> str:
-    """The progress bar's format (``%p%`` is Qt's percentage)."""
+def bar_format(done: int, total: int, left: Optional[float], queued: int = 0, phase: int = 1) -> str:
+    """The progress bar's format (``%p%`` is Qt's percentage). From a job's second phase on
+    (its steps counted again), the steps and the time left are the phase's."""
     parts = ["%p%"]
     if total > 0:
-        parts.append(f"step {min(done, total)} of {total}")
+        parts.append((f"phase {phase}: " if phase > 1 else "") + f"step {min(done, total)} of {total}")
     if left is not None:
-        parts.append(f"{duration(left)} left")
+        parts.append(f"{duration(left)} left" + (" in this phase" if phase > 1 else ""))
     text = " · ".join(parts)
     return text + (f"  (+{queued} queued)" if queued > 0 else "")

@@ -543,3 +543,24 @@ def test_the_toy_segmenter_is_offered_only_on_models_that_make_toy_faces(qtbot, 
         assert b.part.findData("mouth") >= 0
     finally:
         w.shutdown()
+
+
+def test_a_two_phase_job_shows_each_phases_own_time_left(qtbot, win, monkeypatch):
+    """Issue 42, defect 5: the second phase's time left is from its own steps (not the whole
+    job's time over its steps), and says it is the phase's."""
+    import hspace_studio.gui.job_queue as jq
+
+    clock = [100.0]
+    monkeypatch.setattr(jq.time, "monotonic", lambda: clock[0])
+    win._job_started(99, "fit")
+    for i in range(1, 5):  # phase 1: 4 steps of 10 s (an index of samples)
+        clock[0] += 10
+        win._job_progress(99, i, 4, "index")
+    clock[0] += 2
+    win._job_progress(99, 1, 10, "fit")  # phase 2: 10 steps of 2 s
+    clock[0] += 2
+    win._job_progress(99, 2, 10, "fit")
+    text = win.job_progress.format()
+    # 8 steps of 2 s: 16 s (the whole job's time over 2 steps would say 3 min 4 s)
+    assert "phase 2: step 2 of 10" in text and "16 s left in this phase" in text, text
+    win._running = None
