@@ -101,6 +101,12 @@ class Canvas(QWidget):
         if not interim:
             self.imageShown.emit()
 
+    def mark_pending(self, text: str) -> None:
+        """Keep the image shown, labelled as not (yet) the exact one with ``text``."""
+        self._edited_interim = True
+        self.info_text = text
+        self.update()
+
     def edited_image(self) -> Optional[QImage]:
         return self._edited
 

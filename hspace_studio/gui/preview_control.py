@@ -216,7 +216,10 @@ class PreviewControl:
         key = tuple(key)
         self._focus_key = key
         if self.traj_info is not None:
-            self._show_node_preview(key, moved_at)  # at once; the exact image follows
+            shown = self._show_node_preview(key, moved_at)  # at once; the exact image follows
+            if self._running is not None:  # the exact image waits for the running job: say so
+                wait = f"the exact image after '{self._job_name}' (Esc cancels it)"
+                self.canvas.mark_pending(f"{self.canvas.info_text}: {wait}" if shown else f"edit pending: {wait}")
         self.request_preview(moved_at)
         self._request_strip()  # other strips' edits (or this one's window, range ...) changed
 

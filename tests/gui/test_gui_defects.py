@@ -564,3 +564,21 @@ def test_a_two_phase_job_shows_each_phases_own_time_left(qtbot, win, monkeypatch
     # 8 steps of 2 s: 16 s (the whole job's time over 2 steps would say 3 min 4 s)
     assert "phase 2: step 2 of 10" in text and "16 s left in this phase" in text, text
     win._running = None
+
+
+def test_a_slider_moved_while_a_job_runs_says_the_edit_is_pending(qtbot, win, dir_file):  # noqa: F811
+    """Issue 42, defect 4: the canvas says the exact image waits for the running job (and
+    that Esc cancels it); the exact image comes when the job ends."""
+    from hspace_studio.gui import jobs as J
+    from tests.gui.test_gui_app import image_of, import_and_activate
+
+    import_and_activate(qtbot, win, dir_file)
+    before = image_of(win)
+    h = win.submit(J.Sleep(steps=30, seconds_per_step=0.1))
+    qtbot.waitUntil(lambda: win._running is not None, timeout=TIMEOUT)
+    win.slider_rows()[0].slider.setValue(800)
+    assert "the exact image after" in win.canvas.info_text and "Esc" in win.canvas.info_text
+    assert win.canvas._edited_interim
+    run_job(qtbot, win, h)
+    wait_idle(qtbot, win)
+    assert not win.canvas._edited_interim and not np.array_equal(image_of(win), before)
