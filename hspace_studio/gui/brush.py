@@ -175,7 +175,7 @@ class BrushPanel(QWidget):
         row.addStretch(1)
         g.addLayout(row, 0, 0, 1, 4)
 
-        g.addWidget(QLabel("Size"), 1, 0)
+        g.addWidget(QLabel("Size"), 3, 0)
         self.size_slider = QSlider(Qt.Orientation.Horizontal)
         self.size_slider.setRange(1, 128)  # half-pixels of radius
         self.size_box = QDoubleSpinBox()
@@ -184,10 +184,10 @@ class BrushPanel(QWidget):
         self.size_box.setDecimals(1)
         self.size_box.setSuffix(" px")
         self.size_box.setToolTip("Brush radius in image pixels ([ and ] change it)")
-        g.addWidget(self.size_slider, 1, 1, 1, 2)
-        g.addWidget(self.size_box, 1, 3)
+        g.addWidget(self.size_slider, 3, 1, 1, 2)
+        g.addWidget(self.size_box, 3, 3)
 
-        g.addWidget(QLabel("Overlay"), 2, 0)
+        g.addWidget(QLabel("Overlay"), 4, 0)
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(45)
@@ -195,8 +195,8 @@ class BrushPanel(QWidget):
         self.show_mask = QCheckBox("Show")
         self.show_mask.setChecked(True)
         self.show_mask.setToolTip("Show the mask overlay (M)")
-        g.addWidget(self.opacity, 2, 1, 1, 2)
-        g.addWidget(self.show_mask, 2, 3)
+        g.addWidget(self.opacity, 4, 1, 1, 2)
+        g.addWidget(self.show_mask, 4, 3)
 
         self.undo_btn = QToolButton()
         self.undo_btn.setText("Undo")
@@ -207,7 +207,7 @@ class BrushPanel(QWidget):
         row = QHBoxLayout()
         for w in (self.undo_btn, self.redo_btn, self.clear_btn, self.invert_btn):
             row.addWidget(w)
-        g.addLayout(row, 3, 0, 1, 4)
+        g.addLayout(row, 5, 0, 1, 4)
 
         self.segmenter = QComboBox()
         self.segmenter.setObjectName("segmenterChoice")
@@ -221,7 +221,7 @@ class BrushPanel(QWidget):
         self._default_fits = True  # whether the domain's segmenter fits the model's images
         self.part_groups: Dict[str, Tuple[str, ...]] = {}  # named groups of parts (the domain's)
         self.segmenter.activated.connect(self._segmenter_activated)
-        g.addWidget(self.segmenter, 4, 0, 1, 4)
+        g.addWidget(self.segmenter, 6, 0, 1, 4)
 
         self.part = QComboBox()
         self.part.setToolTip("Part found by the segmenter")
@@ -229,9 +229,9 @@ class BrushPanel(QWidget):
         self.part_mode.addItems(["add", "replace", "subtract"])
         self.fill_btn = QPushButton("Fill part")
         self.fill_btn.setToolTip("Fill the mask from a segmenter part of the current image")
-        g.addWidget(self.part, 5, 0, 1, 2)
-        g.addWidget(self.part_mode, 5, 2)
-        g.addWidget(self.fill_btn, 5, 3)
+        g.addWidget(self.part, 7, 0, 1, 2)
+        g.addWidget(self.part_mode, 7, 2)
+        g.addWidget(self.fill_btn, 7, 3)
         self.set_parts([])
 
         self.load_btn = QPushButton("Load…")
@@ -242,7 +242,7 @@ class BrushPanel(QWidget):
         row.addWidget(self.save_btn)
         row.addStretch(1)
         row.addWidget(self.coverage)
-        g.addLayout(row, 6, 0, 1, 4)
+        g.addLayout(row, 8, 0, 1, 4)
 
         self.keep_inside = QCheckBox("Keep edits inside the mask")
         self.keep_inside.setObjectName("keepEditsInMask")
@@ -262,12 +262,12 @@ class BrushPanel(QWidget):
             lambda v: self.free_steps.setSuffix(" step" if v == 1 else " steps"))
         self.free_steps.setEnabled(False)
         self.keep_inside.toggled.connect(self.free_steps.setEnabled)
-        g.addWidget(self.keep_inside, 7, 0, 1, 3)
-        g.addWidget(self.free_steps, 7, 3)
+        g.addWidget(self.keep_inside, 1, 0, 1, 3)
+        g.addWidget(self.free_steps, 1, 3)
         self.keep_inside_hint = QLabel("Confines the sliders' edit to the painted mask.")
         self.keep_inside_hint.setObjectName("keepEditsInMaskHint")
         self.keep_inside_hint.setStyleSheet("color: gray;")
-        g.addWidget(self.keep_inside_hint, 8, 0, 1, 4)
+        g.addWidget(self.keep_inside_hint, 2, 0, 1, 4)
 
         # wiring
         self.size_slider.valueChanged.connect(lambda v: self.size_box.setValue(v / 2))

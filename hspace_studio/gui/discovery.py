@@ -168,6 +168,17 @@ class DiscoveryPanel(QTabWidget):
         f.addRow(self.sup_advice)
         self._advice: dict = {}
         self.sup_attr.currentTextChanged.connect(lambda _t: self._show_advice())
+        self.sup_preset = QComboBox()
+        self.sup_preset.setObjectName("supervisedPreset")
+        self.sup_preset.setToolTip("A recipe of the domain for a fit through the sampler: choosing one sets "
+                                   "the options below (change them after), and adds the fit terms, attributes "
+                                   "left free and samples skipped it names (as supervised --preset)")
+        self.sup_preset_info = QLabel("")
+        self.sup_preset_info.setObjectName("supervisedPresetInfo")
+        self.sup_preset_info.setWordWrap(True)
+        self.sup_preset_info.setVisible(False)
+        f.addRow("Preset", self.sup_preset)  # near the top: visible without scrolling at 1366x768
+        f.addRow(self.sup_preset_info)
         self.sup_index = QSpinBox()
         self.sup_index.setRange(4, 1000000)
         self.sup_index.setValue(256)
@@ -178,17 +189,6 @@ class DiscoveryPanel(QTabWidget):
         self.sup_examples.setToolTip("Top and bottom scored images used as positives and negatives")
         f.addRow("Index size", self.sup_index)
         f.addRow("Examples", self.sup_examples)
-        self.sup_preset = QComboBox()
-        self.sup_preset.setObjectName("supervisedPreset")
-        self.sup_preset.setToolTip("A recipe of the domain for a fit through the sampler: choosing one sets "
-                                   "the options below (change them after), and adds the fit terms, attributes "
-                                   "left free and samples skipped it names (as supervised --preset)")
-        self.sup_preset_info = QLabel("")
-        self.sup_preset_info.setObjectName("supervisedPresetInfo")
-        self.sup_preset_info.setWordWrap(True)
-        self.sup_preset_info.setVisible(False)
-        f.addRow("Preset", self.sup_preset)
-        f.addRow(self.sup_preset_info)
         self.sup_optimize = QCheckBox("Fit through the sampler, iterations")
         self.sup_optimize.setToolTip("Instead of a mean difference of examples, fit one direction that "
                                      "flips the attribute of the training samples while keeping the "

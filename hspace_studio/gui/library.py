@@ -434,6 +434,7 @@ class StripView(QWidget):
         self.images = []
         self._note.setText(note)
         self._note.setVisible(bool(note))
+        self.setMinimumHeight(0)  # a note takes one line: the rows above get the room
 
     def show_images(self, images, scales) -> None:
         self.clear()
@@ -460,6 +461,7 @@ class StripView(QWidget):
             self._labels.append(box)
             self._lay.addWidget(box)
         self._note.setVisible(False)
+        self.setMinimumHeight(96)
 
 
 class _ClickLabel(QLabel):

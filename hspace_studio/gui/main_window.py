@@ -231,7 +231,7 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
         self.resizeDocks([self.docks["source"], self.docks["library"]],
                          [460 if self.width() >= 1400 else 400, 400], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["source"], self.docks["brush"], self.docks["discover"]],
-                         [300, 220, 300], Qt.Orientation.Vertical)
+                         [340, 200, 280], Qt.Orientation.Vertical)
         self.resizeDocks([self.docks["library"], self.docks["sliders"], self.docks["plots"]],
                          [320, 260, 340], Qt.Orientation.Vertical)
 

@@ -72,6 +72,8 @@ class PlotPanel(QWidget):
         self.set_state: Optional[SetState] = None
         self.selected: Optional[int] = None
         self.items: Dict[int, object] = {}  # direction index -> plot item
+        self._legend_fit = None  # (low, high) of the curves' values while they keep room for the legend
+        self.plot.getPlotItem().getViewBox().sigResized.connect(lambda *_a: self._fit_legend())
         self.mode.currentIndexChanged.connect(self._redraw)
         self.at.currentIndexChanged.connect(self._redraw)
         self.logy.toggled.connect(self._redraw)
@@ -100,6 +102,9 @@ class PlotPanel(QWidget):
         self.legend.clear()
         self.items = {}
         self.plot.getPlotItem().getAxis("bottom").setTicks(None)  # automatic (timesteps)
+        self._legend_fit = None
+        self.legend.setVisible(False)  # until curves with names are drawn
+        self.plot.getPlotItem().enableAutoRange()  # (curves set their own value range)
 
     def _number_ticks(self, xs) -> None:
         """Whole-number ticks at the directions' numbers (no 1.5 between PC 1 and PC 2)."""
@@ -152,10 +157,41 @@ class PlotPanel(QWidget):
             self.plot.addItem(item)
             self.items[d.index] = item
         pi.setLogMode(False, log)
+        self._room_for_legend(n, log)
         pi.invertX(True)  # sampling order: high noise on the left
         pi.setLabel("bottom", "timestep")
         pi.setLabel("left", ylabel)
         self.caption.setText(f"{s.name}: {ylabel} per timestep, one curve per direction")
+
+    def _room_for_legend(self, n: int, log: bool) -> None:
+        """Lay the legend out in rows of up to four at the top, and raise the value axis's
+        top so the curves stay below it (a legend over the curves hid them); kept so as the
+        plot is resized."""
+        self._legend_fit = None
+        if n == 0:
+            return
+        self.legend.setColumnCount(min(n, 4))
+        ys = []
+        for item in self.items.values():
+            _, y = item.getData()
+            if y is not None:
+                ys += [float(v) for v in y if v == v and (not log or v > 0)]
+        if ys:
+            if log:
+                ys = [math.log10(v) for v in ys]
+            self._legend_fit = (min(ys), max(ys))
+            self._fit_legend()
+
+    def _fit_legend(self) -> None:
+        if getattr(self, "_legend_fit", None) is None:
+            return
+        lo, hi = self._legend_fit
+        span = (hi - lo) or abs(hi) or 1.0
+        vb = self.plot.getPlotItem().getViewBox()
+        height = vb.sceneBoundingRect().height()
+        legend = self.legend.sceneBoundingRect().height() + 14  # its offset from the top, and a gap
+        frac = min(0.75, legend / height) if height > 0 else 0.3  # the legend's share of the height
+        self.plot.getPlotItem().setYRange(lo - 0.05 * span, hi + span * (frac + 0.05) / (1 - frac), padding=0)
 
     def _values_at(self, s: SetState, d) -> float:
         vals = [_finite(v) for v in (s.value_of(d) or [])]

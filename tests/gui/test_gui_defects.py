@@ -582,3 +582,32 @@ def test_a_slider_moved_while_a_job_runs_says_the_edit_is_pending(qtbot, win, di
     run_job(qtbot, win, h)
     wait_idle(qtbot, win)
     assert not win.canvas._edited_interim and not np.array_equal(image_of(win), before)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_the_spectrum_legend_does_not_cover_the_curves(qtbot, log):
+    """Issue 42, defect 7: no point of a curve lies under the legend (a small dock)."""
+    from PySide6.QtCore import QPointF
+
+    from hspace_studio.core.session import DirectionState, SetState
+    from hspace_studio.gui.plots import PlotPanel
+
+    p = PlotPanel()
+    qtbot.addWidget(p)
+    p.resize(400, 260)
+    p.show()
+    ts = list(range(900, -1, -100))
+    values = [[3.0 - 0.1 * j + 0.05 * i for i in range(len(ts))] for j in range(5)]  # rising to the right
+    s = SetState("s", "J", "jacobian", "f", "after", (1,), ts, values=values,
+                 directions=[DirectionState(index=j, label=f"J {j}") for j in range(5)])
+    p.logy.setChecked(log)
+    p.show_set(s)
+    qtbot.wait(50)
+    vb = p.plot.getPlotItem().getViewBox()
+    box = p.legend.sceneBoundingRect()
+    assert box.width() > 0
+    for item in p.items.values():
+        xs, ys = item.getData()
+        for x, y in zip(xs, ys):
+            scene = vb.mapViewToScene(QPointF(float(x), float(y)))
+            assert not box.contains(scene), (x, y)

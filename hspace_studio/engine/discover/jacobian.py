@@ -297,8 +297,8 @@ def jacobian_directions(model: DiffusionModel, traj: Trajectory, k: int = 3, mas
                            max_iter=max_iter, init=basis if warm_start else None, generator=gen,
                            cancel=cancel,
                            on_iteration=lambda it, res: report(
-                               f"jacobian: step {n + 1}/{len(steps)}, iteration {it}: residual {res:.1e} "
-                               f"(stops at {tol:g})", advance=False))
+                               f"jacobian: step {n + 1}/{len(steps)}, iteration {it}, residual {res:.1e}",
+                               advance=False))
             if op.batching == "batch" and batching == "auto" and "batch" not in notes:
                 notes.append("batch")
         basis = r.basis
