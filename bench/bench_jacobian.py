@@ -177,7 +177,7 @@ def reference_directions(model, traj, step, k, tol, cache: Path, log):
     path = cache / key
     if path.is_file():
         log(f"reference: {path} (saved before)")
-        return torch.load(path)
+        return torch.load(path, weights_only=True)
     log(f"reference: a long run to tol {tol:g} (saved to {path})")
     t0 = time.perf_counter()
     res = jacobian_directions(model, traj, k=k, tol=tol, angle_tol=None, max_iter=400, steps_subset=[step],
