@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,6 +89,7 @@ def close(a, b, tol=1e-4):
     return a.shape == b.shape and float((a - b).abs().max()) <= tol * max(1.0, float(b.abs().max()))
 
 
+@pytest.mark.slow  # minutes on a 2-core CPU: run with -m slow
 def test_two_processes_match_one(tiny_model_dir, tmp_path):
     from hspace_studio.engine.directions import DirectionSet
     from hspace_studio.engine.discover.supervised import (AnnotationIndex, build_index, shard_path,

@@ -37,6 +37,7 @@ def test_demo_quick_writes_every_figure(tmp_path):
         assert DirectionSet.load(tmp_path / name).h_space == "middle", name  # --h-space is used
 
 
+@pytest.mark.slow  # minutes on a 2-core CPU: run with -m slow
 def test_evaluate_supervised_and_jacobian_tables_on_a_small_setting(capsys):
     """The evaluate command's supervised (several scales) and Jacobian (masked and
     contained) sections run end to end on the default model and print their tables."""
@@ -56,6 +57,7 @@ def test_evaluate_supervised_and_jacobian_tables_on_a_small_setting(capsys):
     assert main(["evaluate", "--jacobian-steps", "1"]) == 2
 
 
+@pytest.mark.slow  # minutes on a 2-core CPU: run with -m slow
 def test_evaluate_optimized_section_on_a_small_setting(tmp_path, capsys):
     """The classifier-optimised section fits a direction per attribute and measures it on
     held-out samples at the given scales."""
