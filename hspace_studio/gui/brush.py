@@ -301,6 +301,10 @@ class BrushPanel(QWidget):
         them that "Fill part" also offers (the domain's, e.g. 'eyes': left and right eye)."""
         self._default_parts = list(parts)
         self.part_groups = {k: tuple(v) for k, v in (groups or {}).items() if k not in parts}
+        self._show_default_parts()
+
+    def _show_default_parts(self) -> None:
+        """While the default segmenter is chosen: its parts, if it fits the model's images."""
         if self.segmenter_spec is None:
             self.set_parts(self._default_parts if self._default_fits else [])
 
@@ -312,8 +316,7 @@ class BrushPanel(QWidget):
         self.segmenter.setItemData(0, None if fits else
                                    "The default segmenter knows the toy faces' parts only; choose your own "
                                    "segmenter file for this model's images", Qt.ItemDataRole.ToolTipRole)
-        if self.segmenter_spec is None:
-            self.set_parts(self._default_parts if fits else [])
+        self._show_default_parts()
 
     def _segmenter_activated(self, index: int) -> None:
         if self.segmenter.itemData(index) == "":
@@ -333,7 +336,7 @@ class BrushPanel(QWidget):
         names (no torch here) and fills the part list; what the file dialog calls."""
         if path is None or str(path) == "default":
             self.segmenter_spec = None
-            self.set_parts(self._default_parts if self._default_fits else [])
+            self._show_default_parts()
             self._show_segmenter()
             return True
         try:

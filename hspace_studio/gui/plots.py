@@ -167,7 +167,6 @@ class PlotPanel(QWidget):
         """Lay the legend out in rows of up to four at the top, and raise the value axis's
         top so the curves stay below it (a legend over the curves hid them); kept so as the
         plot is resized."""
-        self._legend_fit = None
         if n == 0:
             return
         self.legend.setColumnCount(min(n, 4))
@@ -183,7 +182,7 @@ class PlotPanel(QWidget):
             self._fit_legend()
 
     def _fit_legend(self) -> None:
-        if getattr(self, "_legend_fit", None) is None:
+        if self._legend_fit is None:
             return
         lo, hi = self._legend_fit
         span = (hi - lo) or abs(hi) or 1.0

@@ -130,9 +130,7 @@ def angle_bounds(lam: torch.Tensor, rnorm: torch.Tensor, k: int, equal_rel: floa
             gap = float(lam[c[-1]]) if float(lam[c[-1]]) > 0 else math.inf
         rc = float(rnorm[list(c)].pow(2).sum().sqrt())
         sin = rc / gap if gap > 0 else math.inf
-        a = math.asin(min(1.0, sin)) if math.isfinite(sin) else math.pi / 2
-        if sin >= 1:
-            a = math.pi / 2
+        a = math.asin(sin) if sin < 1 else math.pi / 2
         for j in c:
             if j < k:
                 bounds[j] = a
