@@ -122,8 +122,9 @@ def save_sd_model(folder: Path, prediction_type: str = "epsilon", spacing: str =
     return folder
 
 
-def save_sdxl_model(folder: Path) -> Path:
-    """A tiny SDXL-style folder: two text encoders, pooled embeddings, size/crop conditioning."""
+def save_sdxl_model(folder: Path, hidden_2: int = 32) -> Path:
+    """A tiny SDXL-style folder: two text encoders (the second ``hidden_2`` wide), pooled
+    embeddings, size/crop conditioning."""
     from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
 
     folder = Path(folder)
@@ -133,11 +134,12 @@ def save_sdxl_model(folder: Path) -> Path:
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
                                 use_linear_projection=True, addition_embed_type="text_time",
                                 addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
-                                projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64,
+                                projection_class_embeddings_input_dim=6 * 8 + hidden_2,
+                                cross_attention_dim=32 + hidden_2,
                                 norm_num_groups=4)
     tok = write_tokenizer()
     pipe = StableDiffusionXLPipeline(vae=_tiny_vae(), text_encoder=_tiny_clip(False, seed=1),
-                                     text_encoder_2=_tiny_clip(True, seed=2), tokenizer=tok, tokenizer_2=tok,
+                                     text_encoder_2=_tiny_clip(True, hidden=hidden_2, seed=2), tokenizer=tok, tokenizer_2=tok,
                                      unet=unet, scheduler=_sd_scheduler(), force_zeros_for_empty_prompt=True,
                                      add_watermarker=False)
     pipe.save_pretrained(folder)

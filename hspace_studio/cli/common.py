@@ -17,8 +17,13 @@ def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,
                    help="'default' (embedded toyfaces model), 'default-10step' (its variant distilled "
-                        "for 10 steps, unguided), a local diffusers folder or a hub id (default: the "
-                        "domain's default model; the toy faces': 'default')")
+                        "for 10 steps, unguided), a local diffusers folder, a single-file checkpoint "
+                        "(.safetensors, .ckpt: SD 1.x/2.x, SDXL, SD3, Flux.1, Z-Image) or a hub id (default: "
+                        "the domain's default model; the toy faces': 'default')")
+    g.add_argument("--model-config", dest="model_config", default=None, metavar="FOLDER",
+                   help="for a checkpoint file: a diffusers folder of its family whose configs and tokenizers "
+                        "(for a transformer-only file also text encoders and VAE) complete it (default: the "
+                        "hub's, as diffusers takes them)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
     g.add_argument("--half", action="store_true", help="half precision (CUDA only)")
     g.add_argument("--compile", action="store_true",
@@ -164,7 +169,8 @@ def open_model(args):
                        guide=getattr(args, "guide", None), guide_weight=getattr(args, "guide_weight", None),
                        guide_interval=getattr(args, "guide_interval", None),
                        timesteps=getattr(args, "timesteps", None), image_size=getattr(args, "size", None),
-                       loras=getattr(args, "lora", None) or (), vae=getattr(args, "vae", None))
+                       loras=getattr(args, "lora", None) or (), vae=getattr(args, "vae", None),
+                       model_config=getattr(args, "model_config", None))
     points = model.denoiser.points()
     if getattr(args, "list_h_points", False):
         default = model.denoiser.default_point()

@@ -21,6 +21,7 @@ The recipe format is the one ``hspace-studio edit`` writes::
      "size": [H, W]  (transformer models: the image size, --size),
      "loras": [{"path": "style.safetensors", "weight": 0.7}]  (LoRA files on the model, --lora),
      "vae": "vae.safetensors"  (an autoencoder in place of the model's own, --vae),
+     "model_config": "folder"  (the diffusers folder completing a checkpoint file, --model-config),
      "prompt": {"prompt": "...", "negative_prompt": "...", "guidance": 7.5}  (text-to-image models),
      "bf16": true  (only if the network ran under bfloat16 autocast, --bf16)}
 
@@ -59,6 +60,8 @@ def recipe_to_cli_args(recipe: dict, out: Optional[str] = None) -> List[str]:
         args.append(f"--timesteps={recipe['timesteps']}")
     if recipe.get("vae"):
         args.append(f"--vae={recipe['vae']}")
+    if recipe.get("model_config"):
+        args.append(f"--model-config={recipe['model_config']}")
     for lo in recipe.get("loras") or []:
         if isinstance(lo, dict) and lo.get("path"):
             args.append(f"--lora={lo['path']}:{float(lo.get('weight', 1.0))!r}")
@@ -165,6 +168,8 @@ def with_model_settings(recipe: dict, model) -> dict:
         out["size"] = list(info["image_size"])
     if info.get("vae"):
         out["vae"] = info["vae"]
+    if (info.get("checkpoint") or {}).get("config"):
+        out["model_config"] = info["checkpoint"]["config"]
     if info.get("loras"):
         out["loras"] = [{"path": lo["path"], "weight": float(lo["weight"])} for lo in info["loras"]]
     if (info.get("accelerated") or {}).get("bf16"):

@@ -12,15 +12,16 @@ The autoencoder is part of the model: the fingerprint covers it and recipes reco
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from ..core.errors import ModelLoadError, reason
 
 
-def load_vae(spec: str, like: torch.nn.Module, like_dir: Path):
+def load_vae(spec: str, like: torch.nn.Module, like_dir: Optional[Path] = None):
     """The autoencoder at ``spec``, for a model whose own one is ``like`` (loaded from
-    ``like_dir``)."""
+    ``like_dir``; None: its config is written to a temporary folder when needed)."""
     path = Path(spec).expanduser()
     if not path.exists():
         raise ModelLoadError(f"no autoencoder '{spec}' (a diffusers folder or a .safetensors file)")
@@ -39,6 +40,12 @@ def load_vae(spec: str, like: torch.nn.Module, like_dir: Path):
             vae = cls.from_config(like.config)
             vae.load_state_dict(state)
             return vae
+        if like_dir is None:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                like.save_config(tmp)
+                return cls.from_single_file(str(path), config=tmp, local_files_only=True)
         return cls.from_single_file(str(path), config=str(like_dir), local_files_only=True)
     except ModelLoadError:
         raise

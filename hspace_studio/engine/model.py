@@ -44,6 +44,7 @@ from .timesteps import SCHEDULE_KEYS, spaced_scheduler_class
 from .custom_vae import load_vae
 from .schedules import own_schedule, ships_own_sampler
 from .transformer_model import family_of
+from .checkpoint_file import CHECKPOINT_SUFFIXES, is_checkpoint_file
 
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 DEFAULT_MODEL_DIR = RESOURCES / "default-model"
@@ -229,6 +230,8 @@ class DiffusionModel:
             guided += f", timesteps {self.info['timesteps']}"
         if self.takes_prompt:
             kind = "text-to-image, " + self.info.get("family", "SDXL" if self.info.get("xl") else "SD")
+        if self.info.get("checkpoint"):
+            kind += f", {self.info['checkpoint']['family']} checkpoint file"
         if self.own_step and not self.is_flow:  # a few-step model's own sampler
             guided += f", {type(self.scheduler.scheduler).__name__.replace('Scheduler', '')} sampler"
         for lo in self.info.get("loras") or ():
@@ -370,7 +373,8 @@ def _model_root(src: str) -> Path:
     elif Path(src).expanduser().exists():
         root = Path(src).expanduser()
         if not root.is_dir():
-            raise ModelLoadError(f"{root} is a file; pass the model's folder")
+            raise ModelLoadError(f"{root} is neither a model folder nor a checkpoint file "
+                                 f"({', '.join(CHECKPOINT_SUFFIXES)})")
     elif src.count("/") == 1 and not src.startswith((".", "/", "~")):
         root = _download(src)
     else:
@@ -433,7 +437,7 @@ def _prepare_pipeline(pipe, net, root: Path, src: str, dev: torch.device, half: 
         raise ModelLoadError("half precision needs a CUDA device")
     dtype = torch.float16 if half else torch.float32
     if vae_spec is not None:
-        pipe.vae = load_vae(vae_spec, pipe.vae, root / "vae")
+        pipe.vae = load_vae(vae_spec, pipe.vae, root / "vae" if (root / "vae").is_dir() else None)
     scfg = dict(pipe.scheduler.config, _class_name=type(pipe.scheduler).__name__)
     encoders = [getattr(pipe, n, None) for n in ("text_encoder", "text_encoder_2", "text_encoder_3")]
     try:
@@ -453,10 +457,14 @@ def _prepare_pipeline(pipe, net, root: Path, src: str, dev: torch.device, half: 
 
 
 def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_sample: bool,
-                     power, loras=(), vae_spec: Optional[str] = None) -> DiffusionModel:
-    """A Stable Diffusion 1.x/2.x or SDXL folder (:mod:`.text_model`)."""
+                     power, loras=(), vae_spec: Optional[str] = None, pipe=None) -> DiffusionModel:
+    """A Stable Diffusion 1.x/2.x or SDXL folder (:mod:`.text_model`), or its pipeline ``pipe``
+    built from a checkpoint file ``root``."""
     _quiet_diffusers()
-    pipe, xl = load_text_pipeline(root)  # float32: fingerprinted so, converted after
+    if pipe is None:
+        pipe, xl = load_text_pipeline(root)  # float32: fingerprinted so, converted after
+    else:
+        xl = getattr(pipe, "text_encoder_2", None) is not None
     scfg, fp, lora_recs, dtype = _prepare_pipeline(pipe, pipe.unet, root, src, dev, half, loras, vae_spec,
                                                    upcast_vae=True)
     if pipe.unet.mid_block is None:
@@ -483,12 +491,14 @@ def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_s
 
 def _load_transformer_model(root: Path, family, src: str, dev: torch.device, half: bool,
                             image_size, clip_sample: bool = False, power=None, loras=(),
-                            vae_spec: Optional[str] = None) -> DiffusionModel:
-    """A transformer folder (:mod:`.transformer_model`)."""
+                            vae_spec: Optional[str] = None, pipe=None) -> DiffusionModel:
+    """A transformer folder (:mod:`.transformer_model`), or its pipeline ``pipe`` built from a
+    checkpoint file ``root``."""
     from . import transformer_model
 
     _quiet_diffusers()
-    pipe = transformer_model.load_pipeline(root, family)
+    if pipe is None:
+        pipe = transformer_model.load_pipeline(root, family)
     scfg, fp, lora_recs, dtype = _prepare_pipeline(pipe, pipe.transformer, root, src, dev, half, loras, vae_spec)
     denoiser, schedule, shape = transformer_model.build(pipe, family, image_size, dev)
     info = {"root": str(root), "family": family.name, "sample_shape": list(shape),
@@ -505,6 +515,29 @@ def _load_transformer_model(root: Path, family, src: str, dev: torch.device, hal
                           device=dev, dtype=dtype, info=info)
 
 
+def _load_checkpoint_file(path: Path, src: str, model_config, dev: torch.device, half: bool, image_size,
+                          clip_sample: bool, power, loras, vae_spec) -> DiffusionModel:
+    """A single-file checkpoint (:mod:`.checkpoint_file`): its family detected from its keys, its
+    pipeline built with the configs of ``model_config`` (a diffusers folder) or the hub's."""
+    from .checkpoint_file import inspect_checkpoint, load_checkpoint_pipeline
+    from .transformer_model import FAMILIES
+
+    kind = inspect_checkpoint(path)
+    _quiet_diffusers()
+    pipe = load_checkpoint_pipeline(path, kind, model_config)
+    if kind.pipeline in FAMILIES:
+        model = _load_transformer_model(path, FAMILIES[kind.pipeline], src, dev, half, image_size, clip_sample,
+                                        power, loras, vae_spec, pipe=pipe)
+    else:
+        if image_size is not None:
+            raise ModelLoadError("a UNet model makes images of the size it was trained at; --size is for "
+                                 "transformer models")
+        model = _load_text_model(path, src, dev, half, clip_sample, power, loras, vae_spec, pipe=pipe)
+    model.info["checkpoint"] = {"family": kind.family, "file": str(path.resolve()),
+                                "config": str(Path(model_config).expanduser().resolve()) if model_config else None}
+    return model
+
+
 def _with_vae_info(model: DiffusionModel, vae_spec: Optional[str]) -> DiffusionModel:
     if vae_spec is not None:
         model.info["vae"] = str(Path(vae_spec).expanduser().resolve())
@@ -514,8 +547,12 @@ def _with_vae_info(model: DiffusionModel, vae_spec: Optional[str]) -> DiffusionM
 def load_model(source: str = "default", device: Optional[str] = None, half: bool = False,
                clip_sample: bool = False, guide: Optional[str] = None,
                guide_weight: Optional[float] = None, guide_interval=None,
-               timesteps: Optional[str] = None, image_size=None, loras=(), vae: Optional[str] = None) -> DiffusionModel:
-    """Load a model by name, folder or hub id. See the module docstring.
+               timesteps: Optional[str] = None, image_size=None, loras=(), vae: Optional[str] = None,
+               model_config: Optional[str] = None) -> DiffusionModel:
+    """Load a model by name, folder, single-file checkpoint or hub id. See the module docstring.
+
+    ``model_config``: for a checkpoint file, a diffusers folder of its family whose configs and
+    tokenizers (for a transformer-only file also text encoders and autoencoder) complete it.
 
     ``image_size``: (H, W) of the images a transformer model makes (default: its pipeline's).
 
@@ -537,6 +574,16 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
         raise ModelLoadError(str(e)) from e
     dev = pick_device(device)
     src = str(source)
+    if is_checkpoint_file(Path(src).expanduser()):
+        if guide is not None or guide_weight is not None or guide_interval is not None:
+            raise ModelLoadError("autoguidance (--guide) is for unconditional models; a checkpoint file holds a "
+                                 "text-to-image model, which takes --guidance")
+        model = _load_checkpoint_file(Path(src).expanduser(), src, model_config, dev, half, image_size,
+                                      clip_sample, power, lora.as_loras(loras), vae)
+        return _with_vae_info(model, vae)
+    if model_config is not None:
+        raise ModelLoadError("--model-config completes a single-file checkpoint (.safetensors, .ckpt); "
+                             f"{src} is not one")
     root = _model_root(src)
     if timesteps is None and (recorded := recorded_timesteps(root)) is not None:
         try:
