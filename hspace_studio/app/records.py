@@ -31,6 +31,8 @@ class ModelInfo:
     h_points: Tuple[str, ...] = ("before", "middle", "after")  # the model's h-space points
     takes_negative: bool = True  # whether a conditional model takes a negative prompt
     loras: Tuple[Tuple[str, float], ...] = ()  # the LoRA files on the model and their weights
+    model_config: Optional[str] = None  # the diffusers folder completing a checkpoint file
+    checkpoint_family: Optional[str] = None  # what a checkpoint file was detected as ("SDXL" ...)
 
 
 @dataclass(frozen=True)

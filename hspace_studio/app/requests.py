@@ -56,6 +56,7 @@ class LoadModel:
     guide_weight: Optional[float] = None
     timesteps: Optional[str] = None  # the timestep spacing sampled at ("power:0.8"), None: the scheduler's own
     loras: Tuple[Tuple[str, float], ...] = ()  # LoRA files and their weights (engine/lora.py)
+    model_config: Optional[str] = None  # a checkpoint file's family folder (engine/checkpoint_file.py)
     coalesce: ClassVar[str] = "model"
     label: ClassVar[str] = "Loading model"
 

@@ -57,7 +57,7 @@ class EngineState:
     # -- model and trajectory --------------------------------------------------------
     def load_model(self, source: str, h_space: str, device=None, guide: Optional[str] = None,
                    guide_weight: Optional[float] = None, timesteps: Optional[str] = None,
-                   loras=()) -> ModelInfo:
+                   loras=(), model_config: Optional[str] = None) -> ModelInfo:
         from ..engine.domain import active_domain
         from ..engine.model import load_model
 
@@ -68,11 +68,13 @@ class EngineState:
         same = (self.model is not None and self.model_info.source == source
                 and (self.model_info.guide, self.model_info.guide_weight) == (guide, guide_weight)
                 and spacing_key(timesteps) in (self._asked_timesteps, self.model_info.timesteps)
-                and tuple(self.model_info.loras) == _lora_key(loras))
+                and tuple(self.model_info.loras) == _lora_key(loras)
+                and self.model_info.model_config == _folder_key(model_config))
         if same and self.h_space == h_space:
             return self.model_info
         model = self.model if same else load_model(source, device=device, guide=guide, guide_weight=guide_weight,
-                                                   timesteps=timesteps, loras=[f"{p}:{w!r}" for p, w in loras])
+                                                   timesteps=timesteps, loras=[f"{p}:{w!r}" for p, w in loras],
+                                                   model_config=model_config)
         h_space = _point_for(model, h_space)
         shape = model.denoiser.h_shape(h_space, model.sample_shape)
         if model is not self.model:
@@ -93,6 +95,8 @@ class EngineState:
             h_points=tuple(model.denoiser.points()),
             takes_negative=bool(model.info.get("negative_prompt", True)),
             loras=tuple((r["path"], float(r["weight"])) for r in model.info.get("loras") or ()),
+            model_config=(model.info.get("checkpoint") or {}).get("config"),
+            checkpoint_family=(model.info.get("checkpoint") or {}).get("family"),
             advice=dict(active_domain().advice),
             domain_images=active_domain().makes_its_images(model.image_size, model.takes_prompt,
                                                            model.is_latent))
@@ -494,6 +498,11 @@ def _point_for(model, h_space) -> str:
     if h_space is None or str(h_space).startswith("block:") != points[0].startswith("block:"):
         return model.denoiser.default_point()
     raise ValueError(f"this model has no h-space point '{h_space}' (its points: {', '.join(points)})")
+
+
+def _folder_key(folder) -> Optional[str]:
+    """A folder as the model's info records it (resolved), None for none."""
+    return str(Path(folder).expanduser().resolve()) if folder else None
 
 
 def _lora_key(loras) -> tuple:

@@ -26,11 +26,12 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from ..core.checkpoint_names import CHECKPOINT_SUFFIXES, has_checkpoint_suffix
 from ..core.errors import ModelLoadError, reason
+from .checkpoint_read import read_shapes
 
-SAFETENSORS = (".safetensors", ".sft")
-PICKLED = (".ckpt", ".pt", ".pth", ".bin")
-CHECKPOINT_SUFFIXES = SAFETENSORS + PICKLED
+__all__ = ["CHECKPOINT_SUFFIXES", "CheckpointKind", "detect", "inspect_checkpoint", "is_checkpoint_file",
+           "load_checkpoint_pipeline", "read_shapes"]
 
 LDM_UNET = "model.diffusion_model."
 
@@ -63,44 +64,7 @@ ZIMAGE = CheckpointKind("Z-Image", "ZImagePipeline", "ZImageTransformer2DModel",
 
 def is_checkpoint_file(path) -> bool:
     """Whether ``path`` is a file with a checkpoint's suffix (what ``--model`` takes as a single file)."""
-    p = Path(path)
-    return p.suffix.lower() in CHECKPOINT_SUFFIXES and p.is_file()
-
-
-def read_shapes(path) -> Dict[str, Tuple[int, ...]]:
-    """Tensor name -> shape of a checkpoint file; a safetensors file's header only. A pickled
-    file is read weights-only (its tensors mapped, not copied, where the format allows)."""
-    path = Path(path)
-    if path.suffix.lower() in SAFETENSORS:
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        except Exception as e:  # safetensors raises its own error types for a damaged header
-            raise ModelLoadError(f"{path}: not a readable safetensors file ({reason(e, 120)})") from e
-    return {k: tuple(v.shape) for k, v in _load_pickled(path).items()}
-
-
-def _load_pickled(path: Path) -> dict:
-    import pickle
-
-    try:
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # an old (non-zip) file cannot be mapped
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ModelLoadError(f"{path}: this pickled file holds more than tensors, and loading it could run "
-                             f"code ({reason(e, 100)}); hspace-studio reads pickled checkpoints weights-only. "
-                             f"Convert it to .safetensors with a tool you trust") from e
-    except Exception as e:  # truncated or not a torch file
-        raise ModelLoadError(f"{path}: not a readable checkpoint ({reason(e, 120)})") from e
-    while isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ModelLoadError(f"{path}: not a checkpoint of tensors by name")
-    return sd
+    return has_checkpoint_suffix(path) and Path(path).is_file()
 
 
 def detect(shapes: Dict[str, Tuple[int, ...]]) -> CheckpointKind:
@@ -188,11 +152,11 @@ def load_checkpoint_pipeline(path, kind: CheckpointKind, config=None):
         _check_config(cfg, kind)
     elif kind.transformer_only:
         raise ModelLoadError(f"{path} holds a {kind.family} transformer alone: name a {kind.family} diffusers "
-                             f"folder for its text encoders and autoencoder (--model-config FOLDER)")
+                             f"folder for its text encoders and autoencoder (--model-config FOLDER; in the app, the Configs row)")
     elif _offline():
         raise ModelLoadError(f"{path} is a {kind.family} checkpoint and its configs come from the hub "
                              f"({kind.hub_configs}), which is offline: name a {kind.family} diffusers folder "
-                             f"(--model-config FOLDER)")
+                             f"(--model-config FOLDER; in the app, the Configs row)")
     extra = {}
     if kind.pipeline == "StableDiffusionPipeline":
         extra = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -216,7 +180,7 @@ def load_checkpoint_pipeline(path, kind: CheckpointKind, config=None):
         raise
     except Exception as e:  # diffusers, transformers and the hub raise many types
         hint = "" if cfg is not None else (f"; offline, name a {kind.family} diffusers folder for its configs "
-                                           f"(--model-config FOLDER)")
+                                           f"(--model-config FOLDER; in the app, the Configs row)")
         raise ModelLoadError(f"cannot load {path} as {kind.family}: {reason(e, 160)}{hint}") from e
     pipe.set_progress_bar_config(disable=True)
     return pipe

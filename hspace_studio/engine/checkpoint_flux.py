@@ -83,16 +83,15 @@ def load_flux_transformer(path, config_dir):
     """``FluxTransformer2DModel`` from ``config_dir/transformer``'s config and the original-layout
     file at ``path``, in float32."""
     from diffusers import FluxTransformer2DModel
-    from safetensors.torch import load_file
 
-    from .checkpoint_file import SAFETENSORS, _load_pickled
+    from .checkpoint_read import load_weights
 
     cfg = FluxTransformer2DModel.load_config(str(config_dir), subfolder="transformer")
     net = FluxTransformer2DModel.from_config(cfg)
     inner = net.config.num_attention_heads * net.config.attention_head_dim
     mlp = net.single_transformer_blocks[0].proj_mlp.out_features if len(net.single_transformer_blocks) else 0
     path = Path(path)
-    state = load_file(str(path)) if path.suffix.lower() in SAFETENSORS else _load_pickled(path)
+    state = load_weights(path)
     try:
         weights = flux_state_dict(state, inner, mlp)
     except KeyError as e:

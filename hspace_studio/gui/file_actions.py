@@ -12,6 +12,7 @@ from typing import Optional
 
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from ..core.checkpoint_names import SAFETENSORS, has_checkpoint_suffix
 from ..core.errors import HSpaceError
 from . import jobs as J
 from .file_dialogs import ask_path
@@ -62,26 +63,60 @@ class FileActions:
             self.submit(J.SaveTrajectory(p))
 
     def open_paths(self, paths) -> None:
-        """Open files given on the command line or by the desktop: images are inverted,
-        ``.json`` files open as sessions, ``.safetensors`` files as direction sets or
-        trajectories (by the tensors they hold)."""
+        """Open files given on the command line, by the desktop or dropped on the window: images
+        are inverted (an exported PNG reopens as its edit), ``.json`` files open as sessions,
+        ``.safetensors`` files as direction sets, trajectories or LoRAs (by the tensors they hold)
+        or else as a model checkpoint, as do ``.ckpt`` files; a folder loads as a model."""
         for p in (str(x) for x in paths):
             suffix = Path(p).suffix.lower()
-            if not Path(p).is_file():
+            if Path(p).is_dir():
+                self.open_model_path(p)
+            elif not Path(p).is_file():
                 self.show_error(f"Cannot open {p}: no such file")
             elif suffix == ".json":
                 self.open_session(p)
-            elif suffix == ".safetensors":
+            elif suffix in SAFETENSORS:
                 keys = _safetensors_keys(p)
                 if keys is None:
-                    self.show_error(f"Cannot open {p}: not a readable direction or trajectory file "
+                    self.show_error(f"Cannot open {p}: not a readable direction, trajectory or model file "
                                     "(truncated or not safetensors)")
                 elif "delta_h" in keys:  # a direction set, even if cut short: its loader explains
                     self.import_directions([p])
-                else:  # a trajectory, or a file whose error the loader explains
+                elif {"x_T", "zs"} <= keys:  # a trajectory, or a file whose error the loader explains
                     self.open_trajectory(p)
+                elif any("lora" in k.lower() for k in keys):
+                    self.add_lora_path(p)
+                else:
+                    self.open_model_path(p)
+            elif has_checkpoint_suffix(p):
+                self.open_model_path(p)
             elif not self.open_recipe_image(p):
                 self.open_image(p)
+
+    def open_model_path(self, path: str) -> None:
+        """Load the model folder or checkpoint file at ``path`` (as if typed in the Model field)."""
+        self.source_panel.model.setCurrentText(str(path))
+        self.load_model(str(path))
+
+    def add_lora_path(self, path: str) -> None:
+        """Put a LoRA file on the loaded model (weight 1) and load it so."""
+        if self.model_info is None or self.model_info.conditioning is None:
+            self.show_error(f"{Path(path).name} is a LoRA: load a text-to-image model first, then add it")
+            return
+        text = self.source_panel.lora.text().strip()
+        self.source_panel.lora.setText(f"{text}; {path}:1" if text else f"{path}:1")
+        self.load_model(self.source_panel.model_source())
+
+    # drag and drop: files and folders dropped on the window open as open_paths does
+    def dragEnterEvent(self, e) -> None:  # noqa: N802 (Qt's name)
+        if e.mimeData().hasUrls() and all(u.isLocalFile() for u in e.mimeData().urls()):
+            e.acceptProposedAction()
+
+    def dropEvent(self, e) -> None:  # noqa: N802 (Qt's name)
+        paths = [u.toLocalFile() for u in e.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            e.acceptProposedAction()
+            self.open_paths(paths)
 
     def open_recipe_image(self, path: str, switch_model: Optional[bool] = None) -> bool:
         """A PNG this tool exported reopens as its edit: the model it was made with (asking before
@@ -106,7 +141,8 @@ class FileActions:
             guide = rec.get("guide") or {}
             self.submit(J.LoadModel(model, point, self.device, guide.get("model"), guide.get("weight"),
                                     rec.get("timesteps"),
-                                    tuple((lo["path"], float(lo["weight"])) for lo in rec.get("loras") or ())),
+                                    tuple((lo["path"], float(lo["weight"])) for lo in rec.get("loras") or ()),
+                                    rec.get("model_config")),
                         on_done=lambda res: self._recipe_model_loaded(res, rec, path))
             return True
         self._restore_recipe(rec, path)

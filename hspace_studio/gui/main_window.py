@@ -187,6 +187,7 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
         self.canvas = Canvas()
         lay.addWidget(self.canvas, 1)
         self.setCentralWidget(central)
+        self.setAcceptDrops(True)  # model files and folders, images, sessions, directions (open_paths)
 
         self.mask = MaskController((64, 64), self)
         self.source_panel = SourcePanel()

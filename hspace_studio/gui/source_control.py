@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Tuple
 
+from ..core.checkpoint_names import has_checkpoint_suffix
 from . import jobs as J
 from .source_panel import BUILT_IN
 from .worker import JobHandle
@@ -27,13 +28,14 @@ class SourceControl:
             self.show_error(str(e))
             loras = ()
         return self.submit(J.LoadModel(str(source), h_space, self.device, guide, weight,
-                                       self.source_panel.timesteps(), loras))
+                                       self.source_panel.timesteps(), loras, self.source_panel.model_config()))
 
     def _show_model(self, info: J.ModelInfo) -> None:
         """The image source's model, h-space point, guidance and spacing as ``info`` has them."""
         self.source_panel.set_model_source(info.source, self.recent.get("models"))
         self.source_panel.set_points(info.h_points, info.h_space)
         self.source_panel.set_loras(info.loras, info.conditioning is not None)
+        self.source_panel.set_model_config(info.model_config)
         self.source_panel.set_guidance(info.source, info.guide, info.guide_weight)
         self.source_panel.set_timesteps(info.timesteps)
         self.source_panel.set_conditioning(info.conditioning, info.takes_negative)
@@ -42,6 +44,9 @@ class SourceControl:
     def _model_failed(self, job: J.LoadModel, error: str) -> None:
         if self.model_info is not None:  # keep the previous model
             self._show_model(self.model_info)
+            if has_checkpoint_suffix(job.source):  # its file stays, to be completed (Configs row) and loaded
+                self.source_panel.model.setCurrentText(job.source)
+                self.source_panel.set_model_config(job.model_config)
         else:
             self.canvas.placeholder = f"No model loaded.\n{error}\nChoose a model in 'Image source'."
             self.canvas.update()

@@ -8,8 +8,9 @@ from typing import Sequence
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
+                               QLabel, QLineEdit, QMenu, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
+from ..core.checkpoint_names import has_checkpoint_suffix
 from ..core.specs import split_weight
 
 SEED_MAX = 2 ** 31 - 1
@@ -43,11 +44,19 @@ class SourcePanel(QWidget):
         self.model.addItems(BUILT_IN)
         self.model.setToolTip("'default' (the embedded toy-faces model), 'default-10step' (its "
                               "variant distilled for 10 steps: sharper previews at 10 steps, "
-                              "unguided), a local diffusers folder or a Hugging Face hub id such "
-                              "as google/ddpm-ema-celebahq-256")
+                              "unguided), a local diffusers folder, a single-file checkpoint (.safetensors, "
+                              ".ckpt: SD 1.x/2.x, SDXL, SD3, Flux.1, Z-Image) or a Hugging Face hub id such "
+                              "as google/ddpm-ema-celebahq-256. A model file or folder dropped on the "
+                              "window loads too.")
         self.browse = QToolButton()
+        self.browse.setObjectName("modelBrowse")
         self.browse.setText("…")
-        self.browse.setToolTip("Choose a local model folder")
+        self.browse.setToolTip("Choose a model folder or a checkpoint file")
+        self.browse.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.browse)
+        menu.addAction("Model folder…", self._browse)
+        menu.addAction("Checkpoint file…", self._browse_file)
+        self.browse.setMenu(menu)
         self.load = QPushButton("Load")
         self.load.setToolTip("Load this model (the library is kept; directions that do not fit "
                              "are marked)")
@@ -56,6 +65,23 @@ class SourcePanel(QWidget):
         row.addWidget(self.browse)
         row.addWidget(self.load)
         form.addRow("Model", row)
+        self.config = QLineEdit()
+        self.config.setObjectName("modelConfig")
+        self.config.setPlaceholderText("a diffusers folder of the family (empty: the hub's)")
+        self.config.setToolTip("A checkpoint file holds weights only: its configs and tokenizers (for a "
+                               "transformer-only file also its text encoders and VAE) come from a diffusers "
+                               "folder of the same family, or from the hub when online. Enter loads.")
+        self.config_browse = QToolButton()
+        self.config_browse.setText("…")
+        self.config_browse.setToolTip("Choose the family's diffusers folder")
+        row = QHBoxLayout()
+        row.addWidget(self.config, 1)
+        row.addWidget(self.config_browse)
+        form.addRow("Configs", row)
+        self._config_row = [form.labelForField(row), self.config, self.config_browse]
+        self.config.returnPressed.connect(self._load)
+        self.config_browse.clicked.connect(self._browse_config)
+        self.model.currentTextChanged.connect(lambda _t: self._show_config_row())
 
         self.h_space = QComboBox()
         self.h_space.setObjectName("hSpacePoint")
@@ -340,6 +366,36 @@ class SourcePanel(QWidget):
         if d:
             self.model.setCurrentText(d)
             self._load()
+
+    def _browse_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a checkpoint file", "",
+                                              "Checkpoints (*.safetensors *.sft *.ckpt *.pt *.pth *.bin)")
+        if path:
+            self.model.setCurrentText(path)
+            self._load()
+
+    def _browse_config(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Choose a diffusers folder of the checkpoint's family")
+        if d:
+            self.config.setText(d)
+            self._load()
+
+    def is_checkpoint(self) -> bool:
+        """Whether the model field names a single-file checkpoint (by its suffix)."""
+        return has_checkpoint_suffix(self.model_source())
+
+    def _show_config_row(self) -> None:
+        for w in self._config_row:
+            w.setVisible(self.is_checkpoint())
+
+    def model_config(self):
+        """The folder completing a checkpoint file, or None (no file, or the field empty)."""
+        text = self.config.text().strip()
+        return text if text and self.is_checkpoint() else None
+
+    def set_model_config(self, folder) -> None:
+        self.config.setText(folder or "")
+        self._show_config_row()
 
     def _load(self) -> None:
         self.loadModelRequested.emit(self.model_source(), self.h_space.currentText())

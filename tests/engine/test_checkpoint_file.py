@@ -179,3 +179,24 @@ def test_missing_configs_say_what_to_pass(sd_files, tmp_path, monkeypatch):
     text.write_text("x")
     with pytest.raises(ModelLoadError, match="neither a model folder nor a checkpoint"):
         load_model(str(text))
+
+
+def test_cli_samples_a_checkpoint_file_and_the_recipe_replays(sd_files, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from hspace_studio.cli import main
+    from hspace_studio.core.recipe import recipe_to_cli_args
+    from hspace_studio.engine.images import read_recipe
+
+    folder, file, configs, _ = sd_files
+    out, ref = tmp_path / "f.png", tmp_path / "folder.png"
+    common = ["--prompt", "a cat", "--seed", "2", "--steps", "3"]
+    assert main(["sample", "--model", str(file), "--model-config", str(configs), *common, "--out", str(out)]) == 0
+    assert main(["sample", "--model", str(folder), *common, "--out", str(ref)]) == 0
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(ref)))
+    rec = read_recipe(out)
+    assert rec["model"] == str(file) and rec["model_config"] == str(configs.resolve())
+    again = tmp_path / "again.png"
+    assert main(recipe_to_cli_args(rec, str(again))) == 0
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(out)))

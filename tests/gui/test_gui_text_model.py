@@ -197,3 +197,49 @@ def test_a_png_made_with_another_model_and_a_prompt_reopens_as_made(qtbot, sd_di
         assert np.array_equal(image_of(w), np.asarray(Image.open(png).convert("RGB")))
     finally:
         w.shutdown()
+
+
+def _drop(w, path):
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    ev = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                    Qt.KeyboardModifier.NoModifier)
+    w.dropEvent(ev)
+    assert ev.isAccepted()
+
+
+def test_a_dropped_checkpoint_file_loads_with_its_family_folder(qtbot, sd_dir, tmp_path, monkeypatch):
+    """A single-file checkpoint dropped on the window: offline, the message asks for the family's
+    folder; with it named in the Configs row the file loads and gives the folder's image."""
+    from diffusers import StableDiffusionPipeline
+
+    from tests.checkpoint_layout import configs_only, save_checkpoint, sd_pipeline_to_ldm
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    file = save_checkpoint(sd_pipeline_to_ldm(StableDiffusionPipeline.from_pretrained(sd_dir)),
+                           tmp_path / "fine-tune.safetensors")
+    configs = configs_only(sd_dir, tmp_path / "configs")
+    w = make_window(qtbot, sd_dir, tmp_path)
+    try:
+        assert w.acceptDrops()
+        folder_image = image_of(w)
+        panel = w.source_panel
+        assert not panel.config.isVisibleTo(w)  # the Configs row is for checkpoint files only
+        _drop(w, file)
+        qtbot.waitUntil(lambda: "Configs row" in str(w.messages.last), timeout=60_000)
+        wait_idle(qtbot, w)
+        assert panel.model_source() == str(file) and panel.config.isVisibleTo(w)
+        panel.config.setText(str(configs))
+        qtbot.keyClick(panel.config, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: w.model_info.source == str(file), timeout=60_000)
+        wait_idle(qtbot, w)
+        assert w.model_info.checkpoint_family == "SD 1.x"
+        assert "SD 1.x checkpoint file" in w.model_info.description
+        assert np.array_equal(image_of(w), folder_image)  # the same weights, seed and prompt
+        assert w.session_doc()["model"]["model_config"] == str(configs.resolve())
+        assert panel.config.text() == str(configs.resolve())
+    finally:
+        w.shutdown()

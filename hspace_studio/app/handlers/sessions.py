@@ -77,7 +77,8 @@ def _load_session_now(state, job, progress, cancel):
         try:
             model_info = state.load_model(str(m["source"]), str(m.get("h_space", "after")), job.device,
                                           m.get("guide"), m.get("guide_weight"), m.get("timesteps"),
-                                          loras=tuple((str(p), float(w)) for p, w in m.get("loras") or ()))
+                                          loras=tuple((str(p), float(w)) for p, w in m.get("loras") or ()),
+                                          model_config=m.get("model_config"))
         except HSpaceError as e:
             warnings.append(f"model: {e}")
     if model_info is not None and m.get("fingerprint") and m["fingerprint"] != model_info.fingerprint:
