@@ -53,6 +53,7 @@ DEFAULT_GUIDE_DIR = RESOURCES / "default-model-guide"
 DEFAULT_GUIDE_WEIGHT = 4.0
 # the default model distilled for ten steps (training.distill); samples well only at 10 steps
 DEFAULT_10STEP_DIR = RESOURCES / "default-model-10step"
+LCM_GUIDANCE = 8.5  # LatentConsistencyModelPipeline's default guidance scale
 
 
 def pick_device(device: Optional[str] = None) -> torch.device:
@@ -479,7 +480,9 @@ def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_s
     size = pipe.unet.config.sample_size
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     encoder = PromptEncoder(pipe, xl, (h * vae_f, w * vae_f))
-    denoiser = Denoiser(pipe.unet, UNetArchitecture(), encoder.conditioning(default_guidance(xl)))
+    # an LCM-distilled UNet takes its guidance as an input, 8.5 by its pipeline's default
+    guidance = LCM_GUIDANCE if encoder.guidance_embedded else default_guidance(xl)
+    denoiser = Denoiser(pipe.unet, UNetArchitecture(), encoder.conditioning(guidance))
     info = {"root": str(root), "xl": xl}
     if lora_recs:
         info["loras"] = lora_recs

@@ -51,9 +51,25 @@ class PromptEncoder:
         pos, nemb = self.pipe.encode_prompt(prompt, self.device, 1, True, neg)
         return {"encoder_hidden_states": pos}, {"encoder_hidden_states": nemb}
 
+    @property
+    def guidance_embedded(self) -> bool:
+        """Whether the UNet takes the guidance scale as an input (an LCM-distilled UNet's
+        ``time_cond_proj_dim``) instead of running classifier-free guidance."""
+        return getattr(self.pipe.unet.config, "time_cond_proj_dim", None) is not None
+
     def conditioning(self, guidance: float) -> Conditioning:
-        """The denoiser's conditioning: this encoder, classifier-free guidance above scale 1."""
-        return Conditioning(self.encode, Prompt(guidance=guidance))
+        """The denoiser's conditioning: this encoder, classifier-free guidance above scale 1; for
+        a UNet with a guidance embedding, no second branch and ``timestep_cond`` the embedding of
+        ``guidance - 1``, as diffusers' pipelines give it."""
+        if not self.guidance_embedded:
+            return Conditioning(self.encode, Prompt(guidance=guidance))
+        dim = int(self.pipe.unet.config.time_cond_proj_dim)
+
+        def extra(g: float) -> dict:
+            w = torch.tensor([float(g) - 1.0])
+            emb = self.pipe.get_guidance_scale_embedding(w, embedding_dim=dim)
+            return {"timestep_cond": emb.to(device=self.device, dtype=self.dtype)}
+        return Conditioning(self.encode, Prompt(guidance=guidance), uses_cfg=lambda g: False, extra=extra)
 
 
 def is_text_to_image(root: Path) -> bool:

@@ -66,3 +66,25 @@ def test_stochastic_inversion_is_exact_with_the_models_own_scheduler(folders, na
     inv = invert(model, image, steps=3, eta=1.0)
     x0 = model.from_pixels(image[None])[0]
     assert inv.max_error <= 1e-4 * float(x0.abs().max())
+
+
+def test_an_lcm_distilled_unet_takes_its_guidance_as_an_input(tmp_path):
+    """An LCM-distilled UNet (``time_cond_proj_dim``: the guidance scale is embedded, no
+    classifier-free batch) with its LCM scheduler equals LatentConsistencyModelPipeline."""
+    from diffusers import LatentConsistencyModelPipeline, UNet2DConditionModel
+
+    folder = _folder(tmp_path, "lcm")
+    cfg = dict(UNet2DConditionModel.load_config(folder / "unet"), time_cond_proj_dim=8)
+    torch.manual_seed(1)
+    UNet2DConditionModel.from_config(cfg).save_pretrained(folder / "unet")
+    model = load_model(str(folder), device="cpu")
+    assert model.conditioning["guidance"] == 8.5  # the LCM pipeline's default
+    model.set_prompt("a red face", "", 6.0)
+    traj = sample(model, [4], steps=4, eta=1.0)[0]
+    pipe = LatentConsistencyModelPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    lat = pipe(prompt="a red face", num_inference_steps=4, guidance_scale=6.0,
+               generator=torch.Generator().manual_seed(4), output_type="latent").images[0]
+    assert (traj.x_0 - lat).abs().max() <= 1e-5 * lat.abs().max(), (traj.x_0 - lat).abs().max()
+    model.set_prompt("a red face", "", 2.0)  # the guidance is an input: another scale, another image
+    assert (sample(model, [4], steps=4, eta=1.0)[0].x_0 - lat).abs().max() > 1e-4
