@@ -57,7 +57,9 @@ class EngineState:
     # -- model and trajectory --------------------------------------------------------
     def load_model(self, source: str, h_space: str, device=None, guide: Optional[str] = None,
                    guide_weight: Optional[float] = None, timesteps: Optional[str] = None,
-                   loras=(), model_config: Optional[str] = None) -> ModelInfo:
+                   loras=(), model_config: Optional[str] = None, progress=None, cancel=None) -> ModelInfo:
+        """Load a model (kept when nothing that makes it differs); ``progress``, ``cancel``: a hub
+        download's."""
         from ..engine.domain import active_domain
         from ..engine.model import load_model
 
@@ -74,7 +76,7 @@ class EngineState:
             return self.model_info
         model = self.model if same else load_model(source, device=device, guide=guide, guide_weight=guide_weight,
                                                    timesteps=timesteps, loras=[f"{p}:{w!r}" for p, w in loras],
-                                                   model_config=model_config)
+                                                   model_config=model_config, progress=progress, cancel=cancel)
         h_space = _point_for(model, h_space)
         shape = model.denoiser.h_shape(h_space, model.sample_shape)
         if model is not self.model:

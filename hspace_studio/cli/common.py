@@ -20,6 +20,8 @@ def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
                         "for 10 steps, unguided), a local diffusers folder, a single-file checkpoint "
                         "(.safetensors, .ckpt: SD 1.x/2.x, SDXL, SD3, Flux.1, Z-Image) or a hub id (default: "
                         "the domain's default model; the toy faces': 'default')")
+    g.add_argument("--variant", default=None, metavar="NAME",
+                   help="for a hub id: the weights variant to download where the repository has it (e.g. fp16)")
     g.add_argument("--model-config", dest="model_config", default=None, metavar="FOLDER",
                    help="for a checkpoint file: a diffusers folder of its family whose configs and tokenizers "
                         "(for a transformer-only file also text encoders and VAE) complete it (default: the "
@@ -170,7 +172,7 @@ def open_model(args):
                        guide_interval=getattr(args, "guide_interval", None),
                        timesteps=getattr(args, "timesteps", None), image_size=getattr(args, "size", None),
                        loras=getattr(args, "lora", None) or (), vae=getattr(args, "vae", None),
-                       model_config=getattr(args, "model_config", None))
+                       model_config=getattr(args, "model_config", None), variant=getattr(args, "variant", None))
     points = model.denoiser.points()
     if getattr(args, "list_h_points", False):
         default = model.denoiser.default_point()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -334,18 +333,6 @@ def _load_folder(root: Path, vae_spec: Optional[str] = None):
     return unet, scfg, vae
 
 
-def _download(repo_id: str) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-
-        os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
-        os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.bin"]))
-    except Exception as e:
-        raise ModelLoadError(f"could not get '{repo_id}' from the Hugging Face hub ({reason(e, 120)}); "
-                             f"download it elsewhere and pass its local folder instead") from e
-
-
 def make_scheduler(config: dict, clip_sample: bool = False, power: Optional[float] = None):
     """The sampling scheduler: diffusers' ``DDIMScheduler`` from ``config``, or with
     ``power`` its power-spaced form (:mod:`.timesteps`)."""
@@ -360,7 +347,7 @@ def make_scheduler(config: dict, clip_sample: bool = False, power: Optional[floa
     return sched
 
 
-def _model_root(src: str) -> Path:
+def _model_root(src: str, variant: Optional[str] = None, progress=None, cancel=None) -> Path:
     if src == "default":
         root = DEFAULT_MODEL_DIR
         if not root.is_dir():
@@ -377,7 +364,9 @@ def _model_root(src: str) -> Path:
             raise ModelLoadError(f"{root} is neither a model folder nor a checkpoint file "
                                  f"({', '.join(CHECKPOINT_SUFFIXES)})")
     elif src.count("/") == 1 and not src.startswith((".", "/", "~")):
-        root = _download(src)
+        from .hub import download
+
+        root = download(src, variant=variant, progress=progress, cancel=cancel)
     else:
         raise ModelLoadError(f"no model folder '{src}' (pass 'default', a local folder or a hub id)")
     return root
@@ -541,6 +530,12 @@ def _load_checkpoint_file(path: Path, src: str, model_config, dev: torch.device,
     return model
 
 
+def _with_variant(model: DiffusionModel, variant: Optional[str]) -> DiffusionModel:
+    if variant is not None:
+        model.info["variant"] = variant
+    return model
+
+
 def _with_vae_info(model: DiffusionModel, vae_spec: Optional[str]) -> DiffusionModel:
     if vae_spec is not None:
         model.info["vae"] = str(Path(vae_spec).expanduser().resolve())
@@ -551,8 +546,12 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
                clip_sample: bool = False, guide: Optional[str] = None,
                guide_weight: Optional[float] = None, guide_interval=None,
                timesteps: Optional[str] = None, image_size=None, loras=(), vae: Optional[str] = None,
-               model_config: Optional[str] = None) -> DiffusionModel:
+               model_config: Optional[str] = None, variant: Optional[str] = None,
+               progress=None, cancel=None) -> DiffusionModel:
     """Load a model by name, folder, single-file checkpoint or hub id. See the module docstring.
+
+    ``variant``: for a hub id, the weights variant to fetch (``"fp16"``) where the repository has it.
+    ``progress``, ``cancel``: a hub download's progress and Cancel (:mod:`.hub`).
 
     ``model_config``: for a checkpoint file, a diffusers folder of its family whose configs and
     tokenizers (for a transformer-only file also text encoders and autoencoder) complete it.
@@ -577,6 +576,8 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
         raise ModelLoadError(str(e)) from e
     dev = pick_device(device)
     src = str(source)
+    if variant is not None and (Path(src).expanduser().exists() or src.startswith("default")):
+        raise ModelLoadError(f"--variant chooses the weights a hub id downloads; {src} is a local model")
     if is_checkpoint_file(Path(src).expanduser()):
         if guide is not None or guide_weight is not None or guide_interval is not None:
             raise ModelLoadError("autoguidance (--guide) is for unconditional models; a checkpoint file holds a "
@@ -587,7 +588,7 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
     if model_config is not None:
         raise ModelLoadError("--model-config completes a single-file checkpoint (.safetensors, .ckpt); "
                              f"{src} is not one")
-    root = _model_root(src)
+    root = _model_root(src, variant, progress, cancel)
     if timesteps is None and (recorded := recorded_timesteps(root)) is not None:
         try:
             power = parse_spacing(recorded)
@@ -603,7 +604,7 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
                                  "--timesteps does not apply")
         model = _load_transformer_model(root, family, src, dev, half, image_size, clip_sample, power,
                                         lora.as_loras(loras), vae)
-        return _with_vae_info(model, vae)
+        return _with_variant(_with_vae_info(model, vae), variant)
     if image_size is not None:
         raise ModelLoadError("a UNet model makes images of the size it was trained at; --size is for "
                              "transformer models")
@@ -611,8 +612,8 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
         if guide is not None or guide_weight is not None or guide_interval is not None:
             raise ModelLoadError("autoguidance (--guide) is for unconditional models; a text-to-image "
                                  "model takes --guidance (classifier-free)")
-        return _with_vae_info(_load_text_model(root, src, dev, half, clip_sample, power, lora.as_loras(loras), vae),
-                              vae)
+        return _with_variant(_with_vae_info(
+            _load_text_model(root, src, dev, half, clip_sample, power, lora.as_loras(loras), vae), vae), variant)
     if loras:
         raise ModelLoadError("LoRA files apply to Stable Diffusion and transformer pipelines; "
                              f"{src} is an unconditional UNet model")
@@ -656,6 +657,6 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
         vae = vae.to(dev, dtype).eval().requires_grad_(False)
         _own_memory(vae)
     sched = _sampling_scheduler(src, scfg, clip_sample, power)
-    return _with_vae_info(DiffusionModel(denoiser=Denoiser(unet, UNetArchitecture(), guide=guide_), scheduler=sched,
+    return _with_variant(_with_vae_info(DiffusionModel(denoiser=Denoiser(unet, UNetArchitecture(), guide=guide_), scheduler=sched,
                                          vae=vae, fingerprint=fp, source=src, device=dev, dtype=dtype, info=info,
-                                         weights_fingerprint=weights_fp), vae_spec)
+                                         weights_fingerprint=weights_fp), vae_spec), variant)

@@ -12,7 +12,7 @@ from . import handler
 def _load_model(state, job, progress, cancel):
     progress(0, 1, f"loading {job.source}")
     info = state.load_model(job.source, job.h_space, job.device, job.guide, job.guide_weight, job.timesteps,
-                            loras=job.loras, model_config=job.model_config)
+                            loras=job.loras, model_config=job.model_config, progress=progress, cancel=cancel)
     progress(1, 1, "model loaded")
     return info
 
