@@ -28,6 +28,9 @@ def add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
                         "hub's, as diffusers takes them)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
     g.add_argument("--half", action="store_true", help="half precision (CUDA only)")
+    g.add_argument("--low-memory", dest="low_memory", action="store_true",
+                   help="decode and encode images in tiles, one at a time: big images in the memory of the "
+                        "autoencoder's own size (pixels above it change slightly at the tiles' seams; recorded)")
     g.add_argument("--compile", action="store_true",
                    help="compile the network for faster sampling and edits (torch.compile; the first "
                         "use builds it: tens of seconds on a CPU; same images to float32 rounding)")
@@ -172,7 +175,8 @@ def open_model(args):
                        guide_interval=getattr(args, "guide_interval", None),
                        timesteps=getattr(args, "timesteps", None), image_size=getattr(args, "size", None),
                        loras=getattr(args, "lora", None) or (), vae=getattr(args, "vae", None),
-                       model_config=getattr(args, "model_config", None), variant=getattr(args, "variant", None))
+                       model_config=getattr(args, "model_config", None), variant=getattr(args, "variant", None),
+                       low_memory=getattr(args, "low_memory", False))
     points = model.denoiser.points()
     if getattr(args, "list_h_points", False):
         default = model.denoiser.default_point()

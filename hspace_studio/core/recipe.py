@@ -21,6 +21,7 @@ The recipe format is the one ``hspace-studio edit`` writes::
      "size": [H, W]  (transformer models: the image size, --size),
      "loras": [{"path": "style.safetensors", "weight": 0.7}]  (LoRA files on the model, --lora),
      "vae": "vae.safetensors"  (an autoencoder in place of the model's own, --vae),
+     "low_memory": true  (only if images were decoded in tiles, --low-memory),
      "variant": "fp16"  (the weights variant a hub id was downloaded in, --variant),
      "model_config": "folder"  (the diffusers folder completing a checkpoint file, --model-config),
      "prompt": {"prompt": "...", "negative_prompt": "...", "guidance": 7.5}  (text-to-image models),
@@ -63,6 +64,8 @@ def recipe_to_cli_args(recipe: dict, out: Optional[str] = None) -> List[str]:
         args.append(f"--vae={recipe['vae']}")
     if recipe.get("model_config"):
         args.append(f"--model-config={recipe['model_config']}")
+    if recipe.get("low_memory") is True:
+        args.append("--low-memory")
     if recipe.get("variant"):
         args.append(f"--variant={recipe['variant']}")
     for lo in recipe.get("loras") or []:
@@ -171,6 +174,8 @@ def with_model_settings(recipe: dict, model) -> dict:
         out["size"] = list(info["image_size"])
     if info.get("vae"):
         out["vae"] = info["vae"]
+    if info.get("low_memory"):
+        out["low_memory"] = True
     if info.get("variant"):
         out["variant"] = info["variant"]
     if (info.get("checkpoint") or {}).get("config"):

@@ -542,13 +542,28 @@ def _with_vae_info(model: DiffusionModel, vae_spec: Optional[str]) -> DiffusionM
     return model
 
 
+def use_low_memory(model: DiffusionModel) -> DiffusionModel:
+    """The autoencoder decodes (and encodes) large images in overlapping tiles and a batch one
+    image at a time, so its activations stay the size of a tile: the memory of a big image's
+    decode falls to that of the autoencoder's own sample size. Images at or below that size are
+    unchanged; above it the tiles' blended seams change pixels slightly (docs/speed.md)."""
+    vae = model.vae
+    if vae is not None and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+        vae.enable_slicing()
+        model.info["low_memory"] = True
+    return model
+
+
 def load_model(source: str = "default", device: Optional[str] = None, half: bool = False,
                clip_sample: bool = False, guide: Optional[str] = None,
                guide_weight: Optional[float] = None, guide_interval=None,
                timesteps: Optional[str] = None, image_size=None, loras=(), vae: Optional[str] = None,
                model_config: Optional[str] = None, variant: Optional[str] = None,
-               progress=None, cancel=None) -> DiffusionModel:
+               progress=None, cancel=None, low_memory: bool = False) -> DiffusionModel:
     """Load a model by name, folder, single-file checkpoint or hub id. See the module docstring.
+
+    ``low_memory``: decode and encode images in tiles, one at a time (:func:`use_low_memory`).
 
     ``variant``: for a hub id, the weights variant to fetch (``"fp16"``) where the repository has it.
     ``progress``, ``cancel``: a hub download's progress and Cancel (:mod:`.hub`).
@@ -570,6 +585,15 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
     ``guide``: a folder (or ``"default"``: the default model's shipped guide) of a weaker
     model of the same kind; sampling then uses ``g + guide_weight (m - g)``
     (:mod:`.guidance`), at the timesteps ``guide_interval`` = (lo, hi) or at all."""
+    model = _load(source, device, half, clip_sample, guide, guide_weight, guide_interval, timesteps, image_size,
+                  loras, vae, model_config, variant, progress, cancel)
+    return use_low_memory(model) if low_memory else model
+
+
+def _load(source: str, device: Optional[str], half: bool, clip_sample: bool, guide: Optional[str],
+          guide_weight: Optional[float], guide_interval, timesteps: Optional[str], image_size, loras,
+          vae: Optional[str], model_config: Optional[str], variant: Optional[str], progress, cancel) -> DiffusionModel:
+    """The model of :func:`load_model`, before its memory setting."""
     try:
         power = parse_spacing(timesteps)
     except ValueError as e:
