@@ -76,12 +76,13 @@ class PeakRSS:
 
 
 def sequential_directions(model, traj, k, tol, max_iter, steps, seed=0, warm=False, log=None,
-                          deadline=None):
+                          deadline=None, weights=None):
     """The sequential power method with deflation, through the full UNet, at ``steps``.
 
     Returns (vectors (S, k, D), singular values (S, k), iterations per step, converged).
     With ``deadline`` (a ``time.perf_counter()`` value) it stops there: the vectors not
-    reached are the random start (not converged).
+    reached are the random start (not converged). ``weights``: a mask's weights on eps (the
+    masked Jacobian), as the product path applies them.
     """
     from hspace_studio.engine.denoiser import forward_ad_safe
 
@@ -97,7 +98,8 @@ def sequential_directions(model, traj, k, tol, max_iter, steps, seed=0, warm=Fal
             def f(h):
                 with model.denoiser.hook(traj.h_space, edit=lambda _h: h):
                     out = model.denoiser(x, t)
-                return model.predict_eps(out.float(), x, t).reshape(-1)
+                eps = model.jacobian_output(out.float(), x, t)
+                return (eps if weights is None else eps * weights).reshape(-1)
 
             found, vals, n_it, ok = [], [], 0, True
             lam1 = 1.0
@@ -140,14 +142,15 @@ def sequential_directions(model, traj, k, tol, max_iter, steps, seed=0, warm=Fal
     return torch.stack(vecs), torch.stack(sigs), iters, conv
 
 
-def common_residuals(model, traj, steps, vecs):
+def common_residuals(model, traj, steps, vecs, weights=None):
     """||J'J v - |Jv|^2 v|| / s_1^2 for each step's vectors (S, k, D), one common check
     (s_1^2 is the largest |Jv|^2 among the vectors checked)."""
     from hspace_studio.engine.discover.jacobian import DownstreamEps, JacobianOperator
 
     out = []
     for n, i in enumerate(steps):
-        with DownstreamEps(model, traj.xs[i][None], traj.timesteps[i].to(model.device), traj.h_space) as fn:
+        with DownstreamEps(model, traj.xs[i][None], traj.timesteps[i].to(model.device), traj.h_space,
+                           weights) as fn:
             op = JacobianOperator(fn, fn.h0)
             V = vecs[n].double()
             W = op.jmv(V).double().cpu()
@@ -169,11 +172,11 @@ def angles_deg(V, R):
     return sub, per
 
 
-def reference_directions(model, traj, step, k, tol, cache: Path, log):
+def reference_directions(model, traj, step, k, tol, cache: Path, log, mask=None, tag=""):
     """Converged directions at one step (a long Krylov run), saved once and reused."""
     from hspace_studio.engine.discover.jacobian import jacobian_directions
 
-    key = f"reference-{model.weights_fingerprint}-seed0-{traj.steps}steps-at{step}-k{k}-tol{tol:g}.pt"
+    key = f"reference-{model.weights_fingerprint}{tag}-seed0-{traj.steps}steps-at{step}-k{k}-tol{tol:g}.pt"
     path = cache / key
     if path.is_file():
         log(f"reference: {path} (saved before)")
@@ -181,13 +184,41 @@ def reference_directions(model, traj, step, k, tol, cache: Path, log):
     log(f"reference: a long run to tol {tol:g} (saved to {path})")
     t0 = time.perf_counter()
     res = jacobian_directions(model, traj, k=k, tol=tol, angle_tol=None, max_iter=400, steps_subset=[step],
-                              progress=lambda d, n, m: log("  " + m))
+                              mask=mask, progress=lambda d, n, m: log("  " + m))
     vec = res.directions.delta_h[:, 0].reshape(k, -1).double()
     ref = {"vectors": vec, "values": res.singular_values[0].double(), "residual": res.residuals[0],
            "products": res.products[0], "seconds": time.perf_counter() - t0, "accuracy": res.accuracy[0]}
     cache.mkdir(parents=True, exist_ok=True)
     torch.save(ref, path)
     return ref
+
+
+def bf16_check(model, traj, at, args, mask, tag, new, t_new, nv, weights, cache, log):
+    """The float32 Krylov run (done) against the same run with the products under bfloat16
+    autocast: time per product and the directions' angles to the converged ones. bf16's
+    rounding (about 3 significant digits) floors the residual near 1e-3, so both stop on the
+    1 degree angle rule here."""
+    from hspace_studio.engine.discover.jacobian import jacobian_directions
+
+    runs = {}
+    for name in ("float32", "bf16"):
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if name == "bf16" else torch.autocast("cpu", enabled=False)
+        t0 = time.perf_counter()
+        with ctx:
+            res = jacobian_directions(model, traj, k=args.k, tol=args.tol, angle_tol=1.0, max_iter=args.max_iter,
+                                      steps_subset=[at], mask=mask, progress=lambda d, n, m: log("  " + m))
+        runs[name] = (time.perf_counter() - t0, res)
+    ref = (reference_directions(model, traj, at, args.k, args.tol / 100, cache, log, mask, tag)
+           if not args.no_reference else {"vectors": nv})
+    for name, (sec, res) in runs.items():
+        v = res.directions.delta_h[:, 0].reshape(args.k, -1).double()
+        sub, per = angles_deg(v, ref["vectors"])
+        r = common_residuals(model, traj, [at], v[None], weights)[0]
+        print(f"{name:8s}: {sec:7.1f} s  {res.products[0]:3d} products ({sec / max(res.products[0], 1):.2f} s each)  "
+              f"residual (float32 check) {float(r.max()):.1e}  subspace angle {sub:.3g} deg  vectors "
+              f"{', '.join(f'{a:.3g}' for a in per)} deg; says: {res.accuracy[0]}")
+    (a, ra), (b, rb) = runs["float32"], runs["bf16"]
+    print(f"bf16/float32 time per product: {(b / max(rb.products[0], 1)) / (a / max(ra.products[0], 1)):.2f}")
 
 
 def main(argv=None):
@@ -208,6 +239,12 @@ def main(argv=None):
     ap.add_argument("--sequential-limit", type=float, default=None, metavar="X",
                     help="stop the sequential method after X times the Krylov method's time (it is then "
                          "reported as not finished, and the speed-up as at least X)")
+    ap.add_argument("--mask", default=None, metavar="PNG|centre",
+                    help="the masked Jacobian: a mask image, or 'centre' (the middle quarter of the image)")
+    ap.add_argument("--prompt", default=None, help="a text-to-image model's prompt (guidance: its default)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="instead of the sequential method: the Krylov method with its products under bfloat16 "
+                         "autocast, against float32 (time per product, angles to the converged directions)")
     ap.add_argument("--no-reference", action="store_true",
                     help="skip the converged directions (no angles to them)")
     args = ap.parse_args(argv)
@@ -229,35 +266,54 @@ def main(argv=None):
     else:
         model = bench_model(None if args.model == "default" else args.model, args.device)
     print(f"model: {model.describe()}; torch threads {torch.get_num_threads()}")
+    if args.prompt is not None:
+        model.set_prompt(args.prompt)
+    mask, tag = None, ""
+    if args.mask == "centre":
+        import numpy as np
+
+        h, w = model.image_size
+        mask = np.zeros((h, w), dtype=bool)
+        mask[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = True
+        tag = "-centre"
+    elif args.mask is not None:
+        mask, tag = args.mask, "-" + Path(args.mask).stem
+    from hspace_studio.engine.masks import prepare_mask
+
+    weights, _ = prepare_mask(mask, model)
     traj = sample(model, [0], steps=args.steps, eta=1.0)[0]
     at = args.at
     print(f"trajectory: seed 0, {args.steps} steps, h {tuple(traj.hs.shape[1:])} at '{traj.h_space}'; "
-          f"step {at} (t = {int(traj.timesteps[at])}); k = {args.k}, tol = {args.tol:g}")
+          f"step {at} (t = {int(traj.timesteps[at])}); k = {args.k}, tol = {args.tol:g}"
+          + (f"; mask {args.mask}" if mask is not None else "") + (f"; prompt {args.prompt!r}" if args.prompt else ""))
 
     with PeakRSS() as mem_new:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         new = jacobian_directions(model, traj, k=args.k, tol=args.tol, angle_tol=None, max_iter=args.max_iter,
-                                  steps_subset=[at], progress=lambda d, n, m: log("  " + m))
-        t_new = time.perf_counter() - t0
+                                  steps_subset=[at], mask=mask, progress=lambda d, n, m: log("  " + m))
+        t_new, c_new = time.perf_counter() - t0, time.process_time() - c0
     nv = new.directions.delta_h[:, 0].reshape(args.k, -1).double()
     log(f"krylov done: {t_new:.1f} s, {new.products[0]} products; {new.accuracy[0]}")
 
+    if args.bf16:
+        return bf16_check(model, traj, at, args, mask, tag, new, t_new, nv, weights, cache, log)
+
     with PeakRSS() as mem_seq:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         deadline = t0 + args.sequential_limit * t_new if args.sequential_limit else None
         sv, ss, s_iters, s_conv = sequential_directions(model, traj, args.k, args.tol, args.max_iter, [at],
-                                                        log=log, deadline=deadline)
-        t_seq = time.perf_counter() - t0
+                                                        log=log, deadline=deadline, weights=weights)
+        t_seq, c_seq = time.perf_counter() - t0, time.process_time() - c0
     finished = all(s_conv)
     log(f"sequential done: {t_seq:.1f} s, {s_iters[0]} iterations")
 
-    rn = common_residuals(model, traj, [at], nv[None])[0]
-    rs = common_residuals(model, traj, [at], sv[0][None])[0]
+    rn = common_residuals(model, traj, [at], nv[None], weights)[0]
+    rs = common_residuals(model, traj, [at], sv[0][None], weights)[0]
     if args.no_reference:
         ref = {"vectors": nv}
         print("converged  : not computed (--no-reference): angles are to the Krylov method's vectors")
     else:
-        ref = reference_directions(model, traj, at, args.k, args.tol / 100, cache, log)
+        ref = reference_directions(model, traj, at, args.k, args.tol / 100, cache, log, mask, tag)
         vals = ", ".join(f"{float(v):.5g}" for v in ref["values"])
         print(f"converged  : singular values {vals}; residual {ref['residual']:.1e} "
               f"({ref['products']} products, {ref['seconds']:.0f} s when made)")
@@ -274,12 +330,13 @@ def main(argv=None):
     as_good = float(rn.max()) <= float(rs.max()) * 1.05 and sub_n <= sub_s * 1.05 + 1e-3
     print(f"accuracy   : krylov at least as accurate as sequential: {'yes' if as_good else 'NO'}")
     print(f"speed-up   : {'' if finished else 'at least '}{t_seq / t_new:.2f}x at step {at} "
-          f"(krylov {t_new / t_seq:.3f} of the sequential time)")
+          f"(krylov {t_new / t_seq:.3f} of the sequential time); CPU time {c_new:.0f} s vs {c_seq:.0f} s: "
+          f"{c_seq / max(c_new, 1e-9):.2f}x (equal to the wall-time ratio when nothing else shared the cores)")
 
     if args.all_steps:
         steps = list(range(args.steps))
         t0 = time.perf_counter()
-        allr = jacobian_directions(model, traj, k=args.k, tol=args.tol, max_iter=args.max_iter,
+        allr = jacobian_directions(model, traj, k=args.k, tol=args.tol, max_iter=args.max_iter, mask=mask,
                                    progress=lambda d, n, m: log("  " + m))
         t_all = time.perf_counter() - t0
         per = ", ".join(str(p) for p in allr.products)
@@ -288,7 +345,7 @@ def main(argv=None):
         if args.sequential_all:
             t0 = time.perf_counter()
             _, _, it_all, _ = sequential_directions(model, traj, args.k, args.tol, args.max_iter, steps,
-                                                    warm=True, log=log)
+                                                    warm=True, log=log, weights=weights)
             t_sall = time.perf_counter() - t0
             print(f"all steps  : sequential (warm starts) {t_sall:.1f} s, iterations per step {it_all}; "
                   f"speed-up {t_sall / t_all:.2f}x")
