@@ -140,7 +140,24 @@ def _offline() -> bool:
 def load_checkpoint_pipeline(path, kind: CheckpointKind, config=None):
     """The family's diffusers pipeline built from the checkpoint file, in float32 (no safety
     checker, no watermark). ``config``: a diffusers folder of the family (configs and
-    tokenizers; for a transformer-only file also its text encoders and autoencoder)."""
+    tokenizers; for a transformer-only file also its text encoders and autoencoder); without
+    one, the hub's configs, or offline (or when the hub cannot be reached) the ones shipped
+    for the family (:mod:`.shipped_configs`)."""
+    try:
+        return _load_pipeline(path, kind, config)
+    except ModelLoadError as hub_error:
+        from .shipped_configs import shipped_config
+
+        shipped = shipped_config(kind.family) if config is None and not _offline() else None
+        if shipped is None:
+            raise
+        try:  # the hub failed: the configs shipped for the family
+            return _load_pipeline(path, kind, shipped)
+        except ModelLoadError:
+            raise hub_error from None
+
+
+def _load_pipeline(path, kind: CheckpointKind, config=None):
     import diffusers
     from transformers.utils import logging as tlog
 
@@ -148,15 +165,21 @@ def load_checkpoint_pipeline(path, kind: CheckpointKind, config=None):
     tlog.disable_progress_bar()
     path = Path(path).expanduser()
     cfg = Path(config).expanduser() if config is not None else None
+    from .shipped_configs import is_shipped, shipped_config
+
+    shipped = cfg is not None and is_shipped(cfg)
     if cfg is not None:
         _check_config(cfg, kind)
     elif kind.transformer_only:
         raise ModelLoadError(f"{path} holds a {kind.family} transformer alone: name a {kind.family} diffusers "
                              f"folder for its text encoders and autoencoder (--model-config FOLDER; in the app, the Configs row)")
     elif _offline():
-        raise ModelLoadError(f"{path} is a {kind.family} checkpoint and its configs come from the hub "
-                             f"({kind.hub_configs}), which is offline: name a {kind.family} diffusers folder "
-                             f"(--model-config FOLDER; in the app, the Configs row)")
+        cfg = shipped_config(kind.family)
+        shipped = cfg is not None
+        if cfg is None:
+            raise ModelLoadError(f"{path} is a {kind.family} checkpoint and its configs come from the hub "
+                                 f"({kind.hub_configs}), which is offline: name a {kind.family} diffusers folder "
+                                 f"(--model-config FOLDER; in the app, the Configs row)")
     extra = {}
     if kind.pipeline == "StableDiffusionPipeline":
         extra = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -179,8 +202,11 @@ def load_checkpoint_pipeline(path, kind: CheckpointKind, config=None):
     except ModelLoadError:
         raise
     except Exception as e:  # diffusers, transformers and the hub raise many types
-        hint = "" if cfg is not None else (f"; offline, name a {kind.family} diffusers folder for its configs "
-                                           f"(--model-config FOLDER; in the app, the Configs row)")
+        where_from = (f"the configs shipped for {kind.family} (its reference model's sizes)" if shipped
+                      else "the hub's configs")
+        hint = "" if cfg is not None and not shipped else (
+            f" (with {where_from}); name a {kind.family} diffusers folder for its configs "
+            f"(--model-config FOLDER; in the app, the Configs row)")
         raise ModelLoadError(f"cannot load {path} as {kind.family}: {reason(e, 160)}{hint}") from e
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -162,8 +162,6 @@ def test_detection_on_each_layout(sd_files, sdxl_files, tmp_path):
 def test_missing_configs_say_what_to_pass(sd_files, tmp_path, monkeypatch):
     _, file, _, _ = sd_files
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelLoadError, match="--model-config"):
-        load_model(str(file))
     with pytest.raises(ModelLoadError, match="no configuration folder"):
         load_model(str(file), model_config=str(tmp_path / "nowhere"))
     with pytest.raises(ModelLoadError, match="FluxPipeline folder"):
@@ -200,3 +198,56 @@ def test_cli_samples_a_checkpoint_file_and_the_recipe_replays(sd_files, tmp_path
     again = tmp_path / "again.png"
     assert main(recipe_to_cli_args(rec, str(again))) == 0
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(out)))
+
+
+def test_the_shipped_clip_tokenizer_gives_clips_ids(tmp_path, monkeypatch):
+    """The tokenizer written from the shipped merges encodes as CLIP's own tokenizer does
+    (ids published with CLIP's tokenizer tests)."""
+    from transformers import CLIPTokenizer
+
+    from hspace_studio.engine.shipped_configs import shipped_config
+
+    monkeypatch.setenv("HSPACE_CACHE", str(tmp_path))
+    folder = shipped_config("SDXL")
+    tok = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    assert len(tok) == 49408
+    assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert tok("Hello, world!").input_ids == [49406, 3306, 267, 1002, 256, 49407]
+    assert tok("A PHOTO of  a Cat!").input_ids == [49406, 320, 1125, 539, 320, 2368, 256, 49407]
+    tok2 = CLIPTokenizer.from_pretrained(folder / "tokenizer_2")
+    assert tok2.pad_token == "!" and tok2.pad_token_id == 0 and tok.pad_token_id == 49407
+    assert shipped_config("SD 1.x") is not None and shipped_config("Flux.1-dev") is None
+
+
+def test_the_shipped_configs_build_the_reference_models_sizes(tmp_path, monkeypatch):
+    """Each shipped config builds its network with the reference model's parameter count (as
+    published for stable-diffusion-v1-5 and stable-diffusion-xl-base-1.0)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from hspace_studio.engine.shipped_configs import shipped_config
+
+    monkeypatch.setenv("HSPACE_CACHE", str(tmp_path))
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    with torch.device("meta"):
+        sd1, xl = shipped_config("SD 1.x"), shipped_config("SDXL")
+        assert count(UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(sd1 / "unet"))) == 859_520_964
+        assert count(UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(xl / "unet"))) == 2_567_463_684
+        for f in (sd1, xl):
+            assert count(AutoencoderKL.from_config(AutoencoderKL.load_config(f / "vae"))) == 83_653_863
+        clip_l = count(CLIPTextModel(CLIPTextConfig.from_pretrained(sd1 / "text_encoder")))
+        big_g = count(CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(xl / "text_encoder_2")))
+        assert clip_l + big_g == 817_720_320  # SDXL's two text encoders together
+
+
+def test_offline_without_a_folder_the_shipped_configs_are_used_and_say_so(sd_files, tmp_path, monkeypatch):
+    """A tiny SD 1.x file offline: the shipped configs (the reference model's sizes) are tried and
+    the message says so and what to pass."""
+    _, file, _, _ = sd_files
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HSPACE_CACHE", str(tmp_path))
+    with pytest.raises(ModelLoadError, match="configs shipped for SD 1.x.*--model-config"):
+        load_model(str(file))
