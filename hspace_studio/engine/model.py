@@ -234,6 +234,8 @@ class DiffusionModel:
             kind += f", {self.info['checkpoint']['family']} checkpoint file"
         if self.own_step and not self.is_flow:  # a few-step model's own sampler
             guided += f", {type(self.scheduler.scheduler).__name__.replace('Scheduler', '')} sampler"
+        elif self.info.get("scheduler_config") and not self.is_flow:  # what DDIM was built from
+            guided += f", DDIM sampler from its {self.info['scheduler_config']} config"
         for lo in self.info.get("loras") or ():
             guided += f", LoRA {Path(lo['path']).name} at {lo['weight']:g}"
         if self.info.get("vae"):
@@ -472,7 +474,9 @@ def _load_text_model(root: Path, src: str, dev: torch.device, half: bool, clip_s
     # an LCM-distilled UNet takes its guidance as an input, 8.5 by its pipeline's default
     guidance = LCM_GUIDANCE if encoder.guidance_embedded else default_guidance(xl)
     denoiser = Denoiser(pipe.unet, UNetArchitecture(), encoder.conditioning(guidance))
-    info = {"root": str(root), "xl": xl}
+    cross = int(getattr(pipe.unet.config, "cross_attention_dim", 0) or 0)
+    info = {"root": str(root), "xl": xl, "scheduler_config": scfg["_class_name"],
+            "family": "SDXL" if xl else {768: "SD 1.x", 1024: "SD 2.x"}.get(cross, "SD")}
     if lora_recs:
         info["loras"] = lora_recs
     if power is not None:
