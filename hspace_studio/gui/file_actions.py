@@ -177,12 +177,29 @@ class FileActions:
                                          eta=float(eta) if isinstance(eta, (int, float)) else None)
             self.submit(J.Sample(prompt.get("prompt"), prompt.get("negative_prompt"), prompt.get("guidance"),
                                  seed=int(src["seed"]), steps=int(steps or 10), eta=eta if eta is not None else 1.0))
+        self._restore_region(rec.get("region"))
         edits = [e for e in rec.get("edits") or [] if e.get("space") != "noise" and e.get("direction")]
         for file in dict.fromkeys(e["direction"] for e in edits):
             mine = [e for e in edits if e["direction"] == file]
             self.submit(J.ImportDirections((str(file),)),
                         on_done=lambda res, mine=mine: self._activate_recipe_edits(res, mine))
         self.show_info(f"{Path(path).name}: reopening its edit ({len(edits)} direction(s))")
+
+    def _restore_region(self, region) -> None:
+        """A recipe's region: its mask painted again, edits kept inside it with its free steps. A
+        region of segmented parts (the command line's ``--region``) is named, not rebuilt."""
+        if not isinstance(region, dict):
+            return
+        if region.get("mask"):
+            if self.load_mask(str(region["mask"])):
+                self.brush.free_steps.setValue(int(region.get("free_steps", 1)))
+                if self.brush.keep_inside.isChecked():
+                    self._region_changed()  # the engine gets the mask now, before the edits render
+                else:
+                    self.brush.keep_inside.setChecked(True)  # (sends it)
+        elif region.get("parts"):
+            self.show_info(f"the edit was kept inside the parts {', '.join(region['parts'])}: paint or fill "
+                           f"them and tick 'Keep edits inside the mask' to continue it so")
 
     def _activate_recipe_edits(self, res, edits) -> None:
         self._default_result(res)  # the sets join the library as an import's do
@@ -198,6 +215,9 @@ class FileActions:
             d.range = max(float(d.range), abs(d.scale))
             d.window = tuple(e["window"]) if e.get("window") else None
             d.asymmetric = bool(e.get("asymmetric", False))
+            at = e.get("at_step")
+            if at is not None and self.traj_info is not None and 0 <= int(at) < len(self.traj_info.timesteps):
+                d.at_timestep = int(self.traj_info.timesteps[int(at)])  # the one step it was applied at
             self.library.set_active((s.set_id, d.index), True)
 
     def import_directions(self, paths) -> JobHandle:

@@ -496,6 +496,44 @@ def test_an_exported_png_reopens_as_its_edit(qtbot, win, dir_file, tiny_model_di
         w2.shutdown()
 
 
+def test_an_exported_png_reopens_with_its_region_and_its_one_step_vector(qtbot, win, dir_file, tiny_model_dir,  # noqa: F811
+                                                                         tmp_path):
+    """An edit kept inside a painted mask, with one step's vector applied at every step, reopens
+    with the mask, 'keep inside', its free steps and that step: the same pixels."""
+    from PIL import Image
+
+    from tests.gui.test_gui_app import image_of, import_and_activate
+
+    s = import_and_activate(qtbot, win, dir_file, rows=(1,))
+    h, w = image_of(win).shape[:2]
+    mask = np.zeros((h, w), dtype=np.uint8)
+    mask[:, : w // 2] = 255
+    Image.fromarray(mask).save(tmp_path / "left.png")
+    assert win.load_mask(str(tmp_path / "left.png"))
+    win.brush.free_steps.setValue(2)
+    win.brush.keep_inside.setChecked(True)
+    row = win.slider_rows()[0]
+    t3 = int(win.traj_info.timesteps[3])
+    row.at_combo.setCurrentIndex(row.at_combo.findData(t3))
+    row.slider.setValue(900)
+    wait_idle(qtbot, win)
+    out = tmp_path / "region.png"
+    assert run_job(qtbot, win, win.export_image(str(out))).ok
+    exported = np.asarray(Image.open(out).convert("RGB"))
+    w2 = make_window(qtbot, tiny_model_dir, tmp_path, name="w2")
+    try:
+        w2.open_paths([str(out)])
+        qtbot.waitUntil(lambda: len(w2.slider_rows()) == 1, timeout=TIMEOUT)
+        wait_idle(qtbot, w2)
+        assert w2.brush.keep_inside.isChecked() and w2.brush.free_steps.value() == 2
+        assert np.array_equal(w2.mask.array, win.mask.array)
+        assert w2.slider_rows()[0].at_timestep() == t3
+        assert np.array_equal(image_of(w2), exported)
+        assert s.name in w2.slider_rows()[0].title.text()
+    finally:
+        w2.shutdown()
+
+
 def test_a_png_made_with_another_model_opens_as_a_photo_when_the_user_declines(qtbot, win, tmp_path):
     import json
 
