@@ -250,6 +250,7 @@ class SetAcceleration:
 
     compile: bool = False
     bf16: bool = False
+    low_memory: bool = False  # the autoencoder in tiles, one image at a time (engine.model.set_low_memory)
     label: ClassVar[str] = "Setting the engine's speed"
 
 

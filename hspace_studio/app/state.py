@@ -52,7 +52,8 @@ class EngineState:
         self.region_mask: Optional[np.ndarray] = None  # edits stay inside it (see SetRegion)
         self.region_free_steps = 1
         self._region = None  # (model fingerprint, Region) built from region_mask
-        self.acceleration = {"compile": False, "bf16": False}  # engine.compiled, for every model loaded
+        # engine.compiled's settings and the low-memory mode, for every model loaded
+        self.acceleration = {"compile": False, "bf16": False, "low_memory": False}
 
     # -- model and trajectory --------------------------------------------------------
     def load_model(self, source: str, h_space: str, device=None, guide: Optional[str] = None,
@@ -106,7 +107,8 @@ class EngineState:
         self.invalidate()
         return self.model_info
 
-    def set_acceleration(self, compile: bool, bf16: bool, progress=None, cancel=None) -> dict:
+    def set_acceleration(self, compile: bool, bf16: bool, progress=None, cancel=None,
+                         low_memory: bool = False) -> dict:
         """Keep the speed setting (:mod:`..engine.compiled`) and apply it to the loaded model,
         building its compiled code now (``progress``, ``cancel``: see
         :func:`..engine.compiled.warm_up`); returns what is in force (compiling needs a C++
@@ -114,7 +116,8 @@ class EngineState:
         from ..engine.compiled import compiler_available
 
         before = dict(self.acceleration)
-        self.acceleration = {"compile": bool(compile) and compiler_available(), "bf16": bool(bf16)}
+        self.acceleration = {"compile": bool(compile) and compiler_available(), "bf16": bool(bf16),
+                             "low_memory": bool(low_memory)}
         if self.model is not None:
             self._decode_seconds = None
             self.invalidate()
@@ -130,8 +133,10 @@ class EngineState:
         """Apply the speed setting to ``model`` and build its compiled code now, for an
         image, an edit and a strip, so that no slider waits for it."""
         from ..engine.compiled import accelerate, warm_up
+        from ..engine.model import set_low_memory
 
-        accelerate(model, **self.acceleration)
+        set_low_memory(model, self.acceleration.get("low_memory", False))
+        accelerate(model, compile=self.acceleration["compile"], bf16=self.acceleration["bf16"])
         if self.acceleration["compile"]:
             warm_up(model, self.h_space, progress=progress, cancel=cancel)
 

@@ -546,6 +546,18 @@ def _with_vae_info(model: DiffusionModel, vae_spec: Optional[str]) -> DiffusionM
     return model
 
 
+def set_low_memory(model: DiffusionModel, on: bool) -> DiffusionModel:
+    """:func:`use_low_memory` on, or the autoencoder back to whole images and batches."""
+    if on:
+        return use_low_memory(model)
+    vae = model.vae
+    if vae is not None and hasattr(vae, "disable_tiling"):
+        vae.disable_tiling()
+        vae.disable_slicing()
+    model.info.pop("low_memory", None)
+    return model
+
+
 def use_low_memory(model: DiffusionModel) -> DiffusionModel:
     """The autoencoder decodes (and encodes) large images in overlapping tiles and a batch one
     image at a time, so its activations stay the size of a tile: the memory of a big image's

@@ -326,7 +326,7 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
             pass
         prog = s.value("view/progressive", True)
         self.act["progressive"].setChecked(prog not in (False, "false", "0", 0))
-        for key in ("compile", "bf16"):  # checking one asks the engine for it, before the model loads
+        for key in ("compile", "bf16", "low_memory"):  # checking one asks the engine for it, before the model loads
             if s.value(f"engine/{key}", False) not in (False, "false", "0", 0):
                 self.act[key].setChecked(True)
 
@@ -339,6 +339,7 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
         s.setValue("view/progressive", self.progressive)
         s.setValue("engine/compile", self.act["compile"].isChecked())
         s.setValue("engine/bf16", self.act["bf16"].isChecked())
+        s.setValue("engine/low_memory", self.act["low_memory"].isChecked())
         s.sync()
 
     def _last_dir(self, kind: str) -> str:

@@ -139,7 +139,7 @@ class Menus:
         from ..engine.compiled import compiler_available
 
         A = self._action
-        self._speed_in_force = (False, False)  # (compile, bf16) last asked of the engine
+        self._speed_in_force = (False, False, False)  # (compile, bf16, low memory) last asked of the engine
         self.act["compile"] = A(m, "Compile the network (faster edits)", self._speed_changed, None,
                                 "torch.compile: sampling and edits run faster, with the same images to "
                                 "float32 rounding; building it takes a minute or more each time a model "
@@ -152,11 +152,17 @@ class Menus:
                              "The network runs in bfloat16 (fast on CPUs with AMX or AVX-512 BF16 and on "
                              "GPUs); images differ slightly from float32's (about 47 dB PSNR), and an "
                              "export records it so that it replays alike", checkable=True)
+        self.act["low_memory"] = A(m, "Low memory (images decoded in tiles)", self._speed_changed, None,
+                                   "The autoencoder decodes and encodes big images in tiles, one image at a "
+                                   "time: their memory falls to that of the autoencoder's own size. Images at "
+                                   "or below it are unchanged; above it the tiles' seams change pixels "
+                                   "slightly, and an export records it", checkable=True)
 
     def _speed_changed(self, _on=None) -> None:
         from ..app.requests import SetAcceleration
 
-        want = (self.act["compile"].isChecked() and self.act["compile"].isEnabled(), self.act["bf16"].isChecked())
+        want = (self.act["compile"].isChecked() and self.act["compile"].isEnabled(), self.act["bf16"].isChecked(),
+                self.act["low_memory"].isChecked())
         before = self._speed_in_force
         self._speed_in_force = want
 
@@ -164,14 +170,14 @@ class Menus:
             if not res.ok:
                 if res.cancelled:  # the setting before stays
                     self._speed_in_force = before
-                    for key, on in zip(("compile", "bf16"), before):
+                    for key, on in zip(("compile", "bf16", "low_memory"), before):
                         self.act[key].blockSignals(True)
                         self.act[key].setChecked(on)
                         self.act[key].blockSignals(False)
                     return
                 self.show_error(f"Could not change the engine's speed settings: {res.error}")
                 return
-            names = {"compile": "compiled network", "bf16": "bfloat16"}
+            names = {"compile": "compiled network", "bf16": "bfloat16", "low_memory": "low memory"}
             on = [names[k] for k, v in (res.value or {}).items() if v]
             self.statusBar().showMessage("Engine: " + (", ".join(on) if on else "plain float32"), 6000)
             self.request_preview()  # the image as the engine now makes it

@@ -17,7 +17,7 @@ def test_compiled_engine_renders_the_same_images(sampled):
     edits = (Edit(sets[0].set_id, 0, 2.5),)
     plain = state.render(edits)
     in_force, calls = run(state, R.SetAcceleration(compile=True))
-    assert in_force == {"compile": True, "bf16": False} and accelerated(state.model)
+    assert in_force == {"compile": True, "bf16": False, "low_memory": False} and accelerated(state.model)
     assert calls[0][2].startswith("building the compiled network")
     fast = state.render(edits)
     assert np.abs(fast.astype(int) - plain.astype(int)).max() <= 1  # float32 rounding, in 8-bit levels
@@ -40,7 +40,7 @@ def test_bf16_export_records_it_and_replays_through_the_cli(sampled, tmp_path):
     edits = (Edit(sets[0].set_id, 1, -2.0),)
     plain = state.render(edits)
     in_force, _ = run(state, R.SetAcceleration(bf16=True))
-    assert in_force == {"compile": False, "bf16": True}
+    assert in_force == {"compile": False, "bf16": True, "low_memory": False}
     out = tmp_path / "bf16.png"
     run(state, R.ExportImage(str(out), edits, ((sets[0].set_id, None),)))
     recipe = read_recipe(out)
@@ -62,6 +62,27 @@ def test_a_cancelled_build_keeps_the_setting_before(sampled):
     token.cancel()
     with pytest.raises(Cancelled):
         run(state, R.SetAcceleration(compile=True), cancel=token)
-    assert state.acceleration == {"compile": False, "bf16": False}
+    assert state.acceleration == {"compile": False, "bf16": False, "low_memory": False}
     assert not accelerated(state.model)
     assert np.array_equal(state.render(()), info.image)
+
+
+def test_the_low_memory_mode_tiles_the_autoencoder_and_an_export_records_it(tmp_path):
+    """On a latent model the setting tiles its autoencoder (and records it in an export), and
+    turns it off again; images of the autoencoder's size are the same."""
+    from hspace_studio.app.state import EngineState
+    from hspace_studio.engine.images import read_recipe
+    from tests.tiny_models import save_sd_model
+
+    state = EngineState()
+    state.load_model(str(save_sd_model(tmp_path / "sd")), None)
+    run(state, R.Sample(seed=1, steps=3, eta=1.0))
+    plain = state.render(())
+    in_force, _ = run(state, R.SetAcceleration(low_memory=True))
+    assert in_force["low_memory"] and state.model.vae.use_tiling and state.model.info["low_memory"]
+    assert np.array_equal(state.render(()), plain)
+    out = tmp_path / "low.png"
+    run(state, R.ExportImage(str(out), (), ()))
+    assert read_recipe(out)["low_memory"] is True
+    run(state, R.SetAcceleration())
+    assert not state.model.vae.use_tiling and "low_memory" not in state.model.info
