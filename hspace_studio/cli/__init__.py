@@ -25,6 +25,7 @@ COMMANDS = {
     "supervised": "hspace_studio.cli.supervised_cmd",
     "disentangle": "hspace_studio.cli.discover_cmd",
     "name": "hspace_studio.cli.discover_cmd",
+    "replay": "hspace_studio.cli.replay_cmd",
 }
 
 

@@ -303,9 +303,14 @@ class FileActions:
         from ..core.recipe import cli_command_line, this_program
 
         exported = Path(rec["path"]).resolve()  # the copy writes beside the export, not in the shell's folder
+        again = str(exported.with_name(exported.stem + "-again.png"))
         try:
-            cmd = cli_command_line(rec["recipe"], str(exported.with_name(exported.stem + "-again.png")),
-                                   this_program())
+            if rec["recipe"].get("grid"):  # rows of strips: made again from the recipe the PNG carries
+                import shlex
+
+                cmd = " ".join(shlex.quote(a) for a in [*this_program(), "replay", str(exported), "--out", again])
+            else:
+                cmd = cli_command_line(rec["recipe"], again, this_program())
         except ValueError as e:
             self.show_error(str(e))
             return

@@ -154,3 +154,17 @@ def test_eta_schedule_spec_on_the_command_line(tiny_model_dir, tmp_path):
     assert main(recipe_to_cli_args(read_recipe(tmp_path / "e.png"), str(tmp_path / "again.png"))) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "e.png")), np.asarray(Image.open(tmp_path / "again.png")))
     assert _run("sample", "--seed", 1, "--model", tiny_model_dir, "--eta", "middle:0.4", "--out", tmp_path / "x.png") == 1
+
+
+def test_replay_makes_an_exported_image_again_and_refuses_other_pngs(tiny_model_dir, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from hspace_studio.cli import main
+
+    out = tmp_path / "s.png"
+    assert main(["sample", "--model", str(tiny_model_dir), "--seed", "5", "--steps", "4", "--out", str(out)]) == 0
+    assert main(["replay", str(out), "--out", str(tmp_path / "again.png")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "again.png")), np.asarray(Image.open(out)))
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")
+    assert main(["replay", str(tmp_path / "photo.png"), "--out", str(tmp_path / "x.png")]) != 0

@@ -406,6 +406,29 @@ def test_the_copied_command_line_runs_as_pasted_and_writes_beside_the_export(qtb
     assert np.array_equal(np.asarray(Image.open(again).convert("RGB")), np.asarray(Image.open(out).convert("RGB")))
 
 
+def test_the_copied_command_line_of_a_grid_makes_the_grid_again(qtbot, win, dir_file, tmp_path):  # noqa: F811
+    import shlex
+
+    from PIL import Image
+    from PySide6.QtWidgets import QApplication
+
+    from hspace_studio.cli import main as cli_main
+    from tests.gui.test_gui_app import import_and_activate
+
+    import_and_activate(qtbot, win, dir_file, rows=(0, 1))
+    out = tmp_path / "grid.png"
+    assert run_job(qtbot, win, win.export_grid(str(out), factors=(-1.0, 0.0, 1.0))).ok
+    win.copy_command_line()
+    words = shlex.split(QApplication.clipboard().text())
+    i = words.index("replay")
+    assert words[i + 1] == str(out.resolve())
+    assert cli_main(words[i:]) == 0  # the words after the program
+    again = tmp_path / "grid-again.png"
+    grid = np.asarray(Image.open(out).convert("RGB"))
+    assert grid.shape[0] > grid.shape[1] // 3  # two rows of three
+    assert np.array_equal(np.asarray(Image.open(again).convert("RGB")), grid)
+
+
 def test_pca_with_more_components_than_samples_warns(qtbot, win):
     from hspace_studio.gui import jobs as J
 
