@@ -11,10 +11,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..core.errors import FileFormatError, HSpaceError, ModelLoadError, ModelMismatchError
-from ..core.recipe import with_model_settings
+from ..core.recipe import make_recipe
 from ..core.session import SetState, DirectionState, default_range
 from ..core.spacing import spacing_key
-from .edits import h_delta, mask_region, noise_edit, strip_x0
+from .edits import h_delta, mask_region, noise_edit, region_entry, strip_x0
 from .records import ModelInfo, TrajectoryInfo
 from .requests import H_SPACE_POINTS
 
@@ -415,13 +415,12 @@ class EngineState:
             DirectionSet(delta_h=torch.stack(deltas), timesteps=traj.timesteps.clone(),
                          fingerprint=self.model.weights_fingerprint, h_space=traj.h_space, method="custom",
                          labels=labels, params={"exported_for": Path(png_path).name}).save(side)
-        rec = with_model_settings({"model": self.model_info.source, "fingerprint": self.model.fingerprint,
-                                   "h_space": traj.h_space, "source": src, "edits": out,
-                                   "app": "hspace-studio gui"}, self.model)
+        region = None
         if self.region_mask is not None:
-            rec["region"] = {"mask": self.save_region_png(png_path), "free_steps": self.region_free_steps,
-                             "coverage": float(self.region_mask.mean())}
-        return rec
+            region = region_entry(self.region_free_steps, mask=self.save_region_png(png_path),
+                                  coverage=float(self.region_mask.mean()))
+        return make_recipe(self.model, self.model_info.source, traj.h_space, src, out, region=region,
+                           app="hspace-studio gui")
 
     def _noise_entry(self, e, f, png_path: str) -> dict:
         """A recipe entry of a noise-space edit (``--noise-direction FILE:K --noise-scale S``);

@@ -8,7 +8,6 @@ import time
 from contextlib import contextmanager
 
 from ..core.progress import CancelToken
-from ..core.recipe import with_model_settings
 from ..core.spacing import SPACINGS_HELP, parse_spacing
 from ..core.specs import split_index  # noqa: F401 (the commands' FILE:INDEX options)
 
@@ -328,4 +327,4 @@ def save_image(model, x0, path, recipe) -> None:
     from ..engine.images import save_png, to_pil
 
     img = model.to_pixels(x0[None])[0].cpu()
-    save_png(path, to_pil(img), with_model_settings(recipe, model))
+    save_png(path, to_pil(img), recipe)

@@ -17,8 +17,9 @@ import argparse
 import sys
 
 from ..app.edits import NOISE  # the "space" of a noise-space edit in the recipe
+from ..core.recipe import make_recipe
 from .common import (_nonneg_int, _number, add_model_args, add_source_args, load_source, open_model,
-                     progress_and_cancel, save_image, split_index, window, with_model_settings)
+                     progress_and_cancel, save_image, split_index, window)
 
 
 class _EditAction(argparse.Action):
@@ -165,18 +166,18 @@ def run(args) -> int:
         if region is None:
             for line in kept_in_hints(files):
                 print(f"note: {line}", file=sys.stderr)
-        recipe = {"model": args.model, "fingerprint": model.fingerprint, "h_space": traj.h_space,
-                  "source": _source_recipe(args, traj), "edits": edits}
+        entry = None
         if args.region_from:
             seg, parts = args.region_from
-            recipe["region"] = region_entry(region.free_steps, parts=parts, grow=args.grow, segmenter=seg)
+            entry = region_entry(region.free_steps, parts=parts, grow=args.grow, segmenter=seg)
         elif region is not None:
-            recipe["region"] = region_entry(region.free_steps, mask=args.region)
+            entry = region_entry(region.free_steps, mask=args.region)
+        recipe = make_recipe(model, args.model, traj.h_space, _source_recipe(args, traj), edits, region=entry,
+                             strip=args.strip or None)
         if args.strip:
             xs = strip_x0(model, traj, specs[0], args.strip, specs[1:], region=region, progress=bar, cancel=token)
             imgs = [to_pil(model.to_pixels(x[None])[0]) for x in xs]
-            recipe["strip"] = args.strip
-            save_png(args.out, grid(imgs, cols=len(imgs)), with_model_settings(recipe, model))
+            save_png(args.out, grid(imgs, cols=len(imgs)), recipe)
         else:
             x0 = edit(model, traj, specs, progress=bar, cancel=token, region=region)
             save_image(model, x0, args.out, recipe)
@@ -211,10 +212,9 @@ def _run_interpolation(args) -> int:
         other, which = _other_image(args, model, traj, bar, token)
         res = interpolate(model, traj, other, args.mode, args.frames, progress=bar, cancel=token)
         imgs = [to_pil(model.to_pixels(x[None].to(model.device))[0].cpu()) for x in res.x_0]
-        recipe = {"model": args.model, "fingerprint": model.fingerprint, "h_space": traj.h_space,
-                  "source": _source_recipe(args, traj), "edits": [],
-                  "interpolate": {"with": which, "mode": args.mode, "frames": int(args.frames)}}
-        save_png(args.out, grid(imgs, cols=len(imgs)), with_model_settings(recipe, model))
+        recipe = make_recipe(model, args.model, traj.h_space, _source_recipe(args, traj),
+                             interpolate={"with": which, "mode": args.mode, "frames": int(args.frames)})
+        save_png(args.out, grid(imgs, cols=len(imgs)), recipe)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

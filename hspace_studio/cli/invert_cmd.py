@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from ..core.recipe import make_recipe
 from .common import add_model_args, image_note, open_model, progress_and_cancel, save_image, steps_eta
 
 
@@ -28,9 +29,8 @@ def run(args) -> int:
         inv, _ = invert_image(model, args.image, steps, eta, args.h_space, seed=args.noise_seed,
                               progress=bar, cancel=token, on_note=image_note(args.image))
     inv.trajectory.save(args.trajectory)
-    recipe = {"model": args.model, "fingerprint": model.fingerprint, "h_space": args.h_space,
-              "source": {"image": str(args.image), "steps": steps, "eta": eta,
-                         "inversion": inv.trajectory.origin["inversion"]}, "edits": []}
+    recipe = make_recipe(model, args.model, args.h_space, {"image": str(args.image), "steps": steps, "eta": eta,
+                                                           "inversion": inv.trajectory.origin["inversion"]})
     save_image(model, inv.trajectory.x_0, args.out, recipe)
     print(f"{inv.trajectory.origin['inversion']} inversion: max error {inv.max_error:.2e}, "
           f"PSNR {inv.psnr:.1f} dB; wrote {args.trajectory} and {args.out}", file=sys.stderr)

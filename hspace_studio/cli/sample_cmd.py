@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from ..core.recipe import make_recipe
 from .common import add_model_args, open_model, progress_and_cancel, save_image, steps_eta
 
 
@@ -23,8 +24,7 @@ def run(args) -> int:
     steps, eta = steps_eta(args)
     with progress_and_cancel("sampling") as (bar, token):
         traj = sample_seed(model, args.seed, steps, eta, args.h_space, bar, token)
-    recipe = {"model": args.model, "fingerprint": model.fingerprint, "h_space": args.h_space,
-              "source": {"seed": args.seed, "steps": steps, "eta": eta}, "edits": []}
+    recipe = make_recipe(model, args.model, args.h_space, {"seed": args.seed, "steps": steps, "eta": eta})
     if args.trajectory:
         traj.save(args.trajectory)
     save_image(model, traj.x_0, args.out, recipe)

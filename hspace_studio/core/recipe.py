@@ -160,6 +160,17 @@ def this_program() -> list:
     return [str(exe), "-m", "hspace_studio"]
 
 
+def make_recipe(model, source_name: str, h_space: str, source: dict, edits=(), **entries) -> dict:
+    """The one way a recipe is made (the command line's and the app's exports alike): what made
+    the image (``source_name``, the model's fingerprint, ``h_space``, its ``source`` and ``edits``),
+    the further ``entries`` that are not None (``region``, ``strip``, ``interpolate``, ``grid``,
+    ``app``), and the model's own settings (:func:`with_model_settings`)."""
+    recipe = {"model": source_name, "fingerprint": model.fingerprint, "h_space": h_space,
+              "source": dict(source), "edits": list(edits)}
+    recipe.update({k: v for k, v in entries.items() if v is not None})
+    return with_model_settings(recipe, model)
+
+
 def with_model_settings(recipe: dict, model) -> dict:
     """The recipe with the model's guidance and timestep spacing (where not the defaults)
     and its prompt (text-to-image models), so that the image's command line re-creates it."""
