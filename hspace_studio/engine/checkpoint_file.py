@@ -133,6 +133,18 @@ def _check_config(config: Path, kind: CheckpointKind) -> None:
                              f"({kind.pipeline})")
 
 
+def _why(e: BaseException) -> str:
+    """What went wrong, in a few words: a tensor of another size than the config's is named
+    with both sizes (diffusers' own message for it runs on for lines)."""
+    import re
+
+    m = re.search(r"(\S+) expected shape torch\.Size\(\[([^\]]*)\]\), but got torch\.Size\(\[([^\]]*)\]\)", str(e))
+    if m:
+        return (f"its tensors do not fit the configs (e.g. {m.group(1)} is [{m.group(3)}] in the file, "
+                f"[{m.group(2)}] in the config)")
+    return reason(e, 160)
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
@@ -207,6 +219,6 @@ def _load_pipeline(path, kind: CheckpointKind, config=None):
         hint = "" if cfg is not None and not shipped else (
             f" (with {where_from}); name a {kind.family} diffusers folder for its configs "
             f"(--model-config FOLDER; in the app, the Configs row)")
-        raise ModelLoadError(f"cannot load {path} as {kind.family}: {reason(e, 160)}{hint}") from e
+        raise ModelLoadError(f"cannot load {path} as {kind.family}: {_why(e)}{hint}") from e
     pipe.set_progress_bar_config(disable=True)
     return pipe
