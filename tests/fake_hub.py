@@ -45,13 +45,15 @@ class FakeHub:
                 self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')
                 self.send_header("Accept-Ranges", "bytes")
 
+            def _not_found(self):
+                self.send_response(404)
+                self.send_header("X-Error-Code", "EntryNotFound")
+                self.end_headers()
+
             def do_HEAD(self):  # noqa: N802
                 repo, name, data = self._file()
                 if data is None:
-                    self.send_response(404)
-                    self.send_header("X-Error-Code", "EntryNotFound")
-                    self.end_headers()
-                    return
+                    return self._not_found()
                 self.send_response(200)
                 self._meta(data)
                 self.send_header("Content-Length", str(len(data)))
@@ -62,9 +64,7 @@ class FakeHub:
                 if path.startswith("/api/models/"):
                     repo = path[len("/api/models/"):].split("/revision/")[0].split("/tree/")[0]
                     if repo not in hub.repos:
-                        self.send_response(404)
-                        self.end_headers()
-                        return
+                        return self._not_found()
                     files = hub.repos[repo]
                     if "/tree/" in path:  # the recursive file listing
                         listing = [{"type": "file", "path": f, "size": len(files[f]),
@@ -83,10 +83,7 @@ class FakeHub:
                     return
                 repo, name, data = self._file()
                 if data is None:
-                    self.send_response(404)
-                    self.send_header("X-Error-Code", "EntryNotFound")
-                    self.end_headers()
-                    return
+                    return self._not_found()
                 start = 0
                 rng = self.headers.get("Range")
                 if rng and rng.startswith("bytes="):
