@@ -9,8 +9,7 @@ with the same tolerance on the eigen-residual ||J'J v - s^2 v|| / s_1^2:
 
 - **krylov** (``engine.discover.jacobian``, the product's path): block Krylov on blocks of
   k + 2 vectors, batched JVPs/VJPs only through the network downstream of h, stopped by
-  the same residual rule as the sequential method (``--all-steps`` uses the default rule,
-  residual or a 1 degree angle bound);
+  the same residual rule as the sequential method (on every step with ``--all-steps`` too);
 - **sequential** (the straightforward method): one vector at a time, deflation by
   projection against the vectors found before, and per iteration a forward-mode pass
   (``torch.func.jvp``) and a reverse-mode pass (``torch.func.vjp``) through the full UNet.
@@ -75,6 +74,9 @@ class PeakRSS:
         return f"peak RSS {self.peak / 2**30:.2f} GB (+{(self.peak - self.start) / 2**30:.2f} GB)"
 
 
+SECONDS_PER_STEP: list = []  # the sequential method's time of each step it ran, in order
+
+
 def sequential_directions(model, traj, k, tol, max_iter, steps, seed=0, warm=False, log=None,
                           deadline=None, weights=None):
     """The sequential power method with deflation, through the full UNet, at ``steps``.
@@ -91,6 +93,7 @@ def sequential_directions(model, traj, k, tol, max_iter, steps, seed=0, warm=Fal
     prev = None
     with forward_ad_safe(model.net):  # math attention + contiguous GroupNorm input (forward AD)
         for i in steps:
+            t_step = time.perf_counter()
             x = traj.xs[i][None].to(model.device)
             t = traj.timesteps[i].to(model.device)
             h0 = traj.hs[i][None].to(model.device)
@@ -138,6 +141,7 @@ def sequential_directions(model, traj, k, tol, max_iter, steps, seed=0, warm=Fal
             vecs.append(torch.stack(found))
             sigs.append(torch.tensor(vals))
             iters.append(n_it)
+            SECONDS_PER_STEP.append(time.perf_counter() - t_step)
             conv.append(ok)
     return torch.stack(vecs), torch.stack(sigs), iters, conv
 
@@ -335,9 +339,15 @@ def main(argv=None):
 
     if args.all_steps:
         steps = list(range(args.steps))
+        marks = [time.perf_counter()]
+
+        def step_done(d, n, m):  # the app's progress: one count a step (trajectory already sampled)
+            log("  " + m)
+            while len(marks) - 1 < d:
+                marks.append(time.perf_counter())
         t0 = time.perf_counter()
-        allr = jacobian_directions(model, traj, k=args.k, tol=args.tol, max_iter=args.max_iter, mask=mask,
-                                   progress=lambda d, n, m: log("  " + m))
+        allr = jacobian_directions(model, traj, k=args.k, tol=args.tol, angle_tol=None, max_iter=args.max_iter,
+                                   mask=mask, progress=step_done)
         t_all = time.perf_counter() - t0
         per = ", ".join(str(p) for p in allr.products)
         print(f"all steps  : krylov {t_all:.1f} s, products per step {per} (warm starts), "
@@ -349,6 +359,11 @@ def main(argv=None):
             t_sall = time.perf_counter() - t0
             print(f"all steps  : sequential (warm starts) {t_sall:.1f} s, iterations per step {it_all}; "
                   f"speed-up {t_sall / t_all:.2f}x")
+            kry = [b - a for a, b in zip(marks, marks[1:])]
+            seq = SECONDS_PER_STEP[-len(steps):]
+            if len(kry) == len(seq):
+                print("per step   : " + ", ".join(f"{q:.1f}/{k_:.1f} s = {q / k_:.1f}x" for k_, q in zip(kry, seq))
+                      + f" (sequential/krylov); smallest {min(q / k_ for k_, q in zip(kry, seq)):.2f}x")
         else:
             est = t_seq * args.steps
             print(f"all steps  : sequential estimated {est:.0f} s (its step-{at} time x {args.steps}, "
