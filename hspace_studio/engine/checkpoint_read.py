@@ -32,19 +32,17 @@ def read_shapes(path) -> Dict[str, Tuple[int, ...]]:
 
 def load_pickled(path: Path) -> dict:
     """A pickled checkpoint's tensors by name, read weights-only (``state_dict`` unwrapped)."""
-    import pickle
-
     try:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError:  # an old (non-zip) file cannot be mapped
             sd = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+    except Exception as e:  # weights-only refusal (UnpicklingError), truncated or not a torch file
+        if type(e).__name__ != "UnpicklingError":
+            raise ModelLoadError(f"{path}: not a readable checkpoint ({reason(e, 120)})") from e
         raise ModelLoadError(f"{path}: this pickled file holds more than tensors, and loading it could run "
                              f"code ({reason(e, 100)}); hspace-studio reads pickled checkpoints weights-only. "
                              f"Convert it to .safetensors with a tool you trust") from e
-    except Exception as e:  # truncated or not a torch file
-        raise ModelLoadError(f"{path}: not a readable checkpoint ({reason(e, 120)})") from e
     while isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):

@@ -94,7 +94,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(ModelLoadError, match="not a diffusers model folder"):
         load_model(str(tmp_path))
     (tmp_path / "f.txt").write_text("x")
-    with pytest.raises(ModelLoadError, match="is a file"):
+    with pytest.raises(ModelLoadError, match="neither a model folder nor a checkpoint"):
         load_model(str(tmp_path / "f.txt"))
     bad = tmp_path / "bad"
     bad.mkdir()

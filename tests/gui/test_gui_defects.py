@@ -238,7 +238,7 @@ def test_truncated_direction_file_on_the_command_line_is_called_a_direction_file
     win.open_paths([str(junk)])
     qtbot.waitUntil(lambda: len(win.messages.errors) > n, timeout=TIMEOUT)
     wait_idle(qtbot, win)
-    assert "direction or trajectory" in win.messages.errors[-1], win.messages.errors[-1]
+    assert "direction, trajectory" in win.messages.errors[-1], win.messages.errors[-1]
 
 
 def test_direction_sets_in_the_library_have_unique_names(qtbot, win, dir_file):  # noqa: F811

@@ -14,7 +14,7 @@ def test_bf16_from_the_menu_changes_the_image_and_is_remembered(qtbot, win, dir_
     plain = win.canvas.edited_array().copy()
     win.act["bf16"].setChecked(True)
     wait_idle(qtbot, win)
-    assert win.worker.state.acceleration == {"compile": False, "bf16": True}
+    assert win.worker.state.acceleration == {"compile": False, "bf16": True, "low_memory": False}
     assert win.statusBar().currentMessage() == "Engine: bfloat16"
     assert not np.array_equal(win.canvas.edited_array(), plain)
     win._save_settings()
