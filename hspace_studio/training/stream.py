@@ -37,14 +37,21 @@ def batches(pos: int, batch: int, size: int = 64, workers: int = 0, base: int = 
             pos += batch
             yield pos, x
     # spawn, not fork: the parent holds torch's thread pools, which a forked child can inherit
-    # in a locked state; the workers need only numpy and PIL.
-    with mp.get_context("spawn").Pool(workers) as pool:
+    # in a locked state; the workers need only numpy and PIL. An executor, not a Pool: closing
+    # the generator cancels what is queued and leaves without joining a pool's handler threads
+    # (a Pool's terminate was seen to hang there).
+    from concurrent.futures import ProcessPoolExecutor
+
+    ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+    try:
         ahead: deque = deque()
         nxt = pos
         while True:
             while len(ahead) < 2 * workers:
-                ahead.append(pool.apply_async(_render_uint8, (base + nxt, batch, size)))
+                ahead.append(ex.submit(_render_uint8, base + nxt, batch, size))
                 nxt += batch
-            rgb = ahead.popleft().get()
+            rgb = ahead.popleft().result()
             pos += batch
             yield pos, to_model_range(rgb)
+    finally:
+        ex.shutdown(wait=False, cancel_futures=True)
