@@ -43,7 +43,8 @@ from .timesteps import SCHEDULE_KEYS, spaced_scheduler_class
 from .custom_vae import load_vae
 from .schedules import own_schedule, ships_own_sampler
 from .transformer_model import family_of
-from .checkpoint_file import CHECKPOINT_SUFFIXES, is_checkpoint_file
+from ..core.checkpoint_names import CHECKPOINT_SUFFIXES
+from .checkpoint_file import is_checkpoint_file
 
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 DEFAULT_MODEL_DIR = RESOURCES / "default-model"
@@ -534,40 +535,23 @@ def _load_checkpoint_file(path: Path, src: str, model_config, dev: torch.device,
     return model
 
 
-def _with_variant(model: DiffusionModel, variant: Optional[str]) -> DiffusionModel:
-    if variant is not None:
-        model.info["variant"] = variant
-    return model
-
-
-def _with_vae_info(model: DiffusionModel, vae_spec: Optional[str]) -> DiffusionModel:
-    if vae_spec is not None:
-        model.info["vae"] = str(Path(vae_spec).expanduser().resolve())
-    return model
-
-
 def set_low_memory(model: DiffusionModel, on: bool) -> DiffusionModel:
-    """:func:`use_low_memory` on, or the autoencoder back to whole images and batches."""
+    """With ``on`` the autoencoder decodes (and encodes) large images in overlapping tiles and a
+    batch one image at a time, so its activations stay the size of a tile: the memory of a big
+    image's decode falls to that of the autoencoder's own sample size. Images at or below that
+    size are unchanged; above it the tiles' blended seams change pixels slightly (docs/speed.md).
+    Off, whole images and batches again."""
+    vae = model.vae
+    if vae is None or not hasattr(vae, "enable_tiling"):
+        return model
     if on:
-        return use_low_memory(model)
-    vae = model.vae
-    if vae is not None and hasattr(vae, "disable_tiling"):
-        vae.disable_tiling()
-        vae.disable_slicing()
-    model.info.pop("low_memory", None)
-    return model
-
-
-def use_low_memory(model: DiffusionModel) -> DiffusionModel:
-    """The autoencoder decodes (and encodes) large images in overlapping tiles and a batch one
-    image at a time, so its activations stay the size of a tile: the memory of a big image's
-    decode falls to that of the autoencoder's own sample size. Images at or below that size are
-    unchanged; above it the tiles' blended seams change pixels slightly (docs/speed.md)."""
-    vae = model.vae
-    if vae is not None and hasattr(vae, "enable_tiling"):
         vae.enable_tiling()
         vae.enable_slicing()
         model.info["low_memory"] = True
+    else:
+        vae.disable_tiling()
+        vae.disable_slicing()
+        model.info.pop("low_memory", None)
     return model
 
 
@@ -579,7 +563,7 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
                progress=None, cancel=None, low_memory: bool = False) -> DiffusionModel:
     """Load a model by name, folder, single-file checkpoint or hub id. See the module docstring.
 
-    ``low_memory``: decode and encode images in tiles, one at a time (:func:`use_low_memory`).
+    ``low_memory``: decode and encode images in tiles, one at a time (:func:`set_low_memory`).
 
     ``variant``: for a hub id, the weights variant to fetch (``"fp16"``) where the repository has it.
     ``progress``, ``cancel``: a hub download's progress and Cancel (:mod:`.hub`).
@@ -603,13 +587,17 @@ def load_model(source: str = "default", device: Optional[str] = None, half: bool
     (:mod:`.guidance`), at the timesteps ``guide_interval`` = (lo, hi) or at all."""
     model = _load(source, device, half, clip_sample, guide, guide_weight, guide_interval, timesteps, image_size,
                   loras, vae, model_config, variant, progress, cancel)
-    return use_low_memory(model) if low_memory else model
+    if vae is not None:
+        model.info["vae"] = str(Path(vae).expanduser().resolve())
+    if variant is not None:
+        model.info["variant"] = variant
+    return set_low_memory(model, True) if low_memory else model
 
 
 def _load(source: str, device: Optional[str], half: bool, clip_sample: bool, guide: Optional[str],
           guide_weight: Optional[float], guide_interval, timesteps: Optional[str], image_size, loras,
           vae: Optional[str], model_config: Optional[str], variant: Optional[str], progress, cancel) -> DiffusionModel:
-    """The model of :func:`load_model`, before its memory setting."""
+    """The model of :func:`load_model`, before the records of its VAE and variant and its memory setting."""
     try:
         power = parse_spacing(timesteps)
     except ValueError as e:
@@ -624,7 +612,7 @@ def _load(source: str, device: Optional[str], half: bool, clip_sample: bool, gui
                                  "text-to-image model, which takes --guidance")
         model = _load_checkpoint_file(Path(src).expanduser(), src, model_config, dev, half, image_size,
                                       clip_sample, power, lora.as_loras(loras), vae)
-        return _with_vae_info(model, vae)
+        return model
     if model_config is not None:
         raise ModelLoadError("--model-config completes a single-file checkpoint (.safetensors, .ckpt); "
                              f"{src} is not one")
@@ -644,7 +632,7 @@ def _load(source: str, device: Optional[str], half: bool, clip_sample: bool, gui
                                  "--timesteps does not apply")
         model = _load_transformer_model(root, family, src, dev, half, image_size, clip_sample, power,
                                         lora.as_loras(loras), vae)
-        return _with_variant(_with_vae_info(model, vae), variant)
+        return model
     if image_size is not None:
         raise ModelLoadError("a UNet model makes images of the size it was trained at; --size is for "
                              "transformer models")
@@ -652,8 +640,7 @@ def _load(source: str, device: Optional[str], half: bool, clip_sample: bool, gui
         if guide is not None or guide_weight is not None or guide_interval is not None:
             raise ModelLoadError("autoguidance (--guide) is for unconditional models; a text-to-image "
                                  "model takes --guidance (classifier-free)")
-        return _with_variant(_with_vae_info(
-            _load_text_model(root, src, dev, half, clip_sample, power, lora.as_loras(loras), vae), vae), variant)
+        return _load_text_model(root, src, dev, half, clip_sample, power, lora.as_loras(loras), vae)
     if loras:
         raise ModelLoadError("LoRA files apply to Stable Diffusion and transformer pipelines; "
                              f"{src} is an unconditional UNet model")
@@ -697,6 +684,6 @@ def _load(source: str, device: Optional[str], half: bool, clip_sample: bool, gui
         vae = vae.to(dev, dtype).eval().requires_grad_(False)
         _own_memory(vae)
     sched = _sampling_scheduler(src, scfg, clip_sample, power)
-    return _with_variant(_with_vae_info(DiffusionModel(denoiser=Denoiser(unet, UNetArchitecture(), guide=guide_), scheduler=sched,
-                                         vae=vae, fingerprint=fp, source=src, device=dev, dtype=dtype, info=info,
-                                         weights_fingerprint=weights_fp), vae_spec), variant)
+    return DiffusionModel(denoiser=Denoiser(unet, UNetArchitecture(), guide=guide_), scheduler=sched,
+                          vae=vae, fingerprint=fp, source=src, device=dev, dtype=dtype, info=info,
+                          weights_fingerprint=weights_fp)
