@@ -19,19 +19,15 @@ file that needs more than that is refused, saying why.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import torch
 
-from ..core.checkpoint_names import CHECKPOINT_SUFFIXES, has_checkpoint_suffix
+from ..core.checkpoint_names import has_checkpoint_suffix
 from ..core.errors import ModelLoadError, reason
 from .checkpoint_read import read_shapes
-
-__all__ = ["CHECKPOINT_SUFFIXES", "CheckpointKind", "detect", "inspect_checkpoint", "is_checkpoint_file",
-           "load_checkpoint_pipeline", "read_shapes"]
 
 LDM_UNET = "model.diffusion_model."
 
@@ -56,6 +52,7 @@ SDXL = CheckpointKind("SDXL", "StableDiffusionXLPipeline",
                       hub_configs="stabilityai/stable-diffusion-xl-base-1.0")
 SD3 = CheckpointKind("SD3", "StableDiffusion3Pipeline", "SD3Transformer2DModel",
                      "stabilityai/stable-diffusion-3.5-medium")
+SD3_FULL = CheckpointKind("SD3", "StableDiffusion3Pipeline", hub_configs=SD3.hub_configs)  # with its encoders
 FLUX_DEV = CheckpointKind("Flux.1-dev", "FluxPipeline", "FluxTransformer2DModel", "black-forest-labs/FLUX.1-dev")
 FLUX_SCHNELL = CheckpointKind("Flux.1-schnell", "FluxPipeline", "FluxTransformer2DModel",
                               "black-forest-labs/FLUX.1-schnell")
@@ -78,9 +75,7 @@ def detect(shapes: Dict[str, Tuple[int, ...]]) -> CheckpointKind:
     if has("double_blocks.0.img_attn.qkv.weight") and has("single_blocks.0.linear1.weight"):
         return FLUX_DEV if has("guidance_in.in_layer.weight") else FLUX_SCHNELL
     if has("joint_blocks.0.x_block.attn.qkv.weight"):
-        if any(n.startswith("text_encoders.") for n in names):
-            return CheckpointKind("SD3", "StableDiffusion3Pipeline", hub_configs=SD3.hub_configs)
-        return SD3
+        return SD3_FULL if any(n.startswith("text_encoders.") for n in names) else SD3
     if has("layers.0.adaLN_modulation.0.weight") and has("cap_embedder.0.weight"):
         return ZIMAGE
     conv_in = shapes.get(LDM_UNET + "input_blocks.0.0.weight")
@@ -145,53 +140,50 @@ def _why(e: BaseException) -> str:
     return reason(e, 160)
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
 def load_checkpoint_pipeline(path, kind: CheckpointKind, config=None):
     """The family's diffusers pipeline built from the checkpoint file, in float32 (no safety
     checker, no watermark). ``config``: a diffusers folder of the family (configs and
     tokenizers; for a transformer-only file also its text encoders and autoencoder); without
     one, the hub's configs, or offline (or when the hub cannot be reached) the ones shipped
     for the family (:mod:`.shipped_configs`)."""
-    try:
-        return _load_pipeline(path, kind, config)
-    except ModelLoadError as hub_error:
-        from .shipped_configs import shipped_config
+    from .hub import offline
+    from .shipped_configs import shipped_config
 
-        shipped = shipped_config(kind.family) if config is None and not _offline() else None
+    path = Path(path).expanduser()
+    if config is not None:
+        cfg = Path(config).expanduser()
+        _check_config(cfg, kind)
+        return _load_pipeline(path, kind, cfg, "folder")
+    if kind.transformer_only:
+        raise ModelLoadError(f"{path} holds a {kind.family} transformer alone: name a {kind.family} diffusers "
+                             f"folder for its text encoders and autoencoder (--model-config FOLDER; in the app, the Configs row)")
+    if offline():
+        shipped = shipped_config(kind.family)
+        if shipped is None:
+            raise ModelLoadError(f"{path} is a {kind.family} checkpoint and its configs come from the hub "
+                                 f"({kind.hub_configs}), which is offline: name a {kind.family} diffusers folder "
+                                 f"(--model-config FOLDER; in the app, the Configs row)")
+        return _load_pipeline(path, kind, shipped, "shipped")
+    try:
+        return _load_pipeline(path, kind, None, "hub")
+    except ModelLoadError as hub_error:
+        shipped = shipped_config(kind.family)
         if shipped is None:
             raise
         try:  # the hub failed: the configs shipped for the family
-            return _load_pipeline(path, kind, shipped)
+            return _load_pipeline(path, kind, shipped, "shipped")
         except ModelLoadError:
             raise hub_error from None
 
 
-def _load_pipeline(path, kind: CheckpointKind, config=None):
+def _load_pipeline(path: Path, kind: CheckpointKind, cfg: Optional[Path], origin: str):
+    """The pipeline with the configs in ``cfg`` (None: the hub's); ``origin`` ("folder", "hub" or
+    "shipped") says where they came from, for the message when they do not fit."""
     import diffusers
     from transformers.utils import logging as tlog
 
     tlog.set_verbosity_error()
     tlog.disable_progress_bar()
-    path = Path(path).expanduser()
-    cfg = Path(config).expanduser() if config is not None else None
-    from .shipped_configs import is_shipped, shipped_config
-
-    shipped = cfg is not None and is_shipped(cfg)
-    if cfg is not None:
-        _check_config(cfg, kind)
-    elif kind.transformer_only:
-        raise ModelLoadError(f"{path} holds a {kind.family} transformer alone: name a {kind.family} diffusers "
-                             f"folder for its text encoders and autoencoder (--model-config FOLDER; in the app, the Configs row)")
-    elif _offline():
-        cfg = shipped_config(kind.family)
-        shipped = cfg is not None
-        if cfg is None:
-            raise ModelLoadError(f"{path} is a {kind.family} checkpoint and its configs come from the hub "
-                                 f"({kind.hub_configs}), which is offline: name a {kind.family} diffusers folder "
-                                 f"(--model-config FOLDER; in the app, the Configs row)")
     extra = {}
     if kind.pipeline == "StableDiffusionPipeline":
         extra = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -214,9 +206,9 @@ def _load_pipeline(path, kind: CheckpointKind, config=None):
     except ModelLoadError:
         raise
     except Exception as e:  # diffusers, transformers and the hub raise many types
-        where_from = (f"the configs shipped for {kind.family} (its reference model's sizes)" if shipped
+        where_from = (f"the configs shipped for {kind.family} (its reference model's sizes)" if origin == "shipped"
                       else "the hub's configs")
-        hint = "" if cfg is not None and not shipped else (
+        hint = "" if origin == "folder" else (
             f" (with {where_from}); name a {kind.family} diffusers folder for its configs "
             f"(--model-config FOLDER; in the app, the Configs row)")
         raise ModelLoadError(f"cannot load {path} as {kind.family}: {_why(e)}{hint}") from e

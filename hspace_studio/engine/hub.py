@@ -22,6 +22,11 @@ from ..core.errors import Cancelled, ModelLoadError, reason
 from ..core.progress import CancelToken, ProgressFn
 
 
+def offline() -> bool:
+    """Whether the hub is switched off (``HF_HUB_OFFLINE``), as the hub client reads it."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
 def _reporter(repo_id: str, progress: Optional[ProgressFn], cancel: Optional[CancelToken]):
     """A tqdm class that reports byte progress to ``progress`` and raises Cancelled when ``cancel`` is set."""
     from tqdm.auto import tqdm
@@ -92,7 +97,7 @@ def download(repo_id: str, variant: Optional[str] = None, progress: Optional[Pro
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
     tqdm_class = _reporter(repo_id, progress, cancel) if (progress is not None or cancel is not None) else None
     try:
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        if offline():
             return Path(snapshot_download(repo_id, local_files_only=True))  # what the cache holds
         files = {s.rfilename for s in model_info(repo_id).siblings or ()}
         if "model_index.json" in files:

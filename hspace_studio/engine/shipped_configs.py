@@ -54,14 +54,6 @@ def _write_tokenizer(folder: Path) -> None:
     (folder / "vocab.json").write_text(json.dumps(clip_vocab(merges), ensure_ascii=False), encoding="utf-8")
 
 
-def is_shipped(folder) -> bool:
-    """Whether ``folder`` is one of the shipped config folders (as :func:`shipped_config` writes them)."""
-    try:
-        return Path(folder).resolve().parent == (cache_root() / "checkpoint-configs").resolve()
-    except OSError:
-        return False
-
-
 def shipped_config(family: str) -> Optional[Path]:
     """A complete config folder (configs and tokenizers, no weights) for ``family``, or None
     where none is shipped."""
