@@ -46,6 +46,8 @@ def recipe_to_cli_args(recipe: dict, out: Optional[str] = None) -> List[str]:
     """``hspace-studio`` arguments (without the program name) that re-create ``recipe``."""
     if not isinstance(recipe, dict) or "source" not in recipe:
         raise ValueError("not an hspace-studio recipe (no source)")
+    if recipe.get("grid"):  # rows of strips: no one sample or edit command makes it
+        raise ValueError("a grid's recipe is made again by `hspace-studio replay GRID.png`, not by one command")
     src = recipe["source"] or {}
     edits = recipe.get("edits") or []
     interp = recipe.get("interpolate") if isinstance(recipe.get("interpolate"), dict) else None

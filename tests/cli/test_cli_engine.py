@@ -168,3 +168,14 @@ def test_replay_makes_an_exported_image_again_and_refuses_other_pngs(tiny_model_
     assert np.array_equal(np.asarray(Image.open(tmp_path / "again.png")), np.asarray(Image.open(out)))
     Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")
     assert main(["replay", str(tmp_path / "photo.png"), "--out", str(tmp_path / "x.png")]) != 0
+
+
+def test_a_grid_recipe_has_no_single_command():
+    import pytest
+
+    from hspace_studio.core.recipe import recipe_to_cli_args
+
+    grid = {"model": "default", "h_space": "after", "source": {"seed": 1, "steps": 4, "eta": 1.0}, "edits": [],
+            "grid": [{"edits": [{"direction": "d.safetensors", "index": 0, "scale": 1.0}], "strip": [-1.0, 1.0]}]}
+    with pytest.raises(ValueError, match="replay"):
+        recipe_to_cli_args(grid, "out.png")
