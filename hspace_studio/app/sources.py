@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Optional
 
 
-def sample_seed(model, seed: int, steps: int, eta, h_space: str, progress=None, cancel=None):
+def sample_seed(model, seed: int, steps: int, eta, h_space: str, progress=None, cancel=None,
+                keep_x0s: bool = False):
     """The trajectory of ``seed`` (``steps`` steps, ``eta`` a number, a list or a schedule
-    spec) under the model's prompt."""
+    spec) under the model's prompt (``keep_x0s``: with each step's predicted x_0)."""
     from ..engine.sampler import sample
 
     return sample(model, [int(seed)], steps=int(steps), eta=eta, h_space=h_space,
-                  progress=progress, cancel=cancel)[0]
+                  progress=progress, cancel=cancel, keep_x0s=keep_x0s)[0]
 
 
 def invert_image(model, path, steps: int, eta, h_space: str, seed: int = 0, progress=None, cancel=None,

@@ -47,7 +47,9 @@ class EngineState:
         self.sets: Dict[str, object] = {}  # set_id -> DirectionSet
         self.version = 0
         self._deltas: dict = {}
-        self._last: Optional[tuple] = None  # (edits, x0)
+        self._last: Optional[tuple] = None  # (edits, x0, its chain's predicted x_0s): see .progressive
+        self._strip_done: dict = {}  # (item, others, scale) -> pixels of a strip's finished images
+        self.call_seconds: Optional[float] = None  # one network call of one chain, last measured
         self._segmenter = None
         self.region_mask: Optional[np.ndarray] = None  # edits stay inside it (see SetRegion)
         self.region_free_steps = 1
@@ -167,6 +169,7 @@ class EngineState:
         """Forget the cached deltas and the last render (the image, the model or the sets changed)."""
         self._deltas.clear()
         self._last = None
+        self._strip_done.clear()
         self.version += 1
 
     def forget_sets(self, set_ids) -> int:
@@ -176,6 +179,7 @@ class EngineState:
             self.sets.pop(sid, None)
         for key in [k for k in self._deltas if k[0] in gone]:
             del self._deltas[key]
+        self._strip_done.clear()
         return len(gone)
 
     # -- pixels ------------------------------------------------------------------------
@@ -305,6 +309,7 @@ class EngineState:
         self.region_free_steps = max(0, int(free_steps))
         self._region = None
         self._last = None
+        self._strip_done.clear()
         return self.region_mask is not None
 
     def region(self):
@@ -344,17 +349,29 @@ class EngineState:
 
     # -- rendering ---------------------------------------------------------------------
     def render_x0(self, edits, cancel=None, preview=None, progress=None):
-        from ..engine.sampler import edit
+        """x_0 of the image with ``edits``; ``preview(i, total, image)`` hears each step's
+        preview (:func:`.progressive.step_preview`, in the diffusion space)."""
+        from ..engine.sampler import edit_batch
+        from .progressive import shown_chain, step_preview
 
         model, traj = self.require_model(), self.require_traj()
         key = tuple(e for e in edits if float(e.scale) != 0.0)
         if self._last is not None and self._last[0] == key:
             return self._last[1]
         specs = self.specs(key)
-        x0 = edit(model, traj, specs, progress=progress, cancel=cancel, preview=preview,
-                  region=self.region())
-        self._last = (key, x0)
-        return x0
+        shown = shown_chain(traj, self._last) if preview is not None else None
+
+        def on_step(i, total, pred_x0):
+            preview(i, total, step_preview(shown, i, pred_x0[0]))
+
+        t0 = time.perf_counter()
+        res = edit_batch(model, traj, [specs], progress=progress, cancel=cancel,
+                         preview=on_step if preview is not None else None, region=self.region(), keep_x0s=True)
+        ran = 0 if res.x0s is None else int(res.x0s.shape[1])
+        if ran:
+            self.call_seconds = (time.perf_counter() - t0) / ran
+        self._last = (key, res.x_0[0], res.x0s[0] if res.x0s is not None else None)
+        return self._last[1]
 
     def render(self, edits, cancel=None, preview=None) -> np.ndarray:
         return self.pixels(self.render_x0(edits, cancel, preview))
@@ -366,9 +383,33 @@ class EngineState:
         return strip_x0(model, traj, first, scales, self.specs(others), region=self.region(),
                         progress=progress, cancel=cancel)
 
-    def render_strip(self, item, scales, others, cancel=None) -> List[np.ndarray]:
-        xs = self.strip_x0(item, scales, others, cancel)
-        return [self.pixels(x) for x in xs]
+    def render_strip(self, item, scales, others, cancel=None, progress=None) -> List[np.ndarray]:
+        """The images of ``item`` at ``scales`` with the ``others``, a few chains at a time
+        (:func:`.progressive.strip_chunk`); finished images are kept, so a strip cancelled
+        by more urgent work goes on where it stopped. ``progress(done, total)`` counts chains'
+        steps."""
+        from .progressive import chunks, strip_chunk
+
+        traj = self.require_traj()
+        item, others = dataclasses.replace(item, scale=1.0), tuple(others)
+        keys = [(item, others, float(s)) for s in scales]
+        todo = [k for k in keys if k not in self._strip_done]
+        per = traj.steps
+        total, done = len(keys) * per, (len(keys) - len(todo)) * per
+        for part in chunks(todo, strip_chunk(self.call_seconds, len(todo))):
+            def step(d, t, message="", base=done, n=len(part)):
+                if progress is not None and t:
+                    progress(base + int(round(d * n * per / t)), total)
+
+            xs = self.strip_x0(item, [k[2] for k in part], others, cancel, step)
+            for k, x in zip(part, xs):
+                self._strip_done[k] = self.pixels(x)
+            done += len(part) * per
+        while len(self._strip_done) > STRIP_IMAGES_KEPT:  # the oldest strips' first
+            self._strip_done.pop(next(iter(self._strip_done)))
+        if progress is not None:
+            progress(total, total)
+        return [self._strip_done[k] for k in keys]
 
     # -- recipes -----------------------------------------------------------------------
     def recipe(self, edits, set_files: dict, png_path: str) -> dict:
@@ -459,6 +500,7 @@ class EngineState:
 
 
 NOISE_RANGE = 2.0  # the slider range of noise-space directions
+STRIP_IMAGES_KEPT = 40  # finished strip images kept for strips cancelled half-way
 PREVIEW_DECODE_S = 0.1  # a latent model's progressive preview decodes x_0 if that takes less
 
 

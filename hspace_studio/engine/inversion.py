@@ -65,14 +65,15 @@ def invert_ddpm(model: DiffusionModel, x0: torch.Tensor, steps: int, eta: EtaLik
             noisy.append(ab.sqrt() * x0 + (1 - ab).sqrt() * n)
     x = noisy[0]
     levels = noise_levels(model, ts)
-    xs, hs, zs = [], [], []
+    xs, hs, zs, x0s = [], [], [], []
     for i, t in enumerate(ts):
         rec: list = []
         xs.append(x)
         out = _model_out(model, x, t, h_space, rec)
         hs.append(rec[-1].float())
         eta_i = float(etas[i])
-        mu, _ = ddim_step(model.scheduler, out, t, x, eta_i, torch.zeros_like(x))
+        mu, x0_pred = ddim_step(model.scheduler, out, t, x, eta_i, torch.zeros_like(x))
+        x0s.append(x0_pred.float().cpu())
         target = noisy[i + 1] if i + 1 < len(ts) else x0
         if levels[i] > 0:
             std = eta_i * levels[i]
@@ -86,7 +87,7 @@ def invert_ddpm(model: DiffusionModel, x0: torch.Tensor, steps: int, eta: EtaLik
             prog.step()
     return Trajectory(x_T=noisy[0][0].cpu(), zs=torch.cat(zs).cpu(), etas=etas, timesteps=ts,
                       hs=torch.cat(hs).cpu(), x_0=x[0].cpu(), fingerprint=model.fingerprint,
-                      h_space=h_space, origin={}, xs=torch.cat(xs).cpu())
+                      h_space=h_space, origin={}, xs=torch.cat(xs).cpu(), x0s=torch.cat(x0s))
 
 
 def invert_ddim(model: DiffusionModel, x0: torch.Tensor, steps: int, h_space: Optional[str] = None,

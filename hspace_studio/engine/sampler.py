@@ -77,6 +77,7 @@ class ChainResult:
     hs: torch.Tensor  # (B, T - start, C', H', W'): h as the network saw it
     xs: Optional[torch.Tensor]  # (B, T - start, C, H, W): input x_t of each step
     hs_before_edit: Optional[torch.Tensor] = None
+    x0s: Optional[torch.Tensor] = None  # (B, T - start, C, H, W): each step's predicted x_0
 
 
 def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, etas: torch.Tensor,
@@ -84,6 +85,7 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
               delta_at: Optional[Callable[[int], Optional[torch.Tensor]]] = None,
               keep_xs: bool = True, keep_pre_edit: bool = False,
               progress: Optional[Progress] = None, preview: Optional[PreviewFn] = None,
+              keep_x0s: bool = False,
               after_step: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
               asym_delta_at: Optional[Callable[[int], Optional[torch.Tensor]]] = None,
               end: Optional[int] = None) -> ChainResult:
@@ -93,6 +95,8 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
     ``zs`` is (B, T, C, H, W) or (T, C, H, W) (shared by the batch). ``delta_at(i)``
     returns the change of h at step ``i`` ((B, C', H', W') or broadcastable) or None.
     ``after_step(i, x)`` may replace step ``i``'s output x (the input of step ``i + 1``).
+    ``keep_x0s``: keep each step's predicted x_0 (``x0s``, as the step computed it, before
+    ``after_step``).
 
     ``asym_delta_at(i)``, where it returns a tensor, makes step ``i`` asymmetric (Asyrp,
     :mod:`.asyrp`): the network runs with h + delta + asym delta for the predicted x_0
@@ -103,7 +107,7 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
     T = timesteps.shape[0]
     x = x_start.to(dev, torch.float32)
     B = x.shape[0]
-    hs, xs, pre = [], [], []
+    hs, xs, pre, x0s = [], [], [], []
     prepare_scheduler(model, timesteps)
     levels = noise_levels(model, timesteps)
     for i in range(start, T if end is None else int(end)):
@@ -152,6 +156,8 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
             x, x0_pred = ddim_step_asymmetric(model.scheduler, out, out_plain, t, x, eta, noise)
         if eta > 0 and levels[i] == 0:  # residual step (see noise_levels)
             x = x + z.to(dev, torch.float32)
+        if keep_x0s:
+            x0s.append(x0_pred.float().cpu())
         if after_step is not None:
             x = after_step(i, x)
         if preview is not None:
@@ -163,14 +169,16 @@ def run_chain(model: DiffusionModel, x_start: torch.Tensor, zs: torch.Tensor, et
         hs=torch.stack(hs, 1) if hs else torch.empty(0),
         xs=torch.stack(xs, 1) if keep_xs and xs else None,
         hs_before_edit=torch.stack(pre, 1) if keep_pre_edit and pre else None,
+        x0s=torch.stack(x0s, 1) if keep_x0s and x0s else None,
     )
 
 
 def sample(model: DiffusionModel, seeds: Sequence[int], steps: int = 10, eta: EtaLike = 1.0,
            h_space: Optional[str] = None, batch_size: int = 8, keep_chain: bool = True,
            progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None,
-           preview: Optional[PreviewFn] = None) -> List[Trajectory]:
-    """Sample one trajectory per seed, ``batch_size`` at a time."""
+           preview: Optional[PreviewFn] = None, keep_x0s: bool = False) -> List[Trajectory]:
+    """Sample one trajectory per seed, ``batch_size`` at a time (``keep_x0s``: with the cached
+    chain, each step's predicted x_0)."""
     h_space = model.point(h_space)
     seeds = [int(s) for s in seeds]
     timesteps = timesteps_for(model, steps)
@@ -189,7 +197,7 @@ def sample(model: DiffusionModel, seeds: Sequence[int], steps: int = 10, eta: Et
         used = (etas > 0) & (noise_levels(model, timesteps) > 0)
         zs = torch.stack([n[1] for n in noise]) * used.view(1, -1, 1, 1, 1)
         res = run_chain(model, x_T, zs, etas, timesteps, h_space, keep_xs=keep_chain,
-                        progress=prog, preview=preview)
+                        progress=prog, preview=preview, keep_x0s=keep_chain and keep_x0s)
         for j, s in enumerate(chunk):
             out.append(Trajectory(
                 x_T=x_T[j].cpu(), zs=zs[j].cpu(), etas=etas.clone(), timesteps=timesteps.clone(),
@@ -197,7 +205,8 @@ def sample(model: DiffusionModel, seeds: Sequence[int], steps: int = 10, eta: Et
                 h_space=h_space, origin={"seed": s, "steps": steps,
                                          "eta": eta if isinstance(eta, (int, float)) else etas.tolist(),
                                          **model.conditioning},
-                xs=res.xs[j].cpu() if res.xs is not None else None))
+                xs=res.xs[j].cpu() if res.xs is not None else None,
+                x0s=res.x0s[j] if res.x0s is not None else None))
     return out
 
 
@@ -214,13 +223,14 @@ def check_schedule(model: DiffusionModel, traj: Trajectory) -> None:
 
 def decode(model: DiffusionModel, traj: Trajectory, progress: Optional[ProgressFn] = None,
            cancel: Optional[CancelToken] = None) -> Trajectory:
-    """Replay a trajectory without edits; fills its ``xs`` cache and returns it."""
+    """Replay a trajectory without edits; fills its ``xs`` and ``x0s`` caches and returns it."""
     check_schedule(model, traj)
     model.use_conditioning(traj.origin)
     prog = Progress(traj.steps, progress, cancel, "decoding")
     res = run_chain(model, traj.x_T[None], traj.zs, traj.etas, traj.timesteps, traj.h_space,
-                    progress=prog)
+                    progress=prog, keep_x0s=True)
     traj.xs = res.xs[0].cpu()
+    traj.x0s = res.x0s[0]
     traj.hs = res.hs[0].cpu()
     traj.x_0 = res.x_0[0].cpu()
     return traj
@@ -357,14 +367,16 @@ def _check_edit(e, traj: Trajectory) -> None:
 def edit_batch(model: DiffusionModel, traj: Trajectory, batch: Sequence[Sequence[Union[EditSpec, NoiseEdit]]],
                keep_pre_edit: bool = False, progress: Optional[ProgressFn] = None,
                cancel: Optional[CancelToken] = None,
-               preview: Optional[PreviewFn] = None, region: Optional[Region] = None) -> ChainResult:
+               preview: Optional[PreviewFn] = None, region: Optional[Region] = None,
+               keep_x0s: bool = False) -> ChainResult:
     """Decode ``traj`` once per element of ``batch`` (a list of edits each), in one batch.
 
     An edit is an :class:`EditSpec` (h-space; symmetric, or asymmetric: Asyrp) or a
     :class:`NoiseEdit` (x_T and the per-step noise). Steps before the first edited step
     are reused from the trajectory's cached chain; without one (a trajectory file) they
     run once, unedited, and the chain after them is not run twice. Returns x_0 (B, C, H, W) and the h of
-    the recomputed steps. With ``region``, the change is kept inside it (see :class:`Region`).
+    the recomputed steps (and with ``keep_x0s`` their predicted x_0). With ``region``, the
+    change is kept inside it (see :class:`Region`).
     """
     T = traj.steps
     check_schedule(model, traj)
@@ -448,7 +460,7 @@ def edit_batch(model: DiffusionModel, traj: Trajectory, batch: Sequence[Sequence
     return run_chain(model, x_start, zs, traj.etas, traj.timesteps, traj.h_space, start=start,
                      delta_at=delta_at, keep_xs=False, keep_pre_edit=keep_pre_edit,
                      progress=prog, preview=preview, after_step=blend,
-                     asym_delta_at=asym_delta_at if asym is not None else None)
+                     asym_delta_at=asym_delta_at if asym is not None else None, keep_x0s=keep_x0s)
 
 
 def edit(model: DiffusionModel, traj: Trajectory, edits: Sequence[Union[EditSpec, NoiseEdit]],

@@ -21,7 +21,9 @@ class Trajectory:
     model's sigma * 1000 as floats); ``hs`` (T, C', H', W')
     the h seen at each step; ``x_0`` (C, H, W) the result in the diffusion space,
     unclamped. ``xs`` (T, C, H, W), when present, caches the input x_t of each step so
-    that an edit starting at step k need not recompute steps before k.
+    that an edit starting at step k need not recompute steps before k; ``x0s`` (T, C, H, W),
+    when present, the x_0 each step of that chain predicted (a progressive preview shows
+    what an edit changes in them). Neither is written to a file.
     """
 
     x_T: torch.Tensor
@@ -34,6 +36,7 @@ class Trajectory:
     h_space: str
     origin: dict = field(default_factory=dict)
     xs: Optional[torch.Tensor] = None
+    x0s: Optional[torch.Tensor] = None
     # 2: the chain ends where the model's scheduler says (set_alpha_to_one); 1: a file from
     # when every chain ended at alpha-bar_0 (see sampler.check_schedule)
     schedule: int = 2

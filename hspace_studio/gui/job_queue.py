@@ -37,10 +37,13 @@ class JobQueue:
                                    or self.shown_preview_id >= self._preview_req.id))
 
     def cancel_job(self) -> None:
+        """Cancel the running job, else a slow render in flight (Esc, the Cancel button)."""
         if self._running is not None and self._running in self._handles:
             self._handles[self._running].cancel()
             self._job_message = "cancelling…"
             self.job_label.setText("cancelling…")
+        else:
+            self.cancel_render()
 
     def _job_started(self, job_id: int, label: str) -> None:
         self._running = job_id
@@ -84,11 +87,12 @@ class JobQueue:
 
     def _update_job_ui(self) -> None:
         active = bool(self._handles)
+        rendering = getattr(self, "_rendering", None) is not None
         self.job_progress.setVisible(active)
-        self.cancel_button.setVisible(active)
-        self.cancel_button.setEnabled(self._running is not None)
-        if "cancel" in getattr(self, "act", {}):  # Esc cancels only while a job runs
-            self.act["cancel"].setEnabled(self._running is not None)
+        self.cancel_button.setVisible(active or rendering)
+        self.cancel_button.setEnabled(self._running is not None or rendering)
+        if "cancel" in getattr(self, "act", {}):  # Esc cancels only while a job or a render runs
+            self.act["cancel"].setEnabled(self._running is not None or rendering)
         self.job_label.setVisible(active)
         if self._running is None:
             self._job_clock.stop()

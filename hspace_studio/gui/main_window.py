@@ -135,6 +135,10 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
         self._focus_key: Optional[tuple] = None  # direction last moved or ticked: its strip is made when idle
         self._active_keys: set = set()
         self._node_shown_id = 0  # request id a node preview was shown for
+        self._rendering: Optional[tuple] = None  # (step, steps) of a slow render in flight
+        self._cancelled_render = 0  # request id whose render was cancelled
+        self._strip_progress_key = None  # slider row showing its strip's progress
+        self._strip_clock: Optional[tuple] = None  # (strip id, first progress time, steps done then)
         self.showing_preview = False  # an approximation is on the canvas, the exact image pending
         self._paint_clock: Dict[str, float] = {}  # "preview"/"exact": time of the slider move, until painted
         self.last_preview_latency: Optional[float] = None  # slider move -> preview painted
@@ -269,6 +273,7 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
         w.jobFinished.connect(self._job_finished)
         w.previewReady.connect(self._preview_ready)
         w.stripReady.connect(self._strip_ready)
+        w.stripProgress.connect(self._strip_progress)
         self.canvas.painted.connect(self._canvas_painted)
         w.setsChecked.connect(self._sets_checked)
         self.cancel_button.clicked.connect(self.cancel_job)

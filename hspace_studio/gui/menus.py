@@ -129,7 +129,7 @@ class Menus:
         for i, name in enumerate(("PCA", "Jacobian", "Supervised")):
             A(m, f"{name}…", lambda i=i: self._show_discover(i))
         m.addSeparator()
-        self.act["cancel"] = A(m, "Cancel job", self.cancel_job, "Esc")
+        self.act["cancel"] = A(m, "Cancel job or render", self.cancel_job, "Esc")
 
         m = mb.addMenu("&Help")
         A(m, "Keyboard shortcuts", self.show_shortcuts, "F1")

@@ -19,6 +19,7 @@ from .node_preview import NodeImages
 from ..app.requests import EditItem, PreviewRequest, StripRequest
 
 STRIP_SCALES = (-1.0, -0.5, 0.0, 0.5, 1.0)  # times the direction's slider range
+STRIP_NOTE_AFTER_S = 0.5  # a strip's progress is shown on its slider once it has taken this long
 
 
 def _others(edits, key) -> tuple:
@@ -57,18 +58,23 @@ class PreviewControl:
             return
         if res.final:
             self.shown_preview_id = res.id
+            self._set_rendering(None)
         if res.error:
             self.statusBar().showMessage(f"preview failed: {res.error}", 8000)
             self.messages.show_message(f"Preview failed: {res.error}", "error", key="preview")
             return
-        if res.image is None:
-            return
         if not res.final:
-            # a step's predicted image, unless the strip's cross-fade (better) is shown for this move
-            if self.progressive and self._node_shown_id != res.id:
-                self.canvas.set_edited(res.image, interim=True, text=f"preview: step {res.step}/{res.steps}")
+            if res.id == self._cancelled_render:
+                return
+            self._set_rendering((res.step, res.steps))
+            # the step's preview, unless the strip's cross-fade (better) is shown for this move
+            if res.image is not None and self.progressive and self._node_shown_id != res.id:
+                self.canvas.set_edited(res.image, interim=True,
+                                       text=f"preview: step {res.step} of {res.steps}")
                 self.showing_preview = True
                 self._show_latency()
+            return
+        if res.image is None:
             return
         self.canvas.set_edited(res.image)
         if self._preview_req is not None:
@@ -83,6 +89,34 @@ class PreviewControl:
         self.previews_shown += 1
         self._show_latency()
         self.previewShown.emit(res.id)
+
+    def _set_rendering(self, at: Optional[tuple]) -> None:
+        """A render that takes a while shows its step and can be cancelled (Esc, Cancel);
+        ``at``: (step, steps) reached, None when no render is in flight."""
+        self._rendering = at
+        self._show_latency()
+        self._update_job_ui()
+
+    def cancel_render(self) -> bool:
+        """Abandon the render in flight: the canvas shows the last exact image again, labelled
+        as without the sliders' last change. Returns whether a render was in flight."""
+        if self._rendering is None or self._preview_req is None:
+            return False
+        self.worker.cancel_preview()
+        self._cancelled_render = self._preview_req.id
+        self.shown_preview_id = self._preview_req.id  # nothing is pending any more
+        base = self._exact_shown[0] if self._exact_shown is not None and \
+            self._exact_shown[1] == self._node_epoch else None
+        if base is None and self.traj_info is not None:
+            base = self.traj_info.image
+        if base is not None:
+            self.canvas.set_edited(base, interim=True,
+                                   text="render cancelled: without the last slider change (move a slider to render)")
+        self.showing_preview = False
+        self._paint_clock.clear()
+        self.statusBar().showMessage("Render cancelled", 4000)
+        self._set_rendering(None)
+        return True
 
     def _show_node_preview(self, key, moved_at: float) -> bool:
         """Put a preview of direction ``key`` at its new scale on the canvas at once, labelled
@@ -148,6 +182,10 @@ class PreviewControl:
         def ms(v):
             return f"{1000 * v:.0f} ms" if v is not None else "–"
 
+        if self._rendering is not None:
+            step, steps = self._rendering
+            self.preview_label.setText(f"rendering the edit: step {step} of {steps} · Esc cancels")
+            return
         text = f"preview {ms(self.last_preview_latency)} · exact {ms(self.last_exact_latency)}"
         if self.last_render is not None:
             text += f" (engine {ms(self.last_render)})"
@@ -332,12 +370,37 @@ class PreviewControl:
         self.library.strip.mark_stale()  # greyed with "updating…" until the new strip comes
         self._send_strip(key, want)
 
+    def _strip_progress(self, strip_id: int, done: int, total: int) -> None:
+        """How far the strip being made is: on its slider's row (the instant preview it makes)."""
+        asked = self._strip_pending
+        if asked is None or asked[0] != strip_id:
+            return
+        now = time.perf_counter()
+        if self._strip_clock is None or self._strip_clock[0] != strip_id:
+            self._strip_clock = (strip_id, now, done)
+        _id, t0, done0 = self._strip_clock
+        if now - t0 < STRIP_NOTE_AFTER_S and done - done0 < total / 2:
+            return  # a strip made in a moment needs no note (it would only flicker)
+        self._show_strip_progress(asked[1], done / total if total else None)
+
+    def _show_strip_progress(self, key, fraction: Optional[float]) -> None:
+        shown = self._strip_progress_key
+        if shown is not None and shown != key:
+            row = self.sliders.row(shown)
+            if row is not None:
+                row.set_preview_progress(None)
+        row = self.sliders.row(key) if key is not None else None
+        if row is not None:
+            row.set_preview_progress(fraction if fraction is not None and fraction < 1 else None)
+        self._strip_progress_key = key
+
     def _strip_ready(self, res) -> None:
         asked = self._strip_pending
         if asked is None or res.id != asked[0]:
             return
         self._strip_pending = None
         _id, key, ctx, scales = asked
+        self._show_strip_progress(key, None)
         if res.error:
             if key == self._strip_key:
                 self._strip_shown = None

@@ -151,7 +151,9 @@ class SessionControl:
 
     def _autosave(self) -> None:
         self.autosave.touch()
-        if self.dirty and not self._handles and self.model_info is not None:
+        rendering = self._preview_req is not None and self.shown_preview_id < self._preview_req.id
+        if self.dirty and not self._handles and not rendering and self.model_info is not None:
+            # (not while a render is in flight: the save would wait for it, its bar shown)
             self.save_session(str(self.autosave.path), quiet=True)
 
     def _offer_restore(self) -> None:

@@ -78,8 +78,13 @@ class DirectionSliderRow(QFrame):
         self.asym_btn.setChecked(bool(getattr(state, "asymmetric", False)))
         self.asym_btn.setToolTip("Asymmetric (Asyrp): the edit moves only each step's predicted "
                                  "image, not the noise the step adds back (edit --asymmetric)")
+        self.preview_note = QLabel()  # how far its instant preview (the strip) is prepared
+        self.preview_note.setObjectName("previewNote")
+        self.preview_note.setStyleSheet("color: palette(mid);")
+        self.preview_note.setVisible(False)
         top = QHBoxLayout()
         top.addWidget(self.title, 1)
+        top.addWidget(self.preview_note)
         top.addWidget(self.asym_btn)
         top.addWidget(self.reset_btn)
         top.addWidget(self.remove_btn)
@@ -171,6 +176,17 @@ class DirectionSliderRow(QFrame):
                 w.setEnabled(False)
         self.setToolTip(reason)
         self.title.setStyleSheet("" if ok else "color: #c0392b;")
+
+    def set_preview_progress(self, fraction: Optional[float]) -> None:
+        """Show how much of the slider's instant preview is prepared (None: hide the note)."""
+        if fraction is None:
+            self.preview_note.setVisible(False)
+            return
+        self.preview_note.setText(f"preview {int(100 * max(0.0, min(1.0, fraction)))} %")
+        self.preview_note.setToolTip("The images that make this slider's instant preview are being "
+                                     "rendered in the background; until they are ready a move shows "
+                                     "each step of the exact render as it comes")
+        self.preview_note.setVisible(True)
 
     def set_title(self, title: str) -> None:
         self.title.setText(title)

@@ -11,9 +11,11 @@ The UI never runs torch. It talks to the worker through three doors:
   mutex-guarded *latest request* slot. The worker drains the slot: it renders only
   the newest request, and a render still running when a newer request arrives is
   abandoned at the end of its current diffusion step. A burst of slider moves
-  therefore costs at most one extra step, never a backlog.
+  therefore costs at most one extra step, never a backlog. :meth:`cancel_preview`
+  abandons the render in flight (Esc).
 - :meth:`EngineWorker.request_strip`: the same for the thumbnail strip, at the lowest
-  priority (any job or preview pre-empts it; it is retried afterwards).
+  priority (any job or preview pre-empts it at the end of its current step; it goes on
+  afterwards from its finished images).
 
 What a job, a preview or a strip does is the application layer's (``app/handlers``, no
 Qt); this module is the thread, the queue, the latest-request slots and the signals.
@@ -98,6 +100,7 @@ class EngineWorker(QObject):
     jobFinished = Signal(object)  # JobResult
     previewReady = Signal(object)  # PreviewResult
     stripReady = Signal(object)  # StripResult
+    stripProgress = Signal(int, int, int)  # strip request id, steps done, steps in all
     setsChecked = Signal(object)  # {set_id: (status, text)}
     idle = Signal()
 
@@ -113,6 +116,7 @@ class EngineWorker(QObject):
         self._jobs: deque = deque()
         self._preview: Optional[PreviewRequest] = None
         self._strip: Optional[StripRequest] = None
+        self._preview_cancelled = False  # Esc: the render in flight is abandoned
         self._stop = False
         self._current: Optional[JobHandle] = None
         self._busy = False
@@ -144,6 +148,14 @@ class EngineWorker(QObject):
     def request_preview(self, req: PreviewRequest) -> None:
         with self._cv:
             self._preview = req  # latest wins; an older pending request is dropped
+            self._preview_cancelled = False
+            self._cv.notify_all()
+
+    def cancel_preview(self) -> None:
+        """Abandon the render in flight (and a request not started) at the end of its step."""
+        with self._cv:
+            self._preview = None
+            self._preview_cancelled = True
             self._cv.notify_all()
 
     def request_strip(self, req: Optional[StripRequest]) -> None:
@@ -267,7 +279,7 @@ class EngineWorker(QObject):
         self.jobFinished.emit(res)
 
     def _preview_superseded(self) -> bool:
-        return self._preview is not None or self._stop
+        return self._preview is not None or self._preview_cancelled or self._stop
 
     def _run_preview(self, req: PreviewRequest) -> None:
         outcome = run_preview(self.state, req, _Preempt(self._preview_superseded), self.previewReady.emit,
@@ -283,8 +295,16 @@ class EngineWorker(QObject):
         return self._strip is not None or self._preview is not None or bool(self._jobs) or self._stop
 
     def _run_strip(self, req: StripRequest) -> None:
+        last = [0.0]
+
+        def progress(done, total):
+            now = time.perf_counter()
+            if now - last[0] >= self.PROGRESS_INTERVAL or done >= total:
+                last[0] = now
+                self.stripProgress.emit(req.id, int(done), int(total))
+
         try:
-            res = run_strip(self.state, req, _Preempt(self._strip_preempted))
+            res = run_strip(self.state, req, _Preempt(self._strip_preempted), progress)
         except Cancelled:
             with self._cv:  # pre-empted by other work, not replaced: try again later
                 if self._strip is None and not self._stop:

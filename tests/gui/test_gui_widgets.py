@@ -111,7 +111,7 @@ class FakeState:
         for i in range(self.steps):
             time.sleep(self.dt)
             if preview is not None:
-                preview(i, self.steps, [None])
+                preview(i, self.steps, None)
             if cancel is not None:
                 cancel.check()
         self.rendered.append(edits[0].scale)
@@ -120,10 +120,12 @@ class FakeState:
     def preview_pixels(self, x):
         return None
 
-    def render_strip(self, item, scales, others, cancel=None):
-        for _ in range(self.steps):
+    def render_strip(self, item, scales, others, cancel=None, progress=None):
+        for i in range(self.steps):
             time.sleep(self.dt)
             cancel.check()
+            if progress is not None:
+                progress(i + 1, self.steps)
         return [np.zeros((2, 2, 3), np.uint8) for _ in scales]
 
     def check_sets(self):

@@ -34,9 +34,10 @@ def _report(e: BaseException) -> str:
 
 def run_preview(state, req: PreviewRequest, cancel, emit: Callable[[PreviewResult], None],
                 interval: float = PREVIEW_INTERVAL) -> str:
-    """Render ``req.edits`` on ``state``'s image, sending every answer to ``emit``: with
-    ``req.progressive``, the predicted image of a step at most every ``interval`` seconds
-    (while ``cancel`` has not fired), then the exact image, or a final result with the error.
+    """Render ``req.edits`` on ``state``'s image, sending every answer to ``emit``: at most
+    every ``interval`` seconds (while ``cancel`` has not fired) the step reached, with
+    ``req.progressive`` that step's preview image (:mod:`..progressive`); then the exact
+    image, or a final result with the error.
 
     Returns what happened: ``EMPTY`` (no model or image: answered without an image, so the
     UI is not left waiting), ``DONE``, ``FAILED``, or ``SUPERSEDED`` (``cancel`` fired:
@@ -47,16 +48,15 @@ def run_preview(state, req: PreviewRequest, cancel, emit: Callable[[PreviewResul
     t0 = time.perf_counter()
     last = [t0]
 
-    def intermediate(i, total, pred_x0):
+    def intermediate(i, total, image):
         now = time.perf_counter()
         if i + 1 < total and now - last[0] >= interval and not cancel.cancelled:
             last[0] = now
-            img = state.preview_pixels(pred_x0[0])
-            if img is not None:
-                emit(PreviewResult(req.id, img, False, now - t0, i + 1, total))
+            img = state.preview_pixels(image) if req.progressive else None
+            emit(PreviewResult(req.id, img, False, now - t0, i + 1, total))
 
     try:
-        img = state.render(req.edits, cancel=cancel, preview=intermediate if req.progressive else None)
+        img = state.render(req.edits, cancel=cancel, preview=intermediate)
     except Cancelled:
         return SUPERSEDED
     except Exception as e:  # noqa: BLE001 - answer the request whatever happened
@@ -66,14 +66,15 @@ def run_preview(state, req: PreviewRequest, cancel, emit: Callable[[PreviewResul
     return DONE
 
 
-def run_strip(state, req: StripRequest, cancel) -> Optional[StripResult]:
+def run_strip(state, req: StripRequest, cancel, progress=None) -> Optional[StripResult]:
     """The images of ``req`` on ``state``'s image (one per scale), or a result with the error;
     None with no model or image. Raises :class:`Cancelled` when ``cancel`` fires (the caller
-    may ask again later)."""
+    may ask again later: the finished images are kept). ``progress(done, total)``: chains'
+    steps."""
     if state.model is None or state.traj is None:
         return None
     try:
-        images = state.render_strip(req.item, req.scales, req.others, cancel=cancel)
+        images = state.render_strip(req.item, req.scales, req.others, cancel=cancel, progress=progress)
     except Cancelled:
         raise
     except Exception as e:  # noqa: BLE001

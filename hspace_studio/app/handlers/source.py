@@ -1,6 +1,7 @@
 """Handlers that load a model and make the current image: sample a seed, invert an image, open or save a trajectory."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from ..requests import Invert, LoadModel, OpenTrajectory, Sample, SaveTrajectory
@@ -27,7 +28,9 @@ def _prompt_of(src: dict) -> tuple:
 def _sample(state, job, progress, cancel):
     model = state.require_model()
     job.apply(model)
-    traj = sample_seed(model, job.seed, job.steps, float(job.eta), state.h_space, progress, cancel)
+    t0 = time.perf_counter()
+    traj = sample_seed(model, job.seed, job.steps, float(job.eta), state.h_space, progress, cancel, keep_x0s=True)
+    state.call_seconds = (time.perf_counter() - t0) / max(1, int(job.steps))
     return state.set_trajectory(traj, {"kind": "seed", "seed": int(job.seed), "steps": int(job.steps),
                                        "eta": float(job.eta), **model.conditioning})
 
