@@ -73,7 +73,7 @@ def main(argv=None) -> int:
                 loop.quit()
 
         timer = QTimer()
-        timer.setInterval(2)
+        timer.setInterval(20)  # (a busy poll would take a core from the worker)
         timer.timeout.connect(check)
         timer.start()
         if not cond():
@@ -84,12 +84,12 @@ def main(argv=None) -> int:
 
     model = load_model(source, device="cpu")
     traj = sample(model, [0], steps=args.steps, eta=1.0)[0]
-    delta = random_direction(traj)[None]
+    delta = torch.stack([random_direction(traj, seed=1), random_direction(traj, seed=0)])
     ds = DirectionSet(delta_h=delta, timesteps=traj.timesteps.clone(), fingerprint=model.fingerprint,
-                      h_space=traj.h_space, method="custom", labels=["bench"])
+                      h_space=traj.h_space, method="custom", labels=["other", "bench"])
     dpath = tmp / "bench.safetensors"
     ds.save(dpath)
-    d0 = ds.steps_delta(0)
+    d0 = ds.steps_delta(1)
 
     def engine_edit(scale):
         t0 = time.perf_counter()
@@ -116,9 +116,14 @@ def main(argv=None) -> int:
 
     win.canvas.set_edited = record
     win.import_directions([dpath])
-    pump(lambda: win.library.sets and win.idle)
+    pump(lambda: win.library.sets)
+    # the library shows the strip of the selected direction (0): tick the other one, whose
+    # slider's strip (its instant preview) has never been made
+    win.library.tree.setCurrentItem(None)
+    win.library.tree.clearSelection()
+    win._selection_moved(None)
     s = win.library.sets[0]
-    key = (s.set_id, 0)
+    key = (s.set_id, 1)
 
     def move(value):
         """Move the slider; returns (first change, its label, exact image) in seconds after the move."""
@@ -134,7 +139,8 @@ def main(argv=None) -> int:
 
     t_tick = time.perf_counter()
     win.library.set_active(key, True)
-    pump(lambda: win.slider_rows() and win.worker._strip is None and win._strip_pending is not None, 60)
+    pump(lambda: win.slider_rows() and win.worker._strip is None and win._strip_pending is not None
+         and win._strip_pending[1] == key, 60)
     t_end = time.perf_counter() + args.strip_head
     pump(lambda: time.perf_counter() >= t_end)
     first, label, exact = move(310)

@@ -86,6 +86,9 @@ class BrushKeysThroughSpinBoxes(QObject):
         return False
 
 
+RENDER_SHOWN_AFTER_MS = 500  # a render running this long shows its step and Cancel
+
+
 class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, SessionControl,
                  FileActions, DiscoveryControl, QMainWindow):
     """The window: widgets, docks, menus, settings, messages and closing; the rest is in the
@@ -136,6 +139,10 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
         self._active_keys: set = set()
         self._node_shown_id = 0  # request id a node preview was shown for
         self._rendering: Optional[tuple] = None  # (step, steps) of a slow render in flight
+        self._render_clock = QTimer(self)  # a render still running after this shows it can be cancelled
+        self._render_clock.setSingleShot(True)
+        self._render_clock.setInterval(RENDER_SHOWN_AFTER_MS)
+        self._render_clock.timeout.connect(self._render_is_slow)
         self._cancelled_render = 0  # request id whose render was cancelled
         self._strip_progress_key = None  # slider row showing its strip's progress
         self._strip_clock: Optional[tuple] = None  # (strip id, first progress time, steps done then)

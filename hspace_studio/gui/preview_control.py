@@ -50,7 +50,18 @@ class PreviewControl:
                              time.perf_counter() if sent_at is None else sent_at)
         self._preview_req = req
         self.worker.request_preview(req)
+        if self._rendering is None:
+            self._render_clock.start()
         return req.id
+
+    @property
+    def render_in_flight(self) -> bool:
+        """Whether the newest slider state's exact image is still being made."""
+        return self._preview_req is not None and self.shown_preview_id < self._preview_req.id
+
+    def _render_is_slow(self) -> None:
+        if self.render_in_flight and self._rendering is None:
+            self._set_rendering((0, len(self.traj_info.timesteps) if self.traj_info else 0))
 
     def _preview_ready(self, res) -> None:
         if res.id != self._preview_id:  # an older request: the user has moved on
@@ -100,7 +111,7 @@ class PreviewControl:
     def cancel_render(self) -> bool:
         """Abandon the render in flight: the canvas shows the last exact image again, labelled
         as without the sliders' last change. Returns whether a render was in flight."""
-        if self._rendering is None or self._preview_req is None:
+        if not self.render_in_flight:
             return False
         self.worker.cancel_preview()
         self._cancelled_render = self._preview_req.id
@@ -184,7 +195,8 @@ class PreviewControl:
 
         if self._rendering is not None:
             step, steps = self._rendering
-            self.preview_label.setText(f"rendering the edit: step {step} of {steps} · Esc cancels")
+            at = f"step {step} of {steps}" if step else "first step"
+            self.preview_label.setText(f"rendering the edit: {at} · Esc cancels")
             return
         text = f"preview {ms(self.last_preview_latency)} · exact {ms(self.last_exact_latency)}"
         if self.last_render is not None:

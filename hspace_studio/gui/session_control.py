@@ -151,8 +151,7 @@ class SessionControl:
 
     def _autosave(self) -> None:
         self.autosave.touch()
-        rendering = self._preview_req is not None and self.shown_preview_id < self._preview_req.id
-        if self.dirty and not self._handles and not rendering and self.model_info is not None:
+        if self.dirty and not self._handles and not self.render_in_flight and self.model_info is not None:
             # (not while a render is in flight: the save would wait for it, its bar shown)
             self.save_session(str(self.autosave.path), quiet=True)
 

@@ -72,3 +72,21 @@ def test_the_slider_row_shows_how_far_its_preview_is_prepared(qtbot, win, dir_fi
     assert notes[0].startswith("preview ") and notes[0].endswith("%")
     qtbot.waitUntil(lambda: (s.set_id, 1) in win._nodes, timeout=TIMEOUT)
     assert row.preview_note.isHidden()
+
+
+def test_a_render_can_be_cancelled_before_its_first_step_ends(qtbot, win, dir_file, slow):  # noqa: F811
+    """On a model whose network call takes longer than half a second, Cancel is offered
+    before the first step is reported, and stops the render at the end of that step."""
+    import_and_activate(qtbot, win, dir_file)
+    before = image_of(win)
+    slow(1.5)
+    win.slider_rows()[0].slider.setValue(-700)
+    moved = win._preview_id
+    qtbot.waitUntil(lambda: win._rendering is not None, timeout=TIMEOUT)
+    assert win._rendering[0] == 0 and "rendering the edit: first step" in win.preview_label.text()
+    assert not win.cancel_button.isHidden() and win.act["cancel"].isEnabled()
+    exact_ids = []
+    win.previewShown.connect(exact_ids.append)
+    win.cancel_job()
+    qtbot.waitUntil(lambda: win.worker.renders_superseded > 0, timeout=TIMEOUT)
+    assert moved not in exact_ids and np.array_equal(image_of(win), before)
