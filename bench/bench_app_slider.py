@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     source = args.model
     if source == "celeba-size":
         source = str(celeba_size_model(Path(args.cache) / "celeba-size"))
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app = QApplication.instance() or QApplication(sys.argv[:1])  # noqa: F841 (kept alive)
     tmp = Path(tempfile.mkdtemp(prefix="hspace-bench-"))
 
     def pump(cond, timeout=1800.0):

@@ -14,7 +14,8 @@ from ..app.requests import (
     OpenTrajectory, PreviewRequest, Prompted, Sample, SaveSession, SaveTrajectory, Segment, SetRegion, Sleep,
     StripRequest, describe,
 )
-from ..app.state import NOISE_RANGE, EngineState
+from ..app.direction_library import NOISE_RANGE
+from ..app.state import EngineState
 
 __all__ = [
     "DiscoverJacobian",

@@ -236,7 +236,7 @@ class EngineWorker(QObject):
 
     def _emit_checks(self) -> None:
         try:
-            self.setsChecked.emit(self.state.check_sets())
+            self.setsChecked.emit(self.state.library.check_sets())
         except Exception:  # noqa: BLE001
             traceback.print_exc()
 

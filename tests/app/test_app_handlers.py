@@ -69,15 +69,15 @@ def test_sample_matches_the_engine_and_renders_edits(sampled, tiny_model):
 
     state, info = sampled
     ref = sample(tiny_model, [SEED], steps=6, eta=1.0)[0]
-    assert np.array_equal(info.image, state.pixels(ref.x_0))
+    assert np.array_equal(info.image, state.models.pixels(ref.x_0))
     assert info.source == {"kind": "seed", "seed": SEED, "steps": 6, "eta": 1.0}
     sets, _ = run(state, R.DiscoverPCA(samples=6, k=2, steps=6, seed=0, mode="global"))
     sid = sets[0].set_id
     assert sets[0].status == "ok" and len(sets[0].directions) == 2
-    assert np.array_equal(state.render(()), info.image)
-    edited = state.render((Edit(sid, 0, 3.0),))
+    assert np.array_equal(state.renderer.render(()), info.image)
+    edited = state.renderer.render((Edit(sid, 0, 3.0),))
     assert edited.shape == info.image.shape and not np.array_equal(edited, info.image)
-    strip = state.render_strip(Edit(sid, 0, 1.0), (-3.0, 0.0, 3.0), ())
+    strip = state.renderer.render_strip(Edit(sid, 0, 1.0), (-3.0, 0.0, 3.0), ())
     assert np.array_equal(strip[1], info.image) and np.array_equal(strip[2], edited)
 
 
@@ -96,7 +96,7 @@ def test_export_image_recipe_replays_through_the_cli(sampled, tmp_path):
     recipe = read_recipe(out)
     assert value["recipe"] == recipe and recipe["edits"][0]["direction"].endswith("edited.directions.safetensors")
     exported = np.asarray(Image.open(out).convert("RGB"))
-    assert np.array_equal(exported, state.render(edits))
+    assert np.array_equal(exported, state.renderer.render(edits))
     again = tmp_path / "again.png"
     assert cli_main(recipe_to_cli_args(recipe, str(again))) == 0
     assert np.array_equal(np.asarray(Image.open(again).convert("RGB")), exported)
@@ -131,16 +131,16 @@ def test_latent_progressive_previews_decode_where_a_decode_is_cheap(latent_model
     exact image measured its decode under PREVIEW_DECODE_S, and not where it is slower."""
     import torch
 
-    from hspace_studio.app import state as S
+    from hspace_studio.app import model_slot as S
 
     st = EngineState()
     run(st, R.LoadModel(str(latent_model_dir), device="cpu"))
     pred = torch.zeros(st.model.sample_shape)
-    assert st.preview_pixels(pred) is None  # no decode measured yet
+    assert st.models.preview_pixels(pred) is None  # no decode measured yet
     info, _ = run(st, R.Sample(seed=SEED, steps=4, eta=1.0))  # its image is decoded once
-    assert st._decode_seconds is not None and st._decode_seconds < S.PREVIEW_DECODE_S
-    img = st.preview_pixels(pred)
+    assert st.models._decode_seconds is not None and st.models._decode_seconds < S.PREVIEW_DECODE_S
+    img = st.models.preview_pixels(pred)
     assert img is not None and img.shape == (*st.model_info.image_size, 3)
-    assert np.array_equal(img, st.pixels(pred))
-    st._decode_seconds = 10 * S.PREVIEW_DECODE_S  # as a large autoencoder on a CPU measures
-    assert st.preview_pixels(pred) is None
+    assert np.array_equal(img, st.models.pixels(pred))
+    st.models._decode_seconds = 10 * S.PREVIEW_DECODE_S  # as a large autoencoder on a CPU measures
+    assert st.models.preview_pixels(pred) is None

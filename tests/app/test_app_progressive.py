@@ -27,13 +27,13 @@ def state(tiny_model_dir, tmp_path):
     delta = torch.randn((2, *traj.hs.shape), generator=g) * traj.hs.std() * 0.5
     ds = DirectionSet(delta_h=delta, timesteps=traj.timesteps.clone(), fingerprint=st.model.fingerprint,
                       h_space=traj.h_space, method="pca", labels=["a", "b"])
-    st.add_set(ds, "dirs", set_id="d")
+    st.library.add_set(ds, "dirs", set_id="d")
     return st
 
 
 def _previews(state, edits):
     got = {}
-    x0 = state.render_x0(edits, preview=lambda i, total, image: got.__setitem__(i, image.clone()))
+    x0 = state.renderer.render_x0(edits, preview=lambda i, total, image: got.__setitem__(i, image.clone()))
     return x0, got
 
 
@@ -43,11 +43,11 @@ def test_a_step_preview_is_the_shown_image_plus_the_change_of_that_steps_predict
     traj, model = state.traj, state.model
     a = Edit("d", 0, 1.5, window=(int(traj.timesteps[3]), 0))
     b = Edit("d", 1, -1.0, window=(int(traj.timesteps[1]), 0))
-    x0_a = state.render_x0((a,))
+    x0_a = state.renderer.render_x0((a,))
     _x0_b, previews = _previews(state, (a, b))
     assert sorted(previews) == list(range(1, STEPS))  # from the first step the new edit changes on
 
-    da, db = state.delta("d", 0), state.delta("d", 1)
+    da, db = state.renderer.delta("d", 0), state.renderer.delta("d", 1)
     spec_a = EditSpec(da, 1.5, a.window)
     run_a = edit_batch(model, traj, [[spec_a]], keep_x0s=True)
     run_b = edit_batch(model, traj, [[spec_a, EditSpec(db, -1.0, b.window)]], keep_x0s=True)
@@ -66,13 +66,13 @@ def test_step_previews_are_nearer_the_exact_image_than_the_steps_prediction(stat
     edited image than the step's predicted image is, at every step."""
     b = Edit("d", 0, 1.0)
     x0_b, previews = _previews(state, (b,))
-    plain = edit_batch(state.model, state.traj, [state.specs((b,))], keep_x0s=True).x0s[0]
+    plain = edit_batch(state.model, state.traj, [state.renderer.specs((b,))], keep_x0s=True).x0s[0]
     for i, p in previews.items():
         if i < STEPS - 1:
             assert (p - x0_b).norm() < (plain[i] - x0_b).norm(), i
     torch.testing.assert_close(previews[STEPS - 1], x0_b, rtol=1e-5, atol=1e-4)  # the last is the image
     # no change: every step shows the image itself
-    state.render_x0(())
+    state.renderer.render_x0(())
     a = Edit("d", 0, 1e-12)
     _x, same = _previews(state, (a,))
     for p in same.values():
@@ -88,7 +88,7 @@ def test_strip_chunks_fit_one_network_call():
 
 def test_a_cancelled_strip_goes_on_from_its_finished_images(state):
     item, scales = Edit("d", 0, 1.0), (-2.0, -1.0, 1.0, 2.0)
-    state.call_seconds = 10.0  # as on a real-size model: one chain per network call
+    state.renderer.call_seconds = 10.0  # as on a real-size model: one chain per network call
     batches = []
     net = state.model.net
     hook = net.register_forward_pre_hook(lambda _m, args: batches.append(int(args[0].shape[0])))
@@ -101,15 +101,15 @@ def test_a_cancelled_strip_goes_on_from_its_finished_images(state):
             token.cancel()
 
     with pytest.raises(Cancelled):
-        state.render_strip(item, scales, (), cancel=token, progress=progress)
+        state.renderer.render_strip(item, scales, (), cancel=token, progress=progress)
     # one chain at a time; the next chain's first step was in flight when the cancel came
     assert set(batches) == {1} and len(batches) == 2 * STEPS + 1
     batches.clear()
     seen.clear()
-    images = state.render_strip(item, scales, (), progress=lambda d, t: seen.append((d, t)))
+    images = state.renderer.render_strip(item, scales, (), progress=lambda d, t: seen.append((d, t)))
     hook.remove()
     assert len(batches) == 2 * STEPS  # only the two chains not finished before
     assert seen[0][0] > 2 * STEPS - 1 and seen[-1] == (4 * STEPS, 4 * STEPS)
-    whole = state.strip_x0(item, scales, ())  # one batch, as an export makes it
+    whole = state.renderer.strip_x0(item, scales, ())  # one batch, as an export makes it
     for img, x in zip(images, whole):
-        assert np.abs(img.astype(int) - state.pixels(x).astype(int)).max() <= 1
+        assert np.abs(img.astype(int) - state.models.pixels(x).astype(int)).max() <= 1

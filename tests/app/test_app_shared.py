@@ -59,10 +59,10 @@ def test_an_h_space_strip_is_the_same_from_the_cli_and_the_app(app, files, tiny_
     run(st, R.ExportStrip(str(tmp_path / "app.png"), item, (-2.0, 0.0, 2.0), (), ((h, None),)))
     assert np.array_equal(pixels(tmp_path / "cli.png"), pixels(tmp_path / "app.png"))
     # and the library's strip (the slider's previews) shows the same images
-    shown = st.render_strip(item, (-2.0, 0.0, 2.0), ())
+    shown = st.renderer.render_strip(item, (-2.0, 0.0, 2.0), ())
     tiles = [pixels(tmp_path / "app.png")[:, 18 * i:18 * i + 16] for i in range(3)]
     assert all(np.array_equal(a, b) for a, b in zip(shown, tiles))
-    assert np.array_equal(shown[1], st.render(()))
+    assert np.array_equal(shown[1], st.renderer.render(()))
 
 
 def test_a_noise_strip_with_other_edits_is_the_same_from_the_cli_and_the_app(app, files, tiny_model_dir,
@@ -88,7 +88,7 @@ def test_an_edit_kept_in_a_mask_is_the_same_from_the_cli_and_the_app(app, files,
     assert run(st, R.SetRegion(mask, free_steps=0)) is True
     edits = (R.EditItem(h, 1, 3.0),)
     run(st, R.ExportImage(str(tmp_path / "app.png"), edits, ((h, str(files / "h.safetensors")),)))
-    plain = st.render(())
+    plain = st.renderer.render(())
     cli_px = pixels(tmp_path / "cli.png")
     assert np.array_equal(cli_px, pixels(tmp_path / "app.png"))
     assert np.array_equal(cli_px[~mask], plain[~mask]) and not np.array_equal(cli_px[mask], plain[mask])
@@ -119,9 +119,9 @@ def test_direction_deltas_and_regions(app, files, tiny_model_b_dir, tmp_path):
 
     st, h, _ = app
     ds = DirectionSet.load(files / "h.safetensors")
-    assert torch.equal(h_delta(ds, 1, st.traj, st.model.weights_fingerprint), st.delta(h, 1))
+    assert torch.equal(h_delta(ds, 1, st.traj, st.model.weights_fingerprint), st.renderer.delta(h, 1))
     at = h_delta(ds, 1, st.traj, st.model.weights_fingerprint, at_step=2)
-    assert torch.equal(at, st.delta(h, 1, int(st.traj.timesteps[2])))
+    assert torch.equal(at, st.renderer.delta(h, 1, int(st.traj.timesteps[2])))
     assert all(torch.equal(row, ds.delta_h[1, 2]) for row in at)
     other = load_model(str(tiny_model_b_dir), device="cpu")
     with pytest.raises(ModelMismatchError, match="mine.safetensors"):
@@ -148,7 +148,7 @@ def test_previews_and_strips_without_qt(app):
     *steps, final = sent
     assert steps and all(not r.final and r.image.shape == (16, 16, 3) for r in steps)
     assert final.final and final.error is None and final.steps == STEPS
-    assert np.array_equal(final.image, st.render(edits))
+    assert np.array_equal(final.image, st.renderer.render(edits))
     sent.clear()
     assert run_preview(st, R.PreviewRequest(2, edits, progressive=False), CancelToken(), sent.append) == DONE
     assert len(sent) == 1 and sent[0].final
@@ -170,7 +170,7 @@ def test_previews_and_strips_without_qt(app):
     # strips
     res = run_strip(st, R.StripRequest(6, R.EditItem(h, 0, 1.0), (-1.0, 0.0, 2.0)), CancelToken())
     assert res.id == 6 and res.error is None and len(res.images) == 3
-    assert np.array_equal(res.images[2], final.image) and np.array_equal(res.images[1], st.render(()))
+    assert np.array_equal(res.images[2], final.image) and np.array_equal(res.images[1], st.renderer.render(()))
     with pytest.raises(Cancelled):
         run_strip(st, R.StripRequest(7, R.EditItem(h, 1, 1.0), (1.0,)), token)
     assert run_strip(st, R.StripRequest(8, R.EditItem("gone", 0, 1.0), (1.0,)), CancelToken()).error

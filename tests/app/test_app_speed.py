@@ -15,17 +15,17 @@ def test_compiled_engine_renders_the_same_images(sampled):
     state, info = sampled
     sets, _ = run(state, R.DiscoverPCA(samples=6, k=2, steps=6, seed=0, mode="global"))
     edits = (Edit(sets[0].set_id, 0, 2.5),)
-    plain = state.render(edits)
+    plain = state.renderer.render(edits)
     in_force, calls = run(state, R.SetAcceleration(compile=True))
     assert in_force == {"compile": True, "bf16": False, "low_memory": False} and accelerated(state.model)
     assert calls[0][2].startswith("building the compiled network")
-    fast = state.render(edits)
+    fast = state.renderer.render(edits)
     assert np.abs(fast.astype(int) - plain.astype(int)).max() <= 1  # float32 rounding, in 8-bit levels
-    strip = state.render_strip(Edit(sets[0].set_id, 0, 1.0), (-2.5, 0.0, 2.5), ())
+    strip = state.renderer.render_strip(Edit(sets[0].set_id, 0, 1.0), (-2.5, 0.0, 2.5), ())
     assert np.abs(strip[2].astype(int) - plain.astype(int)).max() <= 1
     run(state, R.SetAcceleration())
     assert not accelerated(state.model)
-    assert np.array_equal(state.render(edits), plain)
+    assert np.array_equal(state.renderer.render(edits), plain)
 
 
 def test_bf16_export_records_it_and_replays_through_the_cli(sampled, tmp_path):
@@ -38,7 +38,7 @@ def test_bf16_export_records_it_and_replays_through_the_cli(sampled, tmp_path):
     state, info = sampled
     sets, _ = run(state, R.DiscoverPCA(samples=6, k=2, steps=6, seed=0, mode="global"))
     edits = (Edit(sets[0].set_id, 1, -2.0),)
-    plain = state.render(edits)
+    plain = state.renderer.render(edits)
     in_force, _ = run(state, R.SetAcceleration(bf16=True))
     assert in_force == {"compile": False, "bf16": True, "low_memory": False}
     out = tmp_path / "bf16.png"
@@ -62,9 +62,9 @@ def test_a_cancelled_build_keeps_the_setting_before(sampled):
     token.cancel()
     with pytest.raises(Cancelled):
         run(state, R.SetAcceleration(compile=True), cancel=token)
-    assert state.acceleration == {"compile": False, "bf16": False, "low_memory": False}
+    assert state.models.acceleration == {"compile": False, "bf16": False, "low_memory": False}
     assert not accelerated(state.model)
-    assert np.array_equal(state.render(()), info.image)
+    assert np.array_equal(state.renderer.render(()), info.image)
 
 
 def test_the_low_memory_mode_tiles_the_autoencoder_and_an_export_records_it(tmp_path):
@@ -77,10 +77,10 @@ def test_the_low_memory_mode_tiles_the_autoencoder_and_an_export_records_it(tmp_
     state = EngineState()
     state.load_model(str(save_sd_model(tmp_path / "sd")), None)
     run(state, R.Sample(seed=1, steps=3, eta=1.0))
-    plain = state.render(())
+    plain = state.renderer.render(())
     in_force, _ = run(state, R.SetAcceleration(low_memory=True))
     assert in_force["low_memory"] and state.model.vae.use_tiling and state.model.info["low_memory"]
-    assert np.array_equal(state.render(()), plain)
+    assert np.array_equal(state.renderer.render(()), plain)
     out = tmp_path / "low.png"
     run(state, R.ExportImage(str(out), (), ()))
     assert read_recipe(out)["low_memory"] is True

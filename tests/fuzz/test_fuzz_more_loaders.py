@@ -378,15 +378,15 @@ def test_failed_session_leaves_the_worker_as_it_was(tmp_path, good_session):
     p = write_session(tmp_path / "s.json", doc, arrays)
     state = J.EngineState()
     sentinel = object()
-    state.traj, state.sets, state.gen = sentinel, {"keep": sentinel}, 7
+    state.image.traj, state.library.sets, state.image.gen = sentinel, {"keep": sentinel}, 7
 
     def boom(*a, **k):  # fails after the first set was put into the worker
         raise FileFormatError("disk gone")
 
-    state.check_set = boom
+    state.library.check_set = boom
     with pytest.raises(FileFormatError):
         J.run_job(state, J.LoadSession(str(p), None), lambda *a: None, None)
-    assert state.traj is sentinel and state.sets == {"keep": sentinel} and state.gen == 7
+    assert state.traj is sentinel and state.sets == {"keep": sentinel} and state.image.gen == 7
 
 
 # ============================================================================ classifier / segmenter folders

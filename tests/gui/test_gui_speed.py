@@ -14,13 +14,13 @@ def test_bf16_from_the_menu_changes_the_image_and_is_remembered(qtbot, win, dir_
     plain = win.canvas.edited_array().copy()
     win.act["bf16"].setChecked(True)
     wait_idle(qtbot, win)
-    assert win.worker.state.acceleration == {"compile": False, "bf16": True, "low_memory": False}
+    assert win.worker.state.models.acceleration == {"compile": False, "bf16": True, "low_memory": False}
     assert win.statusBar().currentMessage() == "Engine: bfloat16"
     assert not np.array_equal(win.canvas.edited_array(), plain)
     win._save_settings()
     assert win.settings.value("engine/bf16") in (True, "true")
     win.act["bf16"].setChecked(False)
     wait_idle(qtbot, win)
-    assert win.worker.state.acceleration["bf16"] is False
+    assert win.worker.state.models.acceleration["bf16"] is False
     assert np.array_equal(win.canvas.edited_array(), plain)
     assert s is not None

@@ -106,6 +106,7 @@ class FakeState:
         self.steps, self.dt = steps, dt
         self.rendered = []
         self.version = 0
+        self.models = self.renderer = self.library = self  # EngineState's parts, all in one here
 
     def render(self, edits, cancel=None, preview=None):
         for i in range(self.steps):

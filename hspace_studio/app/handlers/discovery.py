@@ -35,7 +35,7 @@ def _engine_module(name: str):
 
 def discover_pca(state, job: DiscoverPCA, progress, cancel):
     """PCA over ``job.samples`` samples: ``engine.discover.pca.pca_directions``."""
-    model = state.require_model()
+    model = state.models.require()
     pca = _engine_module("pca")
     return pca.pca_directions(model, n_samples=int(job.samples), components=int(job.k), mode=job.mode,
                               steps=int(job.steps), eta=float(job.eta), h_space=state.h_space,
@@ -47,7 +47,7 @@ def discover_pca(state, job: DiscoverPCA, progress, cancel):
 def discover_jacobian(state, job: DiscoverJacobian, progress, cancel):
     """Top-k singular vectors of d eps / d h on the current image:
     ``engine.discover.jacobian.jacobian_directions``."""
-    model, traj = state.require_model(), state.require_traj()
+    model, traj = state.models.require(), state.image.require()
     mask = None
     if job.mask is not None:
         if not np.asarray(job.mask).any():
@@ -69,7 +69,7 @@ def discover_jacobian(state, job: DiscoverJacobian, progress, cancel):
 def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
     """A supervised direction: from a (resumable, cached) classifier index of generated
     samples, or from two folders of labelled images (inverted)."""
-    model = state.require_model()
+    model = state.models.require()
     sup = _engine_module("supervised")
     annotate = _engine_module("annotate")
     if job.positive_folder or job.negative_folder:
@@ -84,7 +84,7 @@ def discover_supervised(state, job: DiscoverSupervised, progress, cancel):
     clf = annotate.load_classifier(job.classifier or None, device=model.device)
     if job.optimize > 0:
         opt = _engine_module("optimized")
-        keep_in = state.region() if job.keep_in else None
+        keep_in = state.renderer.region() if job.keep_in else None
         if job.keep_in and keep_in is None:
             raise HSpaceError("fitting for edits kept inside the mask needs 'Keep edits inside the "
                               "mask' ticked, with a painted mask")
@@ -146,7 +146,7 @@ def _add_discovered(state, result, default_name: str) -> List[SetState]:
             ds = getattr(ds, "directions", None) or getattr(ds, "direction_set", None)
         if ds is None:
             raise HSpaceError("the discovery step returned no direction set")
-        out.append(state.add_set(ds, default_name))
+        out.append(state.library.add_set(ds, default_name))
     return out
 
 
@@ -159,7 +159,7 @@ def _pca(state, job, progress, cancel):
 
 @handler(DiscoverJacobian)
 def _jac(state, job, progress, cancel):
-    traj = state.require_traj()
+    traj = state.image.require()
     what = "masked " if job.mask is not None else ""
     if job.contained is not None:
         what = f"contained, step {job.contained} "

@@ -11,9 +11,9 @@ from . import handler
 def _export_image(state, job, progress, cancel):
     from ...engine.images import save_png, to_pil
 
-    model = state.require_model()
+    model = state.models.require()
     edits = () if job.original else job.edits
-    x0 = state.render_x0(edits, cancel=cancel, progress=progress)
+    x0 = state.renderer.render_x0(edits, cancel=cancel, progress=progress)
     recipe = state.recipe(edits, dict(job.set_files), job.path)
     save_png(job.path, to_pil(model.to_pixels(x0[None])[0].cpu()), recipe)
     return {"path": job.path, "recipe": recipe}
@@ -23,8 +23,8 @@ def _export_image(state, job, progress, cancel):
 def _export_strip(state, job, progress, cancel):
     from ...engine.images import grid, save_png, to_pil
 
-    model = state.require_model()
-    xs = state.strip_x0(job.item, job.scales, job.others, cancel=cancel, progress=progress)
+    model = state.models.require()
+    xs = state.renderer.strip_x0(job.item, job.scales, job.others, cancel=cancel, progress=progress)
     imgs = [to_pil(model.to_pixels(x[None])[0].cpu()) for x in xs]
     first = dataclasses.replace(job.item, scale=1.0)
     recipe = state.recipe((first, *job.others), dict(job.set_files), job.path)
@@ -37,11 +37,11 @@ def _export_strip(state, job, progress, cancel):
 def _export_grid(state, job, progress, cancel):
     from ...engine.images import grid, save_png, to_pil
 
-    model = state.require_model()
+    model = state.models.require()
     imgs, rows = [], []
     cols = max(len(s) for _, s in job.rows)
     for item, scales in job.rows:
-        xs = state.strip_x0(item, scales, (), cancel=cancel)
+        xs = state.renderer.strip_x0(item, scales, (), cancel=cancel)
         row = [to_pil(model.to_pixels(x[None])[0].cpu()) for x in xs]
         row += [row[-1].copy()] * (cols - len(row))
         imgs += row

@@ -6,7 +6,7 @@ from pathlib import Path
 from ...core.errors import HSpaceError
 from ..requests import (Disentangle, ExportDirections, ForgetSets, ImportDirections, Segment, SetRegion,
                         Sleep)
-from ..state import _is_noise
+from ..direction_library import is_noise_set as _is_noise
 from . import handler
 
 
@@ -17,7 +17,7 @@ def _forget_sets(state, job, progress, cancel):
 
 @handler(SetRegion)
 def _set_region(state, job, progress, cancel):
-    return state.set_region(job.mask, job.free_steps)
+    return state.renderer.set_region(job.mask, job.free_steps)
 
 
 @handler(Sleep)
@@ -44,10 +44,10 @@ def _import(state, job, progress, cancel):
         if info is not None and _is_noise(ds):
             from ...engine.noise_edits import check_noise_set
 
-            check_noise_set(ds, info.weights_fingerprint, state.require_model().sample_shape, Path(p).name)
+            check_noise_set(ds, info.weights_fingerprint, state.models.require().sample_shape, Path(p).name)
         elif info is not None:
             ds.check_model(info.weights_fingerprint, info.h_space, info.h_shape, Path(p).name)
-        out.append(state.add_set(ds, Path(p).stem, str(Path(p).resolve())))
+        out.append(state.library.add_set(ds, Path(p).stem, str(Path(p).resolve())))
         progress(i + 1, len(job.paths), f"imported {Path(p).name}")
     return out
 
@@ -56,7 +56,7 @@ def _import(state, job, progress, cancel):
 def _export(state, job, progress, cancel):
     from dataclasses import replace
 
-    ds = state.get_set(job.set_id)
+    ds = state.library.get_set(job.set_id)
     sub = ds.subset(list(job.indices))
     sub = replace(sub, labels=list(job.labels))
     sub.save(job.path)
@@ -70,19 +70,19 @@ def _disentangle(state, job, progress, cancel):
 
     if not job.against:
         raise HSpaceError("choose at least one direction to disentangle against")
-    tgt = state.get_set(job.target[0])
-    against = [state.get_set(s) for s, _ in job.against]
+    tgt = state.library.get_set(job.target[0])
+    against = [state.library.get_set(s) for s, _ in job.against]
     ds = disentangle_set(tgt, int(job.target[1]), against, [int(i) for _, i in job.against], job.name)
     progress(1, 1, "disentangled")
-    return [state.add_set(ds, ds.labels[0])]
+    return [state.library.add_set(ds, ds.labels[0])]
 
 
 @handler(Segment)
 def _segment(state, job, progress, cancel):
     import torch
 
-    model, traj = state.require_model(), state.require_traj()
-    seg = state.segmenter(job.folder)
+    model, traj = state.models.require(), state.image.require()
+    seg = state.models.segmenter(job.folder)
     with torch.no_grad():
         mask = seg.part_mask(model.to_pixels(traj.x_0[None]).clamp(-1, 1), job.parts)
     parts = seg.parts

@@ -52,11 +52,11 @@ def run_preview(state, req: PreviewRequest, cancel, emit: Callable[[PreviewResul
         now = time.perf_counter()
         if i + 1 < total and now - last[0] >= interval and not cancel.cancelled:
             last[0] = now
-            img = state.preview_pixels(image) if req.progressive else None
+            img = state.models.preview_pixels(image) if req.progressive else None
             emit(PreviewResult(req.id, img, False, now - t0, i + 1, total))
 
     try:
-        img = state.render(req.edits, cancel=cancel, preview=intermediate)
+        img = state.renderer.render(req.edits, cancel=cancel, preview=intermediate)
     except Cancelled:
         return SUPERSEDED
     except Exception as e:  # noqa: BLE001 - answer the request whatever happened
@@ -74,7 +74,7 @@ def run_strip(state, req: StripRequest, cancel, progress=None) -> Optional[Strip
     if state.model is None or state.traj is None:
         return None
     try:
-        images = state.render_strip(req.item, req.scales, req.others, cancel=cancel, progress=progress)
+        images = state.renderer.render_strip(req.item, req.scales, req.others, cancel=cancel, progress=progress)
     except Cancelled:
         raise
     except Exception as e:  # noqa: BLE001

@@ -10,7 +10,7 @@ from ...core.errors import HSpaceError
 from ...core.session import SetState, read_session, write_session
 from ..records import SessionPayload
 from ..requests import Invert, LoadSession, Sample, SaveSession
-from ..state import _jsonable
+from ..direction_library import _jsonable
 from . import handler
 from .source import _invert, _prompt_of, _sample
 
@@ -50,16 +50,11 @@ def _load_session(state, job, progress, cancel):
     """Open a session all or nothing: if anything fails (or is cancelled) halfway, the
     worker's model, image and direction sets are put back as they were, so the window's
     current work stays usable."""
-    keep = ("model", "model_info", "h_space", "traj", "source", "gen")
-    saved = {k: getattr(state, k) for k in keep}
-    saved_sets = dict(state.sets)
+    saved = state.snapshot()
     try:
         return _load_session_now(state, job, progress, cancel)
     except BaseException:
-        for k, v in saved.items():
-            setattr(state, k, v)
-        state.sets = saved_sets
-        state.invalidate()
+        state.restore(saved)
         raise
 
 
@@ -130,9 +125,9 @@ def _load_session_now(state, job, progress, cancel):
                           fingerprint=ss.fingerprint, h_space=ss.h_space, method=ss.method,
                           labels=[str(x) for x in labels], values=meta.get("values", ss.values),
                           params=meta.get("params", ss.params))
-        state.sets[ss.set_id] = ds
-        state.version += 1
-        ss.status, ss.status_text = state.check_set(ds)
+        state.library.sets[ss.set_id] = ds
+        state.library.version += 1
+        ss.status, ss.status_text = state.library.check_set(ds)
         sets.append(ss)
     mask = arrays.get("mask")
     return SessionPayload(doc=doc, model=model_info, trajectory=traj_info, sets=sets,

@@ -26,18 +26,18 @@ def _prompt_of(src: dict) -> tuple:
 
 @handler(Sample)
 def _sample(state, job, progress, cancel):
-    model = state.require_model()
+    model = state.models.require()
     job.apply(model)
     t0 = time.perf_counter()
     traj = sample_seed(model, job.seed, job.steps, float(job.eta), state.h_space, progress, cancel, keep_x0s=True)
-    state.call_seconds = (time.perf_counter() - t0) / max(1, int(job.steps))
+    state.renderer.call_seconds = (time.perf_counter() - t0) / max(1, int(job.steps))
     return state.set_trajectory(traj, {"kind": "seed", "seed": int(job.seed), "steps": int(job.steps),
                                        "eta": float(job.eta), **model.conditioning})
 
 
 @handler(Invert)
 def _invert(state, job, progress, cancel):
-    model = state.require_model()
+    model = state.models.require()
     job.apply(model)
     inv, note = invert_image(model, job.path, job.steps, float(job.eta), state.h_space,
                              progress=progress, cancel=cancel)
@@ -51,7 +51,7 @@ def _invert(state, job, progress, cancel):
 def _open_traj(state, job, progress, cancel):
     from ...engine.sampler import decode
 
-    model = state.require_model()
+    model = state.models.require()
     traj = open_trajectory(model, job.path, state.h_space, Path(job.path).name, state.model_info.h_shape)
     decode(model, traj, progress, cancel)
     return state.set_trajectory(traj, {"kind": "trajectory", "path": str(job.path),
@@ -60,5 +60,5 @@ def _open_traj(state, job, progress, cancel):
 
 @handler(SaveTrajectory)
 def _save_traj(state, job, progress, cancel):
-    state.require_traj().save(job.path)
+    state.image.require().save(job.path)
     return job.path
