@@ -27,6 +27,11 @@ def _others(edits, key) -> tuple:
     return tuple(e for e in edits if (e.set_id, e.index) != tuple(key) and e.scale != 0.0)
 
 
+def _changing(edits) -> tuple:
+    """The edits that change the image (scale not 0)."""
+    return tuple(e for e in edits if e.scale != 0.0)
+
+
 class PreviewControl:
     """Mixin of MainWindow; see the module docstring."""
 
@@ -233,7 +238,9 @@ class PreviewControl:
             self._focus_key = new[-1]
             self._hint_masked(new)
         self._sync_sliders()
-        self.request_preview()
+        asked = self._preview_req
+        if asked is None or _changing(asked.edits) != _changing(self.current_edits()):
+            self.request_preview()  # (a direction ticked or unticked at scale 0 changes nothing)
         self._request_strip()  # the other edits of every strip changed
 
     def _hint_masked(self, keys) -> None:
@@ -336,45 +343,47 @@ class PreviewControl:
         self._strip_pending = (self._strip_id, key, *want)
         self.worker.request_strip(StripRequest(self._strip_id, item, scales, others))
 
-    def _request_focus_strip(self) -> None:
+    def _request_focus_strip(self) -> bool:
         """Ask (at the lowest priority) for the strip of the direction last moved or ticked,
-        unless it is here or asked for: its images make that slider's instant previews."""
+        unless it is here: its images make that slider's instant previews. Returns whether
+        that strip is on its way (asked now or before)."""
         self._nodes = {k: v for k, v in self._nodes.items()  # drop strips of an older image
                        if v.context[0][0] == self._node_epoch and self.library.direction(k) is not None}
         key = self._focus_key
         active = {(s.set_id, d.index) for s, d in self.library.active()}
         if key is None or key == self._strip_key or key not in active:
-            return
+            return False
         want = self._strip_context(key)
-        if want is None or self._strip_cached(key, want) or self._strip_asked(key, want):
-            return
-        self._strip_id += 1
-        self._send_strip(key, want)
+        if want is None or self._strip_cached(key, want):
+            return False
+        if not self._strip_asked(key, want):
+            self._strip_id += 1
+            self._send_strip(key, want)
+        return True
 
     def _request_strip(self) -> None:
-        """Ask for the strips that are missing: the selected direction's (the library shows
-        it), then the focus direction's (see :meth:`_request_focus_strip`)."""
+        """Ask for the strips that are missing: first the focus direction's (its slider's
+        instant preview, see :meth:`_request_focus_strip`), then the selected direction's
+        (the library shows it)."""
+        if self._request_focus_strip():
+            return
         key = self._strip_key
         if key is None or self.traj_info is None:
-            self._request_focus_strip()
             return
         found = self.library.direction(key)
         if found is None:
-            self._request_focus_strip()
             return
         s, d = found
         if s.status == "mismatch":
             self._strip_shown = None
             self.library.strip.clear(f"Does not fit: {s.status_text}")
-            self._request_focus_strip()
             return
         want = self._strip_context(key)
-        if self._strip_cached(key, want):  # made already: show it, and go on to the focus strip
+        if self._strip_cached(key, want):  # made already: show it
             if self._strip_shown != (key, *want):
                 nodes = self._nodes[key]
                 self.library.strip.show_images(list(nodes.images), want[1])
                 self._strip_shown = (key, *want)
-            self._request_focus_strip()
             return
         if self._strip_asked(key, want):
             return

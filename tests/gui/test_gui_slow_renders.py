@@ -90,3 +90,18 @@ def test_a_render_can_be_cancelled_before_its_first_step_ends(qtbot, win, dir_fi
     win.cancel_job()
     qtbot.waitUntil(lambda: win.worker.renders_superseded > 0, timeout=TIMEOUT)
     assert moved not in exact_ids and np.array_equal(image_of(win), before)
+
+
+def test_the_ticked_sliders_strip_comes_before_the_librarys(qtbot, win, dir_file, slow):  # noqa: F811
+    """The strip that makes a slider's instant preview is made before the library's thumbnails
+    of the selected direction; ticking a direction at scale 0 renders nothing."""
+    s = import_and_activate(qtbot, win, dir_file, rows=())
+    slow(0.05)
+    win.library.select(s.set_id, 1)  # the library asks for direction 1's thumbnails
+    assert win._strip_pending is not None and win._strip_pending[1] == (s.set_id, 1)
+    asked = win._preview_id
+    win.library.set_active((s.set_id, 2), True)
+    assert win._strip_pending[1] == (s.set_id, 2)  # the slider's own strip first
+    assert win._preview_id == asked  # at scale 0 the image does not change: no render
+    qtbot.waitUntil(lambda: (s.set_id, 2) in win._nodes and (s.set_id, 1) in win._nodes, timeout=TIMEOUT)
+    wait_idle(qtbot, win)
