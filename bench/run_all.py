@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("sampling", "preview", "slider", "jacobian", "stream", "distributed", "sd", "transformers")
+BENCHMARKS = ("sampling", "preview", "slider", "app_slider", "jacobian", "stream", "distributed", "sd", "transformers")
 
 
 def main(argv=None) -> int:

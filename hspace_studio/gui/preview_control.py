@@ -341,6 +341,7 @@ class PreviewControl:
     def _send_strip(self, key, want) -> None:
         (epoch, item, others), scales = want
         self._strip_pending = (self._strip_id, key, *want)
+        self._strip_clock = (self._strip_id, time.perf_counter(), 0)  # (its note waits STRIP_NOTE_AFTER_S)
         self.worker.request_strip(StripRequest(self._strip_id, item, scales, others))
 
     def _request_focus_strip(self) -> bool:
@@ -396,11 +397,10 @@ class PreviewControl:
         asked = self._strip_pending
         if asked is None or asked[0] != strip_id:
             return
-        now = time.perf_counter()
         if self._strip_clock is None or self._strip_clock[0] != strip_id:
-            self._strip_clock = (strip_id, now, done)
+            self._strip_clock = (strip_id, time.perf_counter(), done)
         _id, t0, done0 = self._strip_clock
-        if now - t0 < STRIP_NOTE_AFTER_S and done - done0 < total / 2:
+        if time.perf_counter() - t0 < STRIP_NOTE_AFTER_S and done - done0 < total / 2:
             return  # a strip made in a moment needs no note (it would only flicker)
         self._show_strip_progress(asked[1], done / total if total else None)
 
