@@ -414,8 +414,11 @@ class StripView(QWidget):
         self.stale = False  # the thumbnails show an older image or direction state
 
     def mark_stale(self, note: str = "updating…") -> None:
-        """Grey the thumbnails and say they are being redrawn (until :meth:`show_images`)."""
+        """Grey the thumbnails and say they are being redrawn (until :meth:`show_images`);
+        without thumbnails yet, say that they are being made."""
         if not self._labels:
+            self._note.setText("Rendering the thumbnails of the selected direction…")
+            self._note.setVisible(True)
             return
         self.stale = True
         for box in self._labels:
