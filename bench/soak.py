@@ -178,7 +178,7 @@ class SoakStats:
             f"Python objects: start {self.objects_start}, end {self.objects_end}; allocator blocks: "
             f"start {s0.blocks}, end {s1.blocks}; after the first quarter: {g_mb:+.1f} MiB RSS, "
             f"{g_obj:+d} blocks",
-            f"at the end: {self.library_sets} sets in the library, {self.worker_sets} in the worker, "
+            f"at the end: {self.library_sets} sets in the library or its undo history, {self.worker_sets} in the worker, "
             f"{self.undo_steps} undo steps; final edit rendered: {self.final_render_ok} "
             f"({self.final_render_s:.2f} s)" if self.final_render_s is not None else
             f"final edit rendered: {self.final_render_ok}",
@@ -617,7 +617,8 @@ class Soak:
                 self.stats.expected_errors += 1
             else:
                 self.stats.unexpected_errors.append(text)
-        self.stats.library_sets = len(w.library.sets)
+        # the sets the library shows, and those an undo step can bring back (the worker keeps both)
+        self.stats.library_sets = len({s.set_id for s in w.library.sets} | w.history.set_ids())
         self.stats.worker_sets = len(w.worker.state.sets) if hasattr(w.worker, "state") else -1
         self.stats.undo_steps = w.mask.undo_stack.count()
         return self.stats

@@ -47,6 +47,7 @@ from .file_dialogs import (DIR_FILTER, IMAGE_FILTER, PNG_FILTER, SESSION_FILTER,
                            ask_path, last_dir, remember_dir)
 from .job_queue import JobQueue
 from .layout import fit_to_screen, frame_fits, scrolled
+from .edit_history import EditHistory, describe
 from .library import DirectionLibrary
 from .menus import Menus
 from .node_preview import NodeImages
@@ -214,6 +215,7 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
             self.brush.set_default_parts(parts, domain.part_groups)
         self.brush.segmenterError.connect(self.show_error)
         self.library = DirectionLibrary()
+        self.history = EditHistory(self.library, self._restore_library, self)  # undo of library and sliders
         self.sliders = ActiveSliders()
         self.plots = PlotPanel()
         self.discovery = DiscoveryPanel(self._sampling_params, self._mask_for_job, self._steps_count)
@@ -308,6 +310,7 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
         lib.activeChanged.connect(self._active_changed)
         lib.selectionMoved.connect(self._selection_moved)
         lib.changed.connect(self._mark_dirty)
+        lib.changed.connect(lambda: self.history.note(describe(self.history.current, self.library.sets)))
         lib.changed.connect(self._forget_removed_sets)
         lib.importRequested.connect(self.import_directions_dialog)
         lib.exportRequested.connect(self.export_directions_dialog)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Dict
 
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QUndoGroup
 from PySide6.QtWidgets import QMessageBox
 
 from .about import about_text
@@ -62,9 +62,16 @@ class Menus:
         A(m, "&Quit", self.close, QKeySequence.StandardKey.Quit)
 
         m = mb.addMenu("&Edit")
-        u = self.mask.undo_stack.createUndoAction(self, "Undo mask")
+        # Undo and Redo act on the stack changed last: the mask's strokes or the library's
+        # and sliders' changes (gui/edit_history.py)
+        self.undo_group = QUndoGroup(self)
+        for stack in (self.mask.undo_stack, self.history.stack):
+            self.undo_group.addStack(stack)
+            stack.indexChanged.connect(lambda _i, st=stack: _make_active(self.undo_group, st))
+        self.undo_group.setActiveStack(self.mask.undo_stack)
+        u = self.undo_group.createUndoAction(self, "Undo")
         u.setShortcuts([QKeySequence("Ctrl+Z")])
-        r = self.mask.undo_stack.createRedoAction(self, "Redo mask")
+        r = self.undo_group.createRedoAction(self, "Redo")
         r.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
         for a in (u, r):
             m.addAction(a)
@@ -210,3 +217,11 @@ class Menus:
 
     def show_about(self) -> None:
         QMessageBox.about(self, "About hspace-studio", self.about_text())
+
+
+def _make_active(group, stack) -> None:
+    """Undo and Redo now act on ``stack`` (it changed last); not while either is being deleted."""
+    from shiboken6 import isValid
+
+    if isValid(group) and isValid(stack):
+        group.setActiveStack(stack)

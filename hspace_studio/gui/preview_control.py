@@ -15,6 +15,7 @@ import time
 from typing import Optional, Tuple
 
 from . import jobs as J
+from .edit_history import describe
 from .node_preview import NodeImages
 from ..app.requests import EditItem, PreviewRequest, StripRequest
 
@@ -271,6 +272,7 @@ class PreviewControl:
         d.range = row.range()
         self._mark_dirty()
         key = tuple(key)
+        self.history.note(describe(self.history.current, self.library.sets), merge_key=key)
         self._focus_key = key
         if self.traj_info is not None:
             shown = self._show_node_preview(key, moved_at)  # at once; the exact image follows
@@ -280,10 +282,17 @@ class PreviewControl:
         self.request_preview(moved_at)
         self._request_strip()  # other strips' edits (or this one's window, range ...) changed
 
+    def _restore_library(self, sets) -> None:
+        """Undo or redo: the library (and the sliders made from it) as in ``sets``."""
+        self.sliders.sync([], [])  # rows are made again from the restored states
+        self.library.replace_all(sets)
+        self._mark_dirty()
+
     def _forget_removed_sets(self) -> None:
         """Let the worker free the tensors of sets removed from the library (without this
-        every import or discovery kept its tensors for the life of the window)."""
-        current = {s.set_id for s in self.library.sets}
+        every import or discovery kept its tensors for the life of the window); a set that
+        an undo step can bring back is kept."""
+        current = {s.set_id for s in self.library.sets} | self.history.set_ids()
         gone = self._known_sets - current
         self._known_sets = current
         if gone and not self._closing:

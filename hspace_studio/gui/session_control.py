@@ -111,6 +111,7 @@ class SessionControl:
         self.source_panel.set_values(seed=c.get("seed"), steps=c.get("steps"), eta=c.get("eta"),
                                      h_space=(doc.get("model") or {}).get("h_space"))
         self.library.replace_all(pl.sets)
+        self.history.reset()  # (as the mask's: an opened session starts a history)
         if pl.trajectory is not None:
             self._trajectory_loaded(pl.trajectory)
         else:
