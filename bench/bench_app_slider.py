@@ -131,7 +131,7 @@ def main(argv=None) -> int:
         n = len(painted)
         t0 = time.perf_counter()
         row.slider.setValue(value)
-        rid = win._preview_id
+        rid = win.preview_id
         pump(lambda: win.shown_preview_id >= rid)
         changes = [p for p in painted[n:] if p[0] >= t0]
         first = changes[0] if changes else (time.perf_counter(), False, "")
@@ -139,15 +139,14 @@ def main(argv=None) -> int:
 
     t_tick = time.perf_counter()
     win.library.set_active(key, True)
-    pump(lambda: win.slider_rows() and win.worker._strip is None and win._strip_pending is not None
-         and win._strip_pending[1] == key, 60)
+    pump(lambda: win.slider_rows() and win.worker._strip is None and win.strip_making == key, 60)
     t_end = time.perf_counter() + args.strip_head
     pump(lambda: time.perf_counter() >= t_end)
     first, label, exact = move(310)
     print(f"move while the strip is made: first change {first:.2f} s = {first / call:.2f} network calls "
           f"('{label}'); exact {exact:.2f} s = {exact / min(engine):.2f}x the engine edit", flush=True)
 
-    pump(lambda: key in win._nodes and win._strip_pending is None)
+    pump(lambda: win.has_strip(key) and win.strip_making is None)
     strip_s = time.perf_counter() - t_tick
     print(f"strip ready {strip_s:.1f} s after the tick ({strip_s / min(engine):.2f} engine edits)", flush=True)
     pump(lambda: win.idle)
@@ -161,7 +160,7 @@ def main(argv=None) -> int:
     row.slider.setValue(150)
     t_end = time.perf_counter() + args.cancel_after
     pump(lambda: time.perf_counter() >= t_end)
-    was = win._rendering
+    was = win.rendering
     t0 = time.perf_counter()
     win.cancel_job()
     pump(lambda: not win.worker.busy)

@@ -159,7 +159,7 @@ def main(argv=None) -> int:
         eng_thread.append(threaded_decode(-scale / 2))
         t0 = time.perf_counter()
         row.slider.setValue(int(round(scale * 1000)))
-        rid = win._preview_id
+        rid = win.preview_id
         wait_shown(rid)
         gui.append(shown[rid] - t0)
         worker_render.append(win.last_render)
@@ -194,7 +194,7 @@ def main(argv=None) -> int:
             last_move = time.perf_counter()
             end = last_move + args.interval / 1000
             pump(lambda: time.perf_counter() >= end)
-        rid = win._preview_id
+        rid = win.preview_id
         wait_shown(rid)
         tails.append(shown[rid] - last_move)
         pump(lambda: win.idle)

@@ -640,7 +640,7 @@ class Soak:
         row.slider.setValue(row.slider.maximum() if row.slider.value() < 0 else row.slider.minimum())
         wait_idle(w, 180)
         self.stats.final_render_s = time.perf_counter() - t
-        self.stats.final_render_ok = (w.previews_shown > shown and w.shown_preview_id == w._preview_id
+        self.stats.final_render_ok = (w.previews_shown > shown and w.shown_preview_id == w.preview_id
                                       and not np.array_equal(w.canvas.edited_array(), before))
 
 

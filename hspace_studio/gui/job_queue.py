@@ -27,6 +27,11 @@ class JobQueue:
         return h
 
     @property
+    def running_job(self) -> Optional[int]:
+        """The id of the job the engine is running, or None."""
+        return self._running
+
+    @property
     def busy(self) -> bool:
         return bool(self._handles) or self.worker.busy
 

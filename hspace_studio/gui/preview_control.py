@@ -61,6 +61,30 @@ class PreviewControl:
         return req.id
 
     @property
+    def preview_id(self) -> int:
+        """The id of the newest preview request (a slider state sent to the engine)."""
+        return self._preview_id
+
+    @property
+    def rendering(self) -> Optional[tuple]:
+        """(step, steps) of a render that has taken a while and is still running, else None."""
+        return self._rendering
+
+    @property
+    def strip_making(self) -> Optional[tuple]:
+        """The direction whose strip the engine is making, or None."""
+        return self._strip_pending[1] if self._strip_pending is not None else None
+
+    @property
+    def selected_strip_key(self) -> Optional[tuple]:
+        """The direction whose thumbnails the library shows (the selected one), or None."""
+        return self._strip_key
+
+    def has_strip(self, key) -> bool:
+        """Whether direction ``key``'s strip (its slider's instant preview) is here."""
+        return tuple(key) in self._nodes
+
+    @property
     def render_in_flight(self) -> bool:
         """Whether the newest slider state's exact image is still being made."""
         return self._preview_req is not None and self.shown_preview_id < self._preview_req.id

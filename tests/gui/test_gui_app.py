@@ -428,7 +428,7 @@ def test_pca_and_supervised_discovery(qtbot, win, tmp_path):
 
 def test_cancel_stops_within_one_step(qtbot, win):
     h = win.submit(J.Sample(seed=11, steps=400, eta=1.0))
-    qtbot.waitUntil(lambda: win._running == h.id and win.job_progress.value() >= 2, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: win.running_job == h.id and win.job_progress.value() >= 2, timeout=TIMEOUT)
     assert win.cancel_button.isVisible() and win.job_progress.isVisible()
     win.cancel_button.click()
     res = run_job(qtbot, win, h)

@@ -636,7 +636,7 @@ def test_a_slider_moved_while_a_job_runs_says_the_edit_is_pending(qtbot, win, di
     import_and_activate(qtbot, win, dir_file)
     before = image_of(win)
     h = win.submit(J.Sleep(steps=30, seconds_per_step=0.1))
-    qtbot.waitUntil(lambda: win._running is not None, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: win.running_job is not None, timeout=TIMEOUT)
     win.slider_rows()[0].slider.setValue(800)
     assert "the exact image after" in win.canvas.info_text and "Esc" in win.canvas.info_text
     assert win.canvas._edited_interim

@@ -31,12 +31,12 @@ def test_a_slow_render_shows_its_steps_and_esc_cancels_it(qtbot, win, dir_file, 
     win.previewShown.connect(exact_ids.append)
     slow(0.15)
     # not the selected direction (the library's strip of that one is made already)
-    assert win._strip_key == (s.set_id, 0)
+    assert win.selected_strip_key == (s.set_id, 0)
     win.library.set_active((s.set_id, 2), True)  # its strip starts in the background
     win.slider_rows()[0].slider.setValue(800)  # before the strip is ready: each step is shown
-    moved = win._preview_id
+    moved = win.preview_id
     qtbot.waitUntil(lambda: "preview: step" in win.canvas.info_text, timeout=TIMEOUT)
-    assert win._rendering is not None
+    assert win.rendering is not None
     assert "rendering the edit: step" in win.preview_label.text() and "Esc" in win.preview_label.text()
     assert not win.cancel_button.isHidden() and win.cancel_button.isEnabled()
     assert win.act["cancel"].isEnabled()
@@ -70,7 +70,7 @@ def test_the_slider_row_shows_how_far_its_preview_is_prepared(qtbot, win, dir_fi
 
     qtbot.waitUntil(note_seen, timeout=TIMEOUT)
     assert notes[0].startswith("preview ") and notes[0].endswith("%")
-    qtbot.waitUntil(lambda: (s.set_id, 1) in win._nodes, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: win.has_strip((s.set_id, 1)), timeout=TIMEOUT)
     assert row.preview_note.isHidden()
 
 
@@ -81,9 +81,9 @@ def test_a_render_can_be_cancelled_before_its_first_step_ends(qtbot, win, dir_fi
     before = image_of(win)
     slow(1.5)
     win.slider_rows()[0].slider.setValue(-700)
-    moved = win._preview_id
-    qtbot.waitUntil(lambda: win._rendering is not None, timeout=TIMEOUT)
-    assert win._rendering[0] == 0 and "rendering the edit: first step" in win.preview_label.text()
+    moved = win.preview_id
+    qtbot.waitUntil(lambda: win.rendering is not None, timeout=TIMEOUT)
+    assert win.rendering[0] == 0 and "rendering the edit: first step" in win.preview_label.text()
     assert not win.cancel_button.isHidden() and win.act["cancel"].isEnabled()
     exact_ids = []
     win.previewShown.connect(exact_ids.append)
@@ -98,10 +98,10 @@ def test_the_ticked_sliders_strip_comes_before_the_librarys(qtbot, win, dir_file
     s = import_and_activate(qtbot, win, dir_file, rows=())
     slow(0.05)
     win.library.select(s.set_id, 1)  # the library asks for direction 1's thumbnails
-    assert win._strip_pending is not None and win._strip_pending[1] == (s.set_id, 1)
-    asked = win._preview_id
+    assert win.strip_making == (s.set_id, 1)
+    asked = win.preview_id
     win.library.set_active((s.set_id, 2), True)
-    assert win._strip_pending[1] == (s.set_id, 2)  # the slider's own strip first
-    assert win._preview_id == asked  # at scale 0 the image does not change: no render
-    qtbot.waitUntil(lambda: (s.set_id, 2) in win._nodes and (s.set_id, 1) in win._nodes, timeout=TIMEOUT)
+    assert win.strip_making == (s.set_id, 2)  # the slider's own strip first
+    assert win.preview_id == asked  # at scale 0 the image does not change: no render
+    qtbot.waitUntil(lambda: win.has_strip((s.set_id, 2)) and win.has_strip((s.set_id, 1)), timeout=TIMEOUT)
     wait_idle(qtbot, win)
