@@ -331,7 +331,7 @@ def check_session(doc: dict, arrays: Dict[str, np.ndarray], where: str = "sessio
         raise FileFormatError(f"{where}: bad selection entry")
     # the trajectory
     if any(k.startswith("traj/") for k in arrays):
-        t = {k: arrays.get(f"traj/{k}") for k in TRAJ_REQUIRED + ("xs",)}
+        t = {k: arrays.get(f"traj/{k}") for k in TRAJ_REQUIRED + ("xs", "x0s")}
         missing = [k for k in TRAJ_REQUIRED if t[k] is None]
         if missing:
             raise FileFormatError(f"{where}: the trajectory lacks {', '.join(missing)}")
@@ -339,7 +339,7 @@ def check_session(doc: dict, arrays: Dict[str, np.ndarray], where: str = "sessio
         T = t["timesteps"].shape[0] if t["timesteps"].ndim == 1 else -1
         if (T < 1 or x_T.ndim != 3 or t["x_0"].shape != x_T.shape or t["zs"].shape != (T, *x_T.shape)
                 or t["etas"].shape != (T,) or t["hs"].ndim != 4 or t["hs"].shape[0] != T
-                or (t["xs"] is not None and t["xs"].shape != (T, *x_T.shape))
+                or any(t[k] is not None and t[k].shape != (T, *x_T.shape) for k in ("xs", "x0s"))
                 or 0 in x_T.shape or 0 in t["hs"].shape):
             raise FileFormatError(f"{where}: the trajectory's tensors have inconsistent shapes")
         tm = doc.get("trajectory") or {}

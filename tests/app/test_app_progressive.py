@@ -113,3 +113,18 @@ def test_a_cancelled_strip_goes_on_from_its_finished_images(state):
     whole = state.renderer.strip_x0(item, scales, ())  # one batch, as an export makes it
     for img, x in zip(images, whole):
         assert np.abs(img.astype(int) - state.models.pixels(x).astype(int)).max() <= 1
+
+
+def test_a_session_keeps_the_chains_predictions(state, tmp_path):
+    """A session reopened shows step previews as before: the chain's predicted x_0s travel
+    in the session (older sessions without them still open)."""
+    from hspace_studio.app.handlers import run_job
+
+    path = str(tmp_path / "s.json")
+    doc = {"model": {"source": state.model_info.source, "h_space": state.h_space,
+                     "fingerprint": state.model_info.fingerprint}, "source": dict(state.image.source)}
+    run_job(state, R.SaveSession(path, doc, None, ("d",)), lambda *a: None, CancelToken())
+    other = EngineState()
+    payload = run_job(other, R.LoadSession(path, "cpu"), lambda *a: None, CancelToken())
+    assert payload.trajectory is not None and other.traj.x0s is not None
+    torch.testing.assert_close(other.traj.x0s, state.traj.x0s)

@@ -15,7 +15,7 @@ from . import handler
 from .source import _invert, _prompt_of, _sample
 
 
-TRAJ_KEYS = ("x_T", "zs", "etas", "timesteps", "hs", "x_0", "xs")
+TRAJ_KEYS = ("x_T", "zs", "etas", "timesteps", "hs", "x_0", "xs", "x0s")  # (xs, x0s: the cached chain)
 
 
 @handler(SaveSession)
@@ -92,6 +92,7 @@ def _load_session_now(state, job, progress, cancel):
                               timesteps=stored_timesteps(t["timesteps"]), hs=t["hs"].float(), x_0=t["x_0"].float(),
                               fingerprint=tmeta["fingerprint"], h_space=tmeta["h_space"],
                               origin=tmeta.get("origin") or {}, xs=t["xs"].float() if "xs" in t else None,
+                              x0s=t["x0s"].float() if "x0s" in t else None,
                               schedule=2 if tmeta.get("format") == 2 else 1)
             traj.check_model(state.model.fingerprint, state.h_space, "the session's image",
                              sample_shape=state.model.sample_shape, h_shape=state.model_info.h_shape)
