@@ -157,8 +157,9 @@ class Renderer:
             for k, x in zip(part, xs):
                 self._strip_done[k] = self.models.pixels(x)
             done += len(part) * per
+        images = [self._strip_done[k] for k in keys]  # (before older images are dropped: these may be)
         while len(self._strip_done) > STRIP_IMAGES_KEPT:  # the oldest strips' first
             self._strip_done.pop(next(iter(self._strip_done)))
         if progress is not None:
             progress(total, total)
-        return [self._strip_done[k] for k in keys]
+        return images

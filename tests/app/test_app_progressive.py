@@ -128,3 +128,24 @@ def test_a_session_keeps_the_chains_predictions(state, tmp_path):
     payload = run_job(other, R.LoadSession(path, "cpu"), lambda *a: None, CancelToken())
     assert payload.trajectory is not None and other.traj.x0s is not None
     torch.testing.assert_close(other.traj.x0s, state.traj.x0s)
+
+
+def test_a_resumed_strip_keeps_its_own_images_when_older_ones_are_dropped(state):
+    """The kept images are bounded (the oldest go first); a strip whose first images are the
+    oldest kept still returns all of its images."""
+    from hspace_studio.app.renderer import STRIP_IMAGES_KEPT
+
+    item, scales = Edit("d", 0, 1.0), (-2.0, -1.0, 1.0, 2.0)
+    state.renderer.call_seconds = 10.0  # one chain per network call
+    token = CancelToken()
+
+    def progress(done, total):
+        if done >= 2 * STEPS:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        state.renderer.render_strip(item, scales, (), cancel=token, progress=progress)
+    for k in range(STRIP_IMAGES_KEPT):  # other strips' images, kept after this one's
+        state.renderer._strip_done[("other", k)] = np.zeros((2, 2, 3), np.uint8)
+    images = state.renderer.render_strip(item, scales, ())
+    assert len(images) == len(scales)
