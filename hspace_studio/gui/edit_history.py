@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import astuple
-from typing import Callable, List, Optional
+from typing import Callable, List
 
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QUndoCommand, QUndoStack
@@ -91,20 +91,17 @@ class EditHistory(QObject):
         self._current = snapshot(library.sets)
         self._restoring = False
 
-    def note(self, text: str, merge_key=None) -> None:
-        """Record the library as it is now, if it changed, as the undo step ``text``."""
+    def note(self, merge_key=None) -> None:
+        """Record the library as it is now, if it changed, as an undo step named after the
+        change (:func:`describe`); steps of one ``merge_key`` close together are one."""
         if self._restoring:
             return
         now = snapshot(self.library.sets)
         if _key(now) == _key(self._current):
             return
         before, self._current = self._current, now
+        text = describe(restored(before), self.library.sets)
         self.stack.push(LibraryStep(self, before, now, text, merge_key))
-
-    @property
-    def current(self) -> list:
-        """The library as last recorded."""
-        return restored(self._current)
 
     def reset(self) -> None:
         """Forget the history (a session was opened): the library as it is is the start."""
@@ -129,7 +126,7 @@ class EditHistory(QObject):
         self._current = snap
 
 
-def describe(before, after) -> Optional[str]:
+def describe(before, after) -> str:
     """A short name of the change from ``before`` to ``after`` (library states)."""
     ids_b, ids_a = [s.set_id for s in before], [s.set_id for s in after]
     if set(ids_a) > set(ids_b):

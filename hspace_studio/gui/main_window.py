@@ -47,7 +47,7 @@ from .file_dialogs import (DIR_FILTER, IMAGE_FILTER, PNG_FILTER, SESSION_FILTER,
                            ask_path, last_dir, remember_dir)
 from .job_queue import JobQueue
 from .layout import fit_to_screen, frame_fits, scrolled
-from .edit_history import EditHistory, describe
+from .edit_history import EditHistory
 from .library import DirectionLibrary
 from .menus import Menus
 from .node_preview import NodeImages
@@ -146,7 +146,7 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
         self._render_clock.timeout.connect(self._render_is_slow)
         self._cancelled_render = 0  # request id whose render was cancelled
         self._strip_progress_key = None  # slider row showing its strip's progress
-        self._strip_clock: Optional[tuple] = None  # (strip id, first progress time, steps done then)
+        self._strip_sent_at = 0.0  # when the pending strip was asked for (its note waits a moment)
         self.showing_preview = False  # an approximation is on the canvas, the exact image pending
         self._paint_clock: Dict[str, float] = {}  # "preview"/"exact": time of the slider move, until painted
         self.last_preview_latency: Optional[float] = None  # slider move -> preview painted
@@ -310,7 +310,7 @@ class MainWindow(Menus, JobQueue, ResultRouting, SourceControl, PreviewControl, 
         lib.activeChanged.connect(self._active_changed)
         lib.selectionMoved.connect(self._selection_moved)
         lib.changed.connect(self._mark_dirty)
-        lib.changed.connect(lambda: self.history.note(describe(self.history.current, self.library.sets)))
+        lib.changed.connect(lambda: self.history.note())
         lib.changed.connect(self._forget_removed_sets)
         lib.importRequested.connect(self.import_directions_dialog)
         lib.exportRequested.connect(self.export_directions_dialog)

@@ -15,7 +15,6 @@ import time
 from typing import Optional, Tuple
 
 from . import jobs as J
-from .edit_history import describe
 from .node_preview import NodeImages
 from ..app.requests import EditItem, PreviewRequest, StripRequest
 
@@ -296,7 +295,7 @@ class PreviewControl:
         d.range = row.range()
         self._mark_dirty()
         key = tuple(key)
-        self.history.note(describe(self.history.current, self.library.sets), merge_key=key)
+        self.history.note(merge_key=key)
         self._focus_key = key
         if self.traj_info is not None:
             shown = self._show_node_preview(key, moved_at)  # at once; the exact image follows
@@ -374,7 +373,7 @@ class PreviewControl:
     def _send_strip(self, key, want) -> None:
         (epoch, item, others), scales = want
         self._strip_pending = (self._strip_id, key, *want)
-        self._strip_clock = (self._strip_id, time.perf_counter(), 0)  # (its note waits STRIP_NOTE_AFTER_S)
+        self._strip_sent_at = time.perf_counter()  # (its note waits STRIP_NOTE_AFTER_S)
         self.worker.request_strip(StripRequest(self._strip_id, item, scales, others))
 
     def _request_focus_strip(self) -> bool:
@@ -430,10 +429,7 @@ class PreviewControl:
         asked = self._strip_pending
         if asked is None or asked[0] != strip_id:
             return
-        if self._strip_clock is None or self._strip_clock[0] != strip_id:
-            self._strip_clock = (strip_id, time.perf_counter(), done)
-        _id, t0, done0 = self._strip_clock
-        if time.perf_counter() - t0 < STRIP_NOTE_AFTER_S and done - done0 < total / 2:
+        if time.perf_counter() - self._strip_sent_at < STRIP_NOTE_AFTER_S and done < total / 2:
             return  # a strip made in a moment needs no note (it would only flicker)
         self._show_strip_progress(asked[1], done / total if total else None)
 
